@@ -1,0 +1,399 @@
+"""Model bundles: a folder (or a ``.zip`` of its files) holding ``metadata.json`` and ``model.pt``.
+
+Nothing in a bundle is executed: the weights are a plain PyTorch state dict loaded with
+``weights_only=True``, and they are loaded only after their sha256 matches the metadata.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+
+import jsonschema
+import torch
+
+from .errors import BundleError
+from .labels import LabelInfo
+from .resources import schema_path
+
+CURRENT_FORMAT_VERSION = 1
+METADATA_NAME = "metadata.json"
+WEIGHTS_NAME = "model.pt"
+_CHUNK = 1 << 20
+
+
+@dataclass
+class Bundle:
+    """A loaded model bundle: where it came from, its metadata and its weights (on the CPU)."""
+
+    path: Path
+    metadata: dict
+    state_dict: dict[str, torch.Tensor]
+
+    @property
+    def labels(self) -> list[LabelInfo]:
+        return [LabelInfo.from_dict(d) for d in self.metadata["labels"]]
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.metadata["modalities"])
+
+    @property
+    def name(self) -> str:
+        return self.metadata["name"]
+
+    @property
+    def method(self) -> str:
+        return self.metadata["method"]
+
+
+# ----------------------------------------------------------------------------- hashing
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _update_from_file(digest: hashlib._Hash, path: Path) -> None:
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 (hex) of a file's bytes."""
+    digest = hashlib.sha256()
+    _update_from_file(digest, Path(path))
+    return digest.hexdigest()
+
+
+def folder_sha256(path: str | Path) -> str:
+    """sha256 (hex) over a folder's files: each relative POSIX path, its size and its bytes, in sorted order."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    files = sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
+    for file in files:
+        rel = file.relative_to(root).as_posix().encode("utf-8")
+        digest.update(rel + b"\0" + str(file.stat().st_size).encode() + b"\0")
+        _update_from_file(digest, file)
+    return digest.hexdigest()
+
+
+def bundle_sha256(path: str | Path) -> str:
+    """sha256 of a bundle: :func:`file_sha256` of a zip, :func:`folder_sha256` of a folder."""
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    if path.is_dir():
+        return folder_sha256(path)
+    raise BundleError(f"Model bundle {path} does not exist; check the path.")
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(schema_path("bundle_metadata").read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def _field_path(error: jsonschema.ValidationError) -> str:
+    parts = ""
+    for p in error.absolute_path:
+        parts += f"[{p}]" if isinstance(p, int) else (f".{p}" if parts else str(p))
+    return parts or "(top level)"
+
+
+def validate_metadata(metadata: dict, source: str | Path = METADATA_NAME) -> None:
+    """Check metadata against the bundle schema; raise :class:`BundleError` naming the field and the problem."""
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(metadata))
+    if error is None:
+        return
+    if error.validator == "required":
+        missing = next((f for f in error.validator_value if f not in error.instance), "?")
+        parent = _field_path(error)
+        field = missing if parent == "(top level)" else f"{parent}.{missing}"
+        raise BundleError(f"{source}: required field '{field}' is missing; add it to match the bundle schema.")
+    raise BundleError(
+        f"{source}: field '{_field_path(error)}' is invalid ({error.message}); fix it to match the bundle schema."
+    )
+
+
+def _check_format_version(metadata: dict, source: str | Path) -> None:
+    version = metadata.get("format_version") if isinstance(metadata, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > CURRENT_FORMAT_VERSION:
+        raise BundleError(
+            f"{source} was made by a newer MultiModalSeg (format {version}); upgrade MultiModalSeg to load it."
+        )
+
+
+def check_consistency(metadata: dict, source: str | Path = METADATA_NAME) -> None:
+    """Labels must be 1..K with unique names; ``network.params.out_channels``, when given, must be K+1."""
+    values = [int(d["value"]) for d in metadata["labels"]]
+    k = len(values)
+    if sorted(values) != list(range(1, k + 1)):
+        raise BundleError(
+            f"{source}: label values {values} must be unique and exactly 1..{k}; renumber the labels."
+        )
+    names = [d["name"] for d in metadata["labels"]]
+    if len(set(names)) != len(names):
+        raise BundleError(f"{source}: label names {names} must be unique; rename the duplicates.")
+    out_channels = metadata["network"].get("params", {}).get("out_channels")
+    if out_channels is not None and out_channels != k + 1:
+        raise BundleError(
+            f"{source}: network.params.out_channels is {out_channels} but the bundle has {k} labels "
+            f"(expected {k + 1} with background); the bundle's labels disagree with its metadata."
+        )
+
+
+def check_output_channels(bundle: Bundle, n_channels: int) -> None:
+    """Raise :class:`BundleError` if a network built from ``bundle`` outputs other than labels+1 classes."""
+    expected = len(bundle.metadata["labels"]) + 1
+    if int(n_channels) != expected:
+        raise BundleError(
+            f"Model bundle {bundle.path}: the network outputs {n_channels} classes but the bundle lists "
+            f"{expected - 1} labels (expected {expected} with background); the bundle is inconsistent, rebuild it."
+        )
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+def _serialize_state_dict(state_dict: dict) -> bytes:
+    if not isinstance(state_dict, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
+    ):
+        raise BundleError("state_dict must map parameter names (str) to tensors; pass model.state_dict().")
+    cpu = {k: v.detach().cpu() for k, v in state_dict.items()}
+    buf = io.BytesIO()
+    torch.save(cpu, buf)
+    return buf.getvalue()
+
+
+def _check_extra_name(name: str) -> str:
+    rel = PurePosixPath(name)
+    if not name or rel.is_absolute() or ".." in rel.parts or "\\" in name or str(rel) in (METADATA_NAME, WEIGHTS_NAME):
+        raise BundleError(
+            f"Extra bundle file name '{name}' is not allowed; use a relative name other than "
+            f"{METADATA_NAME} or {WEIGHTS_NAME}, without '..'."
+        )
+    return str(rel)
+
+
+def _bundle_files(metadata: dict, weights: bytes, extra_files: dict[str, str | Path] | None) -> dict[str, Path | bytes]:
+    files: dict[str, Path | bytes] = {
+        METADATA_NAME: (json.dumps(metadata, indent=2, sort_keys=False) + "\n").encode("utf-8"),
+        WEIGHTS_NAME: weights,
+    }
+    for name, src in (extra_files or {}).items():
+        src = Path(src)
+        if not src.is_file():
+            raise BundleError(f"Extra bundle file {src} (for '{name}') does not exist; check the path.")
+        files[_check_extra_name(name)] = src
+    return files
+
+
+def _write_folder(folder: Path, files: dict[str, Path | bytes]) -> None:
+    for name, content in files.items():
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            shutil.copyfile(content, target)
+
+
+def _write_zip(target: Path, files: dict[str, Path | bytes]) -> None:
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, content in files.items():
+            if isinstance(content, bytes):
+                zf.writestr(name, content)
+            else:
+                zf.write(content, arcname=name)
+
+
+def _is_replaceable(out: Path) -> bool:
+    if out.is_file():
+        return zipfile.is_zipfile(out)
+    return out.is_dir() and ((out / METADATA_NAME).is_file() or not any(out.iterdir()))
+
+
+def _check_target(out: Path, overwrite: bool) -> None:
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not overwrite:
+        raise BundleError(f"Model bundle {out} already exists; choose another path or pass overwrite=True.")
+    if not _is_replaceable(out):
+        raise BundleError(f"{out} exists and is not a model bundle; refusing to replace it, choose another path.")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move ``tmp`` onto ``out``; an existing folder is moved aside first and removed after."""
+    if out.is_dir() and not out.is_symlink():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    if tmp.is_dir() and (out.exists() or out.is_symlink()):
+        out.unlink()  # a zip replaced by a folder: a folder cannot be renamed onto a file
+    os.replace(tmp, out)
+
+
+def save_bundle(
+    out: str | Path,
+    metadata: dict,
+    state_dict: dict,
+    *,
+    extra_files: dict[str, str | Path] | None = None,
+    as_zip: bool | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a bundle folder (or zip) atomically and return its path.
+
+    Fills ``model_sha256`` and ``format_version``, validates the metadata, then builds the bundle
+    beside ``out`` and renames it into place. ``as_zip=None`` writes a zip iff ``out`` ends with
+    ``.zip``. ``extra_files`` maps names inside the bundle to files to copy (e.g. ``report.md``).
+    """
+    out = Path(out)
+    as_zip = out.suffix.lower() == ".zip" if as_zip is None else as_zip
+    weights = _serialize_state_dict(state_dict)
+    metadata = copy.deepcopy(metadata)
+    metadata["format_version"] = CURRENT_FORMAT_VERSION
+    metadata["model_sha256"] = _sha256_bytes(weights)
+    validate_metadata(metadata, source=f"Metadata for {out}")
+    check_consistency(metadata, source=f"Metadata for {out}")
+    files = _bundle_files(metadata, weights, extra_files)
+    _check_target(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if as_zip:
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+        tmp = Path(name)
+        writer = _write_zip
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        writer = _write_folder
+    try:
+        writer(tmp, files)
+        _replace(tmp, out)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return out
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _check_entry_name(zip_path: Path, name: str) -> None:
+    rel = PurePosixPath(name.replace("\\", "/"))
+    if rel.is_absolute() or ".." in rel.parts or (rel.parts and ":" in rel.parts[0]):
+        raise BundleError(
+            f"Model bundle {zip_path}: entry '{name}' is absolute or escapes the bundle folder (zip-slip); "
+            "refusing to open it, rebuild the zip from the bundle folder."
+        )
+
+
+def _zip_prefix(names: list[str]) -> str:
+    """'' if metadata.json is at the zip root, else 'FOLDER/' when the zip holds one bundle folder."""
+    if METADATA_NAME in names:
+        return ""
+    nested = [n for n in names if n.count("/") == 1 and n.endswith("/" + METADATA_NAME)]
+    return nested[0][: -len(METADATA_NAME)] if len(nested) == 1 else ""
+
+
+def _read_zip_members(path: Path) -> tuple[bytes | None, bytes | None]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            for name in names:
+                _check_entry_name(path, name)
+            prefix = _zip_prefix(names)
+
+            def read(member: str) -> bytes | None:
+                return zf.read(prefix + member) if prefix + member in names else None
+
+            return read(METADATA_NAME), read(WEIGHTS_NAME)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BundleError(f"Model bundle {path} is not a readable zip ({exc}); download or rebuild it.") from exc
+
+
+def _read_folder_members(path: Path) -> tuple[bytes | None, bytes | None]:
+    def read(member: str) -> bytes | None:
+        file = path / member
+        return file.read_bytes() if file.is_file() else None
+
+    return read(METADATA_NAME), read(WEIGHTS_NAME)
+
+
+def _parse_metadata(raw: bytes | None, path: Path) -> dict:
+    if raw is None:
+        raise BundleError(f"Model bundle {path} has no {METADATA_NAME}; it is not a MultiModalSeg bundle.")
+    try:
+        metadata = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}/{METADATA_NAME} is not valid JSON ({exc}); fix or rebuild the bundle.") from exc
+    source = f"{path}/{METADATA_NAME}"
+    _check_format_version(metadata, source)
+    validate_metadata(metadata, source)
+    return metadata
+
+
+def _load_weights(raw: bytes | None, metadata: dict, path: Path) -> dict[str, torch.Tensor]:
+    if raw is None:
+        raise BundleError(f"Model bundle {path} has no {WEIGHTS_NAME}; the weights are missing, rebuild the bundle.")
+    if _sha256_bytes(raw) != metadata["model_sha256"]:
+        raise BundleError(
+            f"Model bundle {path}: {WEIGHTS_NAME} does not match model_sha256 in its metadata; the weights were "
+            "altered or corrupted and were not loaded, download or rebuild the bundle."
+        )
+    try:
+        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unpickling failure means an unusable file
+        raise BundleError(f"Model bundle {path}: {WEIGHTS_NAME} is not a loadable state dict ({exc}).") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BundleError(f"Model bundle {path}: {WEIGHTS_NAME} is not a state dict of tensors; rebuild the bundle.")
+    return dict(state)
+
+
+def load_bundle(path: str | Path, *, expected_sha256: str | None = None) -> Bundle:
+    """Load a bundle folder or zip, verifying hashes before anything is parsed or unpickled.
+
+    ``expected_sha256`` (from the models manifest) is compared with :func:`bundle_sha256` first;
+    then the metadata is validated, the weights' sha256 checked, and the weights loaded.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"Model bundle {path} does not exist; check the path or the models manifest.")
+    if expected_sha256 is not None:
+        actual = bundle_sha256(path)
+        if actual.lower() != expected_sha256.lower():
+            raise BundleError(
+                f"Model bundle {path} has sha256 {actual} but the models manifest expects {expected_sha256}; "
+                "it was altered or is incomplete and was not loaded, download it again."
+            )
+    meta_raw, weights_raw = _read_zip_members(path) if path.is_file() else _read_folder_members(path)
+    metadata = _parse_metadata(meta_raw, path)
+    state_dict = _load_weights(weights_raw, metadata, path)
+    check_consistency(metadata, source=f"{path}/{METADATA_NAME}")
+    return Bundle(path=path, metadata=metadata, state_dict=state_dict)

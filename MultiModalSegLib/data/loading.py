@@ -1,0 +1,62 @@
+"""Bring a dataset case into model space: normalised intensities, canonical orientation, the
+model's spacing, cropped to the body."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..io import read_image, read_labelmap
+from ..modalities import get_modality
+from ..preprocessing import crop, foreground_bbox, to_model_space
+from .dataset import Case
+
+
+@dataclass
+class PreparedCase:
+    """A case in model space: ``image`` float32 ``[z, y, x]``, ``label`` uint8 or ``None``."""
+
+    name: str
+    modality: str
+    image: np.ndarray
+    label: np.ndarray | None
+    weight: float = 1.0
+
+    @property
+    def foreground(self) -> np.ndarray:
+        """Flat indices of labelled voxels (cached), for foreground-centred patch sampling."""
+        if not hasattr(self, "_fg"):
+            self._fg = np.flatnonzero(self.label) if self.label is not None else np.empty(0, dtype=np.int64)
+        return self._fg
+
+
+def remap_label_array(array: np.ndarray, remap: dict[int, int] | None, valid: Sequence[int], source: str) -> np.ndarray:
+    """Apply a label remap table, or check that the values are valid model labels."""
+    if remap is not None:
+        lut = np.zeros(int(max(array.max(), max(remap))) + 1, dtype=np.uint8)
+        for src, dst in remap.items():
+            lut[src] = dst
+        return lut[array.astype(np.int64)]
+    bad = sorted(set(np.unique(array).tolist()) - set(valid) - {0})
+    if bad:
+        from ..errors import InputError
+
+        raise InputError(f"{source}: label values {bad[:10]} are not among the dataset's labels {sorted(valid)}; add a label_remap.")
+    return array.astype(np.uint8)
+
+
+def prepare_case(case: Case, spacing: Sequence[float], label_values: Sequence[int]) -> PreparedCase:
+    """Read, normalise (modality profile), reorient, resample and crop one case."""
+    image = read_image(case.image)
+    image.array = get_modality(case.modality).normalize(image.array)
+    model_image = to_model_space(image, spacing)
+    label = None
+    if case.label is not None:
+        lab = read_labelmap(case.label, reference=image)
+        lab.array = remap_label_array(lab.array, case.label_remap, label_values, str(case.label))
+        label = to_model_space(lab, spacing, is_label=True).array.astype(np.uint8)
+    bbox = foreground_bbox(model_image.array, threshold=0.05, margin=4)
+    img = crop(model_image.array, bbox).astype(np.float32)
+    return PreparedCase(case.name, case.modality, img, None if label is None else crop(label, bbox), case.weight)

@@ -1,0 +1,626 @@
+"""Seeded synthetic abdominal CT and MR phantoms with liver, spleen and kidney label maps.
+
+The anatomy of a phantom depends only on ``seed`` (the "patient"); the acquisition (field of
+view, spacing, stored orientation, contrast phase, noise, bias field) depends on the seed and the
+modality. :func:`write_phantom_dataset` draws different patients for CT and MR, so the dataset is
+unpaired. Everything is built in LPS physical millimetres (+x patient left, +y posterior,
++z superior) from implicit shapes (ellipsoids and superellipsoids), bent by a smooth random
+displacement field, then sampled on the image grid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from ..errors import InputError
+from ..io import Volume, write_labelmap
+from ..labels import ABDOMEN_LABELS
+
+MODALITIES = ("CT", "MR")
+LPS_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+RAS_DIRECTION = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+
+# Tissue classes of the internal tissue map (index into the intensity tables).
+TISSUES = (
+    "air", "fat", "muscle", "visceral_fat", "bowel", "gas", "marrow", "cortical_bone",
+    "disc", "csf", "aorta", "vein", "liver", "spleen", "kidney",
+)  # fmt: skip
+T = {name: i for i, name in enumerate(TISSUES)}
+LABEL = {lab.name: lab.value for lab in ABDOMEN_LABELS}
+
+# Tissue -> (native value, contrast-enhanced value, texture amplitude), Hounsfield units.
+CT_TABLE = {
+    "air": (-1000, -1000, 0), "fat": (-100, -100, 8), "muscle": (45, 50, 6),
+    "visceral_fat": (-90, -90, 12), "bowel": (30, 45, 15), "gas": (-900, -900, 30),
+    "marrow": (320, 320, 40), "cortical_bone": (800, 800, 60), "disc": (80, 85, 8),
+    "csf": (10, 10, 4), "aorta": (40, 200, 6), "vein": (40, 150, 6), "liver": (60, 110, 6),
+    "spleen": (50, 120, 6), "kidney": (35, 170, 10),
+}  # fmt: skip
+# Tissue -> (T2-weighted-like signal on a 0-1000 scale, relative texture amplitude).
+MR_TABLE = {
+    "air": (0, 0), "fat": (720, 0.04), "muscle": (140, 0.06), "visceral_fat": (650, 0.06),
+    "bowel": (380, 0.2), "gas": (0, 0), "marrow": (420, 0.08), "cortical_bone": (30, 0.1),
+    "disc": (520, 0.05), "csf": (900, 0.03), "aorta": (40, 0.3), "vein": (90, 0.3), "liver": (260, 0.05),
+    "spleen": (560, 0.05), "kidney": (620, 0.06),
+}  # fmt: skip
+
+MAX_INPLANE = 220
+MAX_SLICES = 130
+# Anatomy-fixed control grids (physical mm): start, step and count per axis (x, y, z).
+_DEFORM_GRID = ((-330.0, 70.0, 11), (-330.0, 70.0, 11), (-450.0, 70.0, 14))
+_BOWEL_GRID = ((-300.0, 25.0, 25), (-300.0, 25.0, 25), (-400.0, 25.0, 34))
+
+
+@dataclass(frozen=True)
+class Ellipsoid:
+    """Superellipsoid ``sum |local_i / axes_i| ** power <= 1``; ``local = rotation.T @ (p - center)``."""
+
+    center: np.ndarray
+    axes: np.ndarray
+    rotation: np.ndarray = field(default_factory=lambda: np.eye(3))
+    power: float = 2.0
+
+    def bounds(self, margin: float) -> tuple[np.ndarray, np.ndarray]:
+        """Axis-aligned physical box holding the shape, grown by ``margin`` mm."""
+        half = np.sqrt(((self.rotation * self.axes[None, :]) ** 2).sum(axis=1))
+        if self.power > 2.0:
+            half = half * 3 ** (0.5 - 1 / self.power)
+        return self.center - half - margin, self.center + half + margin
+
+
+@dataclass
+class Anatomy:
+    """One patient's body outline and organ shapes (physical mm)."""
+
+    body_axes: tuple[float, float, float]  # half-width, anterior and posterior half-depth
+    body_wobble: tuple[float, float, float]  # relative amplitude, period (mm), phase
+    fat: float
+    muscle: float
+    spine_y: float
+    vertebral_radius: float
+    vertebra_phase: float
+    aorta: tuple[float, float, float]  # x, y, radius
+    vein: tuple[float, float, float]  # inferior vena cava: x, y, radius
+    organs: dict[str, list[tuple[Ellipsoid, bool]]]  # organ -> (shape, adds) in paint order
+    gas: list[Ellipsoid]
+    deform: np.ndarray  # (3, nz, ny, nx) control values of the displacement, mm
+    bowel: np.ndarray  # control values of the bowel-loop field
+
+
+@dataclass
+class Acquisition:
+    """Scanner-side parameters of one phantom image."""
+
+    xs: np.ndarray  # ascending physical coordinates of the grid (LPS order), mm
+    ys: np.ndarray
+    zs: np.ndarray
+    direction: tuple[float, ...]
+    contrast: bool
+    rng: np.random.Generator
+
+
+# ---------------------------------------------------------------------------- geometry helpers
+
+
+def _rotation(rx: float, ry: float, rz: float) -> np.ndarray:
+    """Rotation matrix from angles in degrees about x, then y, then z."""
+    ax, ay, az = np.deg2rad([rx, ry, rz])
+    mx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    my = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    mz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return mz @ my @ mx
+
+
+def _bspline(u: np.ndarray) -> np.ndarray:
+    a = np.abs(u)
+    return np.where(a < 1, 2 / 3 - a**2 + a**3 / 2, np.where(a < 2, (2 - a) ** 3 / 6, 0.0))
+
+
+def _weights(coords: np.ndarray, start: float, step: float, count: int) -> np.ndarray:
+    """Cubic B-spline interpolation matrix (len(coords), count) from a control grid to coords."""
+    t = (coords - start) / step
+    return _bspline(t[:, None] - np.arange(count)[None, :]).astype(np.float32)
+
+
+def _upsample(control: np.ndarray, wz: np.ndarray, wy: np.ndarray, wx: np.ndarray) -> np.ndarray:
+    """Separable B-spline evaluation of a (cz, cy, cx) control grid on the (nz, ny, nx) grid."""
+    a = control.astype(np.float32) @ wx.T  # (cz, cy, nx)
+    a = wy @ a  # (cz, ny, nx)
+    cz, ny, nx = a.shape
+    return (wz @ a.reshape(cz, ny * nx)).reshape(len(wz), ny, nx)
+
+
+def _grid_weights(acq: Acquisition, grid: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    (x0, dx, cx), (y0, dy, cy), (z0, dz, cz) = grid
+    return _weights(acq.zs, z0, dz, cz), _weights(acq.ys, y0, dy, cy), _weights(acq.xs, x0, dx, cx)
+
+
+def _box(acq: Acquisition, lo: np.ndarray, hi: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Index slices (z, y, x) of the grid points inside the physical box, or None if empty."""
+    out = []
+    for coords, a, b in ((acq.zs, lo[2], hi[2]), (acq.ys, lo[1], hi[1]), (acq.xs, lo[0], hi[0])):
+        i0, i1 = np.searchsorted(coords, a), np.searchsorted(coords, b, side="right")
+        if i1 <= i0:
+            return None
+        out.append(slice(int(i0), int(i1)))
+    return tuple(out)
+
+
+def _inside(shape: Ellipsoid, pts: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    d = [p - c for p, c in zip(pts, shape.center, strict=True)]
+    f = np.zeros(d[0].shape, np.float32)
+    for i in range(3):
+        r = shape.rotation
+        local = (r[0, i] * d[0] + r[1, i] * d[1] + r[2, i] * d[2]) / shape.axes[i]
+        f += local * local if shape.power == 2.0 else np.abs(local) ** shape.power
+    return f <= 1.0
+
+
+# ---------------------------------------------------------------------------- anatomy sampling
+
+
+def _jitter(rng: np.random.Generator, sigma: float, limit: float, n: int = 3) -> np.ndarray:
+    return np.clip(rng.normal(0.0, sigma, n), -limit, limit)
+
+
+def _organ_axes(rng: np.random.Generator, base: tuple[float, float, float]) -> np.ndarray:
+    """Organ semi-axes scaled by about +-15 % (a global factor times a per-axis one)."""
+    return np.asarray(base) * rng.uniform(0.92, 1.08) * rng.uniform(0.93, 1.07, 3)
+
+
+def _shape(rng, center, base_axes, angles=(0.0, 0.0, 0.0), power=2.0) -> Ellipsoid:
+    center = np.asarray(center, float) + _jitter(rng, 7.0, 15.0)
+    rot = _rotation(*(np.asarray(angles) + _jitter(rng, 3.0, 6.0)))
+    return Ellipsoid(center, _organ_axes(rng, base_axes), rot, power)
+
+
+def _wall_angle(x: float, y: float, ax: float, ay: float) -> float:
+    """Angle (degrees, about z) of the outward normal of the body ellipse near (x, y)."""
+    return float(np.degrees(np.arctan2(y / ay**2, x / ax**2)))
+
+
+def _liver(rng, cav_x: float, cav_y: float) -> list[tuple[Ellipsoid, bool]]:
+    right = _shape(rng, (-0.5 * cav_x, -0.05 * cav_y, 40.0), (66.0, 70.0, 70.0), (0, 0, -10), 2.4)
+    left = _shape(rng, (0.12 * cav_x, -0.5 * cav_y, 55.0), (62.0, 28.0, 42.0), (0, 12, 15))
+    return [(right, True), (left, True)]
+
+
+def _spleen(rng, cav_x: float, cav_back: float) -> list[tuple[Ellipsoid, bool]]:
+    """Spleen against the posterolateral left wall, its thin axis along the wall's normal."""
+    theta = np.deg2rad(rng.uniform(30, 48))
+    wx, wy = cav_x * np.cos(theta), cav_back * np.sin(theta)
+    angle = _wall_angle(wx, wy, cav_x, cav_back)
+    inward = 21.0 + 14.0
+    center = (wx - inward * np.cos(np.deg2rad(angle)), wy - inward * np.sin(np.deg2rad(angle)), 66.0)
+    return [(_shape(rng, center, (21.0, 52.0, 46.0), (0, 0, angle)), True)]
+
+
+def _kidney(rng, side: float, x: float, y: float, z: float) -> list[tuple[Ellipsoid, bool]]:
+    """Bean-shaped kidney: an ellipsoid with a medial-anterior hilum notch (renal sinus)."""
+    outer = _shape(rng, (side * x, y, z), (29.0, 26.0, 56.5), (0, side * 12, side * -30))
+    notch_center = outer.center + outer.rotation @ np.array([-side * 0.85 * outer.axes[0], 0, 0])
+    notch = Ellipsoid(notch_center, outer.axes * (0.5, 0.5, 0.4), outer.rotation)
+    return [(outer, True), (notch, False)]
+
+
+def _gas_pockets(rng, cav_x: float, cav_y: float) -> list[Ellipsoid]:
+    pockets = []
+    for _ in range(int(rng.integers(4, 11))):
+        center = (rng.uniform(-0.6, 0.6) * cav_x, rng.uniform(-0.85, -0.2) * cav_y, rng.uniform(-120, 100))
+        axes = rng.uniform(6.0, 18.0) * rng.uniform(0.7, 1.3, 3)
+        pockets.append(Ellipsoid(np.asarray(center), axes, _rotation(*rng.uniform(-90, 90, 3))))
+    return pockets
+
+
+def _control(rng, grid: tuple, sigma: float) -> np.ndarray:
+    return rng.normal(0.0, sigma, (grid[2][2], grid[1][2], grid[0][2]))
+
+
+def _sample_anatomy(rng: np.random.Generator) -> Anatomy:
+    ax, ay_ant, ay_post = rng.uniform(140, 185), rng.uniform(100, 130), rng.uniform(100, 125)
+    fat, muscle = rng.uniform(8, 32), rng.uniform(8, 14)
+    cav_x, cav_y, cav_back = ax - fat - muscle, ay_ant - fat - muscle, ay_post - 0.4 * fat - muscle
+    spine_y, vr = ay_post - rng.uniform(68, 78), rng.uniform(17, 22)
+    kid_x = min(vr + rng.uniform(52, 60), 0.85 * cav_x - 32)
+    kid_y = spine_y + rng.uniform(-6, 4)
+    organs = {
+        "liver": _liver(rng, cav_x, cav_y),
+        "spleen": _spleen(rng, cav_x, cav_back),
+        "kidney_right": _kidney(rng, -1.0, kid_x, kid_y, rng.uniform(-25, -15)),
+        "kidney_left": _kidney(rng, 1.0, kid_x, kid_y, rng.uniform(-8, 2)),
+    }
+    radius = rng.uniform(10, 13)
+    return Anatomy(
+        body_axes=(ax, ay_ant, ay_post),
+        body_wobble=(rng.uniform(0.02, 0.06), rng.uniform(250, 500), rng.uniform(0, 2 * np.pi)),
+        fat=fat,
+        muscle=muscle,
+        spine_y=spine_y,
+        vertebral_radius=vr,
+        vertebra_phase=rng.uniform(0, 36),
+        aorta=(rng.uniform(8, 16), spine_y - vr - radius - rng.uniform(1, 4), radius),
+        vein=(-rng.uniform(18, 26), spine_y - vr - rng.uniform(12, 20), rng.uniform(9, 12)),
+        organs=organs,
+        gas=_gas_pockets(rng, cav_x, cav_y),
+        deform=np.stack([_control(rng, _DEFORM_GRID, rng.uniform(6, 12)) for _ in range(3)]),
+        bowel=_control(rng, _BOWEL_GRID, 1.0),
+    )
+
+
+# ---------------------------------------------------------------------------- acquisition
+
+
+def _z_range(anat: Anatomy, rng: np.random.Generator) -> tuple[float, float]:
+    """Cranio-caudal window: both kidneys whole, most of the liver, random extent and offset."""
+    kidneys = [s for name in ("kidney_right", "kidney_left") for s, adds in anat.organs[name] if adds]
+    low_need = min(k.center[2] - k.axes.max() for k in kidneys) - 8.0
+    liver, spleen = anat.organs["liver"][0][0], anat.organs["spleen"][0][0]
+    high_need = max(
+        max(k.center[2] + k.axes.max() for k in kidneys) + 8.0,
+        liver.center[2] + 0.45 * liver.axes[2],
+        spleen.center[2] + 0.4 * spleen.axes[2],
+    )
+    extent = max(rng.uniform(160, 300), high_need - low_need)
+    lo_min = max(high_need - extent, low_need - 120.0)
+    low = rng.uniform(lo_min, max(lo_min, low_need))
+    return low, low + extent
+
+
+def _axis(center: float, extent: float, spacing: float, limit: int) -> np.ndarray:
+    n = min(int(round(extent / spacing)) + 1, limit)
+    return (center + (np.arange(n) - (n - 1) / 2) * spacing).astype(np.float64)
+
+
+def _sample_acquisition(anat: Anatomy, rng: np.random.Generator, direction) -> Acquisition:
+    chosen = LPS_DIRECTION if rng.random() < 0.5 else RAS_DIRECTION
+    fov = rng.uniform(max(320.0, 2 * anat.body_axes[0] + 30), 420.0)
+    inplane = rng.uniform(max(1.5, fov / (MAX_INPLANE - 1)), 3.0)
+    z0, z1 = _z_range(anat, rng)
+    slice_spacing = rng.uniform(max(2.0, (z1 - z0) / (MAX_SLICES - 1)), 5.0)
+    cy = (anat.body_axes[2] - anat.body_axes[1]) / 2 + rng.uniform(-10, 10)
+    return Acquisition(
+        xs=_axis(rng.uniform(-8, 8), fov, inplane, MAX_INPLANE),
+        ys=_axis(cy, fov, inplane, MAX_INPLANE),
+        zs=_axis((z0 + z1) / 2, z1 - z0, slice_spacing, MAX_SLICES),
+        direction=chosen if direction is None else _check_direction(direction),
+        contrast=bool(rng.random() < 0.5),
+        rng=rng,
+    )
+
+
+def _check_direction(direction) -> tuple[float, ...]:
+    d = tuple(float(v) for v in direction)
+    if d not in (LPS_DIRECTION, RAS_DIRECTION):
+        raise InputError(f"direction {direction}: not supported; give {LPS_DIRECTION} or {RAS_DIRECTION}.")
+    return d
+
+
+# ---------------------------------------------------------------------------- tissue map
+
+
+def _deformed_coords(anat: Anatomy, acq: Acquisition) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Physical coordinates (z, y, x grids) displaced by the patient's smooth deformation."""
+    w = _grid_weights(acq, _DEFORM_GRID)
+    x = acq.xs.astype(np.float32)[None, None, :] + _upsample(anat.deform[0], *w)
+    y = acq.ys.astype(np.float32)[None, :, None] + _upsample(anat.deform[1], *w)
+    z = acq.zs.astype(np.float32)[:, None, None] + _upsample(anat.deform[2], *w)
+    return x, y, z
+
+
+def _body_form(anat: Anatomy, acq: Acquisition, shrink: float, back: float) -> np.ndarray:
+    """Degree-2 homogeneous form (ny, nx) of the axial body outline shrunk by ``shrink`` mm
+    (``back`` mm posteriorly): 1 on the outline, an ellipse in front, a flatter back."""
+    ax, ay_ant, ay_post = anat.body_axes
+    x = (acq.xs / (ax - shrink))[None, :]
+    y = acq.ys[:, None]
+    v = y / np.where(y < 0, ay_ant - shrink, ay_post - back)
+    u2, v2 = x * x, v * v
+    r2 = u2 + v2
+    return np.where(y < 0, r2, 0.5 * r2 + 0.5 * np.sqrt(u2 * u2 + v2 * v2)).astype(np.float32)
+
+
+def _body_layers(anat: Anatomy, acq: Acquisition) -> np.ndarray:
+    """Body layer index per voxel: 0 air, 1 subcutaneous fat, 2 muscle wall, 3 abdominal cavity.
+
+    The cross-section is extruded along z and scaled by a smooth cranio-caudal wobble.
+    """
+    amp, period, phase = anat.body_wobble
+    scale = 1 + amp * np.sin(2 * np.pi * acq.zs / period + phase)
+    limit = (scale * scale).astype(np.float32)[:, None, None]
+    fat = anat.fat
+    layers = np.zeros((len(acq.zs), len(acq.ys), len(acq.xs)), np.uint8)
+    for shrink, back in ((0.0, 0.0), (fat, 0.4 * fat), (fat + anat.muscle, 0.4 * fat + anat.muscle)):
+        layers += _body_form(anat, acq, shrink, back)[None] <= limit
+    return layers
+
+
+class _Painter:
+    """Tissue and label maps painted in order; later paint wins."""
+
+    def __init__(self, shape: tuple[int, int, int]):
+        self.tissue = np.zeros(shape, np.uint8)
+        self.label = np.zeros(shape, np.uint8)
+
+    def paint(self, sl, mask: np.ndarray, tissue: str, label: int = 0) -> None:
+        self.tissue[sl][mask] = T[tissue]
+        self.label[sl][mask] = label
+
+
+def _paint_body(p: _Painter, anat: Anatomy, acq: Acquisition) -> np.ndarray:
+    layers = _body_layers(anat, acq)
+    p.tissue[...] = np.array([T["air"], T["fat"], T["muscle"], T["visceral_fat"]], np.uint8)[layers]
+    return layers == 3
+
+
+def _paint_bowel(p: _Painter, anat: Anatomy, acq: Acquisition, pts, cavity: np.ndarray) -> None:
+    y = pts[1]
+    loops = _upsample(anat.bowel, *_grid_weights(acq, _BOWEL_GRID))
+    front = y < anat.spine_y - anat.vertebral_radius - 15
+    bowel = cavity & front & (loops > 0.1)
+    p.paint((slice(None),) * 3, bowel, "bowel")
+    for pocket in anat.gas:
+        sl, mask = _shape_mask(pocket, acq, pts)
+        if sl is not None:
+            p.paint(sl, bowel[sl] & mask, "gas")
+
+
+def _shape_mask(shape: Ellipsoid, acq: Acquisition, pts, margin: float = 25.0):
+    """(slices, mask) of a shape evaluated in its bounding box, or (None, None) off the grid."""
+    sl = _box(acq, *shape.bounds(margin))
+    if sl is None:
+        return None, None
+    return sl, _inside(shape, tuple(c[sl] for c in pts))
+
+
+def _paint_organs(p: _Painter, anat: Anatomy, acq: Acquisition, pts, cavity: np.ndarray) -> None:
+    """Organs in order (later ones win where they touch); holes become fat inside their organ."""
+    for name, parts in anat.organs.items():
+        tissue, value = ("kidney" if name.startswith("kidney") else name), LABEL[name]
+        for shape, adds in parts:
+            sl, mask = _shape_mask(shape, acq, pts)
+            if sl is None:
+                continue
+            if adds:
+                p.paint(sl, mask & cavity[sl], tissue, value)
+            else:
+                p.paint(sl, mask & (p.label[sl] == value), "visceral_fat")
+
+
+def _paint_muscles(p: _Painter, anat: Anatomy, acq: Acquisition, pts) -> None:
+    x, y, z = pts
+    vr, sy = anat.vertebral_radius, anat.spine_y
+    sl = _box(acq, np.array([-110, sy - 40, -1e4]), np.array([110, sy + 110, 1e4]))
+    if sl is None:
+        return
+    xs, ys, zs = x[sl], y[sl], z[sl]
+    psoas = np.clip(5 + 0.1 * (40 - zs), 4, 20)
+    for side in (-1, 1):
+        psoas_mask = ((xs - side * (vr + 0.8 * psoas)) / psoas) ** 2 + (
+            (ys - sy) / (0.9 * psoas + 4)
+        ) ** 2 <= 1
+        erector = ((xs - side * 36) / 30) ** 2 + ((ys - sy - 58) / 24) ** 2 <= 1
+        p.paint(sl, (psoas_mask | erector) & (p.tissue[sl] != T["air"]), "muscle")
+
+
+def _paint_spine(p: _Painter, anat: Anatomy, acq: Acquisition, pts) -> None:
+    x, y, z = pts
+    vr, sy = anat.vertebral_radius, anat.spine_y
+    sl = _box(acq, np.array([-60, sy - vr - 2, -1e4]), np.array([60, sy + vr + 60, 1e4]))
+    if sl is None:
+        return
+    xs, ys, zs = x[sl], y[sl], z[sl]
+    level = np.mod(zs - anat.vertebra_phase, 36.0)
+    disc = level < 8.0
+    r_body = np.sqrt(xs * xs + (ys - sy) ** 2)
+    canal_y = sy + vr + 9
+    r_canal = np.sqrt(xs * xs + (ys - canal_y) ** 2)
+    arch = (r_canal <= 16) & (ys >= canal_y - 3)
+    spinous = (np.abs(xs) <= 4) & (ys > canal_y) & (ys <= canal_y + 45)
+    transverse = (np.abs(xs) <= 42) & (np.abs(ys - canal_y + 4) <= 5) & (np.abs(level - 22) < 7)
+    p.paint(sl, (arch | spinous | transverse) & ~disc, "cortical_bone")
+    p.paint(sl, r_body <= vr, "cortical_bone")
+    p.paint(sl, (r_body <= vr - 2.5) & ~disc, "marrow")
+    p.paint(sl, (r_body <= vr) & disc, "disc")
+    p.paint(sl, r_canal <= 9, "csf")
+
+
+def _paint_vessels(p: _Painter, anat: Anatomy, acq: Acquisition, pts) -> None:
+    x, y, _ = pts
+    for (cx, cy, r), tissue in ((anat.aorta, "aorta"), (anat.vein, "vein")):
+        sl = _box(acq, np.array([cx - r - 20, cy - r - 20, -1e4]), np.array([cx + r + 20, cy + r + 20, 1e4]))
+        if sl is not None:
+            p.paint(sl, (x[sl] - cx) ** 2 + (y[sl] - cy) ** 2 <= r * r, tissue)
+
+
+def _tissue_maps(anat: Anatomy, acq: Acquisition) -> tuple[np.ndarray, np.ndarray]:
+    """Tissue class map and label map on the acquisition grid (LPS array order)."""
+    pts = _deformed_coords(anat, acq)
+    p = _Painter(pts[0].shape)
+    cavity = _paint_body(p, anat, acq)
+    _paint_bowel(p, anat, acq, pts, cavity)
+    _paint_organs(p, anat, acq, pts, cavity)
+    _paint_muscles(p, anat, acq, pts)
+    _paint_vessels(p, anat, acq, pts)
+    _paint_spine(p, anat, acq, pts)
+    return p.tissue, p.label
+
+
+# ---------------------------------------------------------------------------- intensities
+
+
+def _texture(acq: Acquisition, cell: float = 14.0) -> np.ndarray:
+    """Smooth unit-variance-ish random field over the grid (tissue heterogeneity)."""
+    grids = []
+    for coords in (acq.xs, acq.ys, acq.zs):
+        count = int(np.ceil((coords[-1] - coords[0]) / cell)) + 5
+        grids.append((coords[0] - 2 * cell, cell, count))
+    control = acq.rng.normal(0.0, 2.2, (grids[2][2], grids[1][2], grids[0][2]))
+    return _upsample(control, *_grid_weights(acq, tuple(grids)))
+
+
+def _blur(image: np.ndarray, acq: Acquisition) -> np.ndarray:
+    inplane = acq.rng.uniform(0.4, 0.7)
+    return ndimage.gaussian_filter(image, (0.35, inplane, inplane), truncate=2.5)
+
+
+def _ct_image(tissue: np.ndarray, acq: Acquisition) -> np.ndarray:
+    rng = acq.rng
+    col = 1 if acq.contrast else 0
+    values = np.array([CT_TABLE[t][col] for t in TISSUES], np.float32)
+    values[T["cortical_bone"]] = rng.uniform(650, 900)
+    values[T["marrow"]] = rng.uniform(280, 400)
+    jitter = rng.normal(0, 5, len(TISSUES)).astype(np.float32)
+    jitter[[T["air"], T["gas"]]] = 0
+    amps = np.array([CT_TABLE[t][2] for t in TISSUES], np.float32)
+    image = (values + jitter)[tissue] + amps[tissue] * _texture(acq)
+    image = _blur(image, acq)
+    image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(rng.uniform(8, 25))
+    return np.clip(np.rint(image), -1024, 3071).astype(np.int16)
+
+
+def _bias_field(acq: Acquisition) -> np.ndarray:
+    grids = []
+    for coords in (acq.xs, acq.ys, acq.zs):
+        cell = max((coords[-1] - coords[0]) / 2, 40.0)
+        grids.append((coords[0] - 2 * cell, cell, 7))
+    control = acq.rng.uniform(0.75, 1.25, (7, 7, 7))
+    return _upsample(control, *_grid_weights(acq, tuple(grids)))
+
+
+def _mr_image(tissue: np.ndarray, acq: Acquisition) -> np.ndarray:
+    rng = acq.rng
+    values = np.array([MR_TABLE[t][0] for t in TISSUES], np.float32)
+    values *= rng.uniform(0.9, 1.1, len(TISSUES)).astype(np.float32)
+    amps = np.array([MR_TABLE[t][1] for t in TISSUES], np.float32)
+    image = values[tissue] * (1 + amps[tissue] * _texture(acq))
+    image = _blur(image, acq) * _bias_field(acq) * np.float32(rng.uniform(0.6, 1.4))
+    sigma = np.float32(rng.uniform(8, 25))
+    real = image + rng.standard_normal(image.shape, dtype=np.float32) * sigma
+    imag = rng.standard_normal(image.shape, dtype=np.float32) * sigma
+    return np.rint(np.sqrt(real * real + imag * imag)).clip(0, 32767).astype(np.int16)
+
+
+# ---------------------------------------------------------------------------- public API
+
+
+def _check_modality(modality: str) -> str:
+    name = str(modality).upper()
+    if name not in MODALITIES:
+        raise InputError(
+            f"modality {modality!r}: not supported by the phantom generator; use one of {', '.join(MODALITIES)}."
+        )
+    return name
+
+
+def _to_volume(array: np.ndarray, acq: Acquisition) -> Volume:
+    """Store an LPS-ordered array with the acquisition's direction, keeping physical positions."""
+    spacing = tuple(float(c[1] - c[0]) for c in (acq.xs, acq.ys, acq.zs))
+    if acq.direction == RAS_DIRECTION:
+        array = array[:, ::-1, ::-1]
+        origin = (float(acq.xs[-1]), float(acq.ys[-1]), float(acq.zs[0]))
+    else:
+        origin = (float(acq.xs[0]), float(acq.ys[0]), float(acq.zs[0]))
+    return Volume(np.ascontiguousarray(array), spacing, origin, acq.direction)
+
+
+def _simulate(modality: str, seed: int, direction) -> tuple[str, Acquisition, np.ndarray, np.ndarray]:
+    name = _check_modality(modality)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed {seed!r}: must be a non-negative integer.")
+    anat = _sample_anatomy(np.random.default_rng([int(seed), 0]))
+    acq_rng = np.random.default_rng([int(seed), 1 + MODALITIES.index(name)])
+    acq = _sample_acquisition(anat, acq_rng, direction)
+    tissue, label = _tissue_maps(anat, acq)
+    return name, acq, tissue, label
+
+
+def generate_phantom(
+    modality: str, seed: int, *, direction: tuple[float, ...] | None = None
+) -> tuple[Volume, Volume]:
+    """One synthetic abdominal scan: ``(image, label)`` on the same grid.
+
+    The anatomy depends on ``seed`` only; the acquisition on ``seed`` and ``modality``.
+    ``direction`` forces the stored orientation (identity or diag(-1, -1, 1)); organ positions in
+    physical space do not depend on it. CT is int16 Hounsfield units, MR int16 arbitrary units.
+    """
+    name, acq, tissue, label = _simulate(modality, seed, direction)
+    image = _ct_image(tissue, acq) if name == "CT" else _mr_image(tissue, acq)
+    return _to_volume(image, acq), _to_volume(label, acq)
+
+
+def generate_tissue_map(modality: str, seed: int, *, direction: tuple[float, ...] | None = None) -> Volume:
+    """The tissue class map (uint8, values index :data:`TISSUES`) behind :func:`generate_phantom`."""
+    _, acq, tissue, _ = _simulate(modality, seed, direction)
+    return _to_volume(tissue, acq)
+
+
+def patient_seed(seed: int, modality: str, index: int) -> int:
+    """Seed of case ``index`` of ``modality`` in a dataset drawn with ``seed`` (distinct patients)."""
+    state = np.random.SeedSequence([int(seed), MODALITIES.index(_check_modality(modality)), int(index)])
+    return int(state.generate_state(1)[0])
+
+
+def _write_image(volume: Volume, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
+    sitk.WriteImage(volume.to_sitk(), str(tmp), True)
+    os.replace(tmp, path)
+
+
+def _write_json(data: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _check_counts(n_ct: int, n_mr: int, n_validation: int) -> None:
+    for name, n in (("n_ct", n_ct), ("n_mr", n_mr), ("n_validation", n_validation)):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise InputError(f"{name}={n!r}: must be a non-negative integer.")
+    if n_ct + n_mr == 0:
+        raise InputError("n_ct=0 and n_mr=0: ask for at least one CT or MR case.")
+    for name, n in (("n_ct", n_ct), ("n_mr", n_mr)):
+        if 0 < n < n_validation:
+            raise InputError(
+                f"n_validation={n_validation} exceeds {name}={n}; give at most {n} validation cases."
+            )
+
+
+def write_phantom_dataset(
+    out_dir: str | Path, n_ct: int, n_mr: int, seed: int = 0, n_validation: int = 0
+) -> Path:
+    """Write an unpaired CT + MR phantom dataset (NIfTI + ``dataset.json``); return the json path.
+
+    The last ``n_validation`` cases of each modality go to the ``validation`` split.
+    """
+    _check_counts(n_ct, n_mr, n_validation)
+    out = Path(out_dir)
+    splits: dict[str, list] = {"training": [], "validation": [], "test": []}
+    for modality, count in (("CT", n_ct), ("MR", n_mr)):
+        for i in range(count):
+            rel = f"{modality.lower()}_{i:03d}.nii.gz"
+            image, label = generate_phantom(modality, patient_seed(seed, modality, i))
+            _write_image(image, out / "imagesTr" / rel)
+            write_labelmap(label, out / "labelsTr" / rel)
+            split = "validation" if i >= count - n_validation else "training"
+            splits[split].append(
+                {"image": f"imagesTr/{rel}", "label": f"labelsTr/{rel}", "modality": modality}
+            )
+    labels = {"0": "background", **{str(lab.value): lab.name for lab in ABDOMEN_LABELS}}
+    data = {
+        "name": "abdomen-phantoms",
+        "description": f"Synthetic unpaired abdominal CT and MR phantoms (MultiModalSeg generator, seed {seed})",
+        "licence": "CC0-1.0",
+        "labels": labels,
+        **splits,
+    }
+    path = out / "dataset.json"
+    _write_json(data, path)
+    return path

@@ -1,0 +1,116 @@
+"""Per-modality patch samplers for unpaired training.
+
+Every training step draws one batch per modality, independently: a CT batch from the CT cases and
+an MR batch from the MR cases, whatever their counts. A sampler is stateless: the batch of step
+``s`` is a pure function of ``(seed, stream, s)``, so a resumed run draws exactly the batches an
+uninterrupted run would, with no generator state to save.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    RandAdjustContrastd,
+    RandAffined,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+)
+from monai.utils import convert_to_tensor
+
+from ..errors import ConfigError
+from .loading import PreparedCase
+
+
+def augmentations() -> Compose:
+    """MONAI spatial and intensity augmentations. No left-right flips: they would swap the
+    kidneys' sides. Rotations mostly in the axial plane."""
+    keys = ("image", "label")
+    return Compose(
+        [
+            RandAffined(
+                keys,
+                prob=0.5,
+                rotate_range=(0.26, 0.08, 0.08),
+                scale_range=(0.1, 0.1, 0.1),
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+            ),
+            RandGaussianSmoothd("image", prob=0.1, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
+            RandScaleIntensityd("image", factors=0.1, prob=0.3),
+            RandShiftIntensityd("image", offsets=0.05, prob=0.3),
+            RandAdjustContrastd("image", gamma=(0.8, 1.25), prob=0.3),
+            RandGaussianNoised("image", prob=0.2, std=0.03),
+        ]
+    )
+
+
+def extract_patch(array: np.ndarray, center: Sequence[int], size: Sequence[int]) -> np.ndarray:
+    """The ``size`` patch of ``array`` centred on ``center``, zero-padded where it leaves the array."""
+    out = np.zeros(tuple(size), dtype=array.dtype)
+    src, dst = [], []
+    for c, s, n in zip(center, size, array.shape, strict=True):
+        start = int(c) - s // 2
+        lo, hi = max(start, 0), min(start + s, n)
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - start, hi - start))
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
+class ModalitySampler:
+    """Random patches of one modality's labelled cases; a share ``foreground_ratio`` of them is
+    centred on a labelled voxel, the rest anywhere in the volume. Cases are drawn with probability
+    proportional to their ``weight`` (e.g. to show a few real scans as often as many phantoms)."""
+
+    def __init__(
+        self,
+        cases: Sequence[PreparedCase],
+        patch_size: Sequence[int],
+        batch_size: int,
+        foreground_ratio: float = 0.67,
+        augment: bool = True,
+        seed: int = 0,
+        stream: int = 0,
+    ) -> None:
+        if not cases:
+            raise ConfigError("a modality sampler needs at least one labelled case.")
+        self.cases = list(cases)
+        self.modality = self.cases[0].modality
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.batch_size = batch_size
+        self.foreground_ratio = foreground_ratio
+        self.seed = seed
+        self.stream = stream
+        self.transform = augmentations() if augment else None
+        weights = np.array([c.weight for c in self.cases], dtype=np.float64)
+        self.probabilities = weights / weights.sum()
+
+    def _center(self, case: PreparedCase, rng: np.random.Generator) -> tuple[int, ...]:
+        fg = case.foreground
+        if fg.size and rng.random() < self.foreground_ratio:
+            return tuple(int(i) for i in np.unravel_index(fg[rng.integers(fg.size)], case.image.shape))
+        return tuple(int(rng.integers(0, n)) for n in case.image.shape)
+
+    def sample(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        case = self.cases[int(rng.choice(len(self.cases), p=self.probabilities))]
+        center = self._center(case, rng)
+        item = {
+            "image": torch.from_numpy(extract_patch(case.image, center, self.patch_size))[None],
+            "label": torch.from_numpy(extract_patch(case.label, center, self.patch_size).astype(np.float32))[None],
+        }
+        if self.transform is not None:
+            self.transform.set_random_state(seed=int(rng.integers(2**31 - 1)))
+            item = self.transform(item)
+        return {k: convert_to_tensor(v, track_meta=False).float() for k, v in item.items()}
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        """The batch of training step ``step``: ``{"image": [B,1,...], "label": [B,1,...]}``."""
+        rng = np.random.default_rng([self.seed, self.stream, step])
+        items = [self.sample(rng) for _ in range(self.batch_size)]
+        return {k: torch.stack([it[k] for it in items]) for k in ("image", "label")}

@@ -1,0 +1,51 @@
+"""Device choice and mixed precision. AMP is used on CUDA only; the CPU always runs float32."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .errors import InputError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "gpu")
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> the first CUDA GPU when there is one, else the CPU. ``gpu`` means ``cuda``.
+
+    Asking for CUDA on a machine without it is an error that says so, rather than a silent CPU run.
+    """
+    if isinstance(name, torch.device):
+        return name
+    key = str(name).lower()
+    if key == "auto":
+        return torch.device("cuda" if cuda_available() else "cpu")
+    if key in ("cuda", "gpu") or key.startswith("cuda:"):
+        if not cuda_available():
+            raise InputError(f"device {name!r} was asked for but PyTorch sees no CUDA GPU here; use --device cpu or auto.")
+        return torch.device("cuda" if key == "gpu" else key)
+    if key == "cpu":
+        return torch.device("cpu")
+    raise InputError(f"unknown device {name!r}; choose one of {DEVICE_CHOICES}.")
+
+
+def use_amp(device: torch.device, amp: bool = True) -> bool:
+    """Mixed precision only where it helps and is safe: CUDA devices."""
+    return bool(amp) and device.type == "cuda"
+
+
+def autocast(device: torch.device, amp: bool = True) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` in float16 on CUDA when ``amp``; a no-op context elsewhere."""
+    if use_amp(device, amp):
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def grad_scaler(device: torch.device, amp: bool = True) -> torch.amp.GradScaler:
+    """A gradient scaler that is active only when AMP is (disabled scalers pass gradients through)."""
+    return torch.amp.GradScaler("cuda", enabled=use_amp(device, amp))

@@ -1,0 +1,67 @@
+"""Sliding-window prediction of a whole volume with overlapping, Gaussian-blended patches (MONAI)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from monai.inferers import sliding_window_inference
+from torch import nn
+
+from ..device import autocast
+
+
+def predict_logits(
+    net: nn.Module,
+    image: torch.Tensor,
+    modality: str,
+    patch_size: Sequence[int],
+    *,
+    overlap: float = 0.5,
+    sw_batch_size: int = 2,
+    mode: str = "gaussian",
+    device: torch.device | None = None,
+    amp: bool = True,
+    progress: Callable[[float], None] | None = None,
+) -> torch.Tensor:
+    """Logits ``[1, C, Z, Y, X]`` for a normalised model-space image ``[1, 1, Z, Y, X]``.
+
+    The image may stay on the CPU while the network runs on ``device``: MONAI moves each window
+    (``sw_device``) and accumulates on the image's device, so large volumes do not need GPU memory.
+    """
+    device = device or next(net.parameters()).device
+    if progress is not None:
+        windows = _count_windows(image.shape[2:], patch_size, overlap, sw_batch_size)
+        done = [0]
+
+        def predictor(x: torch.Tensor) -> torch.Tensor:
+            out = net(x, modality)
+            done[0] += 1
+            progress(min(done[0] / windows, 1.0))
+            return out
+
+    else:
+
+        def predictor(x: torch.Tensor) -> torch.Tensor:
+            return net(x, modality)
+
+    with torch.inference_mode(), autocast(device, amp):
+        logits = sliding_window_inference(
+            image,
+            roi_size=tuple(patch_size),
+            sw_batch_size=sw_batch_size,
+            predictor=predictor,
+            overlap=overlap,
+            mode=mode,
+            sw_device=device,
+            device=image.device,
+        )
+    return torch.as_tensor(logits).float()
+
+
+def _count_windows(shape: Sequence[int], patch: Sequence[int], overlap: float, sw_batch_size: int) -> int:
+    n = 1
+    for s, p in zip(shape, patch, strict=True):
+        step = max(int(p * (1 - overlap)), 1)
+        n *= 1 if s <= p else -(-(s - p) // step) + 1
+    return max(-(-n // sw_batch_size), 1)

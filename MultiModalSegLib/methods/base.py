@@ -1,0 +1,90 @@
+"""The interface every method implements, and the modality router used by per-modality networks."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..losses import as_target, dice_ce_loss
+from ..networks import build_network
+
+Batch = Mapping[str, torch.Tensor]  # {"image": [B,1,...], "label": [B,1,...]}
+
+
+class Method(nn.Module):
+    """A training recipe that owns its networks and losses.
+
+    Subclasses set :attr:`name` (the registry key) and :attr:`default_norm`, and may override
+    :meth:`build_inference_network` and :meth:`training_step`. ``training_step`` receives one
+    batch per modality, drawn independently (unpaired), and returns a dict of scalar tensors whose
+    ``"loss"`` entry is minimised. :meth:`inference_network` returns the module that is exported
+    to a bundle; it is called as ``net(image, modality)``.
+    """
+
+    name: ClassVar[str] = ""
+    default_norm: ClassVar[str] = "batch"
+    fixed_norm: ClassVar[str | None] = None  # a method that needs one normalisation forces it
+
+    def __init__(self, network: Mapping, modalities: Sequence[str], n_classes: int) -> None:
+        super().__init__()
+        self.modalities = list(modalities)
+        self.n_classes = n_classes
+        self.network_spec = self.complete_network_spec(network, modalities, n_classes)
+        self.net = self.build_inference_network(self.network_spec, self.modalities)
+        self.seg_loss = dice_ce_loss()
+
+    @classmethod
+    def complete_network_spec(cls, network: Mapping, modalities: Sequence[str], n_classes: int) -> dict:
+        """The network's name and full parameters, as stored in a bundle's metadata."""
+        spec = {"name": network.get("name", "unet3d"), "params": copy.deepcopy(dict(network.get("params", {})))}
+        params = spec["params"]
+        params["out_channels"] = n_classes
+        params["modalities"] = list(modalities)
+        params["norm"] = cls.fixed_norm or params.get("norm", cls.default_norm)
+        return spec
+
+    @classmethod
+    def build_inference_network(cls, network_spec: Mapping, modalities: Sequence[str]) -> nn.Module:
+        """The untrained inference network described by ``network_spec`` (a bundle's ``network``)."""
+        return build_network(network_spec["name"], **network_spec["params"])
+
+    def inference_network(self) -> nn.Module:
+        return self.net
+
+    def logits(self, image: torch.Tensor, modality: str) -> torch.Tensor:
+        return self.net(image, modality)
+
+    def segmentation_losses(self, batches: Mapping[str, Batch]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Per-modality logits and Dice+CE losses (``L_seg`` of every paper)."""
+        logits, losses = {}, {}
+        for modality, batch in batches.items():
+            logits[modality] = self.logits(batch["image"], modality)
+            losses[f"seg_{modality}"] = self.seg_loss(logits[modality], as_target(batch["label"]))
+        return logits, losses
+
+    def training_step(self, batches: Mapping[str, Batch]) -> dict[str, torch.Tensor]:
+        _, losses = self.segmentation_losses(batches)
+        losses["loss"] = sum(losses.values())
+        return losses
+
+
+class ModalityRouter(nn.Module):
+    """One network per modality behind a single ``forward(image, modality)``."""
+
+    def __init__(self, networks: Mapping[str, nn.Module]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleDict(dict(networks))
+
+    @property
+    def divisor(self) -> int:
+        return max(getattr(n, "divisor", 1) for n in self.nets.values())
+
+    def forward(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        if modality not in self.nets:
+            raise InputError(f"this model has no network for modality {modality!r}; it knows {list(self.nets)}.")
+        return self.nets[modality](x, modality)

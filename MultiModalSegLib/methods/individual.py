@@ -1,0 +1,25 @@
+"""Baseline "Individual": a separate network per modality, nothing shared (UMMKD paper, Table I)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from torch import nn
+
+from ..networks import build_network
+from .base import Method, ModalityRouter
+from .registry import register_method
+
+
+@register_method
+class Individual(Method):
+    name = "individual"
+
+    @classmethod
+    def build_inference_network(cls, network_spec: Mapping, modalities: Sequence[str]) -> nn.Module:
+        params = dict(network_spec["params"])
+        nets = {}
+        for m in modalities:
+            params["modalities"] = [m]
+            nets[m] = build_network(network_spec["name"], **params)
+        return ModalityRouter(nets)

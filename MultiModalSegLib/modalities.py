@@ -1,0 +1,165 @@
+"""Modality profiles (CT, MR): intensity normalisation to [0, 1] and modality detection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InputError
+from .io import Volume
+
+KINDS = ("window", "percentile")
+
+
+@dataclass(frozen=True)
+class ModalityProfile:
+    """How one modality's intensities are mapped to [0, 1] before entering the network.
+
+    ``kind`` is ``"window"`` (clip to ``params["low"]..params["high"]``, scale linearly) or
+    ``"percentile"`` (foreground = voxels above the image mean; clip to the
+    ``params["low_percentile"]`` and ``params["high_percentile"]`` percentiles of the foreground
+    intensities, scale linearly).
+    """
+
+    name: str
+    kind: str
+    params: dict = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InputError(f"modality {self.name!r}: unknown kind {self.kind!r}; use one of {list(KINDS)}.")
+
+    def normalize(self, array: np.ndarray) -> np.ndarray:
+        """Intensities scaled to float32 in [0, 1]; background maps to about 0."""
+        data = np.asarray(array, dtype=np.float32)
+        if self.kind == "window":
+            low, high = float(self.params["low"]), float(self.params["high"])
+        else:
+            low, high = _foreground_percentiles(
+                data, float(self.params["low_percentile"]), float(self.params["high_percentile"])
+            )
+        return _scale(data, low, high)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "params": dict(self.params),
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModalityProfile:
+        return cls(str(d["name"]), str(d["kind"]), dict(d.get("params", {})), str(d.get("description", "")))
+
+
+def _foreground_percentiles(data: np.ndarray, low_pct: float, high_pct: float) -> tuple[float, float]:
+    """Percentiles of the voxels above the image mean (all voxels when none are above it)."""
+    if data.size == 0:
+        return 0.0, 0.0
+    foreground = data[data > data.mean()]
+    if foreground.size == 0:
+        foreground = data.ravel()
+    low, high = np.percentile(foreground, [low_pct, high_pct])
+    return float(low), float(high)
+
+
+def _scale(data: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Clip to [low, high] and map linearly to [0, 1]; a zero-width range gives all zeros."""
+    if not high > low:
+        return np.zeros(data.shape, dtype=np.float32)
+    out = (np.clip(data, low, high) - np.float32(low)) / np.float32(high - low)
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+
+
+CT = ModalityProfile(
+    "CT", "window", {"low": -200.0, "high": 300.0}, "CT in Hounsfield units: abdominal window [-200, 300] HU."
+)
+MR = ModalityProfile(
+    "MR",
+    "percentile",
+    {"low_percentile": 0.5, "high_percentile": 99.5},
+    "MR, arbitrary units: 0.5-99.5 percentiles of the voxels above the image mean.",
+)
+
+MODALITIES: dict[str, ModalityProfile] = {CT.name: CT, MR.name: MR}
+
+
+def register_modality(profile: ModalityProfile, *, replace: bool = False) -> ModalityProfile:
+    """Add a profile to ``MODALITIES``; an existing different profile of that name needs ``replace``."""
+    existing = _find(profile.name)
+    if existing is not None and existing != profile and not replace:
+        raise InputError(f"modality {profile.name!r} is already registered; pass replace=True to change it.")
+    if existing is not None:
+        del MODALITIES[existing.name]
+    MODALITIES[profile.name] = profile
+    return profile
+
+
+def _find(name: str) -> ModalityProfile | None:
+    key = name.strip().casefold()
+    return next((p for n, p in MODALITIES.items() if n.casefold() == key), None)
+
+
+def modality_names() -> list[str]:
+    return list(MODALITIES)
+
+
+def get_modality(name: str) -> ModalityProfile:
+    """The registered profile called ``name`` (case-insensitive)."""
+    profile = _find(name)
+    if profile is None:
+        raise InputError(
+            f"unknown modality {name!r}; use one of {modality_names()} or --modality auto to detect it."
+        )
+    return profile
+
+
+# DICOM Modality (0008,0060) values -> registered profile names.
+DICOM_MODALITY_MAP = {"CT": "CT", "MR": "MR"}
+
+# Intensity heuristic thresholds.
+AIR_HU = -500.0
+FAT_HU = -50.0
+MIN_AIR_FRACTION = 0.02
+MIN_FAT_FRACTION = 0.05
+
+
+def detect_modality_reason(volume: Volume) -> tuple[str, str]:
+    """The modality of ``volume`` and a one-line reason.
+
+    1. A DICOM Modality tag that maps to a registered profile ("CT" -> CT, "MR" -> MR) decides.
+    2. Otherwise intensities decide. CT in Hounsfield units has air around -1000 HU and fat around
+       -100 HU, so a CT has many strongly negative voxels: it is called CT when at least 2 % of the
+       voxels are below -500 (air), or at least 5 % are below -50 (fat, for scans cropped to the
+       body). MR is in arbitrary units and non-negative or nearly so (small negative values from
+       reconstruction or bias correction), so everything else is called MR.
+    """
+    tag = (volume.modality_tag or "").strip().upper()
+    if tag in DICOM_MODALITY_MAP and _find(DICOM_MODALITY_MAP[tag]) is not None:
+        return DICOM_MODALITY_MAP[tag], f"DICOM Modality tag is {tag}"
+    note = f"DICOM Modality tag {tag} is not CT or MR; " if tag else ""
+    data = np.asarray(volume.array, dtype=np.float32)
+    data = data[np.isfinite(data)]
+    if data.size == 0:
+        return "MR", note + "no finite voxels; assumed MR"
+    air, fat = float(np.mean(data < AIR_HU)), float(np.mean(data < FAT_HU))
+    p1 = float(np.percentile(data, 1))
+    if air >= MIN_AIR_FRACTION:
+        return "CT", note + f"{air:.0%} of voxels below {AIR_HU:g} (air in HU), 1st percentile {p1:.0f}"
+    if fat >= MIN_FAT_FRACTION:
+        return "CT", note + f"{fat:.0%} of voxels below {FAT_HU:g} (fat in HU), 1st percentile {p1:.0f}"
+    return (
+        "MR",
+        note + f"intensities non-negative or nearly so (1st percentile {p1:.0f}, {fat:.1%} below {FAT_HU:g})",
+    )
+
+
+def detect_modality(volume: Volume) -> str:
+    """The modality of ``volume``: its DICOM tag when known, else an intensity heuristic.
+
+    See ``detect_modality_reason`` for the heuristic.
+    """
+    return detect_modality_reason(volume)[0]

@@ -1,0 +1,100 @@
+"""Modality-specific normalisation: shared convolutions, one normalisation layer set per modality.
+
+This is the "Chilopod" design of UMMKD (Dou et al., TMI 2020, Sec. III-A): every convolution kernel
+is shared by CT and MR, and each modality keeps its own normalisation statistics and affine
+parameters. The layers are registered in MONAI's ``Norm`` factory as ``modality_batch`` and
+``modality_instance``, so any MONAI block that takes ``norm_name`` can use them, e.g.
+``norm_name=("modality_batch", {"modalities": ("CT", "MR")})``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+
+import torch
+from monai.networks.layers.factories import Norm
+from torch import nn
+
+
+class ModalityNorm(nn.Module):
+    """One ``base`` normalisation layer per modality; ``active`` picks the one used in ``forward``.
+
+    The active modality is set on the whole network at once with :func:`set_modality` (networks
+    do it in their ``forward(x, modality)``), because a batch holds one modality.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        modalities: Sequence[str] = ("CT", "MR"),
+        base: str = "batch",
+        spatial_dims: int = 3,
+        affine: bool = True,
+    ) -> None:
+        super().__init__()
+        if not modalities:
+            raise ValueError("ModalityNorm needs at least one modality.")
+        self.num_features = num_features
+        self.base = base
+        self.spatial_dims = spatial_dims
+        self.affine = affine
+        self.norms = nn.ModuleDict({m: self._make() for m in modalities})
+        self.active: str | None = None
+
+    def _make(self) -> nn.Module:
+        return Norm[self.base, self.spatial_dims](self.num_features, affine=self.affine)
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.norms.keys())
+
+    def add_modality(self, name: str, copy_from: str | None = None) -> None:
+        """Add a normalisation set for a new modality, initialised from ``copy_from`` when given."""
+        layer = self._make()
+        if copy_from is not None:
+            layer.load_state_dict(self.norms[copy_from].state_dict())
+        reference = next(self.norms[self.modalities[0]].parameters(), None)
+        self.norms[name] = layer if reference is None else layer.to(reference.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.active is None:
+            raise RuntimeError(
+                "A modality-specific normalisation layer was called without a modality; "
+                "call the network as net(image, modality)."
+            )
+        if self.active not in self.norms:
+            raise KeyError(f"modality {self.active!r} has no normalisation layers here (known: {self.modalities})")
+        return self.norms[self.active](x)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, base={self.base}, modalities={self.modalities}"
+
+
+def modality_norms(module: nn.Module) -> Iterator[ModalityNorm]:
+    return (m for m in module.modules() if isinstance(m, ModalityNorm))
+
+
+def set_modality(module: nn.Module, modality: str | None) -> None:
+    """Make every :class:`ModalityNorm` inside ``module`` use ``modality``'s layers."""
+    for layer in modality_norms(module):
+        layer.active = modality
+
+
+def add_modality(module: nn.Module, name: str, copy_from: str | None = None) -> None:
+    """Give every :class:`ModalityNorm` inside ``module`` a layer set for a new modality."""
+    for layer in modality_norms(module):
+        layer.add_modality(name, copy_from)
+
+
+def _factory(base: str):
+    def factory(dim: int):
+        return functools.partial(ModalityNorm, base=base, spatial_dims=dim)
+
+    factory.__doc__ = f"One {base} normalisation layer per modality (shared convolutions)."
+    return factory
+
+
+for _base in ("batch", "instance"):
+    if f"MODALITY_{_base.upper()}" not in Norm.names:
+        Norm.add_factory_callable(f"modality_{_base}", _factory(_base))

@@ -1,0 +1,107 @@
+"""Training configuration: a JSON file under ``training/configs/`` read into :class:`TrainConfig`.
+
+Relative paths in a config are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..labels import ABDOMEN_LABELS, LabelInfo
+
+LABEL_SETS = {"abdomen": ABDOMEN_LABELS}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; see ``training/configs/*.json`` for examples.
+
+    ``datasets``: paths of ``dataset.json`` files, or ``{"path": ..., "weight": w}`` to draw that
+    dataset's cases ``w`` times as often as a case of weight 1. ``phantoms``: ``{"ct": N, "mr": M,
+    "validation": K, "seed": S}`` generates that many synthetic cases into the run folder.
+    ``few_shot``: ``{"MR": 1}`` keeps the labels of only that many training cases of a modality.
+    ``schedule``: ``{"name": "cosine" | "poly", "warmup_steps": W, "power": 0.9}``.
+    """
+
+    name: str = "model"
+    method: str = "ummkd"
+    method_params: dict = field(default_factory=dict)
+    network: dict = field(default_factory=lambda: {"name": "unet3d", "params": {"features": [16, 32, 64, 128]}})
+    datasets: list = field(default_factory=list)
+    phantoms: dict = field(default_factory=dict)
+    labels: str | list = "abdomen"
+    modalities: list[str] = field(default_factory=lambda: ["CT", "MR"])
+    spacing: list[float] = field(default_factory=lambda: [3.0, 3.0, 3.0])
+    patch_size: list[int] = field(default_factory=lambda: [64, 64, 64])
+    batch_size: int = 2
+    foreground_ratio: float = 0.67
+    augment: bool = True
+    few_shot: dict = field(default_factory=dict)
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    schedule: dict = field(default_factory=lambda: {"name": "cosine", "warmup_steps": 20})
+    steps: int = 1000
+    validate_every: int = 200
+    checkpoint_every: int = 50
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    threads: int = 0
+    bundle: dict = field(default_factory=dict)
+    source: str | None = None  # the config file, for provenance
+
+    @property
+    def label_info(self) -> list[LabelInfo]:
+        if isinstance(self.labels, str):
+            if self.labels not in LABEL_SETS:
+                raise ConfigError(f"unknown label set {self.labels!r}; known: {sorted(LABEL_SETS)} or give a list.")
+            return list(LABEL_SETS[self.labels])
+        return [LabelInfo.from_dict(d) for d in self.labels]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def identity(self) -> dict:
+        """What must not change between a run and its resumption (the length may grow)."""
+        d = self.to_dict()
+        for key in ("steps", "validate_every", "checkpoint_every", "log_every", "device", "threads", "source"):
+            d.pop(key)
+        return d
+
+
+def config_from_dict(raw: dict, base: Path | None = None) -> TrainConfig:
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(known)}.")
+    cfg = TrainConfig(**raw)
+    if base is not None:
+        cfg.datasets = [
+            {**d, "path": str((base / d["path"]).resolve())} if isinstance(d, dict) else str((base / d).resolve())
+            for d in cfg.datasets
+        ]
+    if cfg.steps < 1 or cfg.batch_size < 1:
+        raise ConfigError("steps and batch_size must be at least 1.")
+    if len(cfg.patch_size) != 3 or len(cfg.spacing) != 3:
+        raise ConfigError("patch_size and spacing need three values (x, y, z order for spacing; z, y, x for patch_size).")
+    if not cfg.datasets and not cfg.phantoms:
+        raise ConfigError("the config names no data: give \"datasets\" and/or \"phantoms\".")
+    cfg.label_info  # noqa: B018  (validates the label set)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file; see training/configs/ for examples.")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc}).") from exc
+    raw.update(overrides or {})
+    raw["source"] = str(path.resolve())
+    return config_from_dict(raw, path.parent)

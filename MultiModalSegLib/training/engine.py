@@ -1,0 +1,308 @@
+"""The training engine: unpaired per-modality batches -> ``method.training_step`` -> AdamW.
+
+Checkpoints every N steps (model, optimiser, scheduler, AMP scaler, torch RNG; the samplers are
+stateless, see :mod:`..data.sampling`) allow an exact resume. A SIGINT/SIGTERM or a ``STOP`` file in
+the run folder ends the run cleanly after the current step, writing a final checkpoint. A finished
+run exports a bundle.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..bundle import save_bundle
+from ..data.dataset import Case, load_dataset
+from ..data.loading import PreparedCase, prepare_case
+from ..data.phantoms import write_phantom_dataset
+from ..data.sampling import ModalitySampler
+from ..device import autocast, grad_scaler, resolve_device
+from ..errors import ConfigError
+from ..methods import build_method
+from ..modalities import get_modality
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .progress import ProgressBar, ProgressLog, format_seconds
+from .schedules import build_scheduler
+from .validation import validate
+
+
+@dataclass
+class TrainResult:
+    status: str  # "done" or "stopped"
+    step: int
+    bundle: Path | None
+    last_losses: dict[str, float]
+    validation: dict | None
+
+
+class StopRequest:
+    """Set by SIGINT/SIGTERM (when running in the main thread) or by a ``STOP`` file."""
+
+    def __init__(self, stop_file: Path) -> None:
+        self.stop_file = stop_file
+        self.flag = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handler(self, signum, frame) -> None:
+        self.flag = True
+
+    @property
+    def requested(self) -> bool:
+        return self.flag or self.stop_file.exists()
+
+
+def _model_remap(case: Case, dataset_labels: dict[int, str], model_values: dict[str, int]) -> dict[int, int] | None:
+    """Compose the case's remap table with the dataset-label-name -> model-label-value map."""
+    unknown = sorted({n for v, n in dataset_labels.items() if v != 0} - set(model_values))
+    by_value = {v: model_values.get(n, 0) for v, n in dataset_labels.items() if v != 0}
+    identity = not unknown and all(k == v for k, v in by_value.items())
+    if case.label_remap is None:
+        return None if identity else by_value
+    return {src: by_value.get(dst, 0) for src, dst in case.label_remap.items()}
+
+
+class Trainer:
+    """Runs one configuration in ``out_dir`` (``checkpoints/``, ``progress.jsonl``, ``bundle/``)."""
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path, *, restart: bool = False, quiet: bool = False) -> None:
+        self.cfg = config
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.ckpt_path = self.out / "checkpoints" / "last.pt"
+        self.quiet = quiet
+        if restart:
+            for p in (self.ckpt_path, self.out / "progress.jsonl"):
+                p.unlink(missing_ok=True)
+        self.device = resolve_device(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.labels = config.label_info
+        self.modalities = [get_modality(m).name for m in config.modalities]
+
+    # ----- data
+    def _cases(self) -> tuple[list[Case], list[Case], list[str]]:
+        entries = [d if isinstance(d, dict) else {"path": d} for d in self.cfg.datasets]
+        if self.cfg.phantoms:
+            ph = self.cfg.phantoms
+            target = self.out / "phantoms" / "dataset.json"
+            if not target.exists():
+                write_phantom_dataset(
+                    target.parent, int(ph.get("ct", 0)), int(ph.get("mr", 0)), int(ph.get("seed", 0)), int(ph.get("validation", 0))
+                )
+            entries.append({"path": str(target)})
+        model_values = {lab.name: lab.value for lab in self.labels}
+        train, val = [], []
+        for entry in entries:
+            spec = load_dataset(entry["path"])
+            weight = float(entry.get("weight", 1.0))
+            for split, into in (("training", train), ("validation", val)):
+                for c in spec.cases(split):
+                    if c.modality in self.modalities:
+                        remap = _model_remap(c, spec.labels, model_values)
+                        into.append(Case(c.name, c.image, c.modality, c.label, remap, weight))
+        paths = [e["path"] for e in entries]
+        for modality, n in self.cfg.few_shot.items():
+            from ..data.dataset import labelled_subset
+
+            modality = get_modality(modality).name
+            mine = [c for c in train if c.modality == modality]
+            kept = labelled_subset(mine, int(n), self.cfg.seed)
+            train = [c for c in train if c.modality != modality] + kept
+        return train, val, paths
+
+    def _prepare(self, cases: list[Case]) -> list[PreparedCase]:
+        values = [lab.value for lab in self.labels]
+        return [prepare_case(c, self.cfg.spacing, values) for c in cases if c.labelled]
+
+    def build(self) -> None:
+        cfg = self.cfg
+        train, val, self.dataset_paths = self._cases()
+        prepared = self._prepare(train)
+        self.val_cases = self._prepare(val)
+        self.samplers = {}
+        for i, modality in enumerate(self.modalities):
+            mine = [p for p in prepared if p.modality == modality]
+            if not mine:
+                raise ConfigError(f"no labelled training case of modality {modality}; add data or remove it from \"modalities\".")
+            self.samplers[modality] = ModalitySampler(
+                mine, cfg.patch_size, cfg.batch_size, cfg.foreground_ratio, cfg.augment, cfg.seed, stream=i
+            )
+        self.case_counts = {m: len(s.cases) for m, s in self.samplers.items()}
+        torch.manual_seed(cfg.seed)
+        self.method = build_method(
+            cfg.method, cfg.network, self.modalities, len(self.labels) + 1, **cfg.method_params
+        ).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, cfg.steps, cfg.schedule)
+        self.scaler = grad_scaler(self.device, cfg.amp)
+        self.step = 0
+        self.history: list[dict] = []
+        if self.ckpt_path.exists():
+            self._resume()
+
+    def _state(self) -> dict:
+        return {
+            "step": self.step,
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "identity": repr(sorted(self.cfg.identity().items())),
+        }
+
+    def _resume(self) -> None:
+        state = load_checkpoint(self.ckpt_path)
+        if state.get("identity") != repr(sorted(self.cfg.identity().items())):
+            raise ConfigError(
+                f"{self.ckpt_path} was written by a different configuration; use another output folder or --restart."
+            )
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self._state(), self.ckpt_path)
+
+    # ----- one step
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step on one batch per modality (step ``self.step``); returns the losses."""
+        batches = {
+            m: {k: v.to(self.device, non_blocking=True) for k, v in s.batch(self.step).items()} for m, s in self.samplers.items()
+        }
+        self.method.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device, self.cfg.amp):
+            losses = self.method.training_step(batches)
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            raise ConfigError(f"the loss became {float(loss)} at step {self.step}; lower the learning rate (now {self.cfg.lr}).")
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    # ----- the loop
+    def run(self) -> TrainResult:
+        if not hasattr(self, "method"):
+            self.build()
+        cfg = self.cfg
+        log = ProgressLog(self.out / "progress.jsonl")
+        bar = ProgressBar(cfg.steps, every=cfg.log_every, stream=sys.stderr if not self.quiet else _Null())
+        stop_file = self.out / "STOP"
+        stop_file.unlink(missing_ok=True)
+        log.write("start", step=self.step, steps=cfg.steps, cases=self.case_counts, device=str(self.device), method=cfg.method)
+        start_step, t0 = self.step, time.time()
+        losses: dict[str, float] = {}
+        val = None
+        status = "done"
+        with StopRequest(stop_file) as stop:
+            while self.step < cfg.steps:
+                losses = self.train_step()
+                elapsed = time.time() - t0
+                eta = elapsed / (self.step - start_step) * (cfg.steps - self.step)
+                lr = self.optimizer.param_groups[0]["lr"]
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    log.write("step", step=self.step, steps=cfg.steps, losses=losses, lr=lr, elapsed_s=round(elapsed, 2), eta_s=round(eta, 1))
+                bar.update(self.step, f"loss {losses['loss']:.4f} lr {lr:.2e} eta {format_seconds(eta)}")
+                if self.val_cases and (self.step % cfg.validate_every == 0 or self.step == cfg.steps):
+                    val = validate(self.method.inference_network(), self.val_cases, self.labels, cfg.patch_size, self.device, cfg.amp)
+                    log.write("validation", step=self.step, dice=val)
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self.checkpoint()
+                    log.write("checkpoint", step=self.step, path=str(self.ckpt_path))
+                if stop.requested and self.step < cfg.steps:
+                    self.checkpoint()
+                    log.write("stopped", step=self.step, path=str(self.ckpt_path))
+                    status = "stopped"
+                    break
+        bar.close()
+        bundle = None
+        if status == "done":
+            bundle = self.export(val, time.time() - t0)
+            log.write("done", step=self.step, bundle=str(bundle))
+        log.close()
+        return TrainResult(status, self.step, bundle, losses, val)
+
+    # ----- packaging
+    def metadata(self, validation: dict | None, seconds: float) -> dict:
+        cfg = self.cfg
+        b = cfg.bundle
+        return {
+            "name": b.get("name", cfg.name),
+            "version": b.get("version", "0.1.0"),
+            "description": b.get("description", f"{cfg.method} model trained by mmseg train"),
+            "method": cfg.method,
+            "network": self.method.network_spec,
+            "modalities": {m: get_modality(m).to_dict() for m in self.modalities},
+            "labels": [lab.to_dict() for lab in self.labels],
+            "spacing": [float(s) for s in cfg.spacing],
+            "patch_size": [int(p) for p in cfg.patch_size],
+            "inference": {"overlap": 0.5, "sw_batch_size": 2, "mode": "gaussian"},
+            "training": {
+                "datasets": self.dataset_paths,
+                "cases": self.case_counts,
+                "steps": self.step,
+                "seed": cfg.seed,
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "config": {k: v for k, v in cfg.to_dict().items() if k != "source"},
+                "config_file": cfg.source,
+                "seconds_this_run": round(seconds, 1),
+                "device": str(self.device),
+                "library_version": __version__,
+            },
+            "metrics": {"validation_dice": validation} if validation else {},
+            "licence": b.get("licence", "Apache-2.0"),
+            "authors": b.get("authors", ["MultiModalSeg contributors"]),
+        }
+
+    def export(self, validation: dict | None, seconds: float) -> Path:
+        state = {k: v.detach().cpu() for k, v in self.method.inference_network().state_dict().items()}
+        meta = self.metadata(validation, seconds)
+        meta["metrics"] = _finite(meta["metrics"])
+        return save_bundle(self.out / "bundle", meta, state, overwrite=True)
+
+
+def _finite(obj):
+    """Replace NaN by None so that metadata stays valid JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+class _Null:
+    def write(self, _s: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False

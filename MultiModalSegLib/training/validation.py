@@ -1,0 +1,49 @@
+"""Validation: Dice per modality per class on whole model-space volumes (sliding window)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.loading import PreparedCase
+from ..inference.sliding_window import predict_logits
+from ..labels import LabelInfo
+
+
+def dice_scores(pred: np.ndarray, ref: np.ndarray, labels: Sequence[LabelInfo]) -> dict[str, float]:
+    """Dice per label; a label absent from both maps is not scored (NaN)."""
+    out = {}
+    for lab in labels:
+        p, r = pred == lab.value, ref == lab.value
+        denom = int(p.sum()) + int(r.sum())
+        out[lab.name] = float(2 * np.logical_and(p, r).sum() / denom) if denom else float("nan")
+    return out
+
+
+def validate(
+    net: nn.Module,
+    cases: Sequence[PreparedCase],
+    labels: Sequence[LabelInfo],
+    patch_size: Sequence[int],
+    device: torch.device,
+    amp: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Mean Dice per modality per label over ``cases`` (labelled, model space)."""
+    was_training = net.training
+    net.eval()
+    per_modality: dict[str, list[dict[str, float]]] = {}
+    for case in cases:
+        image = torch.from_numpy(case.image)[None, None]
+        logits = predict_logits(net, image, case.modality, patch_size, overlap=0.25, device=device, amp=amp)
+        pred = logits.argmax(1)[0].numpy()
+        per_modality.setdefault(case.modality, []).append(dice_scores(pred, case.label, labels))
+    net.train(was_training)
+    summary = {}
+    for modality, rows in per_modality.items():
+        summary[modality] = {lab.name: float(np.nanmean([r[lab.name] for r in rows])) if any(
+            not np.isnan(r[lab.name]) for r in rows) else float("nan") for lab in labels}
+        summary[modality]["mean"] = float(np.nanmean(list(summary[modality].values())))
+    return summary

@@ -1,0 +1,106 @@
+"""Modality profiles, normalisation and detection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from MultiModalSegLib.errors import InputError
+from MultiModalSegLib.io import Volume, read_image
+from MultiModalSegLib.modalities import (
+    MODALITIES,
+    ModalityProfile,
+    detect_modality,
+    detect_modality_reason,
+    get_modality,
+    modality_names,
+    register_modality,
+)
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+CT_PATH = DATA / "abdomen_ct_01" / "image.nii.gz"
+MR_PATH = DATA / "abdomen_mr_01" / "image.nii.gz"
+
+
+def _volume(array: np.ndarray, tag: str | None = None) -> Volume:
+    return Volume(array, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), tag)
+
+
+def test_ct_window():
+    ct = get_modality("ct")
+    out = ct.normalize(np.array([-1000, -200, 50, 300, 2000], np.int32))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [0, 0, 0.5, 1, 1], atol=1e-6)
+
+
+def test_ct_real_scan_range():
+    out = get_modality("CT").normalize(read_image(CT_PATH).array)
+    assert out.min() == 0.0 and out.max() == 1.0
+    assert np.median(out[:, :5, :]) == 0.0  # air in front of the body
+
+
+def test_mr_percentiles_real_scan():
+    array = read_image(MR_PATH).array
+    out = get_modality("MR").normalize(array)
+    assert out.dtype == np.float32 and out.min() == 0.0 and out.max() == 1.0
+    assert out[array <= 0].max() == 0.0  # background
+    foreground = array[array > array.mean()]
+    assert np.mean(out[array > array.mean()] == 1.0) == pytest.approx(0.005, abs=0.005)
+    assert foreground.size > 0
+
+
+def test_mr_synthetic_and_constant():
+    rng = np.random.default_rng(0)
+    array = np.zeros((10, 20, 20), np.float32)
+    array[2:8, 5:15, 5:15] = rng.uniform(100, 200, (6, 10, 10))
+    out = MODALITIES["MR"].normalize(array)
+    assert out[0].max() == 0.0 and 0.0 <= out.min() and out.max() == 1.0
+    assert np.all(MODALITIES["MR"].normalize(np.full((4, 4, 4), 7.0)) == 0.0)
+    assert np.all(MODALITIES["CT"].normalize(np.full((4, 4, 4), -1000)) == 0.0)
+
+
+def test_profile_dict_round_trip():
+    for profile in MODALITIES.values():
+        assert ModalityProfile.from_dict(profile.to_dict()) == profile
+
+
+def test_registry():
+    assert modality_names()[:2] == ["CT", "MR"]
+    assert get_modality(" mr ") is MODALITIES["MR"]
+    with pytest.raises(InputError, match="--modality auto") as info:
+        get_modality("PET")
+    assert "'CT'" in str(info.value) and "'MR'" in str(info.value)
+    custom = ModalityProfile("CBCT", "window", {"low": -500, "high": 500}, "cone beam CT")
+    try:
+        register_modality(custom)
+        assert get_modality("cbct") is custom
+        with pytest.raises(InputError, match="already registered"):
+            register_modality(ModalityProfile("cbct", "window", {"low": 0, "high": 1}))
+    finally:
+        MODALITIES.pop("CBCT", None)
+    with pytest.raises(InputError, match="unknown kind"):
+        ModalityProfile("X", "zscore", {})
+
+
+def test_detect_real_scans():
+    assert detect_modality(read_image(CT_PATH)) == "CT"
+    modality, reason = detect_modality_reason(read_image(MR_PATH))
+    assert modality == "MR" and "percentile" in reason
+
+
+def test_detect_uses_dicom_tag():
+    hu = np.full((4, 8, 8), -1000, np.int16)
+    hu[1:3, 2:6, 2:6] = 40
+    assert detect_modality(_volume(hu)) == "CT"
+    modality, reason = detect_modality_reason(_volume(hu, "MR"))
+    assert modality == "MR" and "DICOM" in reason
+    assert detect_modality(_volume(np.abs(hu), "CT")) == "CT"
+    assert detect_modality(_volume(hu, "PT")) == "CT"  # unknown tag: intensities decide
+
+
+def test_detect_cropped_ct_without_air():
+    rng = np.random.default_rng(1)
+    fat_and_soft_tissue = rng.choice([-100, 40, 60], size=(6, 10, 10)).astype(np.int16)
+    assert detect_modality(_volume(fat_and_soft_tissue)) == "CT"
