@@ -56,7 +56,8 @@ def extract_patch(array: np.ndarray, center: Sequence[int], size: Sequence[int])
     src, dst = [], []
     for c, s, n in zip(center, size, array.shape, strict=True):
         start = int(c) - s // 2
-        lo, hi = max(start, 0), min(start + s, n)
+        lo = min(max(start, 0), n)
+        hi = max(min(start + s, n), lo)  # empty when the patch misses the array along this axis
         src.append(slice(lo, hi))
         dst.append(slice(lo - start, hi - start))
     out[tuple(dst)] = array[tuple(src)]

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from ..errors import ConfigError
 from ..losses import as_target, kd_loss
 from .base import Batch, Method
 from .registry import register_method
@@ -32,7 +33,7 @@ class UMMKD(Method):
     ) -> None:
         super().__init__(network, modalities, n_classes)
         if not self.network_spec["params"]["norm"].startswith("modality_"):
-            raise ValueError("UMMKD needs modality-specific normalisation: norm 'modality_batch' or 'modality_instance'.")
+            raise ConfigError("UMMKD needs modality-specific normalisation: norm 'modality_batch' or 'modality_instance'.")
         self.alpha = alpha
         self.temperature = temperature
 

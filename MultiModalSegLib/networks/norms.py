@@ -51,7 +51,7 @@ class ModalityNorm(nn.Module):
 
     def add_modality(self, name: str, copy_from: str | None = None) -> None:
         """Add a normalisation set for a new modality, initialised from ``copy_from`` when given."""
-        layer = self._make()
+        layer = self._make().train(self.training)  # a new layer must follow the network's train/eval mode
         if copy_from is not None:
             layer.load_state_dict(self.norms[copy_from].state_dict())
         reference = next(self.norms[self.modalities[0]].parameters(), None)

@@ -1,0 +1,65 @@
+"""Shared fixtures: paths to the shipped sample scans and a tiny UMMKD model trained on phantoms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "Resources" / "SampleData"
+REAL_CT = SAMPLES / "abdomen_ct_01" / "image.nii.gz"
+REAL_MR = SAMPLES / "abdomen_mr_01" / "image.nii.gz"
+
+torch.set_num_threads(2)
+
+
+def tiny_config(data_dir: Path, **overrides) -> dict:
+    """A training config small enough for a test: 3-level U-Net with 4-16 channels at 6 mm."""
+    cfg = {
+        "name": "tiny",
+        "method": "ummkd",
+        "network": {"name": "unet3d", "params": {"features": [4, 8, 16]}},
+        "datasets": [str(data_dir / "dataset.json")],
+        "spacing": [6.0, 6.0, 6.0],
+        "patch_size": [16, 32, 32],
+        "batch_size": 2,
+        "augment": False,
+        "lr": 0.01,
+        "steps": 6,
+        "validate_every": 1000,
+        "checkpoint_every": 3,
+        "log_every": 1,
+        "threads": 2,
+        "schedule": {"name": "cosine", "warmup_steps": 0},
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory) -> Path:
+    from MultiModalSegLib.data.phantoms import write_phantom_dataset
+
+    out = tmp_path_factory.mktemp("phantoms")
+    write_phantom_dataset(out, 2, 2, seed=11, n_validation=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, phantom_dir) -> Path:
+    """A bundle of a tiny UMMKD model (a few steps: it runs, it is not accurate)."""
+    from MultiModalSegLib.training import Trainer
+    from MultiModalSegLib.training.config import config_from_dict
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    result = Trainer(config_from_dict(tiny_config(phantom_dir)), out, quiet=True).run()
+    assert result.status == "done"
+    return result.bundle
+
+
+def write_json(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data))
+    return path

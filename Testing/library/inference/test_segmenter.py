@@ -1,0 +1,115 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import REAL_CT, REAL_MR
+
+from MultiModalSegLib.data.phantoms import generate_phantom
+from MultiModalSegLib.errors import BundleError, InputError
+from MultiModalSegLib.inference import Segmenter, keep_largest_component
+from MultiModalSegLib.io import Volume, read_image
+
+
+def assert_same_geometry(out: Volume, ref: Volume) -> None:
+    assert out.array.shape == ref.array.shape
+    assert out.spacing == ref.spacing
+    assert out.origin == ref.origin
+    assert out.direction == ref.direction
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_bundle):
+    return Segmenter(tiny_bundle, device="cpu")
+
+
+@pytest.mark.parametrize("path", [REAL_CT, REAL_MR], ids=["ct", "mr"])
+def test_real_scan_comes_back_on_its_own_grid(segmenter, path):
+    image = read_image(path)
+    seg = segmenter.segment(image, "auto")
+    assert_same_geometry(seg.labels, image)
+    assert seg.labels.array.dtype == np.uint8
+    assert seg.modality == ("CT" if "ct" in path.parent.name else "MR")
+
+
+def oblique(volume: Volume, spacing=(1.3, 0.9, 4.5)) -> Volume:
+    """The phantom on an oblique, anisotropic grid (rotated ~25 and ~15 degrees)."""
+    rot = sitk.Euler3DTransform()
+    rot.SetRotation(0.26, 0.0, 0.44)
+    direction = tuple(np.asarray(rot.GetMatrix()).tolist())
+    src = volume.to_sitk()
+    size = [int(n * s / t) for n, s, t in zip(src.GetSize(), src.GetSpacing(), spacing, strict=True)]
+    center = src.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in src.GetSize()])
+    ref = sitk.Image(size, sitk.sitkFloat32)
+    ref.SetSpacing(spacing)
+    ref.SetDirection(direction)
+    half = np.asarray(direction).reshape(3, 3) @ (np.asarray(size) - 1) * np.asarray(spacing) / 2
+    ref.SetOrigin(tuple(np.asarray(center) - half))
+    out = sitk.Resample(src, ref, sitk.Transform(), sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
+    return Volume.from_sitk(out)
+
+
+def test_oblique_anisotropic_volume_round_trip(segmenter):
+    image, _ = generate_phantom("CT", 5)
+    tilted = oblique(image)
+    assert not np.allclose(np.asarray(tilted.direction).reshape(3, 3), np.eye(3))
+    seg = segmenter.segment(tilted, "CT", probabilities=True)
+    assert_same_geometry(seg.labels, tilted)
+    assert seg.probabilities.shape == (5, *tilted.array.shape)
+    np.testing.assert_allclose(seg.probabilities.sum(0), 1.0, atol=1e-3)
+
+
+def test_modality_checks(segmenter):
+    image = read_image(REAL_CT)
+    with pytest.raises(InputError, match="unknown modality"):
+        segmenter.segment(image, "PET")
+    seg = segmenter.segment(image, "mr")  # the user may override detection
+    assert seg.modality == "MR" and seg.modality_reason == "given by the user"
+
+
+def test_fast_quality_and_unknown_quality(tiny_bundle):
+    fast = Segmenter(tiny_bundle, device="cpu", quality="fast")
+    assert fast.spacing == [12.0, 12.0, 12.0]
+    with pytest.raises(InputError, match="unknown quality"):
+        Segmenter(tiny_bundle, device="cpu", quality="best")
+
+
+def test_cuda_request_without_cuda_is_one_clear_error(tiny_bundle):
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(InputError, match="no CUDA GPU"):
+        Segmenter(tiny_bundle, device="cuda")
+
+
+def test_bundle_whose_weights_disagree_with_its_labels(tiny_bundle, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_bundle, bad)
+    meta = json.loads((bad / "metadata.json").read_text())
+    meta["labels"] = meta["labels"][:3]
+    meta["network"]["params"]["out_channels"] = 4
+    (bad / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="do not fit the network"):
+        Segmenter(bad, device="cpu")
+
+
+def test_tampered_weights_are_refused(tiny_bundle, tmp_path):
+    bad = tmp_path / "tampered"
+    shutil.copytree(tiny_bundle, bad)
+    data = bytearray((bad / "model.pt").read_bytes())
+    data[-20] ^= 0xFF
+    (bad / "model.pt").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256|altered|corrupt"):
+        Segmenter(bad, device="cpu")
+
+
+def test_keep_largest_component():
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[1:4, 1:4, 1:4] = 1
+    labels[7:9, 7:9, 7:9] = 1  # a smaller second piece
+    labels[6, 1, 1] = 2
+    out = keep_largest_component(labels, [1, 2])
+    assert (out == 1).sum() == 27 and (out == 2).sum() == 1

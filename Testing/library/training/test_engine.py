@@ -1,0 +1,119 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, tiny_config, write_json
+
+from MultiModalSegLib.errors import ConfigError
+from MultiModalSegLib.training import Trainer, load_config
+from MultiModalSegLib.training.config import config_from_dict
+from MultiModalSegLib.training.progress import read_progress
+
+
+def step_losses(run_dir):
+    return {r["step"]: r["losses"]["loss"] for r in read_progress(run_dir / "progress.jsonl") if r["event"] == "step"}
+
+
+def test_training_lowers_the_loss(phantom_dir, tmp_path):
+    cfg = config_from_dict(tiny_config(phantom_dir, steps=40, checkpoint_every=100, lr=0.01))
+    Trainer(cfg, tmp_path, quiet=True).run()
+    losses = step_losses(tmp_path)
+    first = np.mean([losses[s] for s in range(1, 6)])
+    last = np.mean([losses[s] for s in range(36, 41)])
+    assert last < 0.85 * first, (first, last)
+
+
+def test_resume_gives_the_same_next_step_as_an_uninterrupted_run(phantom_dir, tmp_path):
+    cfg = config_from_dict(tiny_config(phantom_dir, augment=True))
+    straight = Trainer(cfg, tmp_path / "straight", quiet=True)
+    straight.build()
+    expected = [straight.train_step()["loss"] for _ in range(5)]
+
+    first = Trainer(cfg, tmp_path / "resumed", quiet=True)
+    first.build()
+    for _ in range(3):
+        first.train_step()
+    first.checkpoint()
+    del first
+
+    second = Trainer(cfg, tmp_path / "resumed", quiet=True)
+    second.build()
+    assert second.step == 3
+    resumed = [second.train_step()["loss"] for _ in range(2)]
+    np.testing.assert_allclose(resumed, expected[3:], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_refuses_a_different_configuration(phantom_dir, tmp_path):
+    Trainer(config_from_dict(tiny_config(phantom_dir, steps=3)), tmp_path, quiet=True).run()
+    other = config_from_dict(tiny_config(phantom_dir, steps=3, lr=0.5))
+    with pytest.raises(ConfigError, match="different configuration"):
+        Trainer(other, tmp_path, quiet=True).build()
+
+
+def test_stop_file_ends_the_run_with_a_checkpoint(phantom_dir, tmp_path):
+    cfg = config_from_dict(tiny_config(phantom_dir, steps=200, checkpoint_every=1000))
+    trainer = Trainer(cfg, tmp_path, quiet=True)
+    results = {}
+    thread = threading.Thread(target=lambda: results.setdefault("r", trainer.run()))
+    thread.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and not step_losses(tmp_path):
+        time.sleep(0.2)
+    (tmp_path / "STOP").touch()
+    thread.join(120)
+    result = results["r"]
+    assert result.status == "stopped" and result.step < 200
+    assert (tmp_path / "checkpoints" / "last.pt").exists()
+    events = [r["event"] for r in read_progress(tmp_path / "progress.jsonl")]
+    assert events[-1] == "stopped"
+    again = Trainer(cfg, tmp_path, quiet=True)
+    again.build()
+    assert again.step == result.step
+
+
+def test_sigterm_stops_cleanly_and_the_same_command_resumes(phantom_dir, tmp_path):
+    config = write_json(tmp_path / "cfg.json", tiny_config(phantom_dir, steps=400, checkpoint_every=1000))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "MultiModalSegLib", "train", "--config", str(config), "--out", str(out), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not step_losses(out):
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stderr
+    assert "resume" in stdout
+    stopped = read_progress(out / "progress.jsonl")[-1]
+    assert stopped["event"] == "stopped"
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == stopped["step"]
+    done = subprocess.run([*cmd, "--steps", str(stopped["step"] + 2)], cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[0])["step"] == stopped["step"] + 2
+
+
+def test_validation_and_bundle_metadata(phantom_dir, tmp_path):
+    cfg = config_from_dict(tiny_config(phantom_dir, steps=2, validate_every=2))
+    result = Trainer(cfg, tmp_path, quiet=True).run()
+    assert set(result.validation) == {"CT", "MR"}
+    assert set(result.validation["CT"]) == {"liver", "spleen", "kidney_right", "kidney_left", "mean"}
+    meta = json.loads((result.bundle / "metadata.json").read_text())
+    assert meta["method"] == "ummkd" and meta["network"]["params"]["norm"] == "modality_batch"
+    assert meta["training"]["steps"] == 2 and meta["metrics"]["validation_dice"]["MR"]
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no such config"):
+        load_config(tmp_path / "missing.json")
+    with pytest.raises(ConfigError, match="unknown config keys"):
+        config_from_dict({"phantoms": {"ct": 1}, "stepz": 3})
+    with pytest.raises(ConfigError, match="names no data"):
+        config_from_dict({})

@@ -1,0 +1,97 @@
+"""Peak memory (RSS) and wall time of `mmseg segment` on a large CT, measured in a child process.
+
+    python benchmarks/peak_memory_segment.py                    # 512 x 512 x 300, the default model
+    python benchmarks/peak_memory_segment.py --size 256 256 128 --model PATH
+
+The input is a synthetic abdominal CT phantom resampled onto a 512 x 512 x 300 grid (0.8 x 0.8 x
+1.0 mm, int16 HU), written to a temporary folder. The whole command runs in a child process, whose
+peak resident set size the kernel reports (``getrusage(RUSAGE_CHILDREN).ru_maxrss``), so Python,
+PyTorch and MONAI start-up are included. Results go to ``benchmarks/results/`` as JSON and markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+LIMIT_GB = 4.0
+
+
+def make_ct(path: Path, size: tuple[int, int, int]) -> None:
+    """A phantom CT resampled onto a grid of ``size`` (x, y, z) voxels spanning 410 x 410 x 300 mm."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from MultiModalSegLib.data.phantoms import generate_phantom
+
+    image, _ = generate_phantom("CT", 7)
+    src = image.to_sitk()
+    spacing = (410.0 / size[0], 410.0 / size[1], 300.0 / size[2])
+    center = np.asarray(src.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in src.GetSize()]))
+    ref = sitk.Image(list(size), sitk.sitkInt16)
+    ref.SetSpacing(spacing)
+    ref.SetOrigin(tuple(center - (np.asarray(size) - 1) * np.asarray(spacing) / 2))
+    out = sitk.Resample(src, ref, sitk.Transform(), sitk.sitkLinear, -1000, sitk.sitkInt16)
+    sitk.WriteImage(out, str(path), True)
+
+
+def measure(image: Path, out_dir: Path, model: str | None, device: str) -> dict:
+    cmd = [sys.executable, "-m", "MultiModalSegLib", "segment", str(image), "-o", str(out_dir), "--device", device, "--overwrite"]
+    if model:
+        cmd += ["--model", model]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"mmseg segment failed:\n{proc.stderr}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"peak_rss_gb": round(peak_kb / 1024**2, 3), "wall_seconds": round(wall, 2), "output": proc.stdout.strip()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="peak memory of mmseg segment on a large CT")
+    p.add_argument("--size", nargs=3, type=int, default=[512, 512, 300], metavar=("X", "Y", "Z"))
+    p.add_argument("--model", help="bundle path or manifest name (default: the default model)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    args = p.parse_args(argv)
+    size = tuple(args.size)
+    with tempfile.TemporaryDirectory() as tmp:
+        image = Path(tmp) / "ct.nii.gz"
+        make_ct(image, size)
+        result = measure(image, Path(tmp) / "out", args.model, args.device)
+    label = "x".join(map(str, size))
+    record = {
+        "input": f"synthetic CT {label} int16",
+        "device": args.device,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "limit_gb": LIMIT_GB,
+        "within_limit": result["peak_rss_gb"] < LIMIT_GB,
+        **result,
+    }
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / f"peak_memory_segment_{label}.json").write_text(json.dumps(record, indent=2) + "\n")
+    md = (
+        f"| input | device | peak RSS (GB) | limit (GB) | wall (s) |\n|---|---|---|---|---|\n"
+        f"| {record['input']} | {args.device} | {record['peak_rss_gb']:.2f} | {LIMIT_GB} | {record['wall_seconds']:.1f} |\n"
+    )
+    (args.results / f"peak_memory_segment_{label}.md").write_text(md)
+    print(md)
+    print(f"peak RSS {record['peak_rss_gb']:.2f} GB {'<' if record['within_limit'] else '>='} {LIMIT_GB} GB")
+    return 0 if record["within_limit"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
