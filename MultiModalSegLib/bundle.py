@@ -15,7 +15,6 @@ import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 import jsonschema
@@ -23,7 +22,7 @@ import torch
 
 from .errors import BundleError
 from .labels import LabelInfo
-from .resources import schema_path
+from .resources import schema_validator
 
 CURRENT_FORMAT_VERSION = 1
 METADATA_NAME = "metadata.json"
@@ -101,12 +100,8 @@ def bundle_sha256(path: str | Path) -> str:
 # ----------------------------------------------------------------------------- validation
 
 
-@lru_cache(maxsize=1)
 def _validator() -> jsonschema.protocols.Validator:
-    schema = json.loads(schema_path("bundle_metadata").read_text(encoding="utf-8"))
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
+    return schema_validator("bundle_metadata")
 
 
 def _field_path(error: jsonschema.ValidationError) -> str:

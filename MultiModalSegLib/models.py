@@ -11,14 +11,13 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 import jsonschema
 
 from .errors import BundleError
-from .resources import resources_dir, schema_path
+from .resources import resources_dir, schema_validator
 
 MANIFEST_FORMAT_VERSION = 1
 MANIFEST_NAME = "Models.json"
@@ -73,12 +72,8 @@ def default_manifest_path() -> Path:
     return resources_dir() / MANIFEST_NAME
 
 
-@lru_cache(maxsize=1)
 def _validator() -> jsonschema.protocols.Validator:
-    schema = json.loads(schema_path("models_manifest").read_text(encoding="utf-8"))
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
+    return schema_validator("models_manifest")
 
 
 def _describe(error: jsonschema.ValidationError, doc: dict) -> str:

@@ -60,6 +60,17 @@ def loss_plot(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def training_seconds(records: list[dict]) -> float:
+    """Wall seconds of training summed over the sessions of a run (each ``start`` opens one)."""
+    total, session = 0.0, 0.0
+    for r in records:
+        if r["event"] == "start":
+            total, session = total + session, 0.0
+        elif r["event"] == "step":
+            session = max(session, r.get("elapsed_s", 0.0))
+    return total + session
+
+
 def validation_table(dice: dict) -> str:
     organs = [k for k in next(iter(dice.values())) if k != "mean"]
     lines = ["| modality | " + " | ".join(organs) + " | mean |", "|---" * (len(organs) + 2) + "|"]
@@ -102,9 +113,7 @@ def main() -> int:
 
     real, cpu_seconds = real_sample_metrics(args.run / "bundle")
     validation = meta.get("metrics", {}).get("validation_dice") or {}
-    train_seconds = sum(r.get("elapsed_s", 0) for r in records if r["event"] == "stopped") + max(
-        (r.get("elapsed_s", 0) for r in records if r["event"] == "step"), default=0
-    )
+    train_seconds = training_seconds(records)
     meta["metrics"] = {
         "validation_dice": validation,
         "validation_source": f"held-out synthetic phantoms, model space (training/reports/{name}/report.md)",
@@ -120,7 +129,10 @@ def main() -> int:
         f"spacing {meta['spacing']} mm, patch {meta['patch_size']} (z, y, x), {meta['training']['steps']} steps, "
         f"batch {cfg.get('batch_size')} per modality, trained on {meta['training']['device']} "
         f"({platform.processor() or platform.machine()}); training cases per modality: {meta['training']['cases']}.",
-        f"Wall time of the last training session: {train_seconds / 60:.0f} min.",
+        f"Training wall time, all sessions of the run: {train_seconds / 60:.0f} min "
+        "in sessions (start step -> planned length): "
+        + ", ".join(f"{r['step']} -> {r['steps']}" for r in records if r["event"] == "start")
+        + ". A resumed session with a longer planned length continues the cosine schedule at the new length.",
         "",
         "Regenerate: `mmseg train --config training/configs/abdomen_ummkd_default.json --out training/runs/abdomen-ummkd` "
         "then `python training/package_model.py --run training/runs/abdomen-ummkd --out Resources/Models/"

@@ -117,3 +117,20 @@ def test_config_errors(tmp_path):
         config_from_dict({"phantoms": {"ct": 1}, "stepz": 3})
     with pytest.raises(ConfigError, match="names no data"):
         config_from_dict({})
+
+
+def test_a_label_on_another_grid_than_its_image_is_refused(phantom_dir, tmp_path):
+    import SimpleITK as sitk
+
+    from MultiModalSegLib.errors import InputError
+
+    data = json.loads((phantom_dir / "dataset.json").read_text())
+    case = data["training"][0]
+    label = sitk.ReadImage(str(phantom_dir / case["label"]))
+    label.SetSpacing([s * 1.5 for s in label.GetSpacing()])
+    sitk.WriteImage(label, str(tmp_path / "shifted.nii.gz"))
+    case = {**case, "image": str(phantom_dir / case["image"]), "label": str(tmp_path / "shifted.nii.gz")}
+    write_json(tmp_path / "dataset.json", {**data, "training": [case], "validation": []})
+    cfg = config_from_dict(tiny_config(tmp_path, modalities=[case["modality"]]))
+    with pytest.raises(InputError, match="shifted.nii.gz"):
+        Trainer(cfg, tmp_path / "run", quiet=True).build()
