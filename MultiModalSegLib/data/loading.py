@@ -31,6 +31,15 @@ class PreparedCase:
             self._fg = np.flatnonzero(self.label) if self.label is not None else np.empty(0, dtype=np.int64)
         return self._fg
 
+    @property
+    def class_voxels(self) -> dict[int, np.ndarray]:
+        """Flat indices of each present label value's voxels (cached), for class-balanced sampling."""
+        if not hasattr(self, "_by_class"):
+            fg = self.foreground
+            values = self.label.ravel()[fg] if fg.size else np.empty(0, dtype=np.uint8)
+            self._by_class = {int(v): fg[values == v] for v in np.unique(values)}
+        return self._by_class
+
 
 def remap_label_array(array: np.ndarray, remap: dict[int, int] | None, valid: Sequence[int], source: str) -> np.ndarray:
     """Apply a label remap table, or check that the values are valid model labels."""

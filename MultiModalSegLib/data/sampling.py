@@ -66,7 +66,9 @@ def extract_patch(array: np.ndarray, center: Sequence[int], size: Sequence[int])
 
 class ModalitySampler:
     """Random patches of one modality's labelled cases; a share ``foreground_ratio`` of them is
-    centred on a labelled voxel, the rest anywhere in the volume. Cases are drawn with probability
+    centred on a labelled voxel, the rest anywhere in the volume. Foreground centres are
+    class-balanced: first a label present in the case, uniformly, then one of its voxels, so a
+    small organ far from a large one (the spleen, the left kidney) is seen as often as the liver. Cases are drawn with probability
     proportional to their ``weight`` (e.g. to show a few real scans as often as many phantoms)."""
 
     def __init__(
@@ -93,9 +95,10 @@ class ModalitySampler:
         self.probabilities = weights / weights.sum()
 
     def _center(self, case: PreparedCase, rng: np.random.Generator) -> tuple[int, ...]:
-        fg = case.foreground
-        if fg.size and rng.random() < self.foreground_ratio:
-            return tuple(int(i) for i in np.unravel_index(fg[rng.integers(fg.size)], case.image.shape))
+        by_class = case.class_voxels
+        if by_class and rng.random() < self.foreground_ratio:
+            voxels = by_class[list(by_class)[int(rng.integers(len(by_class)))]]
+            return tuple(int(i) for i in np.unravel_index(voxels[rng.integers(voxels.size)], case.image.shape))
         return tuple(int(rng.integers(0, n)) for n in case.image.shape)
 
     def sample(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:

@@ -141,3 +141,17 @@ def test_extract_patch_at_a_corner_explicitly():
     assert not patch[:2].any() and not patch[:, :2].any() and not patch[:, :, :2].any()
     inner = extract_patch(array, (2, 2, 2), (3, 3, 3))
     np.testing.assert_array_equal(inner, array[1:4, 1:4, 1:4])
+
+
+def test_foreground_centres_are_balanced_across_classes():
+    from MultiModalSegLib.data.loading import PreparedCase
+
+    label = np.zeros((40, 40, 40), np.uint8)
+    label[:20] = 1  # a huge organ
+    label[35:37, 35:37, 35:37] = 2  # 8 voxels of a tiny one
+    case = PreparedCase("c", "CT", np.zeros(label.shape, np.float32), label)
+    s = ModalitySampler([case], (4, 4, 4), batch_size=1, foreground_ratio=1.0, augment=False)
+    centres = [s._center(case, np.random.default_rng(i)) for i in range(400)]
+    tiny = sum(label[c] == 2 for c in centres)
+    # voxel-proportional sampling would hit the tiny organ 8 / 32008 of the time
+    assert 150 < tiny < 250
