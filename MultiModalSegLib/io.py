@@ -104,14 +104,9 @@ def read_image(path: str | Path) -> Volume:
 
 
 def _raw_nifti_data(path: Path) -> np.ndarray:
-    """The voxel values as stored in a NIfTI file (SimpleITK's NIfTI reader turns NaN into 0).
+    """The voxel values as stored in a NIfTI file (SimpleITK's NIfTI reader turns NaN into 0)."""
+    import nibabel
 
-    Uses nibabel when it is installed; without it the stored values are not checked.
-    """
-    try:
-        import nibabel
-    except ImportError:
-        return np.zeros(0, np.float32)
     return np.asanyarray(nibabel.load(str(path)).dataobj)
 
 

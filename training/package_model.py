@@ -101,6 +101,7 @@ def main() -> int:
     p.add_argument("--run", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="bundle zip to write (under Resources/Models/)")
     p.add_argument("--default", action="store_true", help="make it the manifest's default model")
+    p.add_argument("--note", default="", help="a paragraph for the report (e.g. what changed between sessions)")
     args = p.parse_args()
 
     bundle = load_bundle(args.run / "bundle")
@@ -138,6 +139,7 @@ def main() -> int:
         "then `python training/package_model.py --run training/runs/abdomen-ummkd --out Resources/Models/"
         f"{args.out.name} --default`.",
         "",
+        *([args.note, ""] if args.note else []),
         "![losses](loss.png)",
         "",
         "## Validation Dice on held-out phantoms (last validation, model space)",

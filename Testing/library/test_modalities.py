@@ -19,7 +19,7 @@ from MultiModalSegLib.modalities import (
     register_modality,
 )
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2] / "Resources" / "SampleData"  # copies of ../shared/data
 CT_PATH = DATA / "abdomen_ct_01" / "image.nii.gz"
 MR_PATH = DATA / "abdomen_mr_01" / "image.nii.gz"
 

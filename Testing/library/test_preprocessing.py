@@ -22,7 +22,7 @@ from MultiModalSegLib.preprocessing import (
     uncrop,
 )
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2] / "Resources" / "SampleData"  # copies of ../shared/data
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 

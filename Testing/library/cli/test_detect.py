@@ -7,7 +7,7 @@ from pathlib import Path
 
 from MultiModalSegLib.cli import detect
 
-DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "Resources" / "SampleData"  # copies of ../shared/data
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
