@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InputError
 from ..io import read_image, read_labelmap
 from ..modalities import get_modality
 from ..preprocessing import crop, foreground_bbox, to_model_space
@@ -50,8 +51,6 @@ def remap_label_array(array: np.ndarray, remap: dict[int, int] | None, valid: Se
         return lut[array.astype(np.int64)]
     bad = sorted(set(np.unique(array).tolist()) - set(valid) - {0})
     if bad:
-        from ..errors import InputError
-
         raise InputError(f"{source}: label values {bad[:10]} are not among the dataset's labels {sorted(valid)}; add a label_remap.")
     return array.astype(np.uint8)
 

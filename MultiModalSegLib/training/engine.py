@@ -21,7 +21,7 @@ import torch
 
 from .. import __version__
 from ..bundle import save_bundle
-from ..data.dataset import Case, load_dataset
+from ..data.dataset import Case, labelled_subset, load_dataset
 from ..data.loading import PreparedCase, prepare_case
 from ..data.phantoms import write_phantom_dataset
 from ..data.sampling import ModalitySampler
@@ -122,8 +122,6 @@ class Trainer:
                         into.append(Case(c.name, c.image, c.modality, c.label, remap, weight))
         paths = [e["path"] for e in entries]
         for modality, n in self.cfg.few_shot.items():
-            from ..data.dataset import labelled_subset
-
             modality = get_modality(modality).name
             mine = [c for c in train if c.modality == modality]
             kept = labelled_subset(mine, int(n), self.cfg.seed)

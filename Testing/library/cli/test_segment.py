@@ -40,7 +40,6 @@ def test_list_file_and_probabilities(tiny_bundle, tmp_path, capsys):
     listing.write_text(f"# one case\n{REAL_MR}\n")
     code, out, err = run(["segment", str(listing), "--model", str(tiny_bundle), "-o", str(tmp_path / "o"), "--probabilities", "--modality", "MR"], capsys)
     assert code == 0, err
-    probs = read_image  # noqa: F841
     image = sitk.ReadImage(str(tmp_path / "o" / "image_probabilities.nii.gz"))
     assert image.GetNumberOfComponentsPerPixel() == 5
 
