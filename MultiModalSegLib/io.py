@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .atomic import atomic_path, file_suffix
 from .errors import InputError
 from .labels import LabelInfo
 
@@ -238,17 +237,14 @@ def _write_atomic(image: sitk.Image, path: Path, *, overwrite: bool, compress: b
     """Write ``image`` to a temporary file beside ``path`` and rename it into place."""
     if path.exists() and not overwrite:
         raise InputError(f"{path}: file exists; choose another name or pass overwrite=True.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".seg.nrrd" if path.name.endswith(".seg.nrrd") else "".join(path.suffixes[-2:])
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    return write_image_atomic(image, path, compress)
+
+
+def write_image_atomic(image: sitk.Image, path: str | Path, compress: bool = True) -> Path:
+    """Write any SimpleITK image atomically (the suffix of ``path`` chooses the format)."""
+    path = Path(path)
+    with atomic_path(path, suffix=file_suffix(path)) as tmp:
         sitk.WriteImage(image, str(tmp), compress)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -15,8 +15,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
 
+from .atomic import write_text_atomic
 from .errors import InputError
 from .io import read_labelmap
 from .labels import LabelInfo
@@ -59,6 +58,17 @@ def _label_metrics(pred: np.ndarray, ref: np.ndarray, spacing_zyx: tuple[float, 
         hd95 = compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=list(spacing_zyx))
         assd = compute_average_surface_distance(p, r, include_background=True, symmetric=True, spacing=list(spacing_zyx))
     return {"dice": float(dice.item()), "hd95": float(hd95.item()), "assd": float(assd.item())}
+
+
+def dice_scores(pred: np.ndarray, ref: np.ndarray, labels: Sequence[LabelInfo]) -> dict[str, float]:
+    """Dice only, per label, in NumPy (fast enough for validation during training); a label absent
+    from both maps is not scored (NaN), absent from one only scores 0, as in :func:`evaluate_labels`."""
+    out = {}
+    for lab in labels:
+        p, r = pred == lab.value, ref == lab.value
+        denom = int(p.sum()) + int(r.sum())
+        out[lab.name] = float(2 * np.logical_and(p, r).sum() / denom) if denom else float("nan")
+    return out
 
 
 def evaluate_labels(
@@ -190,17 +200,6 @@ def _json_text(results: dict[str, dict[str, dict[str, float]]]) -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results(results: dict[str, dict[str, dict[str, float]]], out_dir: str | Path) -> list[Path]:
     """Write ``metrics.csv``, ``metrics.json`` and ``metrics.md`` into ``out_dir`` (each atomically)."""
     out = Path(out_dir)
@@ -211,5 +210,5 @@ def write_results(results: dict[str, dict[str, dict[str, float]]], out_dir: str 
         "metrics.md": format_markdown_table(results),
     }
     for name, text in texts.items():
-        _write_text_atomic(out / name, text)
+        write_text_atomic(out / name, text)
     return [out / name for name in texts]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 import jsonschema
 
+from .atomic import write_text_atomic
 from .errors import BundleError
 from .resources import resources_dir, schema_validator
 
@@ -159,19 +159,6 @@ def resolve_model(name_or_path: str | None, manifest_path: str | Path | None = N
     )
 
 
-def _write_json_atomic(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _merged(models: list[dict], entry: dict) -> list[dict]:
     """``models`` with ``entry`` in place of the one of the same name (or appended)."""
     if entry.get("default"):
@@ -195,5 +182,5 @@ def add_to_manifest(entry: dict, manifest_path: str | Path | None = None) -> Pat
         doc = {"format_version": MANIFEST_FORMAT_VERSION, "models": []}
     doc["models"] = _merged(doc["models"], dict(entry))
     _validate(doc, path)
-    _write_json_atomic(path, doc)
+    write_text_atomic(path, json.dumps(doc, indent=2) + "\n")
     return path

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .io import Volume
 from .labels import LabelInfo
 from .preprocessing import reorient
@@ -67,8 +68,7 @@ def save_overlay(
     if ref is not None:
         fig.suptitle("filled: model output; contours: reference labels")
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90, bbox_inches="tight")
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(path)
     return path

@@ -16,7 +16,6 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +24,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from MultiModalSegLib.bundle import file_sha256, load_bundle, save_bundle  # noqa: E402
+from MultiModalSegLib.cli.demo import SAMPLES, score_sample  # noqa: E402
 from MultiModalSegLib.inference import Segmenter  # noqa: E402
-from MultiModalSegLib.io import read_image, read_labelmap  # noqa: E402
-from MultiModalSegLib.labels import LABEL_REMAPS  # noqa: E402
-from MultiModalSegLib.metrics import evaluate_labels, format_markdown_table, remap_labels  # noqa: E402
+from MultiModalSegLib.metrics import format_markdown_table  # noqa: E402
 from MultiModalSegLib.models import add_to_manifest  # noqa: E402
 from MultiModalSegLib.training.progress import read_progress  # noqa: E402
-
-SAMPLES = REPO / "Resources" / "SampleData"
 
 
 def loss_plot(records: list[dict], path: Path) -> None:
@@ -83,15 +79,11 @@ def real_sample_metrics(bundle_path: Path, repeats: int = 2) -> tuple[dict, dict
     """Metrics against the shipped pseudo-labels, and the best of ``repeats`` CPU timings."""
     seg = Segmenter(bundle_path, device="cpu")
     results, seconds = {}, {}
-    for case in ("abdomen_ct_01", "abdomen_mr_01"):
-        image = read_image(SAMPLES / case / "image.nii.gz")
+    for case in SAMPLES:
         times = []
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            out = seg.segment(image, "auto")
-            times.append(time.perf_counter() - t0)
-        ref = read_labelmap(SAMPLES / case / "label_totalseg.nii.gz", reference=image)
-        results[case] = evaluate_labels(out.labels.array, remap_labels(ref.array, LABEL_REMAPS["totalsegmentator"]), out.label_info, image.spacing)
+            image, out, _, results[case] = score_sample(seg, case)
+            times.append(out.seconds)
         seconds[f"{case} ({'x'.join(map(str, image.size))})"] = round(min(times), 2)
     return results, seconds
 

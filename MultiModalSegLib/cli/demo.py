@@ -19,11 +19,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..inference import Segmenter
-    from ..io import read_image, read_labelmap, write_segmentation
+def score_sample(segmenter, case: str, modality: str = "auto"):
+    """Segment one shipped sample and score it against its remapped TotalSegmentator labels.
+
+    Returns ``(image, segmentation, reference, metrics)``; used by the demo and by
+    ``training/package_model.py``.
+    """
+    from ..io import read_image, read_labelmap
     from ..labels import LABEL_REMAPS
-    from ..metrics import evaluate_labels, format_markdown_table, remap_labels
+    from ..metrics import evaluate_labels, remap_labels
+
+    folder = resources_dir() / "SampleData" / case
+    image = read_image(folder / "image.nii.gz")
+    seg = segmenter.segment(image, modality)
+    ref = read_labelmap(folder / "label_totalseg.nii.gz", reference=image)
+    ref.array = remap_labels(ref.array, LABEL_REMAPS["totalsegmentator"])
+    return image, seg, ref, evaluate_labels(seg.labels.array, ref.array, seg.label_info, image.spacing)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..atomic import write_text_atomic
+    from ..inference import Segmenter
+    from ..io import write_segmentation
+    from ..metrics import format_markdown_table
     from ..visualization import save_overlay
 
     out = Path(args.output)
@@ -32,21 +50,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {segmenter.bundle.name} {segmenter.bundle.metadata['version']} ({segmenter.bundle.path}) on {segmenter.device}")
     results = {}
     for case in SAMPLES:
-        folder = resources_dir() / "SampleData" / case
-        image = read_image(folder / "image.nii.gz")
-        seg = segmenter.segment(image, "auto")
-        ref = read_labelmap(folder / "label_totalseg.nii.gz", reference=image)
-        ref.array = remap_labels(ref.array, LABEL_REMAPS["totalsegmentator"])
+        image, seg, ref, results[case] = score_sample(segmenter, case)
         written = write_segmentation(seg.labels, out / f"{case}.seg.nrrd", seg.label_info, overwrite=True)
         png = save_overlay(image, seg.labels, seg.label_info, seg.modality, out / f"{case}.png", reference=ref)
-        results[case] = evaluate_labels(seg.labels.array, ref.array, seg.label_info, image.spacing)
         print(f"{case}: {seg.modality} ({seg.modality_reason}), {seg.seconds:.1f} s -> {written}, {png}")
     table = format_markdown_table(results)
-    (out / "dice.md").write_text(
+    write_text_atomic(out / "dice.md",
         "Metrics of the default model against the shipped TotalSegmentator pseudo-labels "
-        "(Dice; HD95 and ASSD in mm).\n\n" + table + "\n"
+        "(Dice; HD95 and ASSD in mm).\n\n" + table + "\n",
     )
-    (out / "metrics.json").write_text(json.dumps(results, indent=2, default=lambda v: None))
+    write_text_atomic(out / "metrics.json", json.dumps(results, indent=2, default=lambda v: None))
     print()
     print(table)
     print(f"\noutputs in {out.resolve()}: segmentations (.seg.nrrd, open in 3D Slicer), overlays (.png), dice.md")

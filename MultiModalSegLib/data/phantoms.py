@@ -11,16 +11,15 @@ displacement field, then sampled on the image grid.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
+from ..atomic import write_text_atomic
 from ..errors import InputError
-from ..io import Volume, write_labelmap
+from ..io import Volume, write_image_atomic, write_labelmap
 from ..labels import ABDOMEN_LABELS
 
 MODALITIES = ("CT", "MR")
@@ -567,17 +566,6 @@ def patient_seed(seed: int, modality: str, index: int) -> int:
     return int(state.generate_state(1)[0])
 
 
-def _write_image(volume: Volume, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    sitk.WriteImage(volume.to_sitk(), str(tmp), True)
-    os.replace(tmp, path)
-
-
-def _write_json(data: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _check_counts(n_ct: int, n_mr: int, n_validation: int) -> None:
@@ -607,7 +595,7 @@ def write_phantom_dataset(
         for i in range(count):
             rel = f"{modality.lower()}_{i:03d}.nii.gz"
             image, label = generate_phantom(modality, patient_seed(seed, modality, i))
-            _write_image(image, out / "imagesTr" / rel)
+            write_image_atomic(image.to_sitk(), out / "imagesTr" / rel)
             write_labelmap(label, out / "labelsTr" / rel)
             split = "validation" if i >= count - n_validation else "training"
             splits[split].append(
@@ -622,5 +610,5 @@ def write_phantom_dataset(
         **splits,
     }
     path = out / "dataset.json"
-    _write_json(data, path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
     return path

@@ -20,7 +20,7 @@ from scipy import ndimage
 from ..bundle import Bundle, check_output_channels, load_bundle
 from ..device import resolve_device
 from ..errors import BundleError, InputError
-from ..io import Volume, read_image, write_segmentation
+from ..io import Volume, read_image, write_image_atomic, write_segmentation
 from ..labels import LabelInfo
 from ..methods import build_inference_network
 from ..modalities import ModalityProfile, detect_modality_reason, get_modality
@@ -213,10 +213,6 @@ def write_probabilities(probs: np.ndarray, reference: Volume, output: Path) -> P
     import SimpleITK as sitk
 
     stem = output.name.split(".")[0]
-    path = output.with_name(f"{stem}_probabilities.nii.gz")
     image = sitk.GetImageFromArray(np.moveaxis(probs, 0, -1).astype(np.float32), isVector=True)
     reference.copy_geometry_to(image)
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    sitk.WriteImage(image, str(tmp), True)
-    tmp.replace(path)
-    return path
+    return write_image_atomic(image, output.with_name(f"{stem}_probabilities.nii.gz"))

@@ -11,16 +11,7 @@ from torch import nn
 from ..data.loading import PreparedCase
 from ..inference.sliding_window import predict_logits
 from ..labels import LabelInfo
-
-
-def dice_scores(pred: np.ndarray, ref: np.ndarray, labels: Sequence[LabelInfo]) -> dict[str, float]:
-    """Dice per label; a label absent from both maps is not scored (NaN)."""
-    out = {}
-    for lab in labels:
-        p, r = pred == lab.value, ref == lab.value
-        denom = int(p.sum()) + int(r.sum())
-        out[lab.name] = float(2 * np.logical_and(p, r).sum() / denom) if denom else float("nan")
-    return out
+from ..metrics import dice_scores
 
 
 def validate(
