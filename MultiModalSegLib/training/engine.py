@@ -186,10 +186,14 @@ class Trainer:
         save_checkpoint(self._state(), self.ckpt_path)
 
     # ----- one step
+    def batches(self, step: int) -> dict[str, dict[str, torch.Tensor]]:
+        """The batches of ``step`` on the CPU, keyed by modality (a function of the seed and the step)."""
+        return {m: s.batch(step) for m, s in self.samplers.items()}
+
     def train_step(self) -> dict[str, float]:
         """One optimiser step on one batch per modality (step ``self.step``); returns the losses."""
         batches = {
-            m: {k: v.to(self.device, non_blocking=True) for k, v in s.batch(self.step).items()} for m, s in self.samplers.items()
+            key: {k: v.to(self.device, non_blocking=True) for k, v in batch.items()} for key, batch in self.batches(self.step).items()
         }
         self.method.train()
         self.optimizer.zero_grad(set_to_none=True)
