@@ -1,14 +1,18 @@
 """The models manifest (``Resources/Models.json``): model bundles known by name, with their sha256.
 
 A ``file`` entry is a path relative to the folder holding the manifest (``Resources/``). A ``url``
-entry is looked for in the download cache (``$MMSEG_MODELS_CACHE``, else
-``~/.cache/multimodalseg/models``) under the URL's file name.
+entry is looked for in the download cache (``--cache``, else ``$MMSEG_MODELS_CACHE``, else
+``~/.cache/multimodalseg/models``) under the URL's file name, and downloaded there on first use
+(:mod:`MultiModalSegLib.download`: resumable, sha256-verified, atomic, locked). The manifest itself is
+``Resources/Models.json`` unless ``$MMSEG_MODELS_MANIFEST`` (or a ``manifest_path`` argument) names another.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
@@ -16,6 +20,8 @@ from urllib.parse import urlparse
 import jsonschema
 
 from .atomic import write_text_atomic
+from .bundle import METADATA_NAME, validate_metadata
+from .download import ProgressCallback, download_file
 from .errors import BundleError
 from .resources import resources_dir, schema_validator
 
@@ -38,7 +44,12 @@ class ModelEntry:
     licence: str
     file: str | None = None
     url: str | None = None
+    size: int | None = None
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    gpu_seconds: dict[str, float] = field(default_factory=dict)
+    training_data: str | None = None
+    intended_use: str | None = None
+    limitations: str | None = None
     default: bool = False
     base_dir: Path = field(default_factory=resources_dir)
 
@@ -47,7 +58,15 @@ class ModelEntry:
         keys = cls.__dataclass_fields__.keys() - {"base_dir"}
         return cls(**{k: d[k] for k in keys if k in d}, base_dir=base_dir)
 
-    def resolve_path(self) -> Path:
+    @property
+    def downloadable(self) -> bool:
+        return self.url is not None
+
+    def cache_path(self, cache_dir: str | Path | None = None) -> Path:
+        """Where a ``url`` entry lives once downloaded: the cache folder / the URL's file name."""
+        return models_cache_dir(cache_dir) / (PurePosixPath(urlparse(self.url or "").path).name or f"{self.name}.zip")
+
+    def resolve_path(self, cache_dir: str | Path | None = None) -> Path:
         """Where the bundle lies on disk: ``base_dir/file``, or the download cache for a ``url``."""
         if self.file is not None:
             rel = PurePosixPath(self.file)
@@ -56,20 +75,32 @@ class ModelEntry:
                     f"Model '{self.name}': file '{self.file}' must be relative to Resources/ without '..'; fix the manifest."
                 )
             return self.base_dir / rel
-        cached = models_cache_dir() / (PurePosixPath(urlparse(self.url or "").path).name or f"{self.name}.zip")
+        cached = self.cache_path(cache_dir)
         if not cached.exists():
-            raise BundleError(f"Model '{self.name}' is not downloaded yet; download {self.url} to {cached}.")
+            raise BundleError(
+                f"Model '{self.name}' is not downloaded yet; run `mmseg models download {self.name}` "
+                f"(or download {self.url} by hand and run `mmseg models import FILE`)."
+            )
         return cached
 
 
-def models_cache_dir() -> Path:
-    """Folder holding downloaded model bundles."""
+def models_cache_dir(override: str | Path | None = None) -> Path:
+    """Folder holding downloaded model bundles: ``override`` (``--cache``), else
+    ``$MMSEG_MODELS_CACHE``, else ``$XDG_CACHE_HOME/multimodalseg/models`` (``~/.cache/...``)."""
+    if override is not None:
+        return Path(override).expanduser()
     env = os.environ.get("MMSEG_MODELS_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "multimodalseg" / "models"
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "multimodalseg" / "models"
 
 
 def default_manifest_path() -> Path:
-    return resources_dir() / MANIFEST_NAME
+    """``$MMSEG_MODELS_MANIFEST`` if set, else ``Resources/Models.json``."""
+    env = os.environ.get("MMSEG_MODELS_MANIFEST")
+    return Path(env).expanduser() if env else resources_dir() / MANIFEST_NAME
 
 
 def _validator() -> jsonschema.protocols.Validator:
@@ -124,7 +155,7 @@ def _read_document(path: Path) -> dict:
 def load_manifest(path: str | Path | None = None) -> list[ModelEntry]:
     """Read and validate the manifest (default ``Resources/Models.json``; missing default -> no models)."""
     manifest = Path(path) if path is not None else default_manifest_path()
-    if path is None and not manifest.exists():
+    if path is None and not os.environ.get("MMSEG_MODELS_MANIFEST") and not manifest.exists():
         return []
     doc = _read_document(manifest)
     return [ModelEntry.from_dict(m, base_dir=manifest.parent) for m in doc["models"]]
@@ -140,23 +171,121 @@ def default_model(manifest_path: str | Path | None = None) -> ModelEntry:
     return next((e for e in entries if e.default), entries[0])
 
 
-def resolve_model(name_or_path: str | None, manifest_path: str | Path | None = None) -> tuple[Path, str | None]:
-    """Bundle path and expected sha256: an existing path as is (sha256 None), else a manifest name; None -> default."""
-    if name_or_path is None:
-        entry = default_model(manifest_path)
-        return entry.resolve_path(), entry.sha256
-    candidate = Path(name_or_path).expanduser()
-    if candidate.exists():
-        return candidate, None
+def find_entry(name: str, manifest_path: str | Path | None = None) -> ModelEntry:
+    """The manifest entry called ``name``; an unknown name raises :class:`BundleError` listing the known ones."""
     entries = load_manifest(manifest_path)
     for entry in entries:
-        if entry.name == name_or_path:
-            return entry.resolve_path(), entry.sha256
-    known = ", ".join(e.name for e in entries) or "none installed"
-    raise BundleError(
-        f"Model '{name_or_path}' is neither an existing bundle path nor a known model name (known: {known}); "
-        "check the name or the path."
+        if entry.name == name:
+            return entry
+    known = ", ".join(e.name for e in entries) or "none"
+    raise BundleError(f"Model '{name}' is not in the models manifest (known: {known}); check the name.")
+
+
+def ensure_downloaded(
+    entry: ModelEntry,
+    cache_dir: str | Path | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+    timeout: float | None = None,
+) -> Path:
+    """The bundle path of ``entry``, downloading a ``url`` entry into the cache if it is not there.
+
+    A cached file is trusted by name here; :func:`~MultiModalSegLib.bundle.load_bundle` checks its
+    sha256 against the manifest before loading. A fresh download is verified before it is renamed
+    into the cache; older cached versions of the same model are removed only after that.
+    """
+    if entry.url is None:
+        return entry.resolve_path()
+    target = entry.cache_path(cache_dir)
+    if target.exists():
+        return target
+    kwargs = {} if timeout is None else {"timeout": timeout}
+    path = download_file(
+        entry.url, target, sha256=entry.sha256, size=entry.size, model=entry.name,
+        progress=progress, cancel=cancel, **kwargs,
     )
+    remove_other_copies(entry, cache_dir, keep=path)
+    return path
+
+
+def read_bundle_metadata(path: str | Path) -> dict:
+    """A bundle's ``metadata.json`` (zip or folder), schema-validated, without reading the weights."""
+    path = Path(path)
+    source = f"{path}/{METADATA_NAME}"
+    try:
+        if path.is_dir():
+            raw = (path / METADATA_NAME).read_bytes()
+        else:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+                nested = [n for n in names if n.count("/") == 1 and n.endswith("/" + METADATA_NAME)]
+                member = METADATA_NAME if METADATA_NAME in names else (nested[0] if len(nested) == 1 else None)
+                if member is None:
+                    raise BundleError(f"{path} has no {METADATA_NAME}; it is not a MultiModalSeg model bundle.")
+                raw = zf.read(member)
+        metadata = json.loads(raw.decode("utf-8"))
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"{path} is not a readable model bundle ({exc}); check the file.") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{source} is not valid JSON ({exc}); the bundle is damaged, fetch it again.") from exc
+    validate_metadata(metadata, source)
+    return metadata
+
+
+def cached_copies(name: str, cache_dir: str | Path | None = None) -> list[tuple[Path, str]]:
+    """(path, version) of every bundle in the cache whose metadata names model ``name``."""
+    folder = models_cache_dir(cache_dir)
+    out = []
+    for path in sorted(folder.glob("*.zip")) if folder.is_dir() else []:
+        try:
+            metadata = read_bundle_metadata(path)
+        except BundleError:
+            continue
+        if metadata.get("name") == name:
+            out.append((path, str(metadata.get("version"))))
+    return out
+
+
+def remove_other_copies(entry: ModelEntry, cache_dir: str | Path | None = None, *, keep: Path) -> list[Path]:
+    """Delete cached bundles of ``entry``'s model other than ``keep`` (an update replaced them)."""
+    removed = []
+    for path, _ in cached_copies(entry.name, cache_dir):
+        if path.resolve() != Path(keep).resolve():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def resolve_model(
+    name_or_path: str | None,
+    manifest_path: str | Path | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    download: bool = True,
+    progress: ProgressCallback | None = None,
+) -> tuple[Path, str | None]:
+    """Bundle path and expected sha256: an existing path as is (sha256 None), else a manifest name; None -> default.
+
+    A ``url`` entry not in the cache yet is downloaded first (``download=False``: raise instead).
+    """
+    if name_or_path is None:
+        entry = default_model(manifest_path)
+    else:
+        candidate = Path(name_or_path).expanduser()
+        if candidate.exists():
+            return candidate, None
+        entries = load_manifest(manifest_path)
+        entry = next((e for e in entries if e.name == name_or_path), None)
+        if entry is None:
+            known = ", ".join(e.name for e in entries) or "none installed"
+            raise BundleError(
+                f"Model '{name_or_path}' is neither an existing bundle path nor a known model name (known: {known}); "
+                "check the name or the path."
+            )
+    if entry.url is not None and download:
+        return ensure_downloaded(entry, cache_dir, progress=progress), entry.sha256
+    return entry.resolve_path(cache_dir), entry.sha256
 
 
 def _merged(models: list[dict], entry: dict) -> list[dict]:

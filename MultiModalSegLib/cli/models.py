@@ -1,0 +1,179 @@
+"""``mmseg models list | download | verify | remove | import | export | show``: the model zoo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from ..download import ProgressCallback
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--manifest", help="models manifest JSON (default: $MMSEG_MODELS_MANIFEST, else Resources/Models.json)"
+    )
+    common.add_argument(
+        "--cache", help="download cache folder (default: $MMSEG_MODELS_CACHE, else ~/.cache/multimodalseg/models)"
+    )
+    return common
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    common = _common()
+    parser = sub.add_parser(
+        "models",
+        help="list, download, verify, import and export models",
+        description="The models of the models manifest: installed ones and ones downloaded on first use.",
+    )
+    actions = parser.add_subparsers(dest="models_command", metavar="ACTION")
+    p = actions.add_parser("list", parents=[common], help="every model with its state")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.set_defaults(func=run_list)
+    p = actions.add_parser("download", parents=[common], help="download a model (or its update) into the cache")
+    p.add_argument("name")
+    p.add_argument("--progress", action="store_true", help="print JSON progress lines on stdout instead of a bar")
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait for the server (default 30)")
+    p.set_defaults(func=run_download)
+    p = actions.add_parser("verify", parents=[common], help="check the sha256 of installed models")
+    p.add_argument("name", nargs="?", help="one model (default: every installed one)")
+    p.set_defaults(func=run_verify)
+    p = actions.add_parser("remove", parents=[common], help="delete a downloaded model from the cache")
+    p.add_argument("name")
+    p.set_defaults(func=run_remove)
+    p = actions.add_parser("import", parents=[common], help="install a bundle file copied by hand (offline)")
+    p.add_argument("file")
+    p.set_defaults(func=run_import)
+    p = actions.add_parser("export", parents=[common], help="copy an installed model's bundle file out")
+    p.add_argument("name")
+    p.add_argument("file", help="destination file or folder")
+    p.set_defaults(func=run_export)
+    p = actions.add_parser("show", parents=[common], help="print a model's card (markdown)")
+    p.add_argument("name", help="model name, or a bundle path")
+    p.set_defaults(func=run_show)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+    return parser
+
+
+def _mb(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1e6:.1f} MB"
+
+
+def progress_bar(stream=None, width: int = 30) -> ProgressCallback:
+    """A text progress bar for a terminal (on stderr), redrawn at most 10 times a second."""
+    stream = stream or sys.stderr
+    last = [0.0]
+
+    def show(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        final = total is not None and done >= total
+        if now - last[0] < 0.1 and not final:
+            return
+        last[0] = now
+        if total:
+            filled = int(width * done / total)
+            text = f"\r[{'#' * filled}{'.' * (width - filled)}] {100 * done / total:5.1f}% {_mb(done)} / {_mb(total)}"
+        else:
+            text = f"\r{_mb(done)}"
+        stream.write(text + ("\n" if final else ""))
+        stream.flush()
+
+    return show
+
+
+def json_progress(stream=None) -> ProgressCallback:
+    """JSON lines ``{"done": bytes, "total": bytes, "fraction": f}`` on stdout (for the Slicer module)."""
+    stream = stream or sys.stdout
+    last = [0.0]
+
+    def show(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.2 and not (total is not None and done >= total):
+            return
+        last[0] = now
+        fraction = round(done / total, 4) if total else None
+        stream.write(json.dumps({"done": done, "total": total, "fraction": fraction}) + "\n")
+        stream.flush()
+
+    return show
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from ..model_zoo import list_models
+
+    models = list_models(args.manifest, args.cache)
+    if args.json:
+        print(json.dumps([m.to_dict() for m in models], indent=2))
+        return 0
+    if not models:
+        print("No models in the manifest.")
+        return 0
+    rows = [("NAME", "VERSION", "STATE", "SIZE", "DESCRIPTION")]
+    for m in models:
+        state = m.state + (f" (have {m.installed_version})" if m.state == "update available" else "")
+        name = m.name + (" *" if m.default else "")
+        rows.append((name, m.version, state, _mb(m.size) if m.size else "", m.description[:60]))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+    print("* default model")
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from ..model_zoo import download_model
+
+    progress = json_progress() if args.progress else progress_bar()
+    path = download_model(args.name, args.manifest, args.cache, progress=progress, timeout=args.timeout)
+    print(f"{args.name}: {path}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from ..model_zoo import verify_models
+
+    results = verify_models(args.name, args.manifest, args.cache)
+    bad = 0
+    for r in results:
+        status = {True: "OK", False: "FAILED", None: "-"}[r.ok]
+        print(f"{r.name}: {status} {r.message}" + (f" ({r.path})" if r.path else ""))
+        bad += r.ok is False
+    if args.name and results and results[0].ok is None:
+        return 1
+    return 1 if bad else 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    from ..model_zoo import remove_model
+
+    removed = remove_model(args.name, args.manifest, args.cache)
+    if not removed:
+        print(f"{args.name}: nothing to remove (not downloaded)")
+    for path in removed:
+        print(f"removed {path}")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from ..model_zoo import import_model
+
+    entry, path = import_model(args.file, args.manifest, args.cache)
+    print(f"{entry.name} {entry.version}: sha256 verified, installed as {path}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..model_zoo import export_model
+
+    path = export_model(args.name, args.file, args.manifest, args.cache)
+    print(f"{args.name}: written to {path} (install it elsewhere with `mmseg models import {path.name}`)")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from ..model_card import model_card
+
+    sys.stdout.write(model_card(args.name, args.manifest, args.cache))
+    return 0

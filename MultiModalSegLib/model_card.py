@@ -1,0 +1,180 @@
+"""Model cards: markdown describing a model, from its bundle metadata and its manifest entry.
+
+Sections: summary, modalities (with intensity profiles), labels (colour, SNOMED code), training
+data, metrics (each table with the source the bundle gives for it), intended use and limits,
+licence, measured CPU and GPU seconds (from the manifest). Metrics are printed as the bundle stores
+them (computed when it was packaged), never typed in here. A model not downloaded yet gets a card
+from its manifest entry alone, which says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .model_zoo import INSTALLED, model_status
+from .models import ModelEntry, find_entry, load_manifest, read_bundle_metadata
+
+DEFAULT_LIMITS = (
+    "Research software, not a medical device: every result must be reviewed by a qualified person "
+    "before any clinical use."
+)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _metric_tables(metrics: dict) -> list[str]:
+    """Markdown for a bundle's ``metrics``: a table per metric group, followed by its ``*_source``."""
+    lines: list[str] = []
+    for key, value in metrics.items():
+        if key.endswith("_source"):
+            continue
+        source = metrics.get(f"{key}_source") or metrics.get(f"{key.split('_')[0]}_source")
+        lines.append(f"**{key.replace('_', ' ')}**" + (f" (source: {source})" if source else " (source: not stated)"))
+        lines.append("")
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            rows = list(value.items())
+            first = rows[0][1]
+            if all(isinstance(v, dict) for v in first.values()):  # case -> organ -> {metric: value}
+                measures = list(next(iter(first.values())))
+                header = ["case", "label", *measures]
+                lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+                for case, organs in rows:
+                    for organ, vals in organs.items():
+                        lines.append(f"| {case} | {organ} | " + " | ".join(_fmt(vals.get(m, "")) for m in measures) + " |")
+            else:  # group -> label -> value
+                columns = list(first)
+                lines += ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+                for group, vals in rows:
+                    lines.append(f"| {group} | " + " | ".join(_fmt(vals.get(c, "")) for c in columns) + " |")
+        elif isinstance(value, dict):
+            lines += [f"- {k}: {_fmt(v)}" for k, v in value.items()]
+        else:
+            lines.append(f"- {_fmt(value)}")
+        lines.append("")
+    return lines
+
+
+def _seconds(title: str, values: dict[str, float]) -> list[str]:
+    if not values:
+        return [f"- {title}: not measured"]
+    return [f"- {title}: " + "; ".join(f"{k}: {v:.2f} s" for k, v in values.items())]
+
+
+def _training_summary(metadata: dict | None, entry: ModelEntry | None) -> list[str]:
+    lines = []
+    if entry is not None and entry.training_data:
+        lines.append(entry.training_data)
+        lines.append("")
+    training = (metadata or {}).get("training", {})
+    if training.get("cases"):
+        lines.append("- cases per modality: " + ", ".join(f"{k}: {v}" for k, v in training["cases"].items()))
+    if training.get("datasets"):
+        names = ["/".join(Path(str(d)).parts[-2:]) for d in training["datasets"]]  # folder/dataset.json
+        lines.append("- data sets: " + ", ".join(names))
+    for key, label in (("steps", "steps"), ("seed", "seed"), ("device", "device"), ("date", "date")):
+        if key in training:
+            lines.append(f"- {label}: {training[key]}")
+    return lines or ["Not stated."]
+
+
+def render_model_card(metadata: dict | None, entry: ModelEntry | None = None) -> str:
+    """Markdown card of a model from its bundle ``metadata`` and/or its manifest ``entry`` (either may be None)."""
+    if metadata is None and entry is None:
+        raise ValueError("render_model_card needs the bundle metadata or the manifest entry")
+    meta = metadata or {}
+    name = meta.get("name") or entry.name
+    version = meta.get("version") or entry.version
+    lines = [f"# {name} {version}", ""]
+    description = meta.get("description") or (entry.description if entry else "")
+    if description:
+        lines += [description, ""]
+    method = meta.get("method") or (entry.method if entry else "?")
+    network = meta.get("network", {}).get("name")
+    spacing = meta.get("spacing") or (entry.spacing if entry else None)
+    facts = [f"method `{method}`"]
+    if network:
+        facts.append(f"network `{network}`")
+    if spacing:
+        facts.append("spacing " + " x ".join(f"{s:g}" for s in spacing) + " mm")
+    if meta.get("patch_size"):
+        facts.append("patch " + " x ".join(str(p) for p in meta["patch_size"]))
+    lines += ["- " + ", ".join(facts)]
+    if metadata is None:
+        lines += ["- not downloaded yet: details below come from the models manifest only"]
+    lines.append("")
+
+    lines += ["## Modalities", ""]
+    if meta.get("modalities"):
+        for mod, profile in meta["modalities"].items():
+            lines.append(f"- **{mod}**: {profile.get('description') or profile.get('kind')}")
+    else:
+        lines += [f"- **{m}**" for m in entry.modalities]
+    lines.append("")
+
+    lines += ["## Labels", ""]
+    if meta.get("labels"):
+        lines += ["| value | name | colour | SNOMED CT |", "|---|---|---|---|"]
+        for lab in meta["labels"]:
+            lines.append(
+                f"| {lab['value']} | {lab['name']} | {tuple(lab['color'])} | {lab.get('snomed') or '-'} |"
+            )
+    else:
+        lines += [f"{i}. {n}" for i, n in enumerate(entry.labels, 1)]
+    lines.append("")
+
+    lines += ["## Training data", "", *_training_summary(metadata, entry), ""]
+
+    lines += ["## Metrics", ""]
+    if meta.get("metrics"):
+        lines += _metric_tables(meta["metrics"])
+    else:
+        lines += ["Not available" + (" until the model is downloaded." if metadata is None else " in the bundle."), ""]
+
+    lines += ["## Intended use and limits", ""]
+    intended = meta.get("intended_use") or (entry.intended_use if entry else None)
+    limits = meta.get("limitations") or (entry.limitations if entry else None)
+    lines.append(f"- intended use: {intended or 'not stated'}")
+    lines.append(f"- limits: {limits or 'not stated'}")
+    lines.append(f"- {DEFAULT_LIMITS}")
+    lines.append("")
+
+    lines += ["## Licence", "", meta.get("licence") or (entry.licence if entry else "not stated"), ""]
+    if meta.get("authors"):
+        lines += ["Authors: " + ", ".join(meta["authors"]), ""]
+
+    lines += ["## Inference time (measured)", ""]
+    cpu = entry.cpu_seconds if entry and entry.cpu_seconds else meta.get("training", {}).get("cpu_seconds_measured", {})
+    lines += _seconds("CPU", cpu)
+    lines += _seconds("GPU", entry.gpu_seconds if entry else {})
+    lines.append("")
+
+    if entry is not None:
+        lines += ["## Files", ""]
+        lines.append(f"- source: {entry.url or entry.file}")
+        if entry.size:
+            lines.append(f"- size: {entry.size / 1e6:.1f} MB")
+        lines.append(f"- sha256: `{entry.sha256}`")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def model_card(
+    name_or_path: str | Path, manifest_path: str | Path | None = None, cache_dir: str | Path | None = None
+) -> str:
+    """Card of a manifest model (installed or not) or of a bundle file/folder given by path."""
+    path = Path(name_or_path).expanduser()
+    names = {e.name for e in load_manifest(manifest_path)}
+    if str(name_or_path) not in names and path.exists():
+        metadata = read_bundle_metadata(path)
+        entry = next((e for e in load_manifest(manifest_path) if e.name == metadata.get("name")), None)
+        if entry is not None and entry.version != metadata.get("version"):
+            entry = None  # another version than the manifest's: its manifest facts would not apply
+        return render_model_card(metadata, entry)
+    entry = find_entry(str(name_or_path), manifest_path)
+    status = model_status(entry, cache_dir)
+    metadata = read_bundle_metadata(status.path) if status.state == INSTALLED else None
+    return render_model_card(metadata, entry)
