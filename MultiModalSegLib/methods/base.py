@@ -29,6 +29,11 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     default_norm: ClassVar[str] = "batch"
     fixed_norm: ClassVar[str | None] = None  # a method that needs one normalisation forces it
+    # What the generated methods table (``training/methods_table.py``) says about the method:
+    paper: ClassVar[str] = ""  # the paper it follows or that defines the baseline (short citation)
+    equations: ClassVar[str] = ""  # the equations implemented
+    loss_summary: ClassVar[str] = "Dice + CE per modality, summed (weights 1, 1)"  # the loss and its default weights
+    inference_summary: ClassVar[str] = "the trained network, called as net(image, modality)"  # what is exported
 
     def __init__(self, network: Mapping, modalities: Sequence[str], n_classes: int) -> None:
         super().__init__()
@@ -47,6 +52,12 @@ class Method(nn.Module):
         params["modalities"] = list(modalities)
         params["norm"] = cls.fixed_norm or params.get("norm", cls.default_norm)
         return spec
+
+    @classmethod
+    def reference_network(cls, features: Sequence[int]) -> dict:
+        """The method's network config with encoder widths ``features`` (for the methods table's
+        parameter counts); a method whose network is not the U-Net overrides it."""
+        return {"name": "unet3d", "params": {"features": list(features)}}
 
     @classmethod
     def build_inference_network(cls, network_spec: Mapping, modalities: Sequence[str]) -> nn.Module:

@@ -14,6 +14,10 @@ from .registry import register_method
 @register_method
 class Individual(Method):
     name = "individual"
+    paper = "Dou et al., TMI 2020 (UMMKD), baseline Individual"
+    equations = "-"
+    loss_summary = "Dice + CE per modality, each on its own network (weights 1, 1)"
+    inference_summary = "one network per modality; the input's modality picks it"
 
     @classmethod
     def build_inference_network(cls, network_spec: Mapping, modalities: Sequence[str]) -> nn.Module:

@@ -15,3 +15,6 @@ class Joint(Method):
     """
 
     name = "joint"
+    paper = "Dou et al., TMI 2020 (UMMKD), baseline Joint"
+    equations = "-"
+    inference_summary = "one network, every parameter shared (shared BatchNorm)"

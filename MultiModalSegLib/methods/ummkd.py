@@ -27,6 +27,10 @@ class UMMKD(Method):
 
     name = "ummkd"
     default_norm = "modality_batch"
+    paper = "Dou et al., TMI 2020 (UMMKD)"
+    equations = "Eq. 1 (modality-specific norms), 2-4 (KD loss), 5 (total)"
+    loss_summary = "sum of Dice + CE + alpha/2 L_kd; alpha 0.5, T 2; L2 term as AdamW weight decay"
+    inference_summary = "the shared network with the input modality's BatchNorm set"
 
     def __init__(
         self, network: Mapping, modalities: Sequence[str], n_classes: int, alpha: float = 0.5, temperature: float = 2.0
