@@ -125,6 +125,13 @@ class FileLock:
     def acquire(self, on_wait: Callable[[], None] | None = None) -> None:
         deadline = time.monotonic() + self.timeout
         payload = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": self.token, "time": time.time()})
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DownloadError(
+                f"The models cache folder {self.path.parent} cannot be created ({exc.strerror}); choose another "
+                "folder with --cache or MMSEG_MODELS_CACHE."
+            ) from exc
         while True:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -373,7 +380,6 @@ def download_file(
     """
     dest = Path(dest)
     model = model or dest.name
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     lock = FileLock(dest, timeout=lock_timeout)
     lock.acquire()

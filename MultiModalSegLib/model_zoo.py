@@ -81,9 +81,13 @@ def model_status(entry: ModelEntry, cache_dir: str | Path | None = None) -> Mode
     else:
         target = entry.cache_path(cache_dir)
         copies = cached_copies(entry.name, cache_dir)
-        here = dict(copies)
-        if target.exists() and here.get(target) == entry.version:
-            state, path, installed_version = INSTALLED, target, entry.version
+        if target.exists():
+            try:
+                installed_version = str(read_bundle_metadata(target).get("version"))
+            except BundleError:
+                installed_version = None  # damaged: it is there all the same, and verify_models says what is wrong
+        if target.exists() and installed_version in (None, entry.version):
+            state, path = INSTALLED, target
         elif copies:
             installed_version = max((v for _, v in copies), key=_version_key)
             # an older copy: offer the update; a newer one (the manifest went back): the manifest's is downloadable

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -225,7 +226,7 @@ def read_bundle_metadata(path: str | Path) -> dict:
                     raise BundleError(f"{path} has no {METADATA_NAME}; it is not a MultiModalSeg model bundle.")
                 raw = zf.read(member)
         metadata = json.loads(raw.decode("utf-8"))
-    except (OSError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise BundleError(f"{path} is not a readable model bundle ({exc}); check the file.") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{source} is not valid JSON ({exc}); the bundle is damaged, fetch it again.") from exc

@@ -134,3 +134,18 @@ def manifest_entry(name: str, url: str, data: bytes, *, version: str = "1.0.0", 
 def write_manifest(path: Path, entries: list[dict]) -> Path:
     path.write_text(json.dumps({"format_version": 1, "models": entries}))
     return path
+
+
+def bundle_version(src: Path, dest: Path, version: str) -> bytes:
+    """A copy of bundle zip ``src`` whose metadata says ``version`` (same weights); returns its bytes."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED) as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "metadata.json":
+                meta = json.loads(data)
+                meta["version"] = version
+                data = json.dumps(meta).encode()
+            zout.writestr(item.filename, data)
+    return dest.read_bytes()
