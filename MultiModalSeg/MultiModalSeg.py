@@ -1,0 +1,299 @@
+"""3D Slicer module MultiModalSeg: segment a loaded CT or MR with a joint CT+MR model.
+
+Module (metadata), Widget (Qt panel only) and Test (runs inside Slicer). Everything a run does lives
+in ``MultiModalSegLogic`` (no Qt), shared with the batch script and the pytest suite: the Widget
+starts a ``SegmentationJob`` and polls it from a Qt timer so that Slicer never freezes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import qt
+import slicer
+import vtk
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import MultiModalSegLogic as L  # noqa: E402
+
+DEVICES = (("auto", "auto"), ("CPU", "cpu"), ("GPU", "cuda"))
+QUALITIES = (("normal", "normal"), ("fast (low resolution)", "fast"))
+LOCAL_MODEL_PREFIX = "file: "
+
+
+class MultiModalSeg(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "MultiModalSeg"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = ["Segmentations"]
+        self.parent.contributors = ["MultiModalSeg contributors"]
+        self.parent.helpText = (
+            "Segment a CT or MR volume with one joint model trained on unpaired CT and MR scans. "
+            "Choose the volume, check the detected modality, pick a model and press Apply; the result "
+            "is a segmentation you can correct in the Segment Editor."
+        )
+        self.parent.acknowledgementText = (
+            "Methods: UMMKD (Dou et al. 2020), CSA, LSSC, MulModSeg (Li et al. 2024), CMC (Zhou et al. 2024)."
+        )
+
+
+class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel. It only reads and writes widgets and the parameter node; runs go through the Logic."""
+
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self.job = None
+        self._parameterNode = None
+        self._updating = False
+        self.timer = qt.QTimer()
+        self.timer.setInterval(200)
+        self.timer.connect("timeout()", self.onTimer)
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MultiModalSeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = L.MultiModalSegLogic()
+
+        self.ui.modalityComboBox.addItems(["auto", *self._safe(L.modality_names, [])])
+        for text, value in DEVICES:
+            self.ui.deviceComboBox.addItem(text, value)
+        gpu, reason = L.gpu_status()
+        if not gpu:
+            self.ui.deviceComboBox.model().item(2).setEnabled(False)
+        self.ui.deviceInfoLabel.text = reason
+        for text, value in QUALITIES:
+            self.ui.qualityComboBox.addItem(text, value)
+        self.fillModels()
+
+        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
+        self.ui.outputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
+        for combo in (self.ui.modalityComboBox, self.ui.deviceComboBox, self.ui.qualityComboBox):
+            combo.connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.loadModelButton.connect("clicked(bool)", self.onLoadModel)
+        self.ui.applyButton.connect("clicked(bool)", self.onApply)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.editButton.connect("clicked(bool)", self.onEdit)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def _safe(self, function, fallback):
+        try:
+            return function()
+        except Exception as exc:  # a broken manifest must not break the panel
+            self.ui.statusLabel.text = str(exc)
+            return fallback
+
+    # ---- models
+    def fillModels(self):
+        self.ui.modelComboBox.clear()
+        for model in self._safe(L.available_models, []):
+            label = f"{model['name']} {model['version']}" + (" (default)" if model["default"] else "")
+            self.ui.modelComboBox.addItem(label, model["name"])
+        self.onModelChanged()
+
+    def currentModel(self):
+        return self.ui.modelComboBox.currentData or ""
+
+    def onLoadModel(self):
+        path = qt.QFileDialog.getOpenFileName(self.parent, "Load model bundle", "", "Model bundles (*.zip);;All files (*)")
+        if path:
+            self.selectModel(path)
+
+    def selectModel(self, model):
+        index = self.ui.modelComboBox.findData(model)
+        if index < 0 and model:
+            self.ui.modelComboBox.addItem(LOCAL_MODEL_PREFIX + os.path.basename(model), model)
+            index = self.ui.modelComboBox.count - 1
+        if index >= 0:
+            self.ui.modelComboBox.currentIndex = index
+
+    def onModelChanged(self, _=None):
+        try:
+            info = L.model_info(self.currentModel() or None)
+            self.ui.modelInfoLabel.text = (
+                f"labels: {', '.join(info['labels'])} | modalities: {', '.join(info['modalities'])} | licence: {info['licence']}"
+            )
+        except L.SegmentationError as exc:
+            self.ui.modelInfoLabel.text = str(exc)
+        self.updateParameterNodeFromGUI()
+
+    # ---- parameter node <-> GUI
+    def setParameterNode(self, node):
+        if self._parameterNode is not None:
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self._parameterNode = node
+        if node is not None:
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self.updateGUIFromParameterNode()
+
+    def updateGUIFromParameterNode(self, caller=None, event=None):
+        if self._parameterNode is None or self._updating:
+            return
+        self._updating = True
+        try:
+            params = L.MultiModalSegParameters.load(self._parameterNode)
+            self.ui.inputVolumeSelector.setCurrentNode(params.inputVolume)
+            self.ui.outputSegmentationSelector.setCurrentNode(params.outputSegmentation)
+            self.ui.modalityComboBox.currentIndex = max(0, self.ui.modalityComboBox.findText(params.modality))
+            self.selectModel(params.model)
+            self.ui.deviceComboBox.currentIndex = max(0, self.ui.deviceComboBox.findData(params.device))
+            self.ui.qualityComboBox.currentIndex = max(0, self.ui.qualityComboBox.findData(params.quality))
+            running = self.job is not None and self.job.state == "running"
+            self.ui.applyButton.enabled = params.inputVolume is not None and not running
+            self.ui.cancelButton.enabled = running
+        finally:
+            self._updating = False
+
+    def updateParameterNodeFromGUI(self, *_):
+        if self._parameterNode is None or self._updating:
+            return
+        L.MultiModalSegParameters(
+            self.ui.inputVolumeSelector.currentNode(),
+            self.ui.modalityComboBox.currentText,
+            self.currentModel(),
+            self.ui.deviceComboBox.currentData,
+            self.ui.qualityComboBox.currentData,
+            self.ui.outputSegmentationSelector.currentNode(),
+        ).save(self._parameterNode)
+
+    def onInputChanged(self, node):
+        self.updateParameterNodeFromGUI()
+        if node is None:
+            self.ui.detectedModalityLabel.text = "detected: -"
+            return
+        try:
+            name, reason = L.detect_modality(node)
+            self.ui.detectedModalityLabel.text = f"detected: {name}"
+            self.ui.detectedModalityLabel.toolTip = reason
+        except L.SegmentationError as exc:
+            self.ui.detectedModalityLabel.text = str(exc)
+
+    def onSceneEndClose(self, caller, event):
+        self.onCancel()
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def onSceneEndImport(self, caller, event):
+        self.setParameterNode(self.logic.getParameterNode())
+
+    # ---- running
+    def onApply(self):
+        params = L.MultiModalSegParameters.load(self._parameterNode)
+        output = params.outputSegmentation
+        overwrite = False
+        if output is not None and output.GetSegmentation().GetNumberOfSegments():
+            if not slicer.util.confirmOkCancelDisplay(
+                f"Replace the segments of '{output.GetName()}' with the new result?", windowTitle="MultiModalSeg"
+            ):
+                return
+            overwrite = True
+        try:
+            missing = L.missing_packages()
+            if missing:
+                if not slicer.util.confirmOkCancelDisplay(
+                    f"MultiModalSeg needs {', '.join(missing)}; install now? (Slicer's numpy, SimpleITK and vtk are kept.)"
+                ):
+                    return
+                with slicer.util.tryWithErrorDisplay("Installing dependencies failed.", waitCursor=True):
+                    L.install_dependencies(missing)
+            self.job = self.logic.start(
+                params.inputVolume, params.modality, params.model or None, params.device, params.quality,
+                outputSegmentation=output, overwrite=overwrite, progress=self.onProgress,
+            )
+        except L.SegmentationError as exc:
+            self.ui.statusLabel.text = str(exc)
+            slicer.util.errorDisplay(str(exc))
+            return
+        self.ui.editButton.enabled = False
+        self.updateGUIFromParameterNode()
+        self.timer.start()
+
+    def onProgress(self, fraction, message):
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.statusLabel.text = message
+
+    def onTimer(self):
+        if self.job is None:
+            self.timer.stop()
+            return
+        try:
+            done = self.job.poll()
+        except L.SegmentationError as exc:
+            self.timer.stop()
+            self.ui.statusLabel.text = str(exc)
+            self.updateGUIFromParameterNode()
+            slicer.util.errorDisplay(str(exc))
+            return
+        if done:
+            self.timer.stop()
+            node = self.job.segmentationNode
+            if node is not None:
+                self.ui.statusLabel.text = self.job.summary or f"Done: {node.GetName()}"
+                self.ui.outputSegmentationSelector.setCurrentNode(node)
+                self.ui.editButton.enabled = True
+                self.lastSegmentation = node
+            self.updateGUIFromParameterNode()
+
+    def onCancel(self):
+        if self.job is not None:
+            self.job.cancel()
+            self.ui.statusLabel.text = "Cancelled; nothing was added to the scene."
+        self.timer.stop()
+        self.updateGUIFromParameterNode()
+
+    def onEdit(self):
+        node = getattr(self, "lastSegmentation", None)
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        editor.setSegmentationNode(node)
+        editor.setSourceVolumeNode(self.ui.inputVolumeSelector.currentNode())
+
+    def cleanup(self):
+        self.onCancel()
+        self.removeObservers()
+
+
+class MultiModalSegTest(ScriptedLoadableModuleTest):
+    """Runs inside 3D Slicer (Reload and Test): segments the shipped sample CT with the default model."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear(0)
+
+    def runTest(self):
+        self.setUp()
+        self.test_sample_ct()
+
+    def test_sample_ct(self):
+        root = L.library_parent()
+        candidates = [root / "Resources" / "SampleData" / "abdomen_ct_01" / "image.nii.gz",
+                      root.parent / "Resources" / "SampleData" / "abdomen_ct_01" / "image.nii.gz"]
+        path = next((p for p in candidates if p.is_file()), None)
+        self.assertIsNotNone(path, "the shipped sample CT was not found")
+        volume = slicer.util.loadVolume(str(path))
+        self.delayDisplay("Segmenting the sample CT")
+        progress = []
+        node = L.MultiModalSegLogic().process(volume, "auto", None, progress=lambda f, m: progress.append(f))
+        segmentation = node.GetSegmentation()
+        names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+        self.assertEqual(names, ["liver", "spleen", "kidney_right", "kidney_left"])
+        liver = slicer.util.arrayFromSegmentBinaryLabelmap(node, segmentation.GetSegmentIdBySegmentName("liver"), volume)
+        self.assertGreater(int(liver.sum()), 1000)
+        self.assertEqual(progress[-1], 1.0)
+        with self.assertRaises(L.SegmentationError):
+            L.MultiModalSegLogic().process(None)
+        self.delayDisplay("Test passed")

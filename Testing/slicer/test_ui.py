@@ -1,0 +1,124 @@
+"""The panel's .ui file loads with a real Qt loader (PySide6 ``QUiLoader``, offscreen).
+
+Slicer's CTK / qMRML classes are not in PySide6: the loader builds each one as the base class the
+.ui file declares for it (``<customwidgets>``), which is what makes the file loadable here.
+Running this file as a script writes the panel screenshot shown in the README.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+QtWidgets = pytest.importorskip("PySide6.QtWidgets", reason="PySide6-Essentials is in the test extra")
+QtUiTools = pytest.importorskip("PySide6.QtUiTools")
+QtCore = pytest.importorskip("PySide6.QtCore")
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE_DIR = REPO / "MultiModalSeg"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "MultiModalSeg.ui"
+SCREENSHOT = REPO / "Resources" / "Screenshots" / "panel.png"
+sys.path.insert(0, str(MODULE_DIR))
+
+
+def app() -> QtWidgets.QApplication:
+    return QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+
+
+def load_panel() -> QtWidgets.QWidget:
+    app()
+    ui_file = QtCore.QFile(str(UI_FILE))
+    assert ui_file.open(QtCore.QIODevice.ReadOnly)
+    loader = QtUiTools.QUiLoader()
+    widget = loader.load(ui_file)
+    ui_file.close()
+    assert widget is not None, loader.errorString()
+    return widget
+
+
+def fill_like_the_widget(panel: QtWidgets.QWidget) -> None:
+    """Fill the combo boxes from the Logic, as the Widget does on start-up."""
+    import MultiModalSegLogic as L
+
+    find = lambda cls, name: panel.findChild(cls, name)  # noqa: E731
+    find(QtWidgets.QComboBox, "modalityComboBox").addItems(["auto", *L.modality_names()])
+    find(QtWidgets.QLabel, "detectedModalityLabel").setText("detected: CT")
+    models = find(QtWidgets.QComboBox, "modelComboBox")
+    for m in L.available_models():
+        models.addItem(f"{m['name']} {m['version']}" + (" (default)" if m["default"] else ""))
+    info = L.model_info(None)
+    find(QtWidgets.QLabel, "modelInfoLabel").setText(
+        f"labels: {', '.join(info['labels'])} | modalities: {', '.join(info['modalities'])} | licence: {info['licence']}"
+    )
+    find(QtWidgets.QComboBox, "deviceComboBox").addItems(["auto", "CPU", "GPU"])
+    find(QtWidgets.QComboBox, "qualityComboBox").addItems(["normal", "fast (low resolution)"])
+    find(QtWidgets.QProgressBar, "progressBar").setValue(42)
+    find(QtWidgets.QLabel, "statusLabel").setText("running the network")
+
+
+def widget_names_used_by_the_module() -> set[str]:
+    source = (MODULE_DIR / "MultiModalSeg.py").read_text(encoding="utf-8")
+    return set(re.findall(r"self\.ui\.(\w+)", source))
+
+
+EXPECTED = {
+    "inputVolumeSelector": "QWidget",  # qMRMLNodeComboBox placeholder
+    "outputSegmentationSelector": "QWidget",
+    "inputsCollapsibleButton": "QWidget",  # ctkCollapsibleButton placeholder
+    "modalityComboBox": "QComboBox",
+    "modelComboBox": "QComboBox",
+    "deviceComboBox": "QComboBox",
+    "qualityComboBox": "QComboBox",
+    "loadModelButton": "QPushButton",
+    "applyButton": "QPushButton",
+    "cancelButton": "QPushButton",
+    "editButton": "QPushButton",
+    "progressBar": "QProgressBar",
+    "statusLabel": "QLabel",
+    "modelInfoLabel": "QLabel",
+    "deviceInfoLabel": "QLabel",
+    "detectedModalityLabel": "QLabel",
+}
+
+
+def test_ui_loads_offscreen_with_every_widget_the_module_uses():
+    panel = load_panel()
+    for name, cls in EXPECTED.items():
+        child = panel.findChild(QtWidgets.QWidget, name)
+        assert child is not None, name
+        assert child.inherits(cls), (name, child.metaObject().className())
+    used = widget_names_used_by_the_module()
+    assert used >= {"applyButton", "cancelButton", "editButton", "loadModelButton"}
+    missing = sorted(n for n in used if panel.findChild(QtCore.QObject, n) is None)
+    assert missing == [], f"MultiModalSeg.py uses widgets the .ui lacks: {missing}"
+    assert not panel.findChild(QtWidgets.QPushButton, "cancelButton").isEnabled()
+    assert not panel.findChild(QtWidgets.QPushButton, "editButton").isEnabled()
+
+
+def render(path: Path) -> Path:
+    panel = load_panel()
+    fill_like_the_widget(panel)
+    panel.resize(460, 420)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert panel.grab().save(str(path))
+    return path
+
+
+def test_panel_renders_to_a_screenshot(tmp_path):
+    out = render(tmp_path / "panel.png")
+    from PySide6.QtGui import QImage
+
+    image = QImage(str(out))
+    assert image.width() >= 460 and image.height() >= 420
+    colours = {image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}
+    assert len(colours) > 5  # text and widgets were drawn, not a blank rectangle
+    assert SCREENSHOT.is_file(), "run `python Testing/slicer/test_ui.py` to write the README screenshot"
+
+
+if __name__ == "__main__":
+    print(render(SCREENSHOT))
