@@ -1,0 +1,112 @@
+"""``mmseg models ...`` against a loopback server, with a temporary manifest and cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from MultiModalSegLib.cli import main
+from MultiModalSegLib.inference import Segmenter
+from MultiModalSegLib.io import Volume
+from Testing.library.model_server import (
+    SHIPPED_BUNDLE,
+    ModelServer,
+    closed_port,
+    manifest_entry,
+    write_manifest,
+)
+
+DATA = SHIPPED_BUNDLE.read_bytes()
+PATH = "/m/abdomen-ummkd-1.0.0.zip"
+
+
+@pytest.fixture()
+def server():
+    with ModelServer({PATH: DATA}) as s:
+        yield s
+
+
+def models(*args: str) -> list[str]:
+    return ["models", *args]
+
+
+def test_list_download_show_verify_export_remove(server, tmp_path, capsys):
+    manifest = write_manifest(tmp_path / "Models.json", [manifest_entry("abdomen-ummkd", server.url(PATH), DATA)])
+    cache = tmp_path / "cache"
+    opts = ["--manifest", str(manifest), "--cache", str(cache)]
+
+    assert main(models("list", *opts)) == 0
+    out = capsys.readouterr().out
+    assert "abdomen-ummkd" in out and "downloadable" in out and "5.3 MB" in out
+
+    assert main(models("download", "abdomen-ummkd", *opts)) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"abdomen-ummkd: {cache / 'abdomen-ummkd-1.0.0.zip'}"
+    assert "100.0% 5.3 MB / 5.3 MB" in captured.err and "[" + "#" * 30 + "]" in captured.err
+
+    assert main(models("list", "--json", *opts)) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["state"] == "installed" and row["installed_version"] == "1.0.0" and row["url"] == server.url(PATH)
+
+    assert main(models("show", "abdomen-ummkd", *opts)) == 0
+    card = capsys.readouterr().out
+    assert card.startswith("# abdomen-ummkd 1.0.0") and "## Metrics" in card and "validation dice" in card
+
+    assert main(models("verify", *opts)) == 0
+    assert "abdomen-ummkd: OK sha256 OK" in capsys.readouterr().out
+
+    assert main(models("export", "abdomen-ummkd", str(tmp_path / "copy.zip"), *opts)) == 0
+    assert (tmp_path / "copy.zip").read_bytes() == DATA
+    capsys.readouterr()
+
+    assert main(models("remove", "abdomen-ummkd", *opts)) == 0
+    assert "removed" in capsys.readouterr().out and not (cache / "abdomen-ummkd-1.0.0.zip").exists()
+    assert main(models("verify", "abdomen-ummkd", *opts)) == 1
+
+
+def test_download_json_progress(server, tmp_path, capsys):
+    manifest = write_manifest(tmp_path / "Models.json", [manifest_entry("abdomen-ummkd", server.url(PATH), DATA)])
+    assert main(models("download", "abdomen-ummkd", "--progress", "--manifest", str(manifest), "--cache", str(tmp_path))) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert lines[0]["done"] == 0 and lines[-1] == {"done": len(DATA), "total": len(DATA), "fraction": 1.0}
+
+
+def test_offline_import_then_segment_with_no_network(tmp_path, monkeypatch, capsys):
+    url = f"http://127.0.0.1:{closed_port()}{PATH}"
+    manifest = write_manifest(tmp_path / "Models.json", [manifest_entry("abdomen-ummkd", url, DATA)])
+    monkeypatch.setenv("MMSEG_MODELS_MANIFEST", str(manifest))
+    monkeypatch.setenv("MMSEG_MODELS_CACHE", str(tmp_path / "cache"))
+
+    assert main(models("download", "abdomen-ummkd")) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mmseg models: error: Model 'abdomen-ummkd' cannot be downloaded from " + url)
+    assert "`mmseg models import FILE`" in err
+
+    hand_copy = tmp_path / "from-usb.zip"
+    hand_copy.write_bytes(DATA)
+    assert main(models("import", str(hand_copy))) == 0
+    assert "abdomen-ummkd 1.0.0: sha256 verified" in capsys.readouterr().out
+
+    # the model loads by name, with no network, and segments (a small CT volume keeps the test fast)
+    segmenter = Segmenter("abdomen-ummkd", device="cpu")
+    assert segmenter.bundle.path == tmp_path / "cache" / "abdomen-ummkd-1.0.0.zip"
+    ct = np.full((24, 40, 40), -1000.0, dtype=np.float32)
+    ct[4:20, 8:32, 8:32] = 60.0
+    result = segmenter.segment(Volume(ct, (3.0, 3.0, 3.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)), "CT")
+    assert result.labels.array.shape == ct.shape and result.modality == "CT"
+
+
+def test_import_of_wrong_file_is_an_error(tmp_path, capsys):
+    manifest = write_manifest(tmp_path / "Models.json", [manifest_entry("other", "https://x.org/o.zip", b"o")])
+    assert main(models("import", str(SHIPPED_BUNDLE), "--manifest", str(manifest), "--cache", str(tmp_path))) == 1
+    assert "matches no model of the models manifest" in capsys.readouterr().err
+
+
+def test_invalid_manifest_entry_is_an_error(tmp_path, capsys):
+    bad = manifest_entry("bad", "http://example.org/b.zip", DATA)
+    manifest = write_manifest(tmp_path / "Models.json", [bad])
+    assert main(models("list", "--manifest", str(manifest))) == 1
+    err = capsys.readouterr().err
+    assert "model entry 0 ('bad'): field 'url' is invalid" in err and "fix the manifest" in err

@@ -1,0 +1,78 @@
+"""Model cards: every section, figures taken from the bundle and the manifest, not-downloaded models."""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+
+import pytest
+
+from MultiModalSegLib.model_card import model_card, render_model_card
+from MultiModalSegLib.models import load_manifest
+from Testing.library.model_server import SHIPPED_BUNDLE, manifest_entry, write_manifest
+
+DATA = SHIPPED_BUNDLE.read_bytes()
+SECTIONS = ["## Modalities", "## Labels", "## Training data", "## Metrics", "## Intended use and limits",
+            "## Licence", "## Inference time (measured)"]
+
+
+def shipped_metadata() -> dict:
+    with zipfile.ZipFile(SHIPPED_BUNDLE) as zf:
+        return json.loads(zf.read("metadata.json"))
+
+
+def test_card_of_shipped_model_has_every_section_and_its_figures():
+    card = model_card("abdomen-ummkd")
+    meta = shipped_metadata()
+    (entry,) = [e for e in load_manifest() if e.name == "abdomen-ummkd"]
+    assert card.startswith("# abdomen-ummkd 1.0.0\n")
+    positions = [card.index(s) for s in SECTIONS]
+    assert positions == sorted(positions)
+    for lab in meta["labels"]:
+        assert f"| {lab['value']} | {lab['name']} | {tuple(lab['color'])} | {lab['snomed']} |" in card
+    for modality, profile in meta["modalities"].items():
+        assert f"- **{modality}**: {profile['description']}" in card
+    dice = meta["metrics"]["validation_dice"]
+    row = "| CT | " + " | ".join(f"{dice['CT'][k]:.3f}" for k in dice["CT"]) + " |"
+    assert row in card
+    assert f"(source: {meta['metrics']['validation_source']})" in card
+    assert f"(source: {meta['metrics']['real_samples_source']})" in card
+    ct_liver = meta["metrics"]["real_samples"]["abdomen_ct_01"]["liver"]
+    assert f"| abdomen_ct_01 | liver | {ct_liver['dice']:.3f} | {ct_liver['hd95']:.3f} | {ct_liver['assd']:.3f} |" in card
+    assert f"- intended use: {entry.intended_use}" in card and f"- limits: {entry.limitations}" in card
+    assert entry.training_data in card
+    assert "\n## Licence\n\nApache-2.0\n" in card
+    for name, seconds in entry.cpu_seconds.items():
+        assert f"{name}: {seconds:.2f} s" in card
+    assert "- GPU: not measured" in card
+    assert f"sha256: `{entry.sha256}`" in card
+
+
+def test_card_of_model_not_downloaded_comes_from_manifest(tmp_path):
+    manifest = write_manifest(
+        tmp_path / "Models.json",
+        [manifest_entry("remote", "https://x.org/remote-2.0.0.zip", DATA, version="2.0.0",
+                        gpu_seconds={"ct (512x512x300)": 1.25}, licence="CC-BY-4.0")],
+    )
+    card = model_card("remote", manifest, tmp_path / "cache")
+    assert card.startswith("# remote 2.0.0\n")
+    assert "not downloaded yet" in card and "Not available until the model is downloaded." in card
+    assert "- **CT**\n- **MR**" in card and "1. liver" in card
+    assert "- GPU: ct (512x512x300): 1.25 s" in card and "- CPU: not measured" in card
+    assert "\n## Licence\n\nCC-BY-4.0\n" in card and "- source: https://x.org/remote-2.0.0.zip" in card
+    assert all(s in card for s in SECTIONS)
+
+
+def test_card_of_bundle_path_without_manifest_entry(tmp_path):
+    manifest = write_manifest(tmp_path / "Models.json", [])
+    card = model_card(str(SHIPPED_BUNDLE), manifest)
+    assert card.startswith("# abdomen-ummkd 1.0.0\n") and "## Files" not in card
+    assert "- intended use: not stated" in card
+    assert re.search(r"- CPU: abdomen_ct_01 \(122x101x112\): 9\.43 s", card)  # measured at packaging, in the bundle
+
+
+def test_render_needs_metadata_or_entry():
+    with pytest.raises(ValueError, match="metadata or the manifest entry"):
+        render_model_card(None, None)
+    assert "## Files" not in render_model_card(shipped_metadata())
