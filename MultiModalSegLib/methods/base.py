@@ -29,6 +29,7 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     default_norm: ClassVar[str] = "batch"
     fixed_norm: ClassVar[str | None] = None  # a method that needs one normalisation forces it
+    alternating: ClassVar[bool] = False  # True: the engine steps the optimiser once per modality's batch
     # What the generated methods table (``training/methods_table.py``) says about the method:
     paper: ClassVar[str] = ""  # the paper it follows or that defines the baseline (short citation)
     equations: ClassVar[str] = ""  # the equations implemented

@@ -9,6 +9,7 @@ run exports a bundle.
 from __future__ import annotations
 
 import datetime
+import inspect
 import math
 import signal
 import sys
@@ -27,7 +28,7 @@ from ..data.phantoms import write_phantom_dataset
 from ..data.sampling import ModalitySampler
 from ..device import autocast, grad_scaler, resolve_device
 from ..errors import ConfigError
-from ..methods import build_method
+from ..methods import build_method, get_method
 from ..modalities import get_modality
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -147,8 +148,11 @@ class Trainer:
             )
         self.case_counts = {m: len(s.cases) for m, s in self.samplers.items()}
         torch.manual_seed(cfg.seed)
+        method_params = dict(cfg.method_params)
+        if "label_names" in inspect.signature(get_method(cfg.method)).parameters:  # e.g. text prompts per class
+            method_params.setdefault("label_names", [lab.name for lab in self.labels])
         self.method = build_method(
-            cfg.method, cfg.network, self.modalities, len(self.labels) + 1, **cfg.method_params
+            cfg.method, cfg.network, self.modalities, len(self.labels) + 1, **method_params
         ).to(self.device)
         self.optimizer = torch.optim.AdamW(self.method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, cfg.steps, cfg.schedule)
@@ -196,6 +200,8 @@ class Trainer:
             key: {k: v.to(self.device, non_blocking=True) for k, v in batch.items()} for key, batch in self.batches(self.step).items()
         }
         self.method.train()
+        if getattr(self.method, "alternating", False):
+            return self._alternating_step(batches)
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.cfg.amp):
             losses = self.method.training_step(batches)
@@ -208,6 +214,27 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         return {k: float(v.detach()) for k, v in losses.items()}
+
+    def _alternating_step(self, batches: dict[str, dict[str, torch.Tensor]]) -> dict[str, float]:
+        """For a method with ``alternating = True``: one optimiser step per batch, in the order of
+        ``batches`` (MulModSeg's Algorithm 1: CT, then MR); the scheduler steps once per engine step.
+        Returns the losses summed over the batches' steps."""
+        merged: dict[str, float] = {}
+        for key, batch in batches.items():
+            self.optimizer.zero_grad(set_to_none=True)
+            with autocast(self.device, self.cfg.amp):
+                losses = self.method.training_step({key: batch})
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                raise ConfigError(f"the loss became {float(loss)} at step {self.step}; lower the learning rate (now {self.cfg.lr}).")
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            for k, v in losses.items():
+                merged[k] = merged.get(k, 0.0) + float(v.detach())
+        self.scheduler.step()
+        self.step += 1
+        return merged
 
     # ----- the loop
     def run(self) -> TrainResult:
