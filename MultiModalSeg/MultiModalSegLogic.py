@@ -478,8 +478,8 @@ class MultiModalSegLogic:
 
     @staticmethod
     def _default_temp_root() -> str | None:
-        app = getattr(slicer, "app", None)
-        return app.temporaryPath if app is not None else None
+        # inside the Slicer application: its temporary folder; elsewhere (slicer-core, tests) the system's
+        return getattr(getattr(slicer, "app", None), "temporaryPath", None)
 
     @property
     def mrmlScene(self):

@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -67,6 +68,8 @@ def _by_hand(model: str, url: str) -> str:
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) would send CTRL_C_EVENT there: rely on the lock's age instead
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -206,6 +209,11 @@ def _network_error(exc: BaseException, model: str, url: str) -> DownloadError:
         what = "the server name cannot be resolved (no network, or DNS blocked)"
     elif isinstance(reason, ConnectionRefusedError):
         what = "the connection was refused (the server is down, or a firewall or proxy blocks it)"
+    elif isinstance(reason, ssl.SSLCertVerificationError):
+        what = (
+            "the server's certificate cannot be verified (a proxy that inspects HTTPS?); point SSL_CERT_FILE "
+            "to your organisation's CA bundle"
+        )
     elif isinstance(reason, (TimeoutError, socket.timeout)):
         what = "the connection timed out (no network, or a firewall drops it)"
     else:

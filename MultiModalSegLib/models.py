@@ -200,7 +200,13 @@ def ensure_downloaded(
         return entry.resolve_path()
     target = entry.cache_path(cache_dir)
     if target.exists():
-        return target
+        try:
+            same_version = read_bundle_metadata(target).get("version") == entry.version
+        except BundleError:
+            same_version = True  # unreadable: the size check below, or load_bundle's sha256 check, reports it
+        if same_version and (entry.size is None or target.stat().st_size == entry.size):
+            return target
+        # another version under the same file name, or a damaged copy: fetched again, replaced once verified
     kwargs = {} if timeout is None else {"timeout": timeout}
     path = download_file(
         entry.url, target, sha256=entry.sha256, size=entry.size, model=entry.name,

@@ -118,3 +118,36 @@ class ModalitySampler:
         rng = np.random.default_rng([self.seed, self.stream, step])
         items = [self.sample(rng) for _ in range(self.batch_size)]
         return {k: torch.stack([it[k] for it in items]) for k in ("image", "label")}
+
+
+class UnlabelledSampler(ModalitySampler):
+    """Random patches of one modality's unlabelled cases, centred anywhere in the volume; batches
+    hold images only. Stateless like :class:`ModalitySampler` (give it its own ``stream``)."""
+
+    def __init__(
+        self,
+        cases: Sequence[PreparedCase],
+        patch_size: Sequence[int],
+        batch_size: int,
+        augment: bool = True,
+        seed: int = 0,
+        stream: int = 0,
+    ) -> None:
+        if not cases:
+            raise ConfigError("an unlabelled sampler needs at least one case.")
+        super().__init__(cases, patch_size, batch_size, 0.0, augment, seed, stream)
+
+    def sample(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        case = self.cases[int(rng.choice(len(self.cases), p=self.probabilities))]
+        center = tuple(int(rng.integers(0, n)) for n in case.image.shape)
+        # the augmentations transform an image and a label together: an empty label rides along
+        item = {"image": extract_patch(case.image, center, self.patch_size)[None], "label": np.zeros((1, *self.patch_size), np.float32)}
+        if self.transform is not None:
+            self.transform.set_random_state(seed=int(rng.integers(2**31 - 1)))
+            item = self.transform(item)
+        return {"image": convert_to_tensor(item["image"], track_meta=False).float()}
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        """The unlabelled batch of training step ``step``: ``{"image": [B,1,...]}``."""
+        rng = np.random.default_rng([self.seed, self.stream, step])
+        return {"image": torch.stack([self.sample(rng)["image"] for _ in range(self.batch_size)])}

@@ -35,6 +35,7 @@ class Method(nn.Module):
     equations: ClassVar[str] = ""  # the equations implemented
     loss_summary: ClassVar[str] = "Dice + CE per modality, summed (weights 1, 1)"  # the loss and its default weights
     inference_summary: ClassVar[str] = "the trained network, called as net(image, modality)"  # what is exported
+    uses_unlabelled: ClassVar[bool] = False  # True: batches also hold "<modality>:unlabelled" (images only)
 
     def __init__(self, network: Mapping, modalities: Sequence[str], n_classes: int) -> None:
         super().__init__()
@@ -67,6 +68,9 @@ class Method(nn.Module):
 
     def inference_network(self) -> nn.Module:
         return self.net
+
+    def set_progress(self, step: int, total_steps: int) -> None:
+        """Called by the engine before each ``training_step`` (for step-dependent loss weights)."""
 
     def logits(self, image: torch.Tensor, modality: str) -> torch.Tensor:
         return self.net(image, modality)

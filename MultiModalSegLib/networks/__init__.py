@@ -9,6 +9,7 @@ from torch import nn
 
 from .norms import ModalityNorm, add_modality, set_modality
 from .slicewise import SliceWise
+from .transformer_unet import TransformerUNet, transformer_unet2d, transformer_unet3d
 from .unet import UNet
 
 NETWORKS: dict[str, Callable[..., nn.Module]] = {}
@@ -38,6 +39,10 @@ def unet25d(context: int = 1, **params) -> nn.Module:
     return SliceWise(UNet(spatial_dims=2, **params), context=context)
 
 
+register_network("transformer_unet3d")(transformer_unet3d)
+register_network("transformer_unet2d")(transformer_unet2d)
+
+
 def build_network(name: str, **params) -> nn.Module:
     """Build a registered network; unknown names raise a ``KeyError`` listing the known ones."""
     if name not in NETWORKS:
@@ -45,4 +50,4 @@ def build_network(name: str, **params) -> nn.Module:
     return NETWORKS[name](**params)
 
 
-__all__ = ["NETWORKS", "ModalityNorm", "SliceWise", "UNet", "add_modality", "build_network", "register_network", "set_modality"]
+__all__ = ["NETWORKS", "ModalityNorm", "SliceWise", "TransformerUNet", "UNet", "add_modality", "build_network", "register_network", "set_modality"]

@@ -25,7 +25,7 @@ from ..bundle import save_bundle
 from ..data.dataset import Case, labelled_subset, load_dataset
 from ..data.loading import PreparedCase, prepare_case
 from ..data.phantoms import write_phantom_dataset
-from ..data.sampling import ModalitySampler
+from ..data.sampling import ModalitySampler, UnlabelledSampler
 from ..device import autocast, grad_scaler, resolve_device
 from ..errors import ConfigError
 from ..methods import build_method, get_method
@@ -35,6 +35,8 @@ from .config import TrainConfig
 from .progress import ProgressBar, ProgressLog, format_seconds
 from .schedules import build_scheduler
 from .validation import validate
+
+UNLABELLED_STREAM = 1000  # sampler stream ids of unlabelled cases: 1000 + the modality's index
 
 
 @dataclass
@@ -129,9 +131,9 @@ class Trainer:
             train = [c for c in train if c.modality != modality] + kept
         return train, val, paths
 
-    def _prepare(self, cases: list[Case]) -> list[PreparedCase]:
+    def _prepare(self, cases: list[Case], labelled: bool = True) -> list[PreparedCase]:
         values = [lab.value for lab in self.labels]
-        return [prepare_case(c, self.cfg.spacing, values) for c in cases if c.labelled]
+        return [prepare_case(c, self.cfg.spacing, values) for c in cases if c.labelled == labelled]
 
     def build(self) -> None:
         cfg = self.cfg
@@ -146,7 +148,17 @@ class Trainer:
             self.samplers[modality] = ModalitySampler(
                 mine, cfg.patch_size, cfg.batch_size, cfg.foreground_ratio, cfg.augment, cfg.seed, stream=i
             )
-        self.case_counts = {m: len(s.cases) for m, s in self.samplers.items()}
+        # semi-supervised methods also get each modality's unlabelled cases (few_shot's surplus included)
+        self.unlabelled_samplers = {}
+        if getattr(get_method(cfg.method), "uses_unlabelled", False):
+            unlabelled = self._prepare(train, labelled=False)
+            for i, modality in enumerate(self.modalities):
+                mine = [p for p in unlabelled if p.modality == modality]
+                if mine:
+                    self.unlabelled_samplers[f"{modality}:unlabelled"] = UnlabelledSampler(
+                        mine, cfg.patch_size, cfg.batch_size, cfg.augment, cfg.seed, stream=UNLABELLED_STREAM + i
+                    )
+        self.case_counts = {m: len(s.cases) for m, s in {**self.samplers, **self.unlabelled_samplers}.items()}
         torch.manual_seed(cfg.seed)
         method_params = dict(cfg.method_params)
         if "label_names" in inspect.signature(get_method(cfg.method)).parameters:  # e.g. text prompts per class
@@ -191,8 +203,9 @@ class Trainer:
 
     # ----- one step
     def batches(self, step: int) -> dict[str, dict[str, torch.Tensor]]:
-        """The batches of ``step`` on the CPU, keyed by modality (a function of the seed and the step)."""
-        return {m: s.batch(step) for m, s in self.samplers.items()}
+        """The batches of ``step`` on the CPU, keyed by modality (a function of the seed and the step);
+        for a method with ``uses_unlabelled``, also ``"<modality>:unlabelled"`` batches (images only)."""
+        return {m: s.batch(step) for m, s in {**self.samplers, **getattr(self, "unlabelled_samplers", {})}.items()}
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step on one batch per modality (step ``self.step``); returns the losses."""
@@ -203,6 +216,7 @@ class Trainer:
         if getattr(self.method, "alternating", False):
             return self._alternating_step(batches)
         self.optimizer.zero_grad(set_to_none=True)
+        self.method.set_progress(self.step, self.cfg.steps)
         with autocast(self.device, self.cfg.amp):
             losses = self.method.training_step(batches)
         loss = losses["loss"]

@@ -169,3 +169,19 @@ def test_manifest_override_by_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("MMSEG_MODELS_MANIFEST", str(tmp_path / "missing.json"))
     with pytest.raises(BundleError, match="cannot be read"):
         list_models()
+
+
+def test_update_under_the_same_file_name_replaces_only_once_verified(tmp_path, v2):
+    cache = tmp_path / "cache"
+    with ModelServer({V1: DATA}) as server:
+        manifest = write_manifest(tmp_path / "Models.json", [manifest_entry("abdomen-ummkd", server.url(V1), DATA)])
+        path = download_model("abdomen-ummkd", manifest, cache)
+        server.files[V1] = v2  # the server now holds 1.1.0 at the same URL
+        write_manifest(manifest, [manifest_entry("abdomen-ummkd", server.url(V1), b"not what is served", version="1.1.0")])
+        assert states(manifest, cache) == [("abdomen-ummkd", UPDATE_AVAILABLE, "1.0.0")]
+        with pytest.raises(DownloadError, match="bytes but the models manifest expects"):
+            resolve_model("abdomen-ummkd", manifest, cache_dir=cache)
+        assert path.read_bytes() == DATA  # the old copy survives a failed update
+        write_manifest(manifest, [manifest_entry("abdomen-ummkd", server.url(V1), v2, version="1.1.0")])
+        assert resolve_model("abdomen-ummkd", manifest, cache_dir=cache) == (path, sha256(v2))
+        assert path.read_bytes() == v2 and states(manifest, cache) == [("abdomen-ummkd", INSTALLED, "1.1.0")]

@@ -15,7 +15,10 @@ from MultiModalSegLib.training.config import config_from_dict
 
 # A method whose networks are not the tiny U-Net of ``tiny_config`` names its own tiny network
 # (and method parameters) here; every other method trains the tiny U-Net.
-TINY_OVERRIDES: dict[str, dict] = {}
+TINY_OVERRIDES: dict[str, dict] = {
+    "cmc": {"phantoms": {"ct": 1, "mr": 1, "seed": 5}, "few_shot": {"CT": 1, "MR": 1}},  # one more case per modality, kept unlabelled
+    "lssc": {"network": {"name": "transformer_unet3d", "params": {"embed_dim": 8, "depths": [1, 1, 1, 1], "heads": [1, 1, 2, 2], "window": 2, "patch": [2, 4, 4]}}, "method_params": {"eam_heads": 2}},
+}
 
 STEPS = 8
 
