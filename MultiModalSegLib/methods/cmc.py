@@ -52,6 +52,10 @@ class CMC(Method):
 
     name = "cmc"
     default_norm = "instance"
+    paper = "Zhou et al., MICCAI 2024 (CMC)"
+    equations = "Eq. 1 (L_CSC), 2 (L_Sup), 3 (L_CAC), ramp-up / ramp-down weights"
+    loss_summary = "L_Sup (Dice + CE) + alpha L_CSC + beta L_CAC; alpha = 0.1 exp(-5 (1 - t)), beta = 0.1 exp(-5 t)"
+    inference_summary = "the input modality's encoder, awareness module, fusion fed with its own features twice, and decoder"
     uses_unlabelled = True  # the engine adds "<modality>:unlabelled" batches (images only)
 
     def __init__(
