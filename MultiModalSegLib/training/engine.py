@@ -213,10 +213,21 @@ class Trainer:
             key: {k: v.to(self.device, non_blocking=True) for k, v in batch.items()} for key, batch in self.batches(self.step).items()
         }
         self.method.train()
-        if getattr(self.method, "alternating", False):
-            return self._alternating_step(batches)
-        self.optimizer.zero_grad(set_to_none=True)
         self.method.set_progress(self.step, self.cfg.steps)
+        # a method with ``alternating`` (MulModSeg's Algorithm 1) gets one optimiser step per batch,
+        # in the order of ``batches`` (CT, then MR); the others one step on all batches together
+        groups = [{key: batch} for key, batch in batches.items()] if self.method.alternating else [batches]
+        losses: dict[str, float] = {}
+        for group in groups:
+            for key, value in self._optimiser_step(group).items():
+                losses[key] = losses.get(key, 0.0) + value
+        self.scheduler.step()
+        self.step += 1
+        return losses
+
+    def _optimiser_step(self, batches: dict[str, dict[str, torch.Tensor]]) -> dict[str, float]:
+        """Forward ``batches`` through the method, backward, one optimiser step; returns the losses."""
+        self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.cfg.amp):
             losses = self.method.training_step(batches)
         loss = losses["loss"]
@@ -225,30 +236,7 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
-        self.step += 1
         return {k: float(v.detach()) for k, v in losses.items()}
-
-    def _alternating_step(self, batches: dict[str, dict[str, torch.Tensor]]) -> dict[str, float]:
-        """For a method with ``alternating = True``: one optimiser step per batch, in the order of
-        ``batches`` (MulModSeg's Algorithm 1: CT, then MR); the scheduler steps once per engine step.
-        Returns the losses summed over the batches' steps."""
-        merged: dict[str, float] = {}
-        for key, batch in batches.items():
-            self.optimizer.zero_grad(set_to_none=True)
-            with autocast(self.device, self.cfg.amp):
-                losses = self.method.training_step({key: batch})
-            loss = losses["loss"]
-            if not torch.isfinite(loss):
-                raise ConfigError(f"the loss became {float(loss)} at step {self.step}; lower the learning rate (now {self.cfg.lr}).")
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            for k, v in losses.items():
-                merged[k] = merged.get(k, 0.0) + float(v.detach())
-        self.scheduler.step()
-        self.step += 1
-        return merged
 
     # ----- the loop
     def run(self) -> TrainResult:
