@@ -175,6 +175,8 @@ class LSSC(Method):
         eam_mlp_ratio: float = 4.0,
         eam_per_modality: bool = True,
     ) -> None:
+        if network.get("name", "transformer_unet3d") not in ("transformer_unet3d", "transformer_unet2d"):
+            raise ConfigError("lssc needs a Transformer U-Net: set network name to 'transformer_unet3d' or 'transformer_unet2d'.")
         super().__init__(network, modalities, n_classes)
         params = self.network_spec["params"]
         self.channel_scaling = bool(params["channel_scaling"])
