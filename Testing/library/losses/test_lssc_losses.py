@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from MultiModalSegLib.losses.structured_consistency import (
+    auxiliary_loss,
     image_consistency_loss,
     majority_labels,
     modality_consistency_loss,
@@ -63,3 +64,40 @@ def test_majority_labels_take_the_most_frequent_class_of_each_block():
             for x in range(2):
                 block = label[0, 0, 2 * z : 2 * z + 2, 2 * y : 2 * y + 2, 2 * x : 2 * x + 2].ravel()
                 assert out[0, 0, z, y, x] == np.bincount(block, minlength=3).argmax()
+
+
+def np_dice_ce(logits: np.ndarray, label: np.ndarray, n_classes: int) -> float:
+    """Cross-entropy over all classes (mean over voxels) + foreground Dice pooled over the batch."""
+    log_p = np_log_softmax(np.moveaxis(logits, 1, -1))  # B, *S, Z
+    onehot = np.eye(n_classes)[label[:, 0]]  # B, *S, Z
+    ce = -(onehot * log_p).sum(-1).mean()
+    p = np.exp(log_p)
+    axes = tuple(range(p.ndim - 1))
+    inter, denom = (p * onehot).sum(axes), p.sum(axes) + onehot.sum(axes)
+    dice = 1 - (2 * inter + 1e-5) / (denom + 1e-5)
+    return ce + dice[1:].mean()
+
+
+def np_majority(label: np.ndarray, size: tuple[int, ...], n_classes: int) -> np.ndarray:
+    k = [s // t for s, t in zip(label.shape[2:], size, strict=True)]
+    out = np.zeros((label.shape[0], 1, *size), dtype=np.int64)
+    for b in range(label.shape[0]):
+        for idx in np.ndindex(*size):
+            block = label[b, 0][tuple(slice(i * kk, (i + 1) * kk) for i, kk in zip(idx, k, strict=True))]
+            out[(b, 0, *idx)] = np.bincount(block.ravel(), minlength=n_classes).argmax()
+    return out
+
+
+def test_aux_matches_numpy_summed_over_scales_and_reaches_the_logits():
+    torch.manual_seed(2)
+    label = torch.randint(0, 3, (2, 1, 4, 4, 4))
+    aux = [torch.randn(2, 3, 1, 2, 2, requires_grad=True), torch.randn(2, 3, 2, 2, 2, requires_grad=True), torch.randn(2, 3, 4, 4, 4, requires_grad=True)]
+    loss = auxiliary_loss(aux, label)
+    lab = label.numpy()
+    expected = sum(np_dice_ce(a.detach().numpy(), np_majority(lab, a.shape[2:], 3), 3) for a in aux)
+    assert np.isclose(float(loss), expected, atol=1e-5)
+    # logits that put (almost) all mass on the true class at every scale give (almost) zero loss
+    perfect = [torch.from_numpy(40.0 * np.moveaxis(np.eye(3)[np_majority(lab, a.shape[2:], 3)[:, 0]], -1, 1)).float() for a in aux]
+    assert float(auxiliary_loss(perfect, label)) < 1e-3
+    loss.backward()
+    assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in aux)
