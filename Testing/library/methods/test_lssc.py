@@ -9,6 +9,7 @@ import torch
 from MultiModalSegLib.errors import ConfigError
 from MultiModalSegLib.methods import build_inference_network, build_method
 from MultiModalSegLib.methods.lssc import semantic_correlations
+from MultiModalSegLib.networks.transformer_unet import TransformerBlock
 
 torch.set_num_threads(1)
 NET3D = {"name": "transformer_unet3d", "params": {"embed_dim": 4, "depths": [1, 1, 1, 1], "heads": [1, 1, 2, 2], "window": 2, "patch": [1, 2, 2]}}
@@ -46,7 +47,11 @@ def test_total_loss_is_eq15_and_export_has_only_backbone_plus_scale_vectors(net)
     assert torch.isclose(losses["loss"], expected) and float(losses["icr"]) > 0
     exported = m.inference_network()
     n_backbone = sum(p.numel() for p in m.net.parameters())
-    assert sum(p.numel() for p in exported.parameters()) == n_backbone + 2 * m.net.core.scale_size
+    # Eq. 1-3: per modality, two vectors of each Transformer block's width (counted from the modules)
+    widths = [blk.dim for blk in m.net.modules() if isinstance(blk, TransformerBlock)]
+    depths = net["params"]["depths"]
+    assert len(widths) == sum(depths) + sum(depths[:-1])  # encoder stages, then decoder stages 3..1
+    assert sum(p.numel() for p in exported.parameters()) == n_backbone + 2 * 2 * sum(widths)
     assert set(exported.state_dict()) == set(m.net.state_dict()) | {f"{p}channel_scales.vectors.{k}" for k in ("CT", "MR") for p in [("net." if net is NET2D else "")]}
     assert not any("eam" in k or "class_embeddings" in k for k in exported.state_dict())
     rebuilt = build_inference_network({"method": "lssc", "network": m.network_spec, "modalities": ["CT", "MR"]})
