@@ -325,55 +325,32 @@ def _follow(stream, sink: queue.Queue, tag: str) -> None:
 _ERROR = re.compile(r"error: (.*)$")
 
 
-class SegmentationJob:
-    """One run of ``mmseg segment`` on one volume node. ``poll()`` advances it without blocking.
+def _library_env() -> dict:
+    """Environment of a library subprocess: the library importable, a sane thread count."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(library_parent()), *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) - 1)))
+    return env
 
-    States: ``running`` -> ``done`` | ``failed`` | ``cancelled``. ``segmentationNode`` is set when done.
+
+class ProcessJob:
+    """A library command run in a subprocess (own process group), followed without blocking.
+
+    ``poll()`` reads its output (stdout lines go to ``_on_output``, stderr is kept) and, once the
+    process has ended, calls ``_finish`` (which raises ``SegmentationError`` on failure).
+    States: ``running`` -> ``done`` | ``failed`` | ``cancelled``. Subclasses set ``progress``.
     """
 
-    def __init__(self, logic: MultiModalSegLogic, volumeNode, modality: str, model: str | None, device: str,
-                 quality: str, outputSegmentation, overwrite: bool, progress: ProgressCallback | None,
-                 largestComponent: bool):
-        check_volume(volumeNode)
-        if outputSegmentation is not None and outputSegmentation.GetSegmentation().GetNumberOfSegments() and not overwrite:
-            raise SegmentationError(
-                f"Segmentation '{outputSegmentation.GetName()}' already holds segments; choose a new output "
-                "segmentation or confirm replacing it."
-            )
-        self.logic = logic
-        self.volumeNode = volumeNode
-        self.outputSegmentation = outputSegmentation
-        self.progress = progress or (lambda fraction, message: None)
-        self.state = "running"
-        self.error: str | None = None
-        self.segmentationNode = None
-        self.summary = ""
-        self.modality = ""
+    state = "running"
+    error: str | None = None
+
+    def _launch(self, command: list[str], cwd: str | Path | None = None) -> None:
+        self.command = command
         self.stderr: list[str] = []
         self.started = time.monotonic()
-        self.tempDir = Path(tempfile.mkdtemp(prefix="MultiModalSeg-", dir=logic.tempRoot))
-        self.inputPath = self.tempDir / "volume.nrrd"
-        self.outputDir = self.tempDir / "out"
-        try:
-            self._write_input()
-            command = [
-                slicer_python(), "-m", "MultiModalSegLib", "segment", str(self.inputPath), "--output", str(self.outputDir),
-                "--modality", modality or "auto", "--device", device or "auto", "--quality", quality or "normal", "--progress",
-            ]
-            if model:
-                command += ["--model", str(model)]
-            if not largestComponent:
-                command.append("--no-largest-component")
-            self.command = command
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join([str(library_parent()), *filter(None, [env.get("PYTHONPATH")])])
-            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) - 1)))
-            kwargs = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {"start_new_session": True}
-            self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                         cwd=str(self.tempDir), **kwargs)
-        except BaseException:
-            self._cleanup()
-            raise
+        kwargs = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {"start_new_session": True}
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=_library_env(), cwd=str(cwd) if cwd else None, **kwargs)
         self.lines: queue.Queue = queue.Queue()
         self.readers = [
             threading.Thread(target=_follow, args=(stream, self.lines, tag), daemon=True)
@@ -381,14 +358,6 @@ class SegmentationJob:
         ]
         for reader in self.readers:
             reader.start()
-        self.progress(0.0, "starting")
-
-    def _write_input(self) -> None:
-        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-        storage.SetFileName(str(self.inputPath))
-        storage.SetUseCompression(False)
-        if not storage.WriteData(self.volumeNode):
-            raise SegmentationError(f"Volume '{self.volumeNode.GetName()}' could not be written to {self.inputPath}; check the disk space.")
 
     def _drain(self) -> None:
         while True:
@@ -398,20 +367,29 @@ class SegmentationJob:
                 return
             if tag == "err":
                 self.stderr.append(line)
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                self.summary = line.replace(str(self.inputPath), f"volume '{self.volumeNode.GetName()}'")
-                match = re.search(r": (\w+) \(", line)
-                if match:
-                    self.modality = match.group(1)
-                continue
-            if isinstance(record, dict) and "fraction" in record:
-                message = str(record.get("message", ""))
-                if message.startswith("modality "):
-                    self.modality = message.split()[1]
-                self.progress(0.05 + 0.9 * float(record["fraction"]), message)
+            else:
+                self._on_output(line)
+
+    def _on_output(self, line: str) -> None:
+        pass
+
+    def _finish(self) -> None:
+        pass
+
+    def _cleanup(self) -> None:
+        pass
+
+    def _last_error(self) -> str | None:
+        """The library's one-sentence ``error: ...`` message, if it printed one."""
+        for line in reversed(self.stderr):
+            match = _ERROR.search(line)
+            if match:
+                return match.group(1).strip()
+        return None
+
+    def _exit_sentence(self, what: str) -> str:
+        last = next((line for line in reversed(self.stderr) if line.strip()), "no message")
+        return f"The {what} process stopped with exit code {self.proc.returncode} ({last.strip()}); see the Python console."
 
     def poll(self) -> bool:
         """Process new output; True once the job has ended (then ``state`` says how).
@@ -437,27 +415,12 @@ class SegmentationJob:
         self.progress(1.0, "done")
         return True
 
-    def _error_sentence(self) -> str:
-        name = f"volume '{self.volumeNode.GetName()}'"
-        for line in reversed(self.stderr):
-            match = _ERROR.search(line)
-            if match:
-                return match.group(1).replace(str(self.inputPath), name).strip()
-        last = next((line for line in reversed(self.stderr) if line.strip()), "no message")
-        return f"The segmentation process stopped with exit code {self.proc.returncode} ({last.strip()}); see the Python console."
-
-    def _finish(self) -> None:
-        result = self.outputDir / "volume.seg.nrrd"
-        if self.proc.returncode != 0 or not result.is_file():
-            raise SegmentationError(self._error_sentence())
-        self.segmentationNode = self.logic.importSegmentation(result, self.volumeNode, self.outputSegmentation)
-
     def wait(self, poll_seconds: float = 0.1) -> None:
         while not self.poll():
             time.sleep(poll_seconds)
 
     def cancel(self) -> None:
-        """Kill the process tree and remove the temporary files; nothing is added to the scene."""
+        """Kill the process tree and remove the job's temporary files."""
         if self.state != "running":
             return
         _kill_tree(self.proc)
@@ -465,16 +428,134 @@ class SegmentationJob:
         self._cleanup()
         self.progress(0.0, "cancelled")
 
+
+class SegmentationJob(ProcessJob):
+    """One run of ``mmseg segment`` on one volume node. ``poll()`` advances it without blocking.
+
+    States: ``running`` -> ``done`` | ``failed`` | ``cancelled``. ``segmentationNode`` is set when done.
+    """
+
+    def __init__(self, logic: MultiModalSegLogic, volumeNode, modality: str, model: str | None, device: str,
+                 quality: str, outputSegmentation, overwrite: bool, progress: ProgressCallback | None,
+                 largestComponent: bool):
+        check_volume(volumeNode)
+        if outputSegmentation is not None and outputSegmentation.GetSegmentation().GetNumberOfSegments() and not overwrite:
+            raise SegmentationError(
+                f"Segmentation '{outputSegmentation.GetName()}' already holds segments; choose a new output "
+                "segmentation or confirm replacing it."
+            )
+        self.logic = logic
+        self.volumeNode = volumeNode
+        self.outputSegmentation = outputSegmentation
+        self.progress = progress or (lambda fraction, message: None)
+        self.state = "running"
+        self.error: str | None = None
+        self.segmentationNode = None
+        self.summary = ""
+        self.modality = ""
+        self.tempDir = Path(tempfile.mkdtemp(prefix="MultiModalSeg-", dir=logic.tempRoot))
+        self.inputPath = self.tempDir / "volume.nrrd"
+        self.outputDir = self.tempDir / "out"
+        try:
+            self._write_input()
+            command = [
+                slicer_python(), "-m", "MultiModalSegLib", "segment", str(self.inputPath), "--output", str(self.outputDir),
+                "--modality", modality or "auto", "--device", device or "auto", "--quality", quality or "normal", "--progress",
+            ]
+            if model:
+                command += ["--model", str(model)]
+            if not largestComponent:
+                command.append("--no-largest-component")
+            self._launch(command, cwd=self.tempDir)
+        except BaseException:
+            self._cleanup()
+            raise
+        self.progress(0.0, "starting")
+
+    def _write_input(self) -> None:
+        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+        storage.SetFileName(str(self.inputPath))
+        storage.SetUseCompression(False)
+        if not storage.WriteData(self.volumeNode):
+            raise SegmentationError(f"Volume '{self.volumeNode.GetName()}' could not be written to {self.inputPath}; check the disk space.")
+
+    def _on_output(self, line: str) -> None:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            self.summary = line.replace(str(self.inputPath), f"volume '{self.volumeNode.GetName()}'")
+            match = re.search(r": (\w+) \(", line)
+            if match:
+                self.modality = match.group(1)
+            return
+        if isinstance(record, dict) and "fraction" in record:
+            message = str(record.get("message", ""))
+            if message.startswith("modality "):
+                self.modality = message.split()[1]
+            self.progress(0.05 + 0.9 * float(record["fraction"]), message)
+
+    def _error_sentence(self) -> str:
+        message = self._last_error()
+        if message:
+            return message.replace(str(self.inputPath), f"volume '{self.volumeNode.GetName()}'")
+        return self._exit_sentence("segmentation")
+
+    def _finish(self) -> None:
+        result = self.outputDir / "volume.seg.nrrd"
+        if self.proc.returncode != 0 or not result.is_file():
+            raise SegmentationError(self._error_sentence())
+        self.segmentationNode = self.logic.importSegmentation(result, self.volumeNode, self.outputSegmentation)
+
     def _cleanup(self) -> None:
         shutil.rmtree(self.tempDir, ignore_errors=True)
+
+
+class ModelDownloadJob(ProcessJob):
+    """``mmseg models download NAME --progress`` in a subprocess; ``path`` is set when done.
+
+    Cancel kills the process: the library keeps only its ``.part`` file (to resume next time) and
+    renames a file into the cache only once its sha256 matches, so nothing usable-looking is left.
+    An update is fetched beside the old copy, which the library removes only after verification.
+    """
+
+    def __init__(self, logic: MultiModalSegLogic, name: str, progress: ProgressCallback | None = None):
+        self.name = name
+        self.progress = progress or (lambda fraction, message: None)
+        self.state = "running"
+        self.error = None
+        self.path: Path | None = None
+        command = [slicer_python(), "-m", "MultiModalSegLib", "models", "download", name, "--progress"]
+        command += logic._models_flags()
+        self._launch(command)
+        self.progress(0.0, f"downloading {name}")
+
+    def _on_output(self, line: str) -> None:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if line.startswith(f"{self.name}: "):
+                self.path = Path(line[len(self.name) + 2:].strip())
+            return
+        if isinstance(record, dict) and "done" in record:
+            done, total = int(record["done"]), record.get("total")
+            text = f"{done / 1e6:.1f} MB" + (f" of {int(total) / 1e6:.1f} MB" if total else "")
+            self.progress(float(record.get("fraction") or 0.0), f"downloading {self.name}: {text}")
+
+    def _finish(self) -> None:
+        if self.proc.returncode != 0 or self.path is None:
+            raise SegmentationError(self._last_error() or self._exit_sentence("download"))
 
 
 class MultiModalSegLogic:
     """Runs segmentations of volume nodes; usable without the GUI (tests, batch, Python console)."""
 
-    def __init__(self, scene=None, tempRoot: str | Path | None = None):
+    def __init__(self, scene=None, tempRoot: str | Path | None = None, modelsManifest: str | Path | None = None,
+                 modelsCache: str | Path | None = None):
         self.scene = scene
         self.tempRoot = str(tempRoot) if tempRoot is not None else self._default_temp_root()
+        # None: the library's defaults ($MMSEG_MODELS_MANIFEST / $MMSEG_MODELS_CACHE, else built-in)
+        self.modelsManifest = str(modelsManifest) if modelsManifest is not None else None
+        self.modelsCache = str(modelsCache) if modelsCache is not None else None
 
     @staticmethod
     def _default_temp_root() -> str | None:
@@ -538,3 +619,54 @@ class MultiModalSegLogic:
         node.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
         node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
         return node
+
+    # ---- model zoo (installed, downloadable and updatable models of the manifest)
+    def _models_flags(self) -> list[str]:
+        flags = []
+        if self.modelsManifest:
+            flags += ["--manifest", self.modelsManifest]
+        if self.modelsCache:
+            flags += ["--cache", self.modelsCache]
+        return flags
+
+    def listModels(self) -> list[dict]:
+        """Every manifest model as a dict: name, version, state (``installed``, ``downloadable``,
+        ``update available``, ``missing``), installed_version, path, labels, modalities, default, size."""
+        ensure_library_importable()
+        from MultiModalSegLib.model_zoo import list_models
+
+        try:
+            return [m.to_dict() for m in list_models(self.modelsManifest, self.modelsCache)]
+        except Exception as exc:  # BundleError / ConfigError: one sentence already
+            raise SegmentationError(str(exc)) from exc
+
+    def startModelDownload(self, name: str, progress: ProgressCallback | None = None) -> ModelDownloadJob:
+        """Download (or update) model ``name`` in a subprocess; returns the job to ``poll()`` or ``cancel()``."""
+        return ModelDownloadJob(self, name, progress)
+
+    def downloadModel(self, name: str, progress: ProgressCallback | None = None) -> Path:
+        """Download model ``name`` and return its cached path (blocks until done)."""
+        job = self.startModelDownload(name, progress)
+        job.wait()
+        return job.path
+
+    def importModelFile(self, path: str | Path) -> dict:
+        """Install a bundle file copied by hand (sha256 checked against the manifest); returns name, version, path."""
+        ensure_library_importable()
+        from MultiModalSegLib.model_zoo import import_model
+
+        try:
+            entry, installed = import_model(path, self.modelsManifest, self.modelsCache)
+        except Exception as exc:
+            raise SegmentationError(str(exc)) from exc
+        return {"name": entry.name, "version": entry.version, "path": str(installed)}
+
+    def modelCard(self, name: str) -> str:
+        """The model card (markdown) of a manifest model, installed or not, or of a bundle path."""
+        ensure_library_importable()
+        from MultiModalSegLib.model_card import model_card
+
+        try:
+            return model_card(name, self.modelsManifest, self.modelsCache)
+        except Exception as exc:
+            raise SegmentationError(str(exc)) from exc
