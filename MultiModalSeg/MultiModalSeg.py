@@ -53,6 +53,8 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self.job = None
+        self.downloadJob = None
+        self.modelStates = {}
         self._parameterNode = None
         self._updating = False
         self.timer = qt.QTimer()
@@ -84,6 +86,9 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             combo.connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.loadModelButton.connect("clicked(bool)", self.onLoadModel)
+        self.ui.downloadModelButton.connect("clicked(bool)", self.onDownloadModel)
+        self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
+        self.ui.modelCardCollapsibleButton.collapsed = True
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.editButton.connect("clicked(bool)", self.onEdit)
@@ -100,11 +105,24 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return fallback
 
     # ---- models
+    STATE_SUFFIX = {"downloadable": " (download)", "missing": " (missing)"}
+
     def fillModels(self):
+        """Installed and downloadable models of the manifest, with their state in the label."""
+        current = self.currentModel() if hasattr(self, "ui") else ""
+        self.ui.modelComboBox.blockSignals(True)
         self.ui.modelComboBox.clear()
-        for model in self._safe(L.available_models, []):
-            label = f"{model['name']} {model['version']}" + (" (default)" if model["default"] else "")
+        self.modelStates = {}
+        for model in self._safe(self.logic.listModels, []):
+            self.modelStates[model["name"]] = model
+            suffix = self.STATE_SUFFIX.get(model["state"], "")
+            if model["state"] == "update available":
+                suffix = f" (update from {model['installed_version']})"
+            label = f"{model['name']} {model['version']}" + suffix + (" (default)" if model["default"] else "")
             self.ui.modelComboBox.addItem(label, model["name"])
+        self.ui.modelComboBox.blockSignals(False)
+        if current:
+            self.selectModel(current)
         self.onModelChanged()
 
     def currentModel(self):
@@ -124,14 +142,56 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelComboBox.currentIndex = index
 
     def onModelChanged(self, _=None):
+        model = self.currentModel()
+        status = self.modelStates.get(model)
+        state = status["state"] if status else "installed"
         try:
-            info = L.model_info(self.currentModel() or None)
+            if state == "installed":
+                info = L.model_info(model or None)
+            else:  # not on disk yet: what the manifest says (model_info would download it)
+                info = {"labels": status["labels"], "modalities": status["modalities"], "licence": state}
             self.ui.modelInfoLabel.text = (
                 f"labels: {', '.join(info['labels'])} | modalities: {', '.join(info['modalities'])} | licence: {info['licence']}"
             )
         except L.SegmentationError as exc:
             self.ui.modelInfoLabel.text = str(exc)
+        try:
+            self.ui.modelCardBrowser.setMarkdown(self.logic.modelCard(model) if model else "")
+        except L.SegmentationError as exc:
+            self.ui.modelCardBrowser.setPlainText(str(exc))
+        self.updateDownloadButton()
         self.updateParameterNodeFromGUI()
+
+    def updateDownloadButton(self):
+        status = self.modelStates.get(self.currentModel())
+        state = status["state"] if status else ""
+        busy = any(job is not None and job.state == "running" for job in (self.downloadJob, self.job))
+        self.ui.downloadModelButton.text = "Update" if state == "update available" else "Download"
+        self.ui.downloadModelButton.enabled = state in ("downloadable", "update available") and not busy
+
+    def onDownloadModel(self):
+        name = self.currentModel()
+        try:
+            self.downloadJob = self.logic.startModelDownload(name, progress=self.onProgress)
+        except L.SegmentationError as exc:
+            slicer.util.errorDisplay(str(exc))
+            return
+        self.updateGUIFromParameterNode()
+        self.timer.start()
+
+    def onImportModel(self):
+        path = qt.QFileDialog.getOpenFileName(self.parent, "Import model file", "", "Model bundles (*.zip);;All files (*)")
+        if not path:
+            return
+        try:
+            info = self.logic.importModelFile(path)
+        except L.SegmentationError as exc:
+            self.ui.statusLabel.text = str(exc)
+            slicer.util.errorDisplay(str(exc))
+            return
+        self.fillModels()
+        self.selectModel(info["name"])
+        self.ui.statusLabel.text = f"Imported {info['name']} {info['version']} (sha256 verified)."
 
     # ---- parameter node <-> GUI
     def setParameterNode(self, node):
@@ -155,8 +215,10 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.deviceComboBox.currentIndex = max(0, self.ui.deviceComboBox.findData(params.device))
             self.ui.qualityComboBox.currentIndex = max(0, self.ui.qualityComboBox.findData(params.quality))
             running = self.job is not None and self.job.state == "running"
-            self.ui.applyButton.enabled = params.inputVolume is not None and not running
-            self.ui.cancelButton.enabled = running
+            downloading = self.downloadJob is not None and self.downloadJob.state == "running"
+            self.ui.applyButton.enabled = params.inputVolume is not None and not running and not downloading
+            self.ui.cancelButton.enabled = running or downloading
+            self.updateDownloadButton()
         finally:
             self._updating = False
 
@@ -228,6 +290,9 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = message
 
     def onTimer(self):
+        if self.downloadJob is not None and self.downloadJob.state == "running":
+            self.pollDownload()
+            return
         if self.job is None:
             self.timer.stop()
             return
@@ -249,8 +314,27 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.lastSegmentation = node
             self.updateGUIFromParameterNode()
 
+    def pollDownload(self):
+        job = self.downloadJob
+        try:
+            done = job.poll()
+        except L.SegmentationError as exc:
+            self.timer.stop()
+            self.ui.statusLabel.text = str(exc)
+            self.updateGUIFromParameterNode()
+            slicer.util.errorDisplay(str(exc))
+            return
+        if done:
+            self.timer.stop()
+            self.ui.statusLabel.text = f"Downloaded {job.name} (sha256 verified)."
+            self.fillModels()
+            self.updateGUIFromParameterNode()
+
     def onCancel(self):
-        if self.job is not None:
+        if self.downloadJob is not None and self.downloadJob.state == "running":
+            self.downloadJob.cancel()
+            self.ui.statusLabel.text = "Download cancelled; it resumes where it stopped next time."
+        if self.job is not None and self.job.state == "running":
             self.job.cancel()
             self.ui.statusLabel.text = "Cancelled; nothing was added to the scene."
         self.timer.stop()

@@ -55,6 +55,7 @@ def fill_like_the_widget(panel: QtWidgets.QWidget) -> None:
     find(QtWidgets.QLabel, "modelInfoLabel").setText(
         f"labels: {', '.join(info['labels'])} | modalities: {', '.join(info['modalities'])} | licence: {info['licence']}"
     )
+    find(QtWidgets.QTextBrowser, "modelCardBrowser").setMarkdown(L.MultiModalSegLogic().modelCard(info["name"]))
     find(QtWidgets.QComboBox, "deviceComboBox").addItems(["auto", "CPU", "GPU"])
     find(QtWidgets.QComboBox, "qualityComboBox").addItems(["normal", "fast (low resolution)"])
     find(QtWidgets.QProgressBar, "progressBar").setValue(42)
@@ -75,6 +76,10 @@ EXPECTED = {
     "deviceComboBox": "QComboBox",
     "qualityComboBox": "QComboBox",
     "loadModelButton": "QPushButton",
+    "downloadModelButton": "QPushButton",
+    "importModelButton": "QPushButton",
+    "modelCardCollapsibleButton": "QWidget",
+    "modelCardBrowser": "QTextBrowser",
     "applyButton": "QPushButton",
     "cancelButton": "QPushButton",
     "editButton": "QPushButton",
@@ -93,17 +98,19 @@ def test_ui_loads_offscreen_with_every_widget_the_module_uses():
         assert child is not None, name
         assert child.inherits(cls), (name, child.metaObject().className())
     used = widget_names_used_by_the_module()
-    assert used >= {"applyButton", "cancelButton", "editButton", "loadModelButton"}
+    assert used >= {"applyButton", "cancelButton", "editButton", "loadModelButton", "downloadModelButton",
+                    "importModelButton", "modelCardBrowser"}
     missing = sorted(n for n in used if panel.findChild(QtCore.QObject, n) is None)
     assert missing == [], f"MultiModalSeg.py uses widgets the .ui lacks: {missing}"
     assert not panel.findChild(QtWidgets.QPushButton, "cancelButton").isEnabled()
     assert not panel.findChild(QtWidgets.QPushButton, "editButton").isEnabled()
+    assert not panel.findChild(QtWidgets.QPushButton, "downloadModelButton").isEnabled()  # until a model needs it
 
 
 def render(path: Path) -> Path:
     panel = load_panel()
     fill_like_the_widget(panel)
-    panel.resize(460, 420)
+    panel.resize(460, 560)
     path.parent.mkdir(parents=True, exist_ok=True)
     assert panel.grab().save(str(path))
     return path
