@@ -299,10 +299,7 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             done = self.job.poll()
         except L.SegmentationError as exc:
-            self.timer.stop()
-            self.ui.statusLabel.text = str(exc)
-            self.updateGUIFromParameterNode()
-            slicer.util.errorDisplay(str(exc))
+            self.showJobError(exc)
             return
         if done:
             self.timer.stop()
@@ -314,15 +311,19 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.lastSegmentation = node
             self.updateGUIFromParameterNode()
 
+    def showJobError(self, exc: Exception):
+        """A failed segmentation or download: stop polling, say why in the panel and in a dialog."""
+        self.timer.stop()
+        self.ui.statusLabel.text = str(exc)
+        self.updateGUIFromParameterNode()
+        slicer.util.errorDisplay(str(exc))
+
     def pollDownload(self):
         job = self.downloadJob
         try:
             done = job.poll()
         except L.SegmentationError as exc:
-            self.timer.stop()
-            self.ui.statusLabel.text = str(exc)
-            self.updateGUIFromParameterNode()
-            slicer.util.errorDisplay(str(exc))
+            self.showJobError(exc)
             return
         if done:
             self.timer.stop()
