@@ -1,0 +1,529 @@
+"""Compare every registered method on the phantom bench; write ``results/`` (JSON, report, box plots).
+
+    python training/experiments/compare_methods.py --jobs 2         # the full bench (resumable)
+    python training/experiments/compare_methods.py --quick --out DIR  # about a minute: a smoke run
+    python training/experiments/compare_methods.py --report-only    # rebuild the report from the runs
+
+Scenarios (after the few-shot table of LSSC, Yang et al., Table 4: all cases of one modality plus
+1 or 3 labelled cases of the other): ``balanced`` (N CT + N MR, all labelled), ``scarce_mr_1`` and
+``scarce_mr_3`` (N CT + 1 or 3 labelled MR), ``scarce_ct_1`` (N MR + 1 labelled CT). The other
+cases of the scarce modality stay in the training set without labels: only a method with
+``uses_unlabelled`` (``cmc``) sees them, as the engine's ``"<modality>:unlabelled"`` batches. Which
+cases keep their labels is the engine's ``few_shot`` choice with the run seed, the same for every
+method.
+
+Every method gets the same data, seed, steps, batch, patch, spacing, optimiser and schedule, and a
+network of the same encoder widths (:data:`Bench.features`): the U-Net for the U-Net methods,
+``lssc``'s Transformer U-Net from its registry reference builder (``LSSC.reference_network``),
+``cmc``'s own network with the same widths. ``mulmodseg`` uses one-hot class codes (its paper's
+Table 1 variant), so that the bench does not depend on the optional text encoder.
+
+Evaluation: every run exports a bundle; the ordinary :class:`Segmenter` segments held-out phantoms
+(drawn with a separate seed) and the two real sample scans on their own grids; Dice, HD95 and ASSD
+per organ come from :func:`MultiModalSegLib.metrics.evaluate_labels`. The real scans' references
+are TotalSegmentator pseudo-labels, remapped with the ``totalsegmentator`` table.
+
+Each (scenario, method) writes ``runs/<scenario>/<method>.json`` when it is done, and its training
+folder (``training/runs/experiments/...``) holds checkpoints, so a stopped bench resumes where it
+stopped; the report is rebuilt from whatever runs exist after every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
+from MultiModalSegLib.errors import ConfigError  # noqa: E402
+from MultiModalSegLib.labels import ABDOMEN_LABELS, LABEL_REMAPS  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+WORK = REPO / "training" / "runs" / "experiments"
+SAMPLES = REPO / "Resources" / "SampleData"
+REAL_CASES = (("abdomen_ct_01", "CT"), ("abdomen_mr_01", "MR"))
+ORGANS = [lab.name for lab in ABDOMEN_LABELS]
+MODALITIES = ("CT", "MR")
+METHOD_ORDER = ("individual", "joint", "y_shaped", "x_shaped", "ummkd", "csa", "lssc", "mulmodseg", "cmc")
+BASELINE = "individual"
+COMMAND = "nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python training/experiments/compare_methods.py --jobs 2"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    few_shot: dict
+    scarce: str | None  # the modality with few labels, if any
+    description: str
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario("scarce_mr_1", {"MR": 1}, "MR", "all CT labelled + 1 labelled MR (the other MR cases unlabelled)"),
+        Scenario("balanced", {}, None, "all CT + all MR labelled"),
+        Scenario("scarce_mr_3", {"MR": 3}, "MR", "all CT labelled + 3 labelled MR (the other MR cases unlabelled)"),
+        Scenario("scarce_ct_1", {"CT": 1}, "CT", "all MR labelled + 1 labelled CT (the other CT cases unlabelled)"),
+    )
+}
+BEST_SCENARIOS = ("balanced", "scarce_mr_1", "scarce_mr_3")  # the criterion's scenarios
+
+
+@dataclass(frozen=True)
+class Bench:
+    """Everything that is the same for every method of a bench."""
+
+    n_train: int = 6  # phantoms per modality in the training set
+    n_test: int = 3  # held-out phantoms per modality
+    train_seed: int = 7
+    test_seed: int = 1001  # held-out phantoms: a separate, fixed seed
+    features: list = field(default_factory=lambda: [8, 16, 32, 64])
+    spacing: float = 6.0
+    patch_size: list = field(default_factory=lambda: [32, 32, 32])
+    batch_size: int = 2
+    steps: int = 150
+    lr: float = 3e-3
+    warmup_steps: int = 10
+    seed: int = 0
+    threads: int = 1
+    scenarios: tuple = tuple(SCENARIOS)
+    methods: tuple = METHOD_ORDER
+
+
+FULL = Bench()
+QUICK = Bench(
+    n_train=2, n_test=1, features=[4, 8, 16, 32], spacing=8.0, patch_size=[16, 32, 32], steps=3, warmup_steps=0,
+    threads=2, scenarios=("scarce_mr_1",), methods=("individual", "ummkd"),
+)
+
+
+def network_for(method: str, features: list) -> tuple[dict, dict]:
+    """(network config, method parameters) of ``method`` at encoder widths ``features``."""
+    from MultiModalSegLib.methods import get_method
+
+    if method == "lssc":
+        return get_method("lssc").reference_network(features), {}
+    if method == "cmc":
+        return {"name": "cmc", "params": {"features": list(features)}}, {}
+    if method == "mulmodseg":
+        return {"name": "unet3d", "params": {"features": list(features)}}, {"embedding": "onehot"}
+    return {"name": "unet3d", "params": {"features": list(features)}}, {}
+
+
+def run_config(bench: Bench, scenario: Scenario, method: str, train_json: Path) -> dict:
+    network, params = network_for(method, bench.features)
+    return {
+        "name": f"bench-{scenario.name}-{method}",
+        "method": method,
+        "method_params": params,
+        "network": network,
+        "datasets": [str(train_json)],
+        "spacing": [bench.spacing] * 3,
+        "patch_size": list(bench.patch_size),
+        "batch_size": bench.batch_size,
+        "augment": True,
+        "few_shot": dict(scenario.few_shot),
+        "lr": bench.lr,
+        "schedule": {"name": "cosine", "warmup_steps": bench.warmup_steps},
+        "steps": bench.steps,
+        "validate_every": 10**9,
+        "checkpoint_every": 25,
+        "log_every": 10,
+        "seed": bench.seed,
+        "device": "cpu",
+        "amp": False,
+        "threads": bench.threads,
+    }
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def prepare_data(bench: Bench, work: Path) -> tuple[Path, Path, float]:
+    """Training and held-out phantom datasets (written once); returns their json paths and the CPU s spent."""
+    from MultiModalSegLib.data.phantoms import write_phantom_dataset
+
+    t0 = time.process_time()
+    train = work / f"phantoms_train_{bench.n_train}_seed{bench.train_seed}" / "dataset.json"
+    test = work / f"phantoms_test_{bench.n_test}_seed{bench.test_seed}" / "dataset.json"
+    if not train.exists():
+        write_phantom_dataset(train.parent, bench.n_train, bench.n_train, bench.train_seed)
+    if not test.exists():
+        write_phantom_dataset(test.parent, bench.n_test, bench.n_test, bench.test_seed)
+    return train, test, time.process_time() - t0
+
+
+def test_cases(test_json: Path) -> list[dict]:
+    """Held-out phantoms and the real sample scans: name, kind, modality, image, label, remap."""
+    doc = json.loads(test_json.read_text())
+    cases = [
+        {"name": Path(c["image"]).name.split(".")[0], "kind": "phantom", "modality": c["modality"],
+         "image": str(test_json.parent / c["image"]), "label": str(test_json.parent / c["label"]), "remap": None}
+        for c in doc["training"]
+    ]
+    for name, modality in REAL_CASES:
+        cases.append({"name": name, "kind": "real", "modality": modality, "image": str(SAMPLES / name / "image.nii.gz"),
+                      "label": str(SAMPLES / name / "label_totalseg.nii.gz"), "remap": "totalsegmentator"})
+    return cases
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def evaluate_bundle(bundle: Path, cases: list[dict]) -> dict:
+    """Case -> {kind, modality, metrics: organ -> {dice, hd95, assd}} through the ordinary Segmenter."""
+    from MultiModalSegLib.inference.segmenter import Segmenter
+    from MultiModalSegLib.io import read_image, read_labelmap
+    from MultiModalSegLib.metrics import evaluate_labels, remap_labels
+
+    seg = Segmenter(bundle, device="cpu", amp=False)
+    out = {}
+    for case in cases:
+        volume = read_image(case["image"])
+        result = seg.segment(volume, case["modality"])
+        ref = read_labelmap(case["label"], reference=volume)
+        ref_array = remap_labels(ref.array, LABEL_REMAPS[case["remap"]]) if case["remap"] else np.asarray(ref.array)
+        metrics = evaluate_labels(np.asarray(result.labels.array), ref_array, ABDOMEN_LABELS, ref.spacing)
+        out[case["name"]] = {
+            "kind": case["kind"], "modality": case["modality"],
+            "metrics": {o: {k: (None if math.isnan(v) else v) for k, v in m.items()} for o, m in metrics.items()},
+        }
+    return out
+
+
+def run_one(bench: Bench, scenario: Scenario, method: str, train_json: Path, test_json: Path, work: Path, out: Path) -> dict:
+    """Train (or resume) one (scenario, method), evaluate its bundle, write its JSON; return it."""
+    import torch
+
+    from MultiModalSegLib.training import Trainer
+    from MultiModalSegLib.training.config import config_from_dict
+
+    torch.set_num_threads(bench.threads)
+    target = out / "runs" / scenario.name / f"{method}.json"
+    cfg = config_from_dict(run_config(bench, scenario, method, train_json))
+    t0, w0 = time.process_time(), time.time()
+    result = Trainer(cfg, work / scenario.name / method, quiet=True).run()
+    if result.status != "done":
+        raise SystemExit(3)
+    t1, w1 = time.process_time(), time.time()
+    metrics = evaluate_bundle(result.bundle, test_cases(test_json))
+    t2, w2 = time.process_time(), time.time()
+    meta = json.loads((result.bundle / "metadata.json").read_text())
+    doc = {
+        "scenario": scenario.name, "method": method, "steps": result.step,
+        "cases": meta["training"]["cases"],
+        "network": meta["network"],
+        "parameters": _parameter_count(result.bundle),
+        "final_losses": result.last_losses,
+        "train_cpu_s": round(t1 - t0, 1), "eval_cpu_s": round(t2 - t1, 1),
+        "train_wall_s": round(w1 - w0, 1), "eval_wall_s": round(w2 - w1, 1),
+        "note": "CPU and wall times of this process for this invocation (a resumed run counts only its last part)",
+        "bundle": str(result.bundle),
+        "results": metrics,
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(target, json.dumps(doc, indent=1) + "\n")
+    return doc
+
+
+def _parameter_count(bundle: Path) -> int:
+    import torch
+
+    state = torch.load(bundle / "model.pt", map_location="cpu", weights_only=True)
+    return int(sum(v.numel() for k, v in state.items() if torch.is_floating_point(v) and "running_" not in k))
+
+
+# ----------------------------------------------------------------------------- numbers
+
+
+def load_runs(out: Path) -> dict[str, dict[str, dict]]:
+    """Scenario -> method -> run document, for every finished run under ``out/runs``."""
+    runs: dict[str, dict[str, dict]] = {}
+    for path in sorted((out / "runs").glob("*/*.json")):
+        doc = json.loads(path.read_text())
+        runs.setdefault(doc["scenario"], {})[doc["method"]] = doc
+    return runs
+
+
+def _mean(values) -> float:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def organ_means(run: dict, kind: str, modality: str, metric: str = "dice") -> dict[str, float]:
+    """Organ -> mean over the ``kind`` cases of ``modality`` (NaN skipped)."""
+    cases = [c for c in run["results"].values() if c["kind"] == kind and c["modality"] == modality]
+    return {o: _mean([c["metrics"][o][metric] for c in cases]) for o in ORGANS}
+
+
+def modality_mean(run: dict, kind: str, modality: str, metric: str = "dice") -> float:
+    """Mean over organs of :func:`organ_means`."""
+    return _mean(organ_means(run, kind, modality, metric).values())
+
+
+def overall_dice(run: dict, kind: str = "phantom") -> float:
+    """Mean of the CT and the MR mean Dice."""
+    return _mean([modality_mean(run, kind, m) for m in MODALITIES])
+
+
+def claim(runs: dict[str, dict], method: str, modality: str) -> dict:
+    """Whether ``method`` beats ``individual`` on held-out ``modality`` Dice (mean over organs)."""
+    ours, base = organ_means(runs[method], "phantom", modality), organ_means(runs[BASELINE], "phantom", modality)
+    m, b = _mean(ours.values()), _mean(base.values())
+    return {"method": method, "modality": modality, "beats": bool(m > b), "mean": m, "baseline_mean": b,
+            "organs": {o: [ours[o], base[o]] for o in ORGANS}}
+
+
+def ranking(runs: dict[str, dict[str, dict]]) -> list[tuple[str, float, dict[str, float]]]:
+    """(method, criterion, per-scenario overall Dice) best first, over the methods finished in every
+    criterion scenario that has runs; criterion = mean over those scenarios of :func:`overall_dice`."""
+    scenarios = [s for s in BEST_SCENARIOS if s in runs]
+    methods = [m for m in METHOD_ORDER if scenarios and all(m in runs[s] for s in scenarios)]
+    rows = []
+    for m in methods:
+        per = {s: overall_dice(runs[s][m]) for s in scenarios}
+        rows.append((m, _mean(per.values()), per))
+    return sorted(rows, key=lambda r: -r[1] if not math.isnan(r[1]) else math.inf)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _f(v: float, digits: int = 3) -> str:
+    return "n/a" if v is None or math.isnan(v) else f"{v:.{digits}f}"
+
+
+def _table(runs: dict[str, dict], kind: str, metric: str) -> list[str]:
+    digits = 3 if metric == "dice" else 2
+    head = ["method"] + [f"{o} {m}" for m in MODALITIES for o in ORGANS] + [f"mean {m}" for m in MODALITIES] + ["mean CT+MR"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for method in [m for m in METHOD_ORDER if m in runs]:
+        run = runs[method]
+        cells = [_f(organ_means(run, kind, m, metric)[o], digits) for m in MODALITIES for o in ORGANS]
+        means = [modality_mean(run, kind, m, metric) for m in MODALITIES]
+        cells += [_f(v, digits) for v in means] + [_f(_mean(means), digits)]
+        lines.append("| " + " | ".join([f"`{method}`", *cells]) + " |")
+    return lines
+
+
+def claim_line(c: dict) -> str:
+    organs = ", ".join(f"{o} {_f(a)} vs {_f(b)}" for o, (a, b) in c["organs"].items())
+    verdict = "yes" if c["beats"] else "no"
+    return (f"- `{c['method']}` beats `{BASELINE}` on {c['modality']} Dice: **{verdict}** "
+            f"(mean {_f(c['mean'])} vs {_f(c['baseline_mean'])}; {organs})")
+
+
+def box_plot(runs: dict[str, dict], scenario: str, path: Path) -> None:
+    """Per modality, one box per method of the held-out phantoms' per-case per-organ Dice."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in METHOD_ORDER if m in runs]
+    fig, axes = plt.subplots(1, 2, figsize=(max(6, 1.1 * len(methods) * 2), 4), sharey=True)
+    for ax, modality in zip(axes, MODALITIES, strict=True):
+        data = []
+        for m in methods:
+            cases = [c for c in runs[m]["results"].values() if c["kind"] == "phantom" and c["modality"] == modality]
+            data.append([c["metrics"][o]["dice"] for c in cases for o in ORGANS if c["metrics"][o]["dice"] is not None])
+        ax.boxplot(data, tick_labels=methods)
+        ax.set_title(f"{scenario}: {modality} (held-out phantoms)")
+        ax.tick_params(axis="x", rotation=45)
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("Dice per case and organ")
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0) -> str:
+    """Write ``summary.json``, ``report.md`` and the box plots from the finished runs; return the report."""
+    runs = load_runs(out)
+    scenarios = [s for s in bench.scenarios if s in runs]
+    expected = len(bench.scenarios) * len(bench.methods)
+    done = sum(len(runs[s]) for s in scenarios)
+    cpu = sum(r["train_cpu_s"] + r["eval_cpu_s"] for s in scenarios for r in runs[s].values())
+    claims = {
+        s: [claim(runs[s], m, SCENARIOS[s].scarce) for m in METHOD_ORDER if m in runs[s] and m != BASELINE]
+        for s in scenarios if SCENARIOS[s].scarce and BASELINE in runs[s]
+    }
+    rank = ranking(runs)
+    L = [
+        "# Method comparison on the phantom bench",
+        "",
+        f"Generated by `{command}` (`training/experiments/compare_methods.py`); every number below is computed",
+        "from `summary.json` and `runs/<scenario>/<method>.json` next to this file. Do not edit by hand.",
+        "",
+        f"Runs finished: {done} of {expected} (scenario x method).",
+        "",
+        "## Set-up, and what this does and does not show",
+        "",
+        f"- Training data: {bench.n_train} synthetic CT and {bench.n_train} synthetic MR phantoms (unpaired, seed {bench.train_seed}); "
+        f"evaluation: {bench.n_test} held-out phantoms per modality (seed {bench.test_seed}) and the two real sample scans.",
+        f"- Same for every method: {bench.steps} steps, batch {bench.batch_size} per modality, patch {bench.patch_size} at "
+        f"{bench.spacing:g} mm, AdamW lr {bench.lr:g} with cosine schedule ({bench.warmup_steps} warm-up steps), seed {bench.seed}, "
+        f"augmentation on, {bench.threads} CPU thread(s). Encoder widths {bench.features} for every network "
+        "(`lssc`: its registry reference Transformer U-Net at these widths; `cmc`: its own network; `mulmodseg`: one-hot class codes).",
+        "- **Tiny networks and very few steps**: these models are far from converged; differences between methods of a few",
+        "  Dice points are within what another seed could change. **Phantoms are not patients.**",
+        "- Real scans: 1 CT and 1 MR, references are TotalSegmentator pseudo-labels (not manual), scored on the scans' own grids",
+        "  through the ordinary `Segmenter`. These runs never saw them (they are training data of the default model, not of these runs).",
+        "- Dice and ASSD (mm) per organ per modality: mean over cases; a label absent from prediction and reference is skipped,",
+        "  a missed organ scores Dice 0 and no ASSD (`MultiModalSegLib/metrics.py`).",
+        "",
+        "Networks (exported parameters, counted from the bundles):",
+        "",
+        "| method | network | parameters |",
+        "|---|---|---:|",
+    ]
+    for m in METHOD_ORDER:
+        run = next((runs[s][m] for s in scenarios if m in runs[s]), None)
+        if run:
+            L.append(f"| `{m}` | {run['network']['name']} | {run['parameters']:,} |")
+    L += ["", "## Best method", ""]
+    if rank:
+        L += [
+            f"Criterion: mean over the scenarios {', '.join(f'`{s}`' for s in BEST_SCENARIOS if s in runs)} of the held-out phantom Dice",
+            "(mean of the CT mean and the MR mean, each a mean over organs and cases), among methods finished in all of them.",
+            "",
+            "| rank | method | criterion | " + " | ".join(f"`{s}`" for s in rank[0][2]) + " |",
+            "|---:|---|---:|" + "---:|" * len(rank[0][2]),
+        ]
+        for i, (m, crit, per) in enumerate(rank, 1):
+            L.append(f"| {i} | `{m}` | {_f(crit)} | " + " | ".join(_f(v) for v in per.values()) + " |")
+        L += ["", f"**Best method by this criterion: `{rank[0][0]}`** (mean Dice {_f(rank[0][1])}).", ""]
+    else:
+        L += ["No criterion scenario has finished runs yet.", ""]
+    for s in scenarios:
+        sc = SCENARIOS[s]
+        L += [f"## Scenario `{s}`: {sc.description}", ""]
+        cases = next(iter(runs[s].values()))["cases"]
+        L += [f"Training cases per stream: {', '.join(f'{k} {v}' for k, v in cases.items())}.", ""]
+        if s in claims:
+            L += [f"### Does joint training beat `{BASELINE}` on {sc.scarce}? (held-out phantoms, mean Dice over organs)", ""]
+            L += [claim_line(c) for c in claims[s]] + [""]
+        for kind, title in (("phantom", "held-out phantoms"), ("real", "real scans (pseudo-labels)")):
+            L += [f"### Dice, {title}", "", *_table(runs[s], kind, "dice"), ""]
+            L += [f"### ASSD (mm), {title}", "", *_table(runs[s], kind, "assd"), ""]
+        plot = out / f"boxplot_{s}.png"
+        box_plot(runs[s], s, plot)
+        L += [f"![Dice per method, {s}]({plot.name})", ""]
+    wall = sum(r["train_wall_s"] + r["eval_wall_s"] for s in scenarios for r in runs[s].values())
+    L += [
+        "## Time",
+        "",
+        f"CPU time measured: {cpu:.0f} s for training and evaluation of the {done} runs (process CPU time, "
+        f"{bench.threads} thread(s) a run), plus {data_cpu_s:.0f} s to generate the phantoms; the runs' wall time adds up to "
+        f"{wall:.0f} s (several ran side by side on a shared 2-core machine).",
+        "",
+        "## Regenerate",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+    ]
+    text = "\n".join(L)
+    summary = {
+        "bench": asdict(bench), "command": command, "runs_done": done, "runs_expected": expected,
+        "cpu_s": round(cpu, 1), "data_cpu_s": round(data_cpu_s, 1),
+        "claims": claims, "ranking": [{"method": m, "criterion": c, "per_scenario": p} for m, c, p in rank],
+        "dice_means": {
+            s: {m: {k: {mod: organ_means(r, k, mod) for mod in MODALITIES} for k in ("phantom", "real")} for m, r in runs[s].items()}
+            for s in scenarios
+        },
+        "runs": {s: runs[s] for s in scenarios},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "summary.json", json.dumps(_clean(summary), indent=1) + "\n")
+    write_text_atomic(out / "report.md", text)
+    return text
+
+
+def _clean(obj):
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return obj
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def work_items(bench: Bench) -> list[tuple[str, str]]:
+    return [(s, m) for s in bench.scenarios for m in bench.methods]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny networks, 3 steps, 1 scenario, 2 methods (about a minute)")
+    parser.add_argument("--out", type=Path, default=None, help=f"results folder (default {RESULTS.relative_to(REPO)})")
+    parser.add_argument("--work", type=Path, default=None, help=f"training folders (default {WORK.relative_to(REPO)})")
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side (each its own process)")
+    parser.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)  # "k/n": items k, k+n, ...
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report from the finished runs")
+    args = parser.parse_args(argv)
+    bench = QUICK if args.quick else FULL
+    out = args.out or RESULTS
+    work = args.work or (WORK / "quick" if args.quick else WORK)
+    command = " ".join(["python training/experiments/compare_methods.py", *(argv if argv is not None else sys.argv[1:])])
+    if not args.quick and args.out is None and args.jobs == 2 and not args.worker:
+        command = COMMAND
+    if args.worker:
+        command = COMMAND
+    work.mkdir(parents=True, exist_ok=True)
+    train_json, test_json, data_cpu = prepare_data(bench, work)
+    data_file = work / "data_cpu_s.json"
+    if not data_file.exists():
+        data_file.write_text(json.dumps({"cpu_s": data_cpu}))
+    data_cpu = json.loads(data_file.read_text())["cpu_s"]
+    if args.report_only:
+        print(build_report(out, bench, command, data_cpu))
+        return 0
+    items = work_items(bench)
+    if args.jobs > 1 and not args.worker:
+        base = [sys.executable, str(Path(__file__).resolve())] + (["--quick"] if args.quick else [])
+        base += ["--out", str(out), "--work", str(work)]
+        procs = [subprocess.Popen([*base, "--worker", f"{k}/{args.jobs}"]) for k in range(args.jobs)]
+        codes = [p.wait() for p in procs]
+        build_report(out, bench, command, data_cpu)
+        return max(codes)
+    if args.worker:
+        k, n = (int(x) for x in args.worker.split("/"))
+        items = items[k::n]
+    for scenario, method in items:
+        if (out / "runs" / scenario / f"{method}.json").exists():
+            continue
+        t = time.time()
+        run_one(bench, SCENARIOS[scenario], method, train_json, test_json, work, out)
+        print(f"{scenario} {method}: {time.time() - t:.0f} s", flush=True)
+        build_report(out, bench, command, data_cpu)
+    build_report(out, bench, command, data_cpu)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
