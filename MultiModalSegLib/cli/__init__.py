@@ -8,7 +8,7 @@ import sys
 
 from ..errors import MMSegError
 
-COMMANDS = ("demo", "segment", "train", "evaluate", "phantom", "detect", "models")
+COMMANDS = ("demo", "segment", "train", "finetune", "evaluate", "phantom", "detect", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,8 +88,14 @@ def _model_remap(case: Case, dataset_labels: dict[int, str], model_values: dict[
 class Trainer:
     """Runs one configuration in ``out_dir`` (``checkpoints/``, ``progress.jsonl``, ``bundle/``)."""
 
-    def __init__(self, config: TrainConfig, out_dir: str | Path, *, restart: bool = False, quiet: bool = False) -> None:
+    def __init__(
+        self, config: TrainConfig, out_dir: str | Path, *, restart: bool = False, quiet: bool = False,
+        init_state: Callable[[torch.nn.Module], torch.nn.Module | None] | None = None,
+    ) -> None:
+        """``init_state(method)``, when given, runs once the method is built and before a resume: it loads
+        starting weights (fine-tuning) and may return a replacement method (e.g. one with an added modality)."""
         self.cfg = config
+        self.init_state = init_state
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.ckpt_path = self.out / "checkpoints" / "last.pt"
@@ -166,6 +173,8 @@ class Trainer:
         self.method = build_method(
             cfg.method, cfg.network, self.modalities, len(self.labels) + 1, **method_params
         ).to(self.device)
+        if self.init_state is not None:  # start from given weights (fine-tuning); a checkpoint still wins
+            self.method = (self.init_state(self.method) or self.method).to(self.device)
         self.optimizer = torch.optim.AdamW(self.method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, cfg.steps, cfg.schedule)
         self.scaler = grad_scaler(self.device, cfg.amp)

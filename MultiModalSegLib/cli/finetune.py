@@ -1,0 +1,108 @@
+"""``mmseg finetune``: train a model further on new labelled cases and write a new versioned bundle.
+
+```
+mmseg finetune --init BUNDLE_OR_MODEL_NAME --data DATASET [--data ...] --out NEW_BUNDLE
+               [--method M] [--few-shot MODALITY=N ...] [--phantoms N] [--heldout-phantoms K]
+               [--parent-data auto|no] [--like NEW=EXISTING] [--steps N] [--lr X] [--device D]
+               [--run RUN_DIR] [--restart] [--overwrite] [--quiet]
+```
+
+The run folder (``--run``, default ``training/runs/finetune-<out name>``) is an ordinary training
+run: another process can follow ``RUN_DIR/progress.jsonl`` (JSON lines: ``finetune``, ``evaluation``
+before, ``start``, ``step``, ``checkpoint``, ``stopped`` or ``done``, ``evaluation`` after, and
+``finetuned`` last, with the new bundle's path); a file named ``STOP`` in it (or SIGTERM) stops the
+run after the current step with a checkpoint and exit code 3, and rerunning the same command
+resumes. The before/after Dice table is printed and written beside the bundle
+(``<name>.finetune.md`` / ``.json``). See :mod:`MultiModalSegLib.training.finetune`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(f"{text!r}: give NAME=VALUE, e.g. MR=1")
+    return name, value
+
+
+def _few_shot(text: str) -> tuple[str, int]:
+    name, value = _pair(text)
+    try:
+        return name, int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the count after '=' must be an integer, e.g. MR=1") from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a model on new labelled cases (few-shot too) and write a new versioned bundle",
+        description="Fine-tune a model bundle on new labelled cases; rerunning the same command resumes an interrupted run.",
+    )
+    p.add_argument("--init", required=True, help="the parent model: a bundle path or a model name from the manifest")
+    p.add_argument("--data", required=True, action="append", help="dataset.json (or its folder) with the new cases; repeatable")
+    p.add_argument("--out", required=True, help="the new bundle (a folder, or a .zip file)")
+    p.add_argument("--method", help="training method (default: the parent's; another one only if the parent's weights load into it)")
+    p.add_argument("--few-shot", action="append", type=_few_shot, default=[], metavar="MODALITY=N",
+                   help="keep the labels of only N training cases of MODALITY from the data (its replay cases lose theirs)")  # fmt: skip
+    p.add_argument("--phantoms", type=int, metavar="N", help="training phantoms per modality mixed in (default 4, or 0 "
+                   "when the parent's own training data is replayed)")  # fmt: skip
+    p.add_argument("--heldout-phantoms", type=int, default=2, metavar="K", help="held-out phantoms per modality scored before/after (default 2)")
+    p.add_argument("--parent-data", choices=("auto", "no"), default="auto",
+                   help="auto: replay the parent's recorded training datasets when they all exist (default); no: never")  # fmt: skip
+    p.add_argument("--like", action="append", type=_pair, default=[], metavar="NEW=EXISTING",
+                   help="a modality the parent lacks starts from this one's parameters (methods with add_modality)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=200, help="optimiser steps (default 200)")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate, cosine schedule (default 5e-4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of sampling, few-shot choice and phantoms (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's choice)")
+    p.add_argument("--name", help="name of the new model (default: the parent's)")
+    p.add_argument("--run", help="run folder (default training/runs/finetune-<out name>)")
+    p.add_argument("--restart", action="store_true", help="discard the run folder's checkpoint and start again")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out (never the parent)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.finetune import FinetuneOptions, finetune
+
+    opts = FinetuneOptions(
+        init=args.init,
+        data=list(args.data),
+        out=Path(args.out),
+        method=args.method,
+        few_shot=dict(args.few_shot),
+        phantoms=args.phantoms,
+        heldout_phantoms=args.heldout_phantoms,
+        parent_data=args.parent_data,
+        like=dict(args.like),
+        steps=args.steps,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+        name=args.name,
+        run_dir=Path(args.run) if args.run else None,
+        restart=args.restart,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        command=shlex.join(["mmseg", *sys.argv[2:]]) if sys.argv[1:2] == ["finetune"] else None,
+    )
+    result = finetune(opts)
+    print(json.dumps({"status": result.status, "step": result.step, "run": str(result.run_dir),
+                      "bundle": str(result.bundle) if result.bundle else None}))  # fmt: skip
+    if result.status != "done":
+        print(f"stopped at step {result.step}; run the same command again to resume from {result.run_dir}/checkpoints/last.pt")
+        return 3
+    print(result.table_md.read_text())
+    print(f"bundle: {result.bundle}\ntable: {result.table_md} and {result.table_json}")
+    return 0

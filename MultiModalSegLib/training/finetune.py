@@ -1,0 +1,584 @@
+"""Fine-tuning: a parent model bundle trained further on new labelled cases, few-shot included.
+
+:func:`finetune` (``mmseg finetune``) loads the parent bundle (sha256-verified), builds a
+:class:`~.config.TrainConfig` from its metadata (method, network, modalities, labels, spacing,
+patch size; batch size, foreground ratio, augmentation and weight decay from its recorded
+training config when there is one) and runs the ordinary :class:`~.engine.Trainer`, whose
+``init_state`` hook loads the parent's weights once the method is built. The run folder is
+therefore an ordinary training run: ``progress.jsonl``, ``checkpoints/last.pt``, a ``STOP``
+file stops it after the step (exit code 3 from the command) and rerunning the same command
+resumes it. Fine-tuning adds three kinds of events to ``progress.jsonl``: ``finetune`` (the plan),
+``evaluation`` (``phase`` ``before`` / ``after``, Dice per held-out group per modality per organ)
+and, last of all, ``finetuned`` (the new bundle and its before/after table).
+
+What the network trains on, per modality, through the engine's unpaired samplers:
+
+- the new data (``--data``: ``dataset.json`` files or their folders; their ``training`` split);
+- replay of old data, so that the parent's other skills are not forgotten: the parent's own
+  training datasets when its metadata records them and every one still exists (``parent_data``
+  ``"auto"``), otherwise ``phantoms`` synthetic phantoms per modality (CT and MR; seed ``seed``,
+  the seed of the default recipe, so they replay its first phantoms);
+- few-shot (``few_shot={"MR": 1}``): a few-shot modality keeps the labels of only N training
+  cases of the new data (chosen with ``seed``); its replay and phantom cases lose their labels
+  (they are kept, unlabelled, only for methods that train on unlabelled images).
+
+Held-out cases, scored with the parent before and with the new model after (Dice per modality per
+organ on whole model-space volumes, :func:`~.validation.validate`): the ``validation`` split of
+the new data (group ``data``) and ``heldout_phantoms`` phantoms per modality drawn with seed
+``HELDOUT_SEED + seed``, a seed no recipe trains on (group ``phantoms``).
+
+The new bundle is written at ``out`` (never over the parent; over an existing file or folder only
+with ``overwrite``): version = the parent's with a minor bump, ``parent`` = its name, version and
+sha256, ``training.case_files`` = sha256 of every training image and label file used,
+``metrics`` = the before/after Dice. The before/after table is also written beside it as
+``<name>.finetune.md`` and ``.json``.
+
+A dataset with a modality the parent lacks is accepted when the method can add one: after
+loading the parent's weights, ``method.add_modality(new, like=existing)`` is called (``like``
+maps new to existing modalities; default the parent's first one); the method is expected to add
+the new modality's own parameters, initialised from ``like``'s, and list it in
+``method.modalities`` and ``method.network_spec``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..atomic import write_text_atomic
+from ..bundle import Bundle, bundle_sha256, file_sha256, load_bundle, save_bundle
+from ..data.dataset import Case, DatasetSpec, labelled_subset, load_dataset
+from ..data.loading import PreparedCase, prepare_case
+from ..data.phantoms import write_phantom_dataset
+from ..device import resolve_device
+from ..errors import BundleError, ConfigError
+from ..labels import ABDOMEN_LABELS
+from ..methods import build_method, get_method
+from ..methods.registry import build_inference_network
+from ..models import resolve_model
+from .config import config_from_dict
+from .engine import Trainer, _model_remap
+from .progress import ProgressLog
+from .validation import validate
+
+DEFAULT_PHANTOMS = 4  # training phantoms per modality when the parent's own data is not at hand
+DEFAULT_HELDOUT_PHANTOMS = 2  # held-out phantoms per modality
+HELDOUT_SEED = 90001  # + seed: the held-out phantoms' dataset seed (no recipe trains on it)
+PHANTOM_LABELS = [lab.name for lab in ABDOMEN_LABELS]
+
+
+@dataclass
+class FinetuneOptions:
+    """The inputs of :func:`finetune` (the ``mmseg finetune`` arguments)."""
+
+    init: str  # parent: a bundle path or a models-manifest name
+    data: list[str]  # dataset.json files (or their folders)
+    out: Path  # the new bundle (folder, or .zip)
+    method: str | None = None  # default: the parent's
+    few_shot: dict[str, int] = field(default_factory=dict)
+    phantoms: int | None = None  # training phantoms per modality; None: DEFAULT_PHANTOMS unless parent data is used
+    heldout_phantoms: int = DEFAULT_HELDOUT_PHANTOMS
+    parent_data: str = "auto"  # "auto": replay the parent's recorded datasets when all exist; "no": never
+    like: dict[str, str] = field(default_factory=dict)  # new modality -> existing one it starts from
+    steps: int = 200
+    lr: float = 5e-4
+    warmup_steps: int | None = None  # default: a tenth of the steps, at most 10
+    device: str = "auto"
+    run_dir: Path | None = None  # default: training/runs/finetune-<out name>
+    restart: bool = False
+    quiet: bool = False
+    overwrite: bool = False
+    seed: int = 0
+    threads: int = 0
+    name: str | None = None  # default: the parent's name
+    checkpoint_every: int = 10
+    command: str | None = None  # the command line, recorded in the bundle
+
+
+@dataclass
+class FinetuneResult:
+    status: str  # "done" or "stopped"
+    step: int
+    run_dir: Path
+    bundle: Path | None = None
+    before: dict | None = None
+    after: dict | None = None
+    table_md: Path | None = None
+    table_json: Path | None = None
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def bump_minor(version: str) -> str:
+    """``1.0.3`` -> ``1.1.0`` (pre-release and build suffixes dropped)."""
+    match = re.match(r"^(\d+)\.(\d+)\.(\d+)", version)
+    if not match:
+        raise BundleError(f"parent version {version!r} is not a semantic version (X.Y.Z); fix the parent's metadata.")
+    return f"{match.group(1)}.{int(match.group(2)) + 1}.0"
+
+
+def bundle_stem(out: Path) -> str:
+    return out.name[:-4] if out.name.lower().endswith(".zip") else out.name
+
+
+def default_run_dir(out: Path) -> Path:
+    return Path("training") / "runs" / f"finetune-{bundle_stem(Path(out))}"
+
+
+def table_paths(out: Path) -> tuple[Path, Path]:
+    """Where the before/after table goes: beside the bundle, ``<name>.finetune.md`` / ``.json``."""
+    stem = bundle_stem(out)
+    return out.parent / f"{stem}.finetune.md", out.parent / f"{stem}.finetune.json"
+
+
+def _finite(obj):
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def load_parent(init: str) -> tuple[Bundle, str]:
+    """The parent bundle (a path or a manifest name; sha256-verified) and its sha256."""
+    path, expected = resolve_model(init)
+    bundle = load_bundle(path, expected_sha256=expected)
+    return bundle, expected or bundle_sha256(path)
+
+
+def check_output(out: Path, parent: Bundle, overwrite: bool) -> None:
+    """Refuse to write over the parent, or over an existing file or folder without ``overwrite``."""
+    if out.exists() and out.resolve() == Path(parent.path).resolve():
+        raise ConfigError(f"--out {out} is the parent bundle; write the fine-tuned model to another path.")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"--out {out} already exists; choose another path or pass --overwrite.")
+
+
+def _state_mismatch(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> str:
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    parts = [f"{len(missing)} missing", f"{len(unexpected)} unexpected", f"{len(shape)} of another shape"]
+    example = (missing or unexpected or shape or ["?"])[0]
+    return f"{', '.join(parts)}, e.g. {example!r}"
+
+
+def load_parent_weights(method: torch.nn.Module, parent: Bundle) -> None:
+    """Load the parent's exported weights into ``method``'s inference network (strictly).
+
+    A method whose exported network is derived from its parameters (rather than being one of its
+    modules) may define ``load_inference_state(state_dict)``; otherwise it cannot start from a bundle.
+    """
+    loader = getattr(method, "load_inference_state", None)
+    name = getattr(method, "name", type(method).__name__)
+    if callable(loader):
+        loader(parent.state_dict)
+        return
+    net = method.inference_network()
+    if not any(net is m for m in method.modules()):
+        raise ConfigError(
+            f"method {name} exports a network derived from its parameters, so it cannot start from the weights of "
+            f"{parent.path}; use --method {parent.method}."
+        )
+    try:
+        net.load_state_dict(parent.state_dict, strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"the weights of {parent.path} (method {parent.method}) do not load into method {name} "
+            f"({_state_mismatch(net, parent.state_dict)}); use --method {parent.method} or one with the same network."
+        ) from exc
+
+
+def _dataset_label_check(spec: DatasetSpec, model_labels: list[str], parent: Bundle) -> None:
+    names = [n for v, n in spec.labels.items() if v != 0]
+    unknown = [n for n in names if n not in model_labels]
+    if unknown:
+        raise ConfigError(
+            f"{spec.path}: labels {unknown} are not in model {parent.name} (it has {model_labels}); rename them to "
+            "the model's label names, or map them to background with a label_remap."
+        )
+
+
+def _entry(case: Case, labelled: bool) -> dict:
+    entry = {"name": case.name, "image": str(case.image), "modality": case.modality}
+    if labelled and case.label is not None:
+        entry["label"] = str(case.label)
+        if case.label_remap is not None:
+            entry["label_remap"] = {str(k): int(v) for k, v in case.label_remap.items()}
+    return entry
+
+
+def _write_dataset(path: Path, spec: DatasetSpec, training: list[tuple[Case, bool]]) -> Path:
+    """A derived ``dataset.json`` (absolute paths) holding ``training`` as (case, keep its label)."""
+    doc = {
+        "name": spec.name,
+        "description": f"training cases of {spec.path} used by a fine-tune",
+        "licence": spec.licence,
+        "labels": {str(k): v for k, v in spec.labels.items()},
+        "training": [_entry(c, keep) for c, keep in training],
+    }
+    new = json.dumps(doc, indent=2) + "\n"
+    if not path.exists() or path.read_text() != new:
+        write_text_atomic(path, new)
+    return path
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class _Source:
+    spec: DatasetSpec
+    kind: str  # "data", "parent" or "phantoms"
+    training: list[tuple[Case, bool]]  # (case, keeps its label)
+
+
+@dataclass
+class _Plan:
+    parent: Bundle
+    parent_sha256: str
+    method: str
+    modalities: list[str]
+    new_modalities: list[str]
+    sources: list[_Source]
+    heldout: list[tuple[str, DatasetSpec, list[Case]]]  # (group, spec, labelled cases)
+    replay: dict
+    notes: list[str]
+
+
+def _modality_of(name: str) -> str:
+    from ..modalities import get_modality
+
+    return get_modality(name).name
+
+
+def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> _Plan:
+    method_name = opts.method or parent.method
+    cls = get_method(method_name)
+    parent_modalities = list(parent.modalities)
+    model_labels = [lab.name for lab in parent.labels]
+    notes: list[str] = []
+    if not opts.data:
+        raise ConfigError("no --data given; name at least one dataset.json with labelled training cases.")
+
+    # the new data
+    data: list[DatasetSpec] = [load_dataset(p) for p in opts.data]
+    new_modalities: list[str] = []
+    for spec in data:
+        if not spec.cases("training"):
+            raise ConfigError(f"{spec.path}: the \"training\" list is empty; add labelled cases to fine-tune on.")
+        _dataset_label_check(spec, model_labels, parent)
+        for m in spec.modalities:
+            if m not in parent_modalities and m not in new_modalities:
+                if not callable(getattr(cls, "add_modality", None)):
+                    raise ConfigError(
+                        f"{spec.path}: has {m} cases but model {parent.name} knows only {parent_modalities} and method "
+                        f"{method_name} cannot add a modality; remove the {m} cases or use a method that can."
+                    )
+                new_modalities.append(m)
+    if not any(c.labelled for spec in data for c in spec.cases("training")):
+        raise ConfigError(f"{', '.join(str(s.path) for s in data)}: no training case has a label; add \"label\" to some cases.")
+    for new in new_modalities:
+        like = opts.like.get(new, parent_modalities[0])
+        if like not in parent_modalities:
+            raise ConfigError(f"--like {new}={like}: {like} is not a modality of model {parent.name} ({parent_modalities}).")
+    for m in opts.like:
+        if _modality_of(m) not in new_modalities:
+            raise ConfigError(f"--like {m}=...: the data has no new modality {m}; drop the --like option.")
+    modalities = parent_modalities + new_modalities
+
+    # few-shot: the labelled cases of the scarce modality come from the new data only
+    few_shot = {_modality_of(m): int(n) for m, n in opts.few_shot.items()}
+    keep: dict[Path, bool] = {}
+    for m, n in few_shot.items():
+        if m not in modalities:
+            raise ConfigError(f"--few-shot {m}={n}: model and data have no {m}; use one of {modalities}.")
+        mine = [c for spec in data for c in spec.cases("training", modality=m)]
+        labelled = [c for c in mine if c.labelled]
+        if n < 1 or n > len(labelled):
+            raise ConfigError(
+                f"--few-shot {m}={n}: the data has {len(labelled)} labelled {m} training cases; give 1 to {len(labelled)}."
+            )
+        kept = labelled_subset(mine, n, opts.seed)
+        for c, k in zip(mine, kept, strict=True):
+            keep[c.image] = k.labelled
+
+    sources = [_Source(s, "data", [(c, keep.get(c.image, c.labelled)) for c in s.cases("training")]) for s in data]
+    seen = {c.image for s in data for c in s.cases("training")} | {c.image for s in data for c in s.cases("validation")}
+
+    def replay_cases(spec: DatasetSpec) -> list[tuple[Case, bool]]:
+        out = []
+        for c in spec.cases("training"):
+            if c.modality in modalities and c.image not in seen:
+                out.append((c, c.labelled and c.modality not in few_shot))
+                seen.add(c.image)
+        return out
+
+    # replay: the parent's own training data when every recorded dataset still exists
+    recorded = [d["path"] if isinstance(d, dict) else d for d in parent.metadata.get("training", {}).get("datasets", [])]
+    found = [Path(p) for p in recorded if (Path(p) / "dataset.json" if Path(p).is_dir() else Path(p)).is_file()]
+    if opts.parent_data not in ("auto", "no"):
+        raise ConfigError(f"--parent-data {opts.parent_data!r}: give auto or no.")
+    use_parent = bool(opts.parent_data == "auto" and recorded and len(found) == len(recorded))
+    if opts.parent_data == "auto" and recorded and not use_parent:
+        notes.append(f"the parent's training data {sorted(set(recorded) - {str(p) for p in found})} is not here; replaying phantoms")
+    replay: dict = {"parent_data": [str(p) for p in found] if use_parent else []}
+    if use_parent:
+        for p in found:
+            spec = load_dataset(p)
+            if [n for v, n in spec.labels.items() if v and n not in model_labels]:
+                notes.append(f"{spec.path}: labels differ from the model's; not replayed")
+                continue
+            sources.append(_Source(spec, "parent", replay_cases(spec)))
+
+    # phantoms: training replay, and held-out
+    phantom_ok = set(model_labels) == set(PHANTOM_LABELS)
+    n_train = opts.phantoms if opts.phantoms is not None else (0 if use_parent else DEFAULT_PHANTOMS)
+    for what, n in (("--phantoms", opts.phantoms or 0), ("--heldout-phantoms", opts.heldout_phantoms)):
+        if n < 0:
+            raise ConfigError(f"{what} {n}: give a count of 0 or more.")
+        if n and not phantom_ok:
+            raise ConfigError(f"{what} {n}: phantoms are labelled {PHANTOM_LABELS}, model {parent.name} has {model_labels}; pass {what} 0.")
+    n_train = n_train if phantom_ok else 0
+    uses_unlabelled = bool(getattr(cls, "uses_unlabelled", False))
+    counts = {
+        m: (n_train if m in modalities and (m not in few_shot or uses_unlabelled) else 0) for m in ("CT", "MR")
+    }
+    replay["phantoms"] = {**counts, "seed": opts.seed}
+    if sum(counts.values()):
+        folder = run / f"phantoms-ct{counts['CT']}-mr{counts['MR']}-seed{opts.seed}"
+        if not (folder / "dataset.json").exists():
+            write_phantom_dataset(folder, counts["CT"], counts["MR"], opts.seed)
+        spec = load_dataset(folder)
+        sources.append(_Source(spec, "phantoms", replay_cases(spec)))
+
+    heldout: list[tuple[str, DatasetSpec, list[Case]]] = []
+    for spec in data:
+        val = [c for c in spec.cases("validation", labelled=True) if c.modality in modalities]
+        if val:
+            heldout.append(("data", spec, val))
+    k = opts.heldout_phantoms if phantom_ok else 0
+    held = {m: (k if m in modalities else 0) for m in ("CT", "MR")}
+    if sum(held.values()):
+        seed = HELDOUT_SEED + opts.seed
+        folder = run / f"heldout-ct{held['CT']}-mr{held['MR']}-seed{seed}"
+        if not (folder / "dataset.json").exists():
+            write_phantom_dataset(folder, held["CT"], held["MR"], seed, n_validation=max(held.values()))
+        spec = load_dataset(folder)
+        heldout.append(("phantoms", spec, spec.cases("validation", labelled=True)))
+    replay["heldout_phantoms"] = {**held, "seed": HELDOUT_SEED + opts.seed}
+    return _Plan(parent, parent_sha, method_name, modalities, new_modalities, sources, heldout, replay, notes)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _prepare_heldout(plan: _Plan) -> list[tuple[str, PreparedCase]]:
+    model_values = {lab.name: lab.value for lab in plan.parent.labels}
+    spacing = plan.parent.metadata["spacing"]
+    out = []
+    for group, spec, cases in plan.heldout:
+        for c in cases:
+            remap = _model_remap(c, spec.labels, model_values)
+            case = Case(c.name, c.image, c.modality, c.label, remap)
+            out.append((group, prepare_case(case, spacing, list(model_values.values()))))
+    return out
+
+
+def evaluate_bundle(bundle: Bundle, cases: list[tuple[str, PreparedCase]], device: torch.device) -> dict:
+    """Dice per held-out group per modality per organ (and ``mean``) of ``bundle`` on ``cases``;
+    cases of a modality the bundle lacks are left out."""
+    net = build_inference_network(bundle.metadata)
+    net.load_state_dict(bundle.state_dict)
+    net.to(device)
+    out: dict = {}
+    for group in dict.fromkeys(g for g, _ in cases):
+        mine = [c for g, c in cases if g == group and c.modality in bundle.modalities]
+        if mine:
+            out[group] = validate(net, mine, bundle.labels, bundle.metadata["patch_size"], device)
+    return _finite(out)
+
+
+def _counts(cases: list[tuple[str, PreparedCase]]) -> dict:
+    out: dict = {}
+    for group, c in cases:
+        out.setdefault(group, {}).setdefault(c.modality, 0)
+        out[group][c.modality] += 1
+    return out
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def before_after_table(before: dict, after: dict, counts: dict, labels: list[str], title: str) -> str:
+    """Markdown: one row per held-out group, modality and organ (then the mean), Dice before, after, change."""
+    lines = [f"# {title}", "", "| held-out | modality | cases | organ | Dice before | Dice after | change |", "|---|---|---|---|---|---|---|"]
+    for group, mods in counts.items():
+        for modality, n in mods.items():
+            for organ in [*labels, "mean"]:
+                b = before.get(group, {}).get(modality, {}).get(organ)
+                a = after.get(group, {}).get(modality, {}).get(organ)
+                change = f"{a - b:+.3f}" if a is not None and b is not None else "-"
+                row = f"| {group} | {modality} | {n} | {'**mean**' if organ == 'mean' else organ} | {_fmt(b)} | {_fmt(a)} | {change} |"
+                lines.append(row)
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _config(opts: FinetuneOptions, plan: _Plan, run: Path, datasets: list[str], name: str, version: str):
+    parent = plan.parent
+    recorded = parent.metadata.get("training", {}).get("config", {})
+    recorded = recorded if isinstance(recorded, dict) else {}
+    params = {k: v for k, v in parent.metadata["network"].get("params", {}).items() if k not in ("out_channels", "modalities")}
+    warmup = opts.warmup_steps if opts.warmup_steps is not None else min(10, opts.steps // 10)
+    raw = {
+        "name": name,
+        "method": plan.method,
+        "method_params": dict(recorded.get("method_params", {})) if plan.method == parent.method else {},
+        "network": {"name": parent.metadata["network"]["name"], "params": params},
+        "datasets": datasets,
+        "labels": [lab.to_dict() for lab in parent.labels],
+        "modalities": plan.modalities,
+        "spacing": list(parent.metadata["spacing"]),
+        "patch_size": list(parent.metadata["patch_size"]),
+        "batch_size": int(recorded.get("batch_size", 2)),
+        "foreground_ratio": float(recorded.get("foreground_ratio", 0.67)),
+        "augment": bool(recorded.get("augment", True)),
+        "weight_decay": float(recorded.get("weight_decay", 1e-4)),
+        "lr": float(opts.lr),
+        "schedule": {"name": "cosine", "warmup_steps": int(warmup)},
+        "steps": int(opts.steps),
+        "validate_every": 10**9,  # held-out scoring is done before and after, not during
+        "checkpoint_every": int(opts.checkpoint_every),
+        "log_every": 1 if opts.steps <= 50 else 5,
+        "seed": int(opts.seed),
+        "device": opts.device,
+        "threads": int(opts.threads),
+        "bundle": {
+            "name": name,
+            "version": version,
+            "description": f"{parent.name} {parent.metadata['version']} fine-tuned ({plan.method}) by mmseg finetune",
+            "licence": parent.metadata.get("licence", "Apache-2.0"),
+        },
+    }
+    return config_from_dict(raw)
+
+
+def _init_hook(plan: _Plan, cfg, opts: FinetuneOptions):
+    """The Trainer's ``init_state``: the parent's weights (and any new modality) in the method."""
+
+    def init(method: torch.nn.Module) -> torch.nn.Module:
+        if plan.new_modalities:  # build it with the parent's modalities, then let the method add the new ones
+            params = dict(cfg.method_params)
+            if "label_names" in inspect.signature(get_method(cfg.method)).parameters:
+                params.setdefault("label_names", [lab.name for lab in plan.parent.labels])
+            method = build_method(cfg.method, cfg.network, list(plan.parent.modalities), len(plan.parent.labels) + 1, **params)
+        load_parent_weights(method, plan.parent)
+        for new in plan.new_modalities:
+            like = _modality_of(opts.like.get(new, plan.parent.modalities[0]))
+            method.add_modality(new, like=like)
+            if new not in list(method.modalities):
+                raise ConfigError(f"method {cfg.method} did not add modality {new}; it cannot be fine-tuned on {new} cases.")
+        return method
+
+    return init
+
+
+def _case_files(plan: _Plan, uses_unlabelled: bool) -> list[dict]:
+    out = []
+    for source in plan.sources:
+        for c, labelled in source.training:
+            if not labelled and not uses_unlabelled:
+                continue
+            row = {"name": c.name, "modality": c.modality, "source": source.kind, "image": str(c.image), "image_sha256": file_sha256(c.image)}
+            if labelled and c.label is not None:
+                row.update(label=str(c.label), label_sha256=file_sha256(c.label))
+            out.append(row)
+    return out
+
+
+def finetune(opts: FinetuneOptions) -> FinetuneResult:
+    """Fine-tune ``opts.init`` on ``opts.data`` and write the new bundle at ``opts.out`` (see the module doc)."""
+    out = Path(opts.out)
+    parent, parent_sha = load_parent(opts.init)
+    check_output(out, parent, opts.overwrite)
+    run = Path(opts.run_dir) if opts.run_dir else default_run_dir(out)
+    run.mkdir(parents=True, exist_ok=True)
+    plan = _plan(opts, run, parent, parent_sha)
+    name = opts.name or parent.name
+    version = bump_minor(parent.metadata["version"])
+    datasets = [
+        str(_write_dataset(run / "data" / f"{i:02d}-{s.kind}.json", s.spec, s.training)) for i, s in enumerate(plan.sources) if s.training
+    ]
+    cfg = _config(opts, plan, run, datasets, name, version)
+    trainer = Trainer(cfg, run, restart=opts.restart, quiet=opts.quiet, init_state=_init_hook(plan, cfg, opts))
+    parent_info = {"name": parent.name, "version": parent.metadata["version"], "sha256": parent_sha}
+    log = ProgressLog(run / "progress.jsonl")
+    log.write("finetune", parent=parent_info, method=plan.method, out=str(out), data=[str(p) for p in opts.data],
+              few_shot=opts.few_shot, replay=plan.replay, new_modalities=plan.new_modalities, notes=plan.notes)  # fmt: skip
+    log.close()
+    trainer.build()
+    device = resolve_device(opts.device)
+    heldout = _prepare_heldout(plan)
+    counts = _counts(heldout)
+    before_file = run / "evaluation-before.json"
+    key = {"parent_sha256": parent_sha, "cases": [f"{g}/{c.modality}/{c.name}" for g, c in heldout]}
+    cached = json.loads(before_file.read_text()) if before_file.exists() else {}
+    if cached.get("key") == key:
+        before = cached["dice"]
+    else:
+        before = evaluate_bundle(parent, heldout, device)
+        write_text_atomic(before_file, json.dumps({"key": key, "dice": before}, indent=2) + "\n")
+        _log(run, "evaluation", phase="before", dice=before, cases=counts)
+    result = trainer.run()
+    if result.status != "done":
+        return FinetuneResult(result.status, result.step, run, before=before)
+
+    trained = load_bundle(result.bundle)
+    after = evaluate_bundle(trained, heldout, device)
+    _log(run, "evaluation", phase="after", dice=after, cases=counts)
+    meta = copy.deepcopy(trained.metadata)
+    uses_unlabelled = bool(getattr(get_method(plan.method), "uses_unlabelled", False))
+    meta["parent"] = parent_info
+    meta["training"]["case_files"] = _case_files(plan, uses_unlabelled)
+    meta["training"]["finetune"] = {
+        "parent": parent_info,
+        "data": [str(Path(p).resolve()) for p in opts.data],
+        "few_shot": {k: int(v) for k, v in opts.few_shot.items()},
+        "replay": plan.replay,
+        "new_modalities": plan.new_modalities,
+        "notes": plan.notes,
+    }
+    if opts.command:
+        meta["training"]["command"] = opts.command
+    meta["metrics"] = {"heldout_dice_before": before, "heldout_dice_after": after, "heldout_cases": counts}
+    for key_name in ("model_sha256", "format_version"):
+        meta.pop(key_name, None)
+    bundle_path = save_bundle(out, meta, trained.state_dict, overwrite=opts.overwrite)
+    title = f"{name} {version}: fine-tuned from {parent.name} {parent.metadata['version']}, held-out Dice before and after"
+    md = before_after_table(before, after, counts, [lab.name for lab in parent.labels], title)
+    md_path, json_path = table_paths(out)
+    write_text_atomic(md_path, md)
+    summary = {"bundle": str(bundle_path), "name": name, "version": version, "parent": parent_info,
+               "cases": counts, "before": before, "after": after}  # fmt: skip
+    write_text_atomic(json_path, json.dumps(summary, indent=2) + "\n")
+    _log(run, "finetuned", bundle=str(bundle_path), table=str(md_path), version=version)
+    return FinetuneResult("done", result.step, run, bundle_path, before, after, md_path, json_path)
+
+
+def _log(run: Path, event: str, **fields) -> None:
+    log = ProgressLog(run / "progress.jsonl")
+    log.write(event, **fields)
+    log.close()
