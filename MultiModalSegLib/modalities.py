@@ -1,4 +1,4 @@
-"""Modality profiles (CT, MR): intensity normalisation to [0, 1] and modality detection."""
+"""Modality profiles (CT, MR, CBCT): intensity normalisation to [0, 1] and modality detection."""
 
 from __future__ import annotations
 
@@ -84,7 +84,19 @@ MR = ModalityProfile(
     "MR, arbitrary units: 0.5-99.5 percentiles of the voxels above the image mean.",
 )
 
-MODALITIES: dict[str, ModalityProfile] = {CT.name: CT, MR.name: MR}
+# Cone-beam CT (e.g. the on-board imager of a radiotherapy linac): reconstructed in Hounsfield units
+# but only roughly calibrated (scatter, cupping, streaks, a narrow field of view). Choice: the same
+# abdominal window as CT, [-200, 300] HU, rather than percentiles: the values stay HU-like, so a
+# CBCT branch initialised from a CT model sees inputs on the scale that model was trained on; the
+# remaining calibration offsets (tens of HU) are left to the network and its fine-tuning.
+CBCT = ModalityProfile(
+    "CBCT",
+    "window",
+    {"low": -200.0, "high": 300.0},
+    "Cone-beam CT in (roughly calibrated) Hounsfield units: the CT abdominal window [-200, 300] HU.",
+)
+
+MODALITIES: dict[str, ModalityProfile] = {CT.name: CT, MR.name: MR, CBCT.name: CBCT}
 
 
 def register_modality(profile: ModalityProfile, *, replace: bool = False) -> ModalityProfile:

@@ -1,4 +1,4 @@
-"""``mmseg phantom``: write a synthetic unpaired CT + MR abdominal dataset."""
+"""``mmseg phantom``: write a synthetic unpaired CT + MR (+ optional cone-beam CT) abdominal dataset."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     parser.add_argument("--ct", type=_count, default=2, metavar="N", help="number of CT cases (default 2)")
     parser.add_argument("--mr", type=_count, default=2, metavar="M", help="number of MR cases (default 2)")
+    parser.add_argument(
+        "--cbct", type=_count, default=0, metavar="K",
+        help="number of cone-beam CT cases, a third modality (default 0)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=_count, default=0, metavar="S", help="dataset seed (default 0)")
     parser.add_argument(
         "--validation", type=_count, default=0, metavar="K",
@@ -38,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     """Write the dataset and print where its ``dataset.json`` is."""
     from ..data.phantoms import write_phantom_dataset
 
-    path = write_phantom_dataset(args.out, args.ct, args.mr, seed=args.seed, n_validation=args.validation)
+    extra = {"CBCT": args.cbct} if args.cbct else None
+    path = write_phantom_dataset(args.out, args.ct, args.mr, seed=args.seed, n_validation=args.validation, extra=extra)
     print(f"phantom dataset: {path}")
     return 0

@@ -1,9 +1,9 @@
-"""Seeded synthetic abdominal CT and MR phantoms with liver, spleen and kidney label maps.
+"""Seeded synthetic abdominal CT, MR and cone-beam CT phantoms with liver, spleen and kidney label maps.
 
 The anatomy of a phantom depends only on ``seed`` (the "patient"); the acquisition (field of
 view, spacing, stored orientation, contrast phase, noise, bias field) depends on the seed and the
-modality. :func:`write_phantom_dataset` draws different patients for CT and MR, so the dataset is
-unpaired. Everything is built in LPS physical millimetres (+x patient left, +y posterior,
+modality. :func:`write_phantom_dataset` draws different patients for CT and MR (and for the
+optional extra modalities, e.g. CBCT), so the dataset is unpaired. Everything is built in LPS physical millimetres (+x patient left, +y posterior,
 +z superior) from implicit shapes (ellipsoids and superellipsoids), bent by a smooth random
 displacement field, then sampled on the image grid.
 """
@@ -11,6 +11,7 @@ displacement field, then sampled on the image grid.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from ..errors import InputError
 from ..io import Volume, write_image_atomic, write_labelmap
 from ..labels import ABDOMEN_LABELS
 
-MODALITIES = ("CT", "MR")
+MODALITIES = ("CT", "MR", "CBCT")  # a modality's index seeds its acquisitions: append, never reorder
+EXTRA_MODALITIES = MODALITIES[2:]  # written by write_phantom_dataset(..., extra={name: count})
 LPS_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 RAS_DIRECTION = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
 
@@ -294,6 +296,34 @@ def _sample_acquisition(anat: Anatomy, rng: np.random.Generator, direction) -> A
     )
 
 
+# Cone-beam CT (an on-board imager, e.g. for image-guided radiotherapy): a circular reconstructed
+# field of view narrower than the body, a short cranio-caudal coverage, no contrast agent.
+CBCT_FOV_MM = (250.0, 300.0)  # diameter of the reconstruction circle
+CBCT_COVERAGE_MM = (150.0, 200.0)  # cranio-caudal extent
+
+
+def _sample_cbct_acquisition(anat: Anatomy, rng: np.random.Generator, direction) -> Acquisition:
+    """A CBCT grid: the square around the reconstruction circle, centred on the kidneys and liver."""
+    chosen = LPS_DIRECTION if rng.random() < 0.5 else RAS_DIRECTION
+    fov = rng.uniform(*CBCT_FOV_MM)
+    inplane = rng.uniform(1.5, 2.5)
+    kidneys = [s for name in ("kidney_right", "kidney_left") for s, adds in anat.organs[name] if adds]
+    liver = anat.organs["liver"][0][0]
+    low = min(k.center[2] - k.axes.max() for k in kidneys)
+    high = max(max(k.center[2] + k.axes.max() for k in kidneys), liver.center[2] + 0.45 * liver.axes[2])
+    extent = rng.uniform(*CBCT_COVERAGE_MM)
+    cz = (low + high) / 2 + rng.uniform(-15, 15)
+    cy = (anat.body_axes[2] - anat.body_axes[1]) / 2 + rng.uniform(-10, 10)
+    return Acquisition(
+        xs=_axis(rng.uniform(-8, 8), fov, inplane, MAX_INPLANE),
+        ys=_axis(cy, fov, inplane, MAX_INPLANE),
+        zs=_axis(cz, extent, rng.uniform(2.0, 3.0), MAX_SLICES),
+        direction=chosen if direction is None else _check_direction(direction),
+        contrast=False,
+        rng=rng,
+    )
+
+
 def _check_direction(direction) -> tuple[float, ...]:
     d = tuple(float(v) for v in direction)
     if d not in (LPS_DIRECTION, RAS_DIRECTION):
@@ -506,6 +536,65 @@ def _mr_image(tissue: np.ndarray, acq: Acquisition) -> np.ndarray:
     return np.rint(np.sqrt(real * real + imag * imag)).clip(0, 32767).astype(np.int16)
 
 
+def _fov_radius2(acq: Acquisition) -> np.ndarray:
+    """In-plane (ny, nx) squared distance from the grid centre over the squared radius of the
+    reconstruction circle inscribed in a CBCT grid (<= 1 inside the circle)."""
+    cx, cy = (acq.xs[0] + acq.xs[-1]) / 2, (acq.ys[0] + acq.ys[-1]) / 2
+    radius = min(acq.xs[-1] - acq.xs[0], acq.ys[-1] - acq.ys[0]) / 2
+    return ((acq.xs[None, :] - cx) ** 2 + (acq.ys[:, None] - cy) ** 2) / radius**2
+
+
+def _fov_disc(acq: Acquisition) -> np.ndarray:
+    """In-plane (ny, nx) mask of the reconstruction circle of a CBCT grid."""
+    return _fov_radius2(acq) <= 1.0
+
+
+def _streaks(tissue: np.ndarray, acq: Acquisition) -> np.ndarray:
+    """(nz, ny, nx) streak pattern: 4-8 thin straight bands, alternately bright and dark, each
+    through a random bone or gas voxel (the dense or empty objects that cause them), 30-90 HU
+    at their centre line, 1.5-4 mm wide, waxing and waning slowly along z."""
+    rng = acq.rng
+    sources = np.argwhere(np.isin(tissue, [T["cortical_bone"], T["gas"]]))
+    out = np.zeros(tissue.shape[1:], np.float32)
+    n = int(rng.integers(4, 9))
+    for k in range(n):
+        if len(sources):
+            _, iy, ix = sources[int(rng.integers(len(sources)))]
+            px, py = acq.xs[ix], acq.ys[iy]
+        else:
+            px, py = np.mean(acq.xs), np.mean(acq.ys)
+        angle = rng.uniform(0, np.pi)
+        d = (acq.xs[None, :] - px) * np.sin(angle) - (acq.ys[:, None] - py) * np.cos(angle)
+        width, amplitude = rng.uniform(1.5, 4.0), rng.uniform(30, 90) * (1 if k % 2 == 0 else -1)
+        out += (amplitude * np.exp(-((d / width) ** 2))).astype(np.float32)
+    z_mod = 1 + 0.4 * np.sin(2 * np.pi * acq.zs / rng.uniform(60, 120) + rng.uniform(0, 2 * np.pi))
+    return out[None] * z_mod.astype(np.float32)[:, None, None]
+
+
+def _cbct_image(tissue: np.ndarray, acq: Acquisition) -> np.ndarray:
+    """CT-like Hounsfield units degraded as a cone-beam reconstruction: non-contrast CT values
+    and texture, then a calibration error (gain 0.92-1.05, offset -50..50 HU), cupping (the centre
+    of the circle darker by 40-120 HU than its rim, falling as ``1 - (r/R)^2``), streaks
+    (:func:`_streaks`), Gaussian noise of 30-60 HU (about twice CT's) and -1000 HU outside the
+    reconstruction circle."""
+    rng = acq.rng
+    values = np.array([CT_TABLE[t][0] for t in TISSUES], np.float32)
+    values[T["cortical_bone"]] = rng.uniform(650, 900)
+    values[T["marrow"]] = rng.uniform(280, 400)
+    jitter = rng.normal(0, 5, len(TISSUES)).astype(np.float32)
+    jitter[[T["air"], T["gas"]]] = 0
+    amps = np.array([CT_TABLE[t][2] for t in TISSUES], np.float32)
+    image = (values + jitter)[tissue] + amps[tissue] * _texture(acq)
+    image = _blur(image, acq)
+    image = image * np.float32(rng.uniform(0.92, 1.05)) + np.float32(rng.uniform(-50, 50))
+    cupping = rng.uniform(40, 120) * np.clip(1 - _fov_radius2(acq), 0, None)
+    image -= cupping.astype(np.float32)[None]
+    image += _streaks(tissue, acq)
+    image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(rng.uniform(30, 60))
+    image[:, ~_fov_disc(acq)] = -1000
+    return np.clip(np.rint(image), -1024, 3071).astype(np.int16)
+
+
 # ---------------------------------------------------------------------------- public API
 
 
@@ -535,8 +624,11 @@ def _simulate(modality: str, seed: int, direction) -> tuple[str, Acquisition, np
         raise InputError(f"seed {seed!r}: must be a non-negative integer.")
     anat = _sample_anatomy(np.random.default_rng([int(seed), 0]))
     acq_rng = np.random.default_rng([int(seed), 1 + MODALITIES.index(name)])
-    acq = _sample_acquisition(anat, acq_rng, direction)
+    sample = _sample_cbct_acquisition if name == "CBCT" else _sample_acquisition
+    acq = sample(anat, acq_rng, direction)
     tissue, label = _tissue_maps(anat, acq)
+    if name == "CBCT":  # nothing is seen, so nothing is labelled, outside the reconstruction circle
+        label[:, ~_fov_disc(acq)] = 0
     return name, acq, tissue, label
 
 
@@ -547,10 +639,12 @@ def generate_phantom(
 
     The anatomy depends on ``seed`` only; the acquisition on ``seed`` and ``modality``.
     ``direction`` forces the stored orientation (identity or diag(-1, -1, 1)); organ positions in
-    physical space do not depend on it. CT is int16 Hounsfield units, MR int16 arbitrary units.
+    physical space do not depend on it. CT is int16 Hounsfield units, MR int16 arbitrary units,
+    CBCT int16 roughly calibrated Hounsfield units (see :func:`_cbct_image`; its labels are 0
+    outside the reconstruction circle).
     """
     name, acq, tissue, label = _simulate(modality, seed, direction)
-    image = _ct_image(tissue, acq) if name == "CT" else _mr_image(tissue, acq)
+    image = {"CT": _ct_image, "MR": _mr_image, "CBCT": _cbct_image}[name](tissue, acq)
     return _to_volume(image, acq), _to_volume(label, acq)
 
 
@@ -568,13 +662,32 @@ def patient_seed(seed: int, modality: str, index: int) -> int:
 
 
 
-def _check_counts(n_ct: int, n_mr: int, n_validation: int) -> None:
-    for name, n in (("n_ct", n_ct), ("n_mr", n_mr), ("n_validation", n_validation)):
+def _check_extra(extra: Mapping[str, int] | None) -> dict[str, int]:
+    """``extra`` as ``{canonical modality name: count}``; only :data:`EXTRA_MODALITIES` are allowed."""
+    if extra is None:
+        return {}
+    if not isinstance(extra, Mapping):
+        raise InputError(f"extra={extra!r}: give a mapping of modality to count, e.g. {{'CBCT': 3}}.")
+    out: dict[str, int] = {}
+    for modality, n in extra.items():
+        name = str(modality).upper()
+        if name not in EXTRA_MODALITIES:
+            raise InputError(
+                f"extra modality {modality!r}: not supported; use one of {', '.join(EXTRA_MODALITIES)} "
+                "(CT and MR are n_ct and n_mr)."
+            )
+        out[name] = n
+    return out
+
+
+def _check_counts(n_ct: int, n_mr: int, n_validation: int, extra: Mapping[str, int] | None = None) -> None:
+    counts = {"n_ct": n_ct, "n_mr": n_mr, **{f"extra[{m!r}]": n for m, n in (extra or {}).items()}}
+    for name, n in (*counts.items(), ("n_validation", n_validation)):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise InputError(f"{name}={n!r}: must be a non-negative integer.")
-    if n_ct + n_mr == 0:
+    if sum(counts.values()) == 0:
         raise InputError("n_ct=0 and n_mr=0: ask for at least one CT or MR case.")
-    for name, n in (("n_ct", n_ct), ("n_mr", n_mr)):
+    for name, n in counts.items():
         if 0 < n < n_validation:
             raise InputError(
                 f"n_validation={n_validation} exceeds {name}={n}; give at most {n} validation cases."
@@ -582,16 +695,25 @@ def _check_counts(n_ct: int, n_mr: int, n_validation: int) -> None:
 
 
 def write_phantom_dataset(
-    out_dir: str | Path, n_ct: int, n_mr: int, seed: int = 0, n_validation: int = 0
+    out_dir: str | Path,
+    n_ct: int,
+    n_mr: int,
+    seed: int = 0,
+    n_validation: int = 0,
+    *,
+    extra: Mapping[str, int] | None = None,
 ) -> Path:
     """Write an unpaired CT + MR phantom dataset (NIfTI + ``dataset.json``); return the json path.
 
-    The last ``n_validation`` cases of each modality go to the ``validation`` split.
+    The last ``n_validation`` cases of each modality go to the ``validation`` split. ``extra``
+    adds cases of other modalities, e.g. ``{"CBCT": 3}`` (files ``cbct_000.nii.gz``, ...), after
+    the CT and MR ones; without it the output is exactly that of a CT + MR dataset.
     """
-    _check_counts(n_ct, n_mr, n_validation)
+    extra = _check_extra(extra)
+    _check_counts(n_ct, n_mr, n_validation, extra)
     out = Path(out_dir)
     splits: dict[str, list] = {"training": [], "validation": [], "test": []}
-    for modality, count in (("CT", n_ct), ("MR", n_mr)):
+    for modality, count in (("CT", n_ct), ("MR", n_mr), *extra.items()):
         for i in range(count):
             rel = f"{modality.lower()}_{i:03d}.nii.gz"
             image, label = generate_phantom(modality, patient_seed(seed, modality, i))
@@ -602,9 +724,10 @@ def write_phantom_dataset(
                 {"image": f"imagesTr/{rel}", "label": f"labelsTr/{rel}", "modality": modality}
             )
     labels = {"0": "background", **{str(lab.value): lab.name for lab in ABDOMEN_LABELS}}
+    kinds = "CT and MR" if not extra else f"CT, MR and {', '.join(extra)}"
     data = {
         "name": "abdomen-phantoms",
-        "description": f"Synthetic unpaired abdominal CT and MR phantoms (MultiModalSeg generator, seed {seed})",
+        "description": f"Synthetic unpaired abdominal {kinds} phantoms (MultiModalSeg generator, seed {seed})",
         "licence": "CC0-1.0",
         "labels": labels,
         **splits,

@@ -72,14 +72,14 @@ def test_registry():
     with pytest.raises(InputError, match="--modality auto") as info:
         get_modality("PET")
     assert "'CT'" in str(info.value) and "'MR'" in str(info.value)
-    custom = ModalityProfile("CBCT", "window", {"low": -500, "high": 500}, "cone beam CT")
+    custom = ModalityProfile("PET", "window", {"low": 0, "high": 20}, "PET in SUV")
     try:
         register_modality(custom)
-        assert get_modality("cbct") is custom
+        assert get_modality("pet") is custom
         with pytest.raises(InputError, match="already registered"):
-            register_modality(ModalityProfile("cbct", "window", {"low": 0, "high": 1}))
+            register_modality(ModalityProfile("pet", "window", {"low": 0, "high": 1}))
     finally:
-        MODALITIES.pop("CBCT", None)
+        MODALITIES.pop("PET", None)
     with pytest.raises(InputError, match="unknown kind"):
         ModalityProfile("X", "zscore", {})
 
