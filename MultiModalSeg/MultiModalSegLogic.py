@@ -379,6 +379,10 @@ class ProcessJob:
     def _cleanup(self) -> None:
         pass
 
+    def _end_state(self) -> str:
+        """State of a run that ended without error (a subclass may tell a clean stop from done)."""
+        return "done"
+
     def _last_error(self) -> str | None:
         """The library's one-sentence ``error: ...`` message, if it printed one."""
         for line in reversed(self.stderr):
@@ -411,8 +415,9 @@ class ProcessJob:
             raise
         finally:
             self._cleanup()
-        self.state = "done"
-        self.progress(1.0, "done")
+        self.state = self._end_state()
+        if self.state == "done":
+            self.progress(1.0, "done")
         return True
 
     def wait(self, poll_seconds: float = 0.1) -> None:

@@ -1,0 +1,691 @@
+"""Logic of the panel's Train section: fine-tune a model from segmentations in the scene.
+
+No Qt here (the Widget only reads and writes widgets). The flow:
+
+1. labelled pairs (volume node, segmentation node, modality) are kept as node references in the
+   module's parameter node, so a saved scene restores them;
+2. :func:`segmentLabelMapping` maps each segment to one of the model's labels (by terminology code,
+   else by name; a user's override wins) and :func:`checkTrainingPairs` refuses, before anything
+   runs, a pair whose segmentation has no segments or no segment the model knows;
+3. :func:`exportTrainingDataset` writes one NIfTI image and one NIfTI label map per pair and the
+   library's ``dataset.json``; the label map is exported on the volume's grid by the segmentations
+   logic, so a segmentation drawn on another grid is resampled to its volume;
+4. :class:`TrainingJob` runs ``mmseg finetune`` in a subprocess (like every library call of the
+   module), follows its ``progress.jsonl``, stops it through a ``STOP`` file (the last checkpoint is
+   kept), resumes it by running the same command again, and when it is done installs the new bundle
+   in the models manifest so that the model selector lists it and a segmentation can use it at once.
+
+Choices stated here:
+- a pair marked "held out" goes to the dataset's ``validation`` split: ``mmseg finetune`` does not
+  train on it and scores it with the parent model before and the new model after (with its
+  held-out phantoms); those Dice values are the plot's points, the loss of every logged step its line;
+- a label map voxel covered by two mapped segments takes the later segment's label (the
+  segmentations logic's export order);
+- a fine-tuned model is installed as a ``file`` entry of the models manifest the Logic uses (the
+  bundle is copied into ``Models/`` beside that manifest), then verified by the model zoo's import;
+  its name must not be one of the manifest's other models, so a shipped model is never replaced.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import MultiModalSegLogic as L
+import numpy as np
+import slicer
+import vtk
+
+TRAIN_VOLUMES = "trainingVolume"  # parameter node references, one per pair, in order
+TRAIN_SEGMENTATIONS = "trainingSegmentation"
+TRAIN_MODALITIES = "trainingModalities"  # parameter: modalities of the pairs, comma-separated
+TRAIN_HELD_OUT = "trainingHeldOut"  # parameter: "1" for a held-out pair, "0" for a training pair, comma-separated
+STOPPED_EXIT_CODE = 3  # mmseg train / finetune: stopped cleanly after a step, checkpoint written
+
+# words that name the same structure; a segment name is compared with a label name word by word
+SYNONYMS = {
+    "hepar": "liver", "hepatic": "liver",
+    "lien": "spleen", "splenic": "spleen",
+    "renal": "kidney", "kidneys": "kidney", "ren": "kidney",
+    "r": "right", "rt": "right", "dexter": "right", "dx": "right",
+    "l": "left", "lt": "left", "sinister": "left", "sin": "left",
+}
+
+
+class TrainingError(L.SegmentationError):
+    """Training that cannot start or failed; the message is one sentence for the user."""
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+@dataclass
+class TrainingPair:
+    """One labelled scan: a volume node, the segmentation drawn on it, its modality, and whether it is
+    held out (scored before and after, not trained on)."""
+
+    volumeNode: object
+    segmentationNode: object
+    modality: str
+    heldOut: bool = False
+
+    def describe(self) -> str:
+        volume = self.volumeNode.GetName() if self.volumeNode is not None else "no volume"
+        segmentation = self.segmentationNode.GetName() if self.segmentationNode is not None else "no segmentation"
+        return f"'{segmentation}' on '{volume}' ({self.modality}{', held out' if self.heldOut else ''})"
+
+
+def getTrainingPairs(parameterNode) -> list[TrainingPair]:
+    """The pairs stored in the module's parameter node."""
+    modalities = [m for m in (parameterNode.GetParameter(TRAIN_MODALITIES) or "").split(",") if m]
+    heldOut = (parameterNode.GetParameter(TRAIN_HELD_OUT) or "").split(",")
+    n = min(parameterNode.GetNumberOfNodeReferences(TRAIN_VOLUMES),
+            parameterNode.GetNumberOfNodeReferences(TRAIN_SEGMENTATIONS), len(modalities))
+    return [TrainingPair(parameterNode.GetNthNodeReference(TRAIN_VOLUMES, i),
+                         parameterNode.GetNthNodeReference(TRAIN_SEGMENTATIONS, i), modalities[i],
+                         i < len(heldOut) and heldOut[i] == "1") for i in range(n)]
+
+
+def setTrainingPairs(parameterNode, pairs: Iterable[TrainingPair]) -> None:
+    """Store ``pairs`` in the parameter node (replacing the ones there)."""
+    pairs = list(pairs)
+    wasModifying = parameterNode.StartModify()
+    parameterNode.RemoveNodeReferenceIDs(TRAIN_VOLUMES)
+    parameterNode.RemoveNodeReferenceIDs(TRAIN_SEGMENTATIONS)
+    for pair in pairs:
+        parameterNode.AddNodeReferenceID(TRAIN_VOLUMES, pair.volumeNode.GetID())
+        parameterNode.AddNodeReferenceID(TRAIN_SEGMENTATIONS, pair.segmentationNode.GetID())
+    parameterNode.SetParameter(TRAIN_MODALITIES, ",".join(p.modality for p in pairs))
+    parameterNode.SetParameter(TRAIN_HELD_OUT, ",".join("1" if p.heldOut else "0" for p in pairs))
+    parameterNode.EndModify(wasModifying)
+
+
+def addTrainingPair(parameterNode, volumeNode, segmentationNode, modality: str = "auto", heldOut: bool = False) -> TrainingPair:
+    """Append a pair (``modality`` "auto": the library's detection); the same pair twice is refused."""
+    L.check_volume(volumeNode)
+    if segmentationNode is None:
+        raise TrainingError(f"No segmentation is selected for volume '{volumeNode.GetName()}'; select the segmentation drawn on it.")
+    if not modality or modality == "auto":
+        modality = L.detect_modality(volumeNode)[0]
+    pairs = getTrainingPairs(parameterNode)
+    if any(p.volumeNode is volumeNode and p.segmentationNode is segmentationNode for p in pairs):
+        raise TrainingError(f"'{segmentationNode.GetName()}' on '{volumeNode.GetName()}' is already in the training pairs.")
+    pair = TrainingPair(volumeNode, segmentationNode, modality, heldOut)
+    setTrainingPairs(parameterNode, [*pairs, pair])
+    return pair
+
+
+def updateTrainingPair(parameterNode, index: int, modality: str | None = None, heldOut: bool | None = None) -> None:
+    """Change the modality or the held-out flag of pair ``index``."""
+    pairs = getTrainingPairs(parameterNode)
+    if 0 <= index < len(pairs):
+        if modality:
+            pairs[index].modality = modality
+        if heldOut is not None:
+            pairs[index].heldOut = bool(heldOut)
+        setTrainingPairs(parameterNode, pairs)
+
+
+def removeTrainingPair(parameterNode, index: int) -> None:
+    pairs = getTrainingPairs(parameterNode)
+    if 0 <= index < len(pairs):
+        del pairs[index]
+        setTrainingPairs(parameterNode, pairs)
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def bundlePath(logic: L.MultiModalSegLogic, model: str | None) -> Path:
+    """Bundle of a model of the Logic's manifest (None: the default) or a bundle path."""
+    L.ensure_library_importable()
+    from MultiModalSegLib.models import resolve_model
+
+    try:
+        return Path(resolve_model(model or None, logic.modelsManifest, cache_dir=logic.modelsCache)[0])
+    except Exception as exc:  # BundleError: one sentence already
+        raise TrainingError(str(exc)) from exc
+
+
+def modelLabels(logic: L.MultiModalSegLogic, model: str | None) -> list[dict]:
+    """Labels of a model (see :func:`bundlePath`): dicts with value, name, snomed."""
+    meta = L.read_bundle_metadata(bundlePath(logic, model))
+    return [{"value": int(lab["value"]), "name": str(lab["name"]), "snomed": lab.get("snomed")} for lab in meta.get("labels", [])]
+
+
+def modelModalities(logic: L.MultiModalSegLogic, model: str | None) -> list[str]:
+    return list(L.read_bundle_metadata(bundlePath(logic, model)).get("modalities", []))
+
+
+def _words(text: str) -> tuple[str, ...]:
+    """Lower-case words of a name with synonyms replaced, sorted: "Right Kidney" == "kidney_right"."""
+    words = re.split(r"[\s_\-.,/()]+", text.lower())
+    return tuple(sorted(SYNONYMS.get(w, w) for w in words if w))
+
+
+def _terminology_codes(segment) -> tuple[str | None, str]:
+    """(type code, "modifier meaning + type meaning") of a segment's terminology, if it has one.
+
+    Slicer's terminology string is ``context~category~type~type modifier~region context~region~region modifier``,
+    each entry ``scheme^value^meaning``."""
+    term = segment.GetTerminology() if hasattr(segment, "GetTerminology") else ""
+    fields = (term or "").split("~")
+    if len(fields) < 4:
+        return None, ""
+    typ = fields[2].split("^")
+    modifier = fields[3].split("^")
+    code = typ[1] if len(typ) > 2 and typ[1] else None
+    meaning = " ".join(part for part in (modifier[2] if len(modifier) > 2 else "", typ[2] if len(typ) > 2 else "") if part)
+    return code, meaning
+
+
+def _match(segment, labels: list[dict]) -> str | None:
+    code, meaning = _terminology_codes(segment)
+    for lab in labels:
+        if code and lab.get("snomed") and str(lab["snomed"]) == code:
+            return lab["name"]
+    for text in (segment.GetName(), meaning):
+        words = _words(text)
+        for lab in labels:
+            if words and words == _words(lab["name"]):
+                return lab["name"]
+    return None
+
+
+def segmentLabelMapping(segmentationNode, labels: list[dict], overrides: dict[str, str | None] | None = None) -> dict[str, str | None]:
+    """Segment name -> model label name (None: not used for training), for every segment.
+
+    Matched by the segment's terminology code (SNOMED CT type code equal to the label's), else by
+    name: case, spaces, underscores and word order are ignored and :data:`SYNONYMS` applied
+    ("Right Kidney", "kidney R" and "kidney_right" are one). ``overrides`` (segment name -> label
+    name, or None / "" to leave the segment out) wins over both.
+    """
+    overrides = overrides or {}
+    names = {lab["name"] for lab in labels}
+    for segment_name, label in overrides.items():
+        if label and label not in names:
+            raise TrainingError(f"The mapping of segment '{segment_name}' names label '{label}', which the model lacks; choose one of {', '.join(sorted(names))}.")
+    mapping: dict[str, str | None] = {}
+    segmentation = segmentationNode.GetSegmentation()
+    for i in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(i)
+        name = segment.GetName()
+        mapping[name] = (overrides[name] or None) if name in overrides else _match(segment, labels)
+    return mapping
+
+
+@dataclass
+class PairCheck:
+    """What :func:`checkTrainingPairs` found for one pair."""
+
+    pair: TrainingPair
+    mapping: dict[str, str | None]
+    unknown: list[str] = field(default_factory=list)  # segments not mapped to a model label
+    missing: list[str] = field(default_factory=list)  # model labels no segment maps to (background there)
+
+    def summary(self) -> str:
+        parts = [f"{self.pair.describe()}: {sum(v is not None for v in self.mapping.values())} segments used"]
+        if self.unknown:
+            parts.append(f"ignored (no model label): {', '.join(self.unknown)}")
+        if self.missing:
+            parts.append(f"not drawn (trained as background): {', '.join(self.missing)}")
+        return "; ".join(parts)
+
+
+def checkTrainingPairs(pairs: list[TrainingPair], labels: list[dict], modalities: list[str] | None = None,
+                       overrides: dict[str, str | None] | None = None) -> list[PairCheck]:
+    """Check every pair before training; raise ``TrainingError`` (one sentence) when one cannot be used.
+
+    Refused: no pairs (or only held-out ones), a pair without volume or segmentation, a segmentation
+    with no segments, a segmentation none of whose segments maps to a model label, a modality the
+    model does not know.
+    Segments without a label and model labels without a segment are reported, not refused.
+    """
+    if not pairs:
+        raise TrainingError("There are no training pairs; select a volume and its segmentation and press 'Add current pair'.")
+    if all(p.heldOut for p in pairs):
+        raise TrainingError("Every pair is held out; untick 'held out' for at least one pair to train on.")
+    checks = []
+    label_names = [lab["name"] for lab in labels]
+    for pair in pairs:
+        L.check_volume(pair.volumeNode)
+        if pair.segmentationNode is None:
+            raise TrainingError(f"The pair of volume '{pair.volumeNode.GetName()}' has no segmentation; remove it and add it again.")
+        name = pair.segmentationNode.GetName()
+        if modalities is not None and pair.modality not in modalities:
+            raise TrainingError(f"Modality '{pair.modality}' of {pair.describe()} is not one the model was trained for ({', '.join(modalities)}); set the pair's modality or choose another model.")
+        if pair.segmentationNode.GetSegmentation().GetNumberOfSegments() == 0:
+            raise TrainingError(f"Segmentation '{name}' has no segments; draw the organs in the Segment Editor before training.")
+        mapping = segmentLabelMapping(pair.segmentationNode, labels, overrides)
+        if not any(mapping.values()):
+            raise TrainingError(
+                f"None of the segments of '{name}' ({', '.join(mapping)}) matches a label of the model "
+                f"({', '.join(label_names)}); rename the segments or set their labels in the mapping table."
+            )
+        used = set(filter(None, mapping.values()))
+        checks.append(PairCheck(pair, mapping, [s for s, lab in mapping.items() if lab is None],
+                                [lab for lab in label_names if lab not in used]))
+    return checks
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _write_node(node, path: Path) -> None:
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    if not storage.WriteData(node):
+        raise TrainingError(f"'{node.GetName()}' could not be written to {path}; check the disk space and the folder's permissions.")
+
+
+def exportLabelmap(pair: TrainingPair, mapping: dict[str, str | None], labels: list[dict], segmentationsLogic=None) -> np.ndarray:
+    """The pair's label map on its volume's grid (z, y, x), voxel values the model's label values.
+
+    The segmentations logic exports the mapped segments with the volume as reference geometry, which
+    resamples a segmentation drawn on another grid (nearest neighbour on its binary labelmaps)."""
+    logic = segmentationsLogic or slicer.modules.segmentations.logic()
+    scene = pair.volumeNode.GetScene()
+    segmentation = pair.segmentationNode.GetSegmentation()
+    value = {lab["name"]: lab["value"] for lab in labels}
+    ids = vtk.vtkStringArray()
+    values = []
+    for i in range(segmentation.GetNumberOfSegments()):
+        label = mapping.get(segmentation.GetNthSegment(i).GetName())
+        if label:
+            ids.InsertNextValue(segmentation.GetNthSegmentID(i))
+            values.append(value[label])
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__MultiModalSeg_training_export__")
+    try:
+        if not logic.ExportSegmentsToLabelmapNode(pair.segmentationNode, ids, labelmap, pair.volumeNode):
+            raise TrainingError(f"Segmentation '{pair.segmentationNode.GetName()}' could not be exported on the grid of '{pair.volumeNode.GetName()}'; check that it overlaps the volume.")
+        index = slicer.util.arrayFromVolume(labelmap)
+        lut = np.zeros(len(values) + 1, np.uint8)
+        lut[1:] = values
+        return lut[np.clip(index, 0, len(values))]
+    finally:
+        scene.RemoveNode(labelmap)
+
+
+def exportTrainingDataset(pairs: list[TrainingPair], folder: str | Path, labels: list[dict],
+                          overrides: dict[str, str | None] | None = None, modalities: list[str] | None = None,
+                          segmentationsLogic=None) -> Path:
+    """Write ``imagesTr/`` and ``labelsTr/`` (NIfTI, one image + one label map per pair, on the
+    volume's grid) and ``dataset.json`` into ``folder``; returns the ``dataset.json`` path.
+
+    The pairs are checked first (:func:`checkTrainingPairs`), so a bad pair writes nothing.
+    """
+    checks = checkTrainingPairs(pairs, labels, modalities, overrides)
+    folder = Path(folder)
+    entries = []
+    for i, check in enumerate(checks):
+        pair = check.pair
+        rel = f"{pair.modality.lower()}_{i:03d}.nii.gz"
+        image_path, label_path = folder / "imagesTr" / rel, folder / "labelsTr" / rel
+        image_path.parent.mkdir(parents=True, exist_ok=True)
+        label_path.parent.mkdir(parents=True, exist_ok=True)
+        array = exportLabelmap(pair, check.mapping, labels, segmentationsLogic)
+        if not array.any():
+            raise TrainingError(f"The segments of {pair.describe()} do not overlap the volume; draw them on this volume.")
+        _write_node(pair.volumeNode, image_path)
+        labelmap = pair.volumeNode.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__MultiModalSeg_training_label__")
+        try:
+            matrix = vtk.vtkMatrix4x4()
+            pair.volumeNode.GetIJKToRASMatrix(matrix)
+            labelmap.SetIJKToRASMatrix(matrix)
+            slicer.util.updateVolumeFromArray(labelmap, array)
+            _write_node(labelmap, label_path)
+        finally:
+            pair.volumeNode.GetScene().RemoveNode(labelmap)
+        entries.append(({"image": f"imagesTr/{rel}", "label": f"labelsTr/{rel}", "modality": pair.modality,
+                         "name": f"{pair.modality.lower()}_{i:03d}"}, pair.heldOut))
+    dataset = {
+        "name": "slicer-training-pairs",
+        "description": "Volumes and segmentations exported from a 3D Slicer scene by the MultiModalSeg module: "
+                       + "; ".join(c.summary() for c in checks),
+        "licence": "local data (not for redistribution unless its owner says so)",
+        "labels": {"0": "background", **{str(lab["value"]): lab["name"] for lab in labels}},
+        "training": [e for e, held in entries if not held],
+        "validation": [e for e, held in entries if held],  # scored before and after by mmseg finetune
+    }
+    path = folder / "dataset.json"
+    path.write_text(json.dumps(dataset, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class TrainingSettings:
+    """What a fine-tune run needs besides the data. ``init``: manifest name or bundle path (None: default)."""
+
+    init: str | None = None
+    method: str = ""  # "" = the init model's own method
+    steps: int = 200
+    device: str = "auto"
+    fewShot: dict[str, int] = field(default_factory=dict)
+    newModelName: str = ""  # "" = "<init name>-finetuned-<date>"
+    overrides: dict[str, str | None] = field(default_factory=dict)
+    phantoms: int | None = None  # replayed phantoms per modality (None: the library's default)
+    heldoutPhantoms: int | None = None  # held-out phantoms per modality (None: the library's default)
+
+
+def finetuneCommand(init: Path, settings: TrainingSettings, dataset: Path, runDir: Path, outBundle: Path,
+                    name: str) -> list[str]:
+    """``mmseg finetune`` as a list of arguments, run with Slicer's Python (``init``: the bundle path)."""
+    command = [L.slicer_python(), "-m", "MultiModalSegLib", "finetune", "--init", str(init), "--data", str(dataset.parent),
+               "--steps", str(int(settings.steps)), "--device", settings.device or "auto", "--run", str(runDir),
+               "--out", str(outBundle), "--name", name, "--quiet"]
+    if settings.method:
+        command += ["--method", settings.method]
+    for modality, n in settings.fewShot.items():
+        command += ["--few-shot", f"{modality}={int(n)}"]
+    if settings.phantoms is not None:
+        command += ["--phantoms", str(int(settings.phantoms))]
+    if settings.heldoutPhantoms is not None:
+        command += ["--heldout-phantoms", str(int(settings.heldoutPhantoms))]
+    return command
+
+
+class TrainingJob(L.ProcessJob):
+    """One fine-tune run in a subprocess, followed through its ``progress.jsonl``.
+
+    States: ``running`` -> ``done`` | ``stopped`` (by :meth:`stop`, checkpoint kept) | ``failed`` |
+    ``cancelled``; :meth:`resume` runs the same command again (the library resumes from the
+    checkpoint). ``history`` holds, for the live plot, the loss per logged step (``"loss"``: [(step,
+    loss)]) and the mean held-out Dice (``"dice"``: {"<group> <modality>": [(step, Dice)]}, before
+    training at its first step and after at its last); ``model`` is the installed model's name once done.
+    """
+
+    def __init__(self, logic: L.MultiModalSegLogic, command: list[str], runDir: Path, outBundle: Path, modelName: str,
+                 progress: L.ProgressCallback | None = None, install: bool = True):
+        self.logic = logic
+        self.runDir = Path(runDir)
+        self.outBundle = Path(outBundle)
+        self.modelName = modelName
+        self.install = install
+        self.progress = progress or (lambda fraction, message: None)
+        self.state = "running"
+        self.error = None
+        self.model: str | None = None
+        self.step = 0
+        self.steps = 0
+        self.history: dict = {"loss": [], "dice": {}}
+        self.events: list[dict] = []
+        self._offset = 0
+        self._stopRequested = False
+        self.runDir.mkdir(parents=True, exist_ok=True)
+        self._launch(command, cwd=self.runDir)
+        self.progress(0.0, "starting the training process")
+
+    @property
+    def progressPath(self) -> Path:
+        return self.runDir / "progress.jsonl"
+
+    @property
+    def checkpointPath(self) -> Path:
+        return self.runDir / "checkpoints" / "last.pt"
+
+    # ---- following progress.jsonl
+    def readProgress(self) -> list[dict]:
+        """Read the records appended since the last call (a partly written last line waits)."""
+        try:
+            with self.progressPath.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self._offset += end
+        records = []
+        for line in data[:end].decode("utf-8", "replace").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        for record in records:
+            self._record(record)
+        return records
+
+    def _record(self, record: dict) -> None:
+        self.events.append(record)
+        event = record.get("event")
+        self.steps = int(record.get("steps", self.steps) or self.steps)
+        if "step" in record:
+            self.step = int(record["step"])
+        fraction = self.step / self.steps if self.steps else 0.0
+        if event == "step":
+            loss = float(record.get("losses", {}).get("loss", math.nan))
+            self.history["loss"].append((self.step, loss))
+            eta = record.get("eta_s")
+            self.progress(0.95 * fraction, f"step {self.step}/{self.steps}: loss {loss:.4f}" + (f", {eta:.0f} s left" if eta is not None else ""))
+        elif event == "evaluation":  # held-out Dice per group per modality: before (parent) and after
+            for group, per_modality in (record.get("dice") or {}).items():
+                for modality, scores in (per_modality or {}).items():
+                    mean = scores.get("mean") if isinstance(scores, dict) else scores
+                    value = math.nan if mean is None else float(mean)
+                    self.history["dice"].setdefault(f"{group} {modality}", []).append((self.step, value))
+            text = ", ".join(f"{k} {v[-1][1]:.2f}" for k, v in self.history["dice"].items())
+            phase = "before training (parent model)" if record.get("phase") == "before" else "after training"
+            self.progress(0.95 * fraction, f"held-out Dice {phase}: {text}")
+        elif event == "start":
+            self.progress(0.95 * fraction, f"training on {record.get('device', '?')} from step {self.step} of {self.steps}")
+        elif event == "done":
+            self.progress(0.95, "scoring the held-out cases with the new model")
+        elif event == "stopped":
+            self.progress(0.95 * fraction, f"stopped at step {self.step}; checkpoint kept")
+
+    # ---- the process
+    def poll(self) -> bool:
+        if self.state == "running":
+            self.readProgress()
+        return super().poll()
+
+    def _finish(self) -> None:
+        self.readProgress()
+        code = self.proc.returncode
+        if code == STOPPED_EXIT_CODE and self.checkpointPath.is_file():
+            return
+        if code != 0:
+            raise TrainingError(self._last_error() or self._exit_sentence("training"))
+        if not self.outBundle.exists():
+            raise TrainingError(f"The training ended without writing the model {self.outBundle}; see the Python console.")
+        if self.install:
+            self.progress(0.97, "installing the new model")
+            self.model = installTrainedModel(self.logic, self.outBundle, self.modelName)["name"]
+
+    def _end_state(self) -> str:
+        return "stopped" if self.proc.returncode == STOPPED_EXIT_CODE else "done"
+
+    def stop(self) -> None:
+        """Ask the run to stop after its current step (it writes a checkpoint, then exits)."""
+        if self.state == "running":
+            self._stopRequested = True
+            (self.runDir / "STOP").touch()
+            self.progress(0.95 * (self.step / self.steps if self.steps else 0.0), "stopping after the current step")
+
+    def resume(self) -> None:
+        """Run the same command again: the library continues from the last checkpoint."""
+        if self.state == "running":
+            return
+        if self.state == "done":
+            raise TrainingError("This training is finished; start a new one to train further.")
+        (self.runDir / "STOP").unlink(missing_ok=True)
+        self.state, self.error, self._stopRequested = "running", None, False
+        self._launch(self.command, cwd=self.runDir)
+        self.progress(0.95 * (self.step / self.steps if self.steps else 0.0), f"resuming from step {self.step}")
+
+
+def defaultRunFolder(modelName: str) -> Path:
+    """``<models cache>/../training/<model name>``: kept after Slicer exits, so a run can be resumed."""
+    L.ensure_library_importable()
+    from MultiModalSegLib.models import models_cache_dir
+
+    return models_cache_dir().parent / "training" / modelName
+
+
+def newModelName(logic: L.MultiModalSegLogic, init: str | None) -> str:
+    base = L.read_bundle_metadata(bundlePath(logic, init)).get("name", "model")
+    return f"{base}-finetuned-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def startTraining(logic: L.MultiModalSegLogic, pairs: list[TrainingPair], settings: TrainingSettings,
+                  runDir: str | Path | None = None, progress: L.ProgressCallback | None = None,
+                  segmentationsLogic=None) -> TrainingJob:
+    """Check the pairs, export them into ``runDir/data`` and start the fine-tune; returns the job.
+
+    ``runDir`` (default :func:`defaultRunFolder`) holds ``data/`` (the exported dataset), ``run/``
+    (checkpoints, ``progress.jsonl``) and the new bundle ``<name>.zip``."""
+    init = bundlePath(logic, settings.init)
+    labels = modelLabels(logic, settings.init)
+    modalities = modelModalities(logic, settings.init)
+    name = settings.newModelName or newModelName(logic, settings.init)
+    _check_new_name(logic, name)
+    checkTrainingPairs(pairs, labels, modalities, settings.overrides)
+    runDir = Path(runDir) if runDir is not None else defaultRunFolder(name)
+    data = runDir / "data"
+    if data.exists():
+        shutil.rmtree(data)
+    dataset = exportTrainingDataset(pairs, data, labels, settings.overrides, modalities, segmentationsLogic)
+    outBundle = runDir / f"{name}.zip"
+    command = finetuneCommand(init, settings, dataset, runDir / "run", outBundle, name)
+    return TrainingJob(logic, command, runDir / "run", outBundle, name, progress)
+
+
+# --------------------------------------------------------------------------- installing the result
+
+
+def _manifest_path(logic: L.MultiModalSegLogic) -> Path:
+    L.ensure_library_importable()
+    from MultiModalSegLib.models import default_manifest_path
+
+    return Path(logic.modelsManifest) if logic.modelsManifest else default_manifest_path()
+
+
+FINETUNED_MARK = "Fine-tuned in 3D Slicer"
+
+
+def _check_new_name(logic: L.MultiModalSegLogic, name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise TrainingError(f"'{name}' cannot be a model name; use letters, digits, '.', '_' and '-' only.")
+    for model in logic.listModels():
+        if model["name"] == name and not model.get("description", "").startswith(FINETUNED_MARK):
+            raise TrainingError(f"A model named '{name}' is already in the models manifest; choose another name for the new model.")
+
+
+def installTrainedModel(logic: L.MultiModalSegLogic, bundle: str | Path, name: str) -> dict:
+    """Copy a fine-tuned bundle (.zip) into ``Models/`` beside the Logic's models manifest, add its
+    entry to the manifest and verify it with the model zoo's import; returns name, version, path."""
+    L.ensure_library_importable()
+    from MultiModalSegLib.atomic import atomic_path
+    from MultiModalSegLib.bundle import bundle_sha256
+    from MultiModalSegLib.models import add_to_manifest
+
+    bundle = Path(bundle)
+    _check_new_name(logic, name)
+    meta = L.read_bundle_metadata(bundle)
+    manifest = _manifest_path(logic)
+    version = str(meta.get("version") or "1.0.0")
+    rel = f"Models/{name}-{version}.zip"
+    target = manifest.parent / rel
+    with atomic_path(target, suffix=".install") as tmp:
+        shutil.copyfile(bundle, tmp)
+    training = meta.get("training") or {}
+    modalities = meta.get("modalities") or {}
+    entry = {
+        "name": name,
+        "version": version,
+        "description": f"{FINETUNED_MARK} from {meta.get('name', 'a model')} ({training.get('steps', '?')} steps): "
+                       + str(meta.get("description", "")),
+        "method": str(meta.get("method", "unknown")),
+        "modalities": list(modalities) if isinstance(modalities, dict | list) else [str(modalities)],
+        "labels": [lab["name"] for lab in meta.get("labels", [])],
+        "spacing": [float(s) for s in meta.get("spacing", [1.0, 1.0, 1.0])],
+        "sha256": bundle_sha256(target),
+        "file": rel,
+        "size": target.stat().st_size,
+        "licence": str(meta.get("licence") or "not stated"),
+        "training_data": "Volumes and segmentations of a 3D Slicer scene (see the bundle's training metadata).",
+        "intended_use": "The annotator's own data: check its results before relying on them.",
+        "limitations": "Checked only on the held-out cases of its fine-tuning run (held-out Dice before and after in "
+                       "the bundle's metrics); not validated on new patients.",
+    }
+    try:
+        add_to_manifest(entry, manifest)
+        return logic.importModelFile(target)
+    except L.SegmentationError:
+        raise
+    except Exception as exc:  # BundleError / ConfigError / OSError: one sentence already
+        raise TrainingError(f"The new model could not be installed ({exc}); it is kept at {bundle}.") from exc
+
+
+# --------------------------------------------------------------------------- the live plot
+
+
+def _table(scene, name: str, columns: list[str], rows: list[list[float]]):
+    node = scene.GetFirstNodeByName(name)
+    if node is None or not node.IsA("vtkMRMLTableNode"):
+        node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table = node.GetTable()
+    wasModifying = node.StartModify()
+    table.Initialize()
+    for column in columns:
+        array = vtk.vtkDoubleArray()
+        array.SetName(column)
+        table.AddColumn(array)
+    table.SetNumberOfRows(len(rows))
+    for r, row in enumerate(rows):
+        for c, value in enumerate(row):
+            table.SetValue(r, c, vtk.vtkVariant(float(value)))
+    node.Modified()
+    node.EndModify(wasModifying)
+    return node
+
+
+def _series(scene, name: str, table, x: str, y: str, colour: tuple[float, float, float], markers: bool):
+    node = scene.GetFirstNodeByName(name)
+    if node is None or not node.IsA("vtkMRMLPlotSeriesNode"):
+        node = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", name)
+    node.SetAndObserveTableNodeID(table.GetID())
+    node.SetXColumnName(x)
+    node.SetYColumnName(y)
+    node.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+    node.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleCircle if markers else slicer.vtkMRMLPlotSeriesNode.MarkerStyleNone)
+    node.SetColor(*colour)
+    return node
+
+
+COLOURS = ((0.85, 0.2, 0.2), (0.2, 0.45, 0.85), (0.2, 0.65, 0.3), (0.6, 0.3, 0.7))
+PLOT_NAME = "MultiModalSeg training"
+
+
+def updateTrainingPlot(scene, history: dict):
+    """Loss and held-out Dice (per group and modality) of ``history`` (see :class:`TrainingJob`) as
+    MRML tables, plot series and one chart node (created once, updated in place); returns the
+    ``vtkMRMLPlotChartNode`` (the panel shows it in a ``qMRMLPlotWidget``)."""
+    loss = _table(scene, f"{PLOT_NAME} loss", ["step", "loss"], [[s, v] for s, v in history.get("loss", [])])
+    keys = list(history.get("dice", {}))  # "<held-out group> <modality>"
+    steps = sorted({s for values in history.get("dice", {}).values() for s, _ in values})
+    by_step = {k: dict(history["dice"][k]) for k in keys}
+    dice = _table(scene, f"{PLOT_NAME} Dice", ["step", *[f"Dice {k}" for k in keys]],
+                  [[s, *[by_step[k].get(s, math.nan) for k in keys]] for s in steps])
+    chart = scene.GetFirstNodeByName(PLOT_NAME)
+    if chart is None or not chart.IsA("vtkMRMLPlotChartNode"):
+        chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", PLOT_NAME)
+        chart.SetTitle("Fine-tuning: training loss, held-out Dice before and after")
+        chart.SetXAxisTitle("step")
+        chart.SetYAxisTitle("loss / Dice")
+    series = [_series(scene, f"{PLOT_NAME} series loss", loss, "step", "loss", COLOURS[0], False)]
+    for i, key in enumerate(keys):
+        series.append(_series(scene, f"{PLOT_NAME} series Dice {key}", dice, "step", f"Dice {key}",
+                              COLOURS[1 + i % (len(COLOURS) - 1)], True))
+    for node in series:
+        if not chart.HasPlotSeriesNodeID(node.GetID()):
+            chart.AddAndObservePlotSeriesNodeID(node.GetID())
+    return chart
