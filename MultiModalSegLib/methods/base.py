@@ -11,6 +11,8 @@ from torch import nn
 
 from ..errors import InputError
 from ..losses import as_target, dice_ce_loss
+from ..modalities import get_modality
+from ..networks import add_modality as add_norm_sets
 from ..networks import build_network
 
 Batch = Mapping[str, torch.Tensor]  # {"image": [B,1,...], "label": [B,1,...]}
@@ -24,6 +26,9 @@ class Method(nn.Module):
     batch per modality, drawn independently (unpaired), and returns a dict of scalar tensors whose
     ``"loss"`` entry is minimised. :meth:`inference_network` returns the module that is exported
     to a bundle; it is called as ``net(image, modality)``.
+
+    :meth:`add_modality` gives a trained method a further modality (fine-tuning on a few labelled
+    volumes of it); :meth:`parameter_groups` lets the optimiser train some parameters slower.
     """
 
     name: ClassVar[str] = ""
@@ -68,6 +73,48 @@ class Method(nn.Module):
 
     def inference_network(self) -> nn.Module:
         return self.net
+
+    # ----- a further modality
+
+    def add_modality(self, new: str, like: str) -> list[str]:
+        """Add modality ``new`` (a registered profile) with its own parameters initialised from
+        modality ``like``'s, so that before any training ``new`` is segmented exactly as ``like``
+        and the other modalities' outputs do not change (no existing weight is touched).
+
+        ``new`` is appended to :attr:`modalities` and to ``network_spec["params"]["modalities"]``,
+        so an exported bundle lists it and :meth:`build_inference_network` rebuilds the network.
+        Returns the names (as in :meth:`state_dict`) of the entries added, or grown, for ``new``:
+        its parameters and buffers (e.g. BatchNorm running statistics). Subclasses add their
+        modality-specific parts in :meth:`_add_modality_parameters`; the default copies ``like``'s
+        set of every modality-specific normalisation layer (:class:`..networks.ModalityNorm`), so a
+        method with none (e.g. ``joint`` with shared normalisation) adds nothing.
+        """
+        name = get_modality(new).name
+        if name in self.modalities:
+            raise InputError(f"modality {name} is already one of this model's modalities {self.modalities}; nothing to add.")
+        source = next((m for m in self.modalities if m.casefold() == str(like).strip().casefold()), None)
+        if source is None:
+            raise InputError(f"like={like!r} is not one of this model's modalities {self.modalities}; start {name} from one of them.")
+        before = {k: tuple(v.shape) for k, v in self.state_dict().items()}
+        self._add_modality_parameters(name, source)
+        self.modalities.append(name)
+        self.network_spec["params"]["modalities"] = list(self.modalities)
+        return [k for k, v in self.state_dict().items() if before.get(k) != tuple(v.shape)]
+
+    def _add_modality_parameters(self, new: str, like: str) -> None:
+        """Create ``new``'s own parameters as copies of ``like``'s (see :meth:`add_modality`)."""
+        add_norm_sets(self, new, copy_from=like)
+
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """Optimiser parameter groups: every trainable parameter at ``lr``, except those named in
+        :attr:`lr_scales` (``{name: factor}``, empty by default), which train at ``lr * factor``
+        (factor 0 freezes them: AdamW's decoupled weight decay is scaled by the lr too)."""
+        scales = getattr(self, "lr_scales", {}) or {}
+        groups: dict[float, list[nn.Parameter]] = {}
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                groups.setdefault(float(scales.get(name, 1.0)), []).append(param)
+        return [{"params": params, "lr": lr * factor} for factor, params in groups.items()]
 
     def set_progress(self, step: int, total_steps: int) -> None:
         """Called by the engine before each ``training_step`` (for step-dependent loss weights)."""

@@ -3,6 +3,7 @@ modality collaboration", MICCAI 2024)."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -94,6 +95,16 @@ class CMC(Method):
     @classmethod
     def build_inference_network(cls, network_spec: Mapping, modalities: Sequence[str]) -> nn.Module:
         return CMCNetwork(**network_spec["params"])
+
+    def _add_modality_parameters(self, new: str, like: str) -> None:
+        """``new`` gets copies of ``like``'s encoder, awareness module, decoder and output head; the
+        fusion layer stays shared. As a cross-fusion partner ``new`` takes its place at the end of
+        the modality list (see the class docstring)."""
+        net = self.net
+        for group in (net.encoders, net.aware, net.decoders, net.heads):
+            group[new] = copy.deepcopy(group[like])
+        net.modalities.append(new)
+        super()._add_modality_parameters(new, like)
 
     def _load_encoder(self, path: Path) -> None:
         if not path.is_file():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 from torch import nn
 
 from ..networks import build_network
+from ..networks.norms import modality_norms
 from .base import Method, ModalityRouter
 from .registry import register_method
 
@@ -27,3 +29,11 @@ class Individual(Method):
             params["modalities"] = [m]
             nets[m] = build_network(network_spec["name"], **params)
         return ModalityRouter(nets)
+
+    def _add_modality_parameters(self, new: str, like: str) -> None:
+        """A copy of ``like``'s whole network becomes ``new``'s (its modality-specific
+        normalisation sets, if any, renamed to ``new``, as a rebuilt network names them)."""
+        net = copy.deepcopy(self.net.nets[like])
+        for layer in modality_norms(net):
+            layer.norms[new] = layer.norms.pop(like)
+        self.net.nets[new] = net

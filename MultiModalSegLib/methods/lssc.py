@@ -5,6 +5,7 @@ dropped at inference."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -196,6 +197,7 @@ class LSSC(Method):
             {m: nn.Parameter(nn.init.trunc_normal_(torch.empty(n_classes, dims[0]), std=0.02)) for m in self.modalities}
         )
         self.scale_generator = ChannelScaleGenerator(n_classes, dims[0], core.scale_size) if self.channel_scaling else None
+        self.eam_per_modality = bool(eam_per_modality)
         if eam_per_modality:
             self.eams = nn.ModuleDict({m: EAMStack(dims, n_classes, eam_heads, core.spatial_dims, eam_mlp_ratio) for m in self.modalities})
         else:
@@ -215,6 +217,14 @@ class LSSC(Method):
             "name": "transformer_unet3d",
             "params": {"embed_dim": features[0], "depths": [2] * len(features), "heads": [max(1, f // 16) for f in features]},
         }
+
+    def _add_modality_parameters(self, new: str, like: str) -> None:
+        """``new`` gets a copy of ``like``'s class embeddings ``Q`` and (with modality-specific
+        EAMs) of ``like``'s EAMs; its channel-scale vectors are the generator's output for its
+        ``Q`` (Eq. 1), so they start equal to ``like``'s and the exported network gets one more."""
+        self.class_embeddings[new] = nn.Parameter(self.class_embeddings[like].detach().clone())
+        self.eams[new] = copy.deepcopy(self.eams[like]) if self.eam_per_modality else self.eams[like]
+        super()._add_modality_parameters(new, like)
 
     def channel_scale_vector(self, modality: str) -> torch.Tensor | None:
         """The flat ``(Phi_1, Phi_2)`` vector of every block for ``modality`` (Eq. 1), or ``None``."""

@@ -107,6 +107,27 @@ class MulModSeg(Method):
     def build_inference_network(cls, network_spec: Mapping, modalities: Sequence[str]) -> nn.Module:
         return MulModSegNet(backbone=network_spec["name"], **network_spec["params"])
 
+    def _add_modality_parameters(self, new: str, like: str) -> None:
+        """The frozen class-embedding buffer ``[M, K, D]`` grows by one row for ``new``.
+
+        Text embeddings: the row is the frozen encoder's embedding of ``new``'s own prompts "A
+        {new} imaging of a {organ}" (the paper's conditioning), so ``new`` is told apart from
+        ``like`` from the start and its first outputs are near ``like``'s, not equal to them.
+        One-hot codes: a new one-hot dimension would change the controller's input width, a
+        shared layer every old modality runs through; instead the codes stay ``M + K`` wide and
+        ``new``'s row is a copy of ``like``'s code, so ``new`` starts (and, being frozen, stays
+        conditioned) exactly as ``like``; fine-tuning adapts the shared weights. No trainable
+        parameter is added (the backbone's per-modality normalisation sets, if any, are copied).
+        """
+        super()._add_modality_parameters(new, like)
+        net = self.net
+        if self.network_spec["params"]["embedding_source"] == "text":
+            row = class_embeddings([new], self.label_names, "text")[0][0]
+        else:
+            row = net.embeddings[net.modalities.index(like)].clone()
+        net.embeddings = torch.cat([net.embeddings, row.to(net.embeddings)[None]])
+        net.modalities.append(new)
+
     def training_step(self, batches: Mapping[str, Batch]) -> dict[str, torch.Tensor]:
         losses = {}
         for modality, batch in batches.items():

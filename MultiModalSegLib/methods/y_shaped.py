@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 from torch import nn
 
-from ..networks.partly_shared import partly_shared_network
+from ..networks import SliceWise
+from ..networks.partly_shared import PerModality, partly_shared_network
 from .base import Method
 from .registry import register_method
 
@@ -34,3 +36,13 @@ class YShaped(Method):
     def build_inference_network(cls, network_spec: Mapping, modalities: Sequence[str]) -> nn.Module:
         params = {**network_spec["params"], "modalities": list(modalities)}
         return partly_shared_network(network_spec["name"], cls.specific, **params)
+
+    def _add_modality_parameters(self, new: str, like: str) -> None:
+        """Every per-modality layer group gets a copy of ``like``'s layers for ``new``; shared
+        layers stay shared (and get a copy of ``like``'s normalisation set if it is per modality)."""
+        for block in list(self.net.modules()):
+            if isinstance(block, PerModality):
+                block.blocks[new] = copy.deepcopy(block.blocks[like])
+        unet = self.net.net if isinstance(self.net, SliceWise) else self.net
+        unet.modalities.append(new)
+        super()._add_modality_parameters(new, like)
