@@ -86,26 +86,27 @@ class Bench:
     """Everything that is the same for every method of a bench."""
 
     n_train: int = 6  # phantoms per modality in the training set
-    n_test: int = 3  # held-out phantoms per modality
+    n_test: int = 2  # held-out phantoms per modality
     train_seed: int = 7
     test_seed: int = 1001  # held-out phantoms: a separate, fixed seed
     features: list = field(default_factory=lambda: [8, 16, 32, 64])
     spacing: float = 6.0
     patch_size: list = field(default_factory=lambda: [32, 32, 32])
     batch_size: int = 2
-    steps: int = 150
-    lr: float = 3e-3
-    warmup_steps: int = 10
+    steps: int = 80
+    lr: float = 5e-3
+    warmup_steps: int = 5
     seed: int = 0
     threads: int = 1
     scenarios: tuple = tuple(SCENARIOS)
     methods: tuple = METHOD_ORDER
+    real_cases: tuple = tuple(name for name, _ in REAL_CASES)
 
 
 FULL = Bench()
 QUICK = Bench(
     n_train=2, n_test=1, features=[4, 8, 16, 32], spacing=8.0, patch_size=[16, 32, 32], steps=3, warmup_steps=0,
-    threads=2, scenarios=("scarce_mr_1",), methods=("individual", "ummkd"),
+    threads=2, scenarios=("scarce_mr_1",), methods=("individual", "ummkd"), real_cases=("abdomen_mr_01",),
 )
 
 
@@ -165,7 +166,7 @@ def prepare_data(bench: Bench, work: Path) -> tuple[Path, Path, float]:
     return train, test, time.process_time() - t0
 
 
-def test_cases(test_json: Path) -> list[dict]:
+def test_cases(test_json: Path, real_cases: tuple = tuple(name for name, _ in REAL_CASES)) -> list[dict]:
     """Held-out phantoms and the real sample scans: name, kind, modality, image, label, remap."""
     doc = json.loads(test_json.read_text())
     cases = [
@@ -173,7 +174,7 @@ def test_cases(test_json: Path) -> list[dict]:
          "image": str(test_json.parent / c["image"]), "label": str(test_json.parent / c["label"]), "remap": None}
         for c in doc["training"]
     ]
-    for name, modality in REAL_CASES:
+    for name, modality in (c for c in REAL_CASES if c[0] in real_cases):
         cases.append({"name": name, "kind": "real", "modality": modality, "image": str(SAMPLES / name / "image.nii.gz"),
                       "label": str(SAMPLES / name / "label_totalseg.nii.gz"), "remap": "totalsegmentator"})
     return cases
@@ -218,7 +219,7 @@ def run_one(bench: Bench, scenario: Scenario, method: str, train_json: Path, tes
     if result.status != "done":
         raise SystemExit(3)
     t1, w1 = time.process_time(), time.time()
-    metrics = evaluate_bundle(result.bundle, test_cases(test_json))
+    metrics = evaluate_bundle(result.bundle, test_cases(test_json, bench.real_cases))
     t2, w2 = time.process_time(), time.time()
     meta = json.loads((result.bundle / "metadata.json").read_text())
     doc = {
@@ -352,6 +353,48 @@ def box_plot(runs: dict[str, dict], scenario: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def ranking_markdown(rank: list, runs: dict) -> list[str]:
+    """The criterion, the ranking table and the best-method line (also copied into the README)."""
+    if not rank:
+        return ["No criterion scenario has finished runs yet."]
+    lines = [
+        f"Criterion: mean over the scenarios {', '.join(f'`{s}`' for s in BEST_SCENARIOS if s in runs)} of the held-out phantom Dice",
+        "(mean of the CT mean and the MR mean, each a mean over organs and cases), among methods finished in all of them.",
+        "",
+        "| rank | method | criterion | " + " | ".join(f"`{s}`" for s in rank[0][2]) + " |",
+        "|---:|---|---:|" + "---:|" * len(rank[0][2]),
+    ]
+    for i, (m, crit, per) in enumerate(rank, 1):
+        lines.append(f"| {i} | `{m}` | {_f(crit)} | " + " | ".join(_f(v) for v in per.values()) + " |")
+    lines += ["", f"**Best method by this criterion: `{rank[0][0]}`** (mean Dice {_f(rank[0][1])})."]
+    return lines
+
+
+README = REPO / "README.md"
+README_BEGIN, README_END = "<!-- method-comparison:begin -->", "<!-- method-comparison:end -->"
+
+
+def update_readme(out: Path, readme: Path = README) -> bool:
+    """Copy the report's ranking (between the README's method-comparison markers); True if changed."""
+    runs = load_runs(out)
+    doc = json.loads((out / "summary.json").read_text())
+    body = [
+        f"From `training/experiments/results/report.md` ({doc['runs_done']} of {doc['runs_expected']} runs finished, "
+        f"{doc['bench']['steps']} steps each):",
+        "",
+        *ranking_markdown(ranking(runs), runs),
+    ]
+    text = readme.read_text(encoding="utf-8")
+    if README_BEGIN not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    new = head + README_BEGIN + "\n" + "\n".join(body) + "\n" + README_END + tail
+    if new != text:
+        write_text_atomic(readme, new)
+    return new != text
+
+
 def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0) -> str:
     """Write ``summary.json``, ``report.md`` and the box plots from the finished runs; return the report."""
     runs = load_runs(out)
@@ -375,7 +418,8 @@ def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0)
         "## Set-up, and what this does and does not show",
         "",
         f"- Training data: {bench.n_train} synthetic CT and {bench.n_train} synthetic MR phantoms (unpaired, seed {bench.train_seed}); "
-        f"evaluation: {bench.n_test} held-out phantoms per modality (seed {bench.test_seed}) and the two real sample scans.",
+        f"evaluation: {bench.n_test} held-out phantoms per modality (seed {bench.test_seed}) and the real sample scan(s) "
+        f"{', '.join(bench.real_cases)}.",
         f"- Same for every method: {bench.steps} steps, batch {bench.batch_size} per modality, patch {bench.patch_size} at "
         f"{bench.spacing:g} mm, AdamW lr {bench.lr:g} with cosine schedule ({bench.warmup_steps} warm-up steps), seed {bench.seed}, "
         f"augmentation on, {bench.threads} CPU thread(s). Encoder widths {bench.features} for every network "
@@ -397,19 +441,7 @@ def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0)
         if run:
             L.append(f"| `{m}` | {run['network']['name']} | {run['parameters']:,} |")
     L += ["", "## Best method", ""]
-    if rank:
-        L += [
-            f"Criterion: mean over the scenarios {', '.join(f'`{s}`' for s in BEST_SCENARIOS if s in runs)} of the held-out phantom Dice",
-            "(mean of the CT mean and the MR mean, each a mean over organs and cases), among methods finished in all of them.",
-            "",
-            "| rank | method | criterion | " + " | ".join(f"`{s}`" for s in rank[0][2]) + " |",
-            "|---:|---|---:|" + "---:|" * len(rank[0][2]),
-        ]
-        for i, (m, crit, per) in enumerate(rank, 1):
-            L.append(f"| {i} | `{m}` | {_f(crit)} | " + " | ".join(_f(v) for v in per.values()) + " |")
-        L += ["", f"**Best method by this criterion: `{rank[0][0]}`** (mean Dice {_f(rank[0][1])}).", ""]
-    else:
-        L += ["No criterion scenario has finished runs yet.", ""]
+    L += [*ranking_markdown(rank, runs), ""]
     for s in scenarios:
         sc = SCENARIOS[s]
         L += [f"## Scenario `{s}`: {sc.description}", ""]
@@ -498,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     data_cpu = json.loads(data_file.read_text())["cpu_s"]
     if args.report_only:
         print(build_report(out, bench, command, data_cpu))
+        if out == RESULTS and not args.quick:
+            update_readme(out)
         return 0
     items = work_items(bench)
     if args.jobs > 1 and not args.worker:
@@ -506,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
         procs = [subprocess.Popen([*base, "--worker", f"{k}/{args.jobs}"]) for k in range(args.jobs)]
         codes = [p.wait() for p in procs]
         build_report(out, bench, command, data_cpu)
+        if out == RESULTS and not args.quick:
+            update_readme(out)
         return max(codes)
     if args.worker:
         k, n = (int(x) for x in args.worker.split("/"))

@@ -1,0 +1,129 @@
+"""The method-comparison bench in ``--quick`` mode: report structure, claim lines and the best
+method recomputed here from the runs' numbers, and those numbers re-measured from a run's bundle."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    spec = importlib.util.spec_from_file_location("compare_methods", REPO / "training" / "experiments" / "compare_methods.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["compare_methods"] = module
+    spec.loader.exec_module(module)
+    root = tmp_path_factory.mktemp("bench")
+    out = root / "results"
+    assert module.main(["--quick", "--out", str(out), "--work", str(root / "work")]) == 0
+    return module, out
+
+
+def _runs(out: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted((out / "runs" / "scarce_mr_1").glob("*.json"))}
+
+
+def _organ_mean(run: dict, modality: str, organ: str, kind: str = "phantom") -> float:
+    values = [c["metrics"][organ]["dice"] for c in run["results"].values() if c["kind"] == kind and c["modality"] == modality]
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def test_report_structure_and_files(bench):
+    module, out = bench
+    report = (out / "report.md").read_text()
+    for heading in (
+        "## Set-up, and what this does and does not show",
+        "## Best method",
+        "## Scenario `scarce_mr_1`",
+        "### Does joint training beat `individual` on MR?",
+        "### Dice, held-out phantoms",
+        "### ASSD (mm), held-out phantoms",
+        "### Dice, real scans (pseudo-labels)",
+        "### ASSD (mm), real scans (pseudo-labels)",
+        "## Time",
+        "## Regenerate",
+    ):
+        assert heading in report, heading
+    assert "python training/experiments/compare_methods.py --quick" in report
+    assert "Runs finished: 2 of 2" in report
+    png = out / "boxplot_scarce_mr_1.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs_done"] == 2 and summary["cpu_s"] > 0
+    assert set(summary["runs"]["scarce_mr_1"]) == set(module.QUICK.methods)
+    # one Dice row per method in every table, organ x modality columns + 3 means
+    rows = [line for line in report.splitlines() if line.startswith("| `individual` |") and line.count("|") == 13]
+    assert len(rows) == 4  # Dice and ASSD, phantoms and real scans
+
+
+def test_claim_lines_and_best_method_follow_from_the_numbers(bench):
+    module, out = bench
+    report = (out / "report.md").read_text()
+    runs = _runs(out)
+    organs = [o for o in module.ORGANS]
+    lines = [line for line in report.splitlines() if line.startswith("- `") and "beats `individual` on MR Dice" in line]
+    assert [re.match(r"- `(\w+)`", line).group(1) for line in lines] == ["ummkd"]
+    for line in lines:
+        method = re.match(r"- `(\w+)`", line).group(1)
+        ours = {o: _organ_mean(runs[method], "MR", o) for o in organs}
+        base = {o: _organ_mean(runs["individual"], "MR", o) for o in organs}
+        m, b = np.nanmean(list(ours.values())), np.nanmean(list(base.values()))
+        assert f"**{'yes' if m > b else 'no'}**" in line
+        assert f"mean {m:.3f} vs {b:.3f}" in line
+        for o in organs:
+            assert f"{o} {ours[o]:.3f} vs {base[o]:.3f}" in line
+    crit = {
+        name: np.nanmean([np.nanmean([_organ_mean(run, mod, o) for o in organs]) for mod in ("CT", "MR")])
+        for name, run in runs.items()
+    }
+    best = max(crit, key=lambda k: (crit[k], -module.METHOD_ORDER.index(k)))
+    assert f"**Best method by this criterion: `{best}`**" in report
+
+
+def test_numbers_come_from_the_run(bench):
+    """Re-segment the real MR scan with a run's bundle and recompute its Dice here in NumPy."""
+    from MultiModalSegLib.inference.segmenter import Segmenter
+    from MultiModalSegLib.io import read_image, read_labelmap
+
+    module, out = bench
+    run = _runs(out)["ummkd"]
+    case = run["results"]["abdomen_mr_01"]
+    assert case["kind"] == "real" and case["modality"] == "MR"
+    folder = REPO / "Resources" / "SampleData" / "abdomen_mr_01"
+    volume = read_image(folder / "image.nii.gz")
+    pred = Segmenter(run["bundle"], device="cpu", amp=False).segment(volume, "MR").labels.array
+    ref = read_labelmap(folder / "label_totalseg.nii.gz").array
+    totalseg_ids = {"liver": 5, "spleen": 1, "kidney_right": 2, "kidney_left": 3}  # Resources/SampleData/README.md
+    for lab in module.ABDOMEN_LABELS:
+        p, r = pred == lab.value, ref == totalseg_ids[lab.name]
+        denom = p.sum() + r.sum()
+        expected = None if denom == 0 else 2 * np.logical_and(p, r).sum() / denom
+        got = case["metrics"][lab.name]["dice"]
+        assert (got is None) == (expected is None)
+        if expected is not None:
+            assert got == pytest.approx(expected, abs=1e-6)
+    assert run["steps"] == module.QUICK.steps and run["train_cpu_s"] > 0
+
+
+def test_readme_block_is_the_report_ranking(bench, tmp_path):
+    module, out = bench
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\ntext before\n\n{module.README_BEGIN}\nold\n{module.README_END}\n\ntext after\n")
+    assert module.update_readme(out, readme)
+    text = readme.read_text()
+    block = text.split(module.README_BEGIN)[1].split(module.README_END)[0]
+    report = (out / "report.md").read_text()
+    ranking = [line for line in block.splitlines() if line.startswith("|") or line.startswith("**Best method")]
+    assert len(ranking) == 2 + 2 + 1  # header, rule, two methods, best line
+    assert all(line in report.splitlines() for line in ranking)
+    assert text.startswith("# Title\n\ntext before\n\n") and text.endswith("\n\ntext after\n") and "old" not in block
+    assert not module.update_readme(out, readme)  # nothing left to change
