@@ -21,12 +21,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..bundle import load_bundle, save_bundle
-    from ..training import Trainer, load_config
+    from ..training import Trainer, distributed, load_config
 
     overrides = {k: v for k, v in (("steps", args.steps), ("device", args.device)) if v is not None}
     cfg = load_config(args.config, overrides)
     out = Path(args.out) if args.out else Path("training") / "runs" / cfg.name
     result = Trainer(cfg, out, restart=args.restart, quiet=args.quiet).run()
+    main = distributed.is_main()  # under torchrun rank 0 alone reports and copies the bundle
+    distributed.teardown()
+    if not main:
+        return 0 if result.status == "done" else 3
     print(json.dumps({"status": result.status, "step": result.step, "run": str(out), "losses": result.last_losses}))
     if result.status != "done":
         print(f"stopped at step {result.step}; run the same command again to resume from {out}/checkpoints/last.pt")

@@ -1,0 +1,198 @@
+"""Data-parallel training and inference under ``torchrun`` (PyTorch DDP).
+
+A ``torchrun`` launch sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in every worker's
+environment; :func:`launch_info` reads them and :func:`setup` joins the process group (``nccl``
+when the workers use CUDA GPUs, ``gloo`` on CPUs) and picks the worker's device (``cuda:LOCAL_RANK``).
+Without those variables everything here is a no-op for a single process, so the same code runs
+with and without ``torchrun``.
+
+Choices:
+
+- The config's ``batch_size`` is the *global* batch. Every rank draws the whole batch of a step
+  (the samplers are stateless, so all ranks draw the same one) and keeps items ``rank::world``;
+  the batch size must be a multiple of the number of ranks. DDP averages the gradients of the
+  ranks, so for losses that are means over batch items the update equals the single-process one.
+  The Dice part of ``dice_ce_loss`` is computed over the whole batch (``batch=True``), so with
+  DDP it is the mean of per-rank Dice losses: close to, not equal to, the single-process loss.
+- BatchNorm: on CUDA the layers are converted to ``SyncBatchNorm``, so their statistics are those
+  of the global batch, as in one process. ``SyncBatchNorm`` does not run on CPUs: with ``gloo``
+  every rank normalises with its own shard's statistics (instance and layer norms are unaffected).
+- ``find_unused_parameters`` is turned on only when the first step leaves a trainable parameter
+  without a gradient (e.g. alternating steps of one modality each, or modality-specific modules);
+  the engine finds out with one probing forward/backward whose effects it undoes.
+- Logged losses are averaged over the ranks.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..errors import ConfigError
+
+TIMEOUT = datetime.timedelta(minutes=60)  # rank 0 validates and exports while the others wait
+
+
+@dataclass(frozen=True)
+class LaunchInfo:
+    """Where this process sits in a ``torchrun`` launch."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def launch_info() -> LaunchInfo | None:
+    """The ``torchrun`` environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), or ``None`` when the
+    process was not started by a launcher (or by one with a single worker)."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError as exc:
+        raise ConfigError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers ({exc}); launch with torchrun.") from exc
+    if world <= 1:
+        return None
+    if not 0 <= rank < world:
+        raise ConfigError(f"RANK={rank} is outside 0..WORLD_SIZE-1={world - 1}; launch with torchrun.")
+    return LaunchInfo(rank, world, local)
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def is_main() -> bool:
+    """True on rank 0 (and in a single process): the rank that writes files."""
+    return rank() == 0
+
+
+def worker_device(device: torch.device) -> torch.device:
+    """This worker's device: ``cuda:LOCAL_RANK`` for a CUDA run under ``torchrun``, else ``device``."""
+    info = launch_info()
+    if info is None or device.type != "cuda":
+        return device
+    if info.local_rank >= torch.cuda.device_count():
+        raise ConfigError(
+            f"LOCAL_RANK {info.local_rank} has no GPU (this node has {torch.cuda.device_count()}); "
+            "start at most that many processes per node (torchrun --nproc_per_node)."
+        )
+    return torch.device("cuda", info.local_rank)
+
+
+def setup(device: torch.device) -> torch.device:
+    """Join the ``torchrun`` process group, if launched by it and not yet joined, and return this
+    worker's device. ``nccl`` for CUDA, ``gloo`` otherwise. Idempotent."""
+    device = worker_device(device)
+    if launch_info() is None or is_initialized():
+        return device
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend, timeout=TIMEOUT)
+    atexit.register(teardown)
+    return device
+
+
+def teardown() -> None:
+    """Leave the process group (safe to call twice or without one)."""
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_initialized():
+        dist.barrier()
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on at least one (e.g. a stop request)."""
+    if not is_initialized():
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=_comm_device(device))
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def broadcast_int(value: int, device: torch.device) -> int:
+    """Rank 0's ``value`` on every rank."""
+    if not is_initialized():
+        return int(value)
+    t = torch.tensor([int(value)], dtype=torch.long, device=_comm_device(device))
+    dist.broadcast(t, src=0)
+    return int(t.item())
+
+
+def mean_over_ranks(values: Mapping[str, float], device: torch.device) -> dict[str, float]:
+    """The mean of each named value over the ranks (every rank must pass the same names)."""
+    if not is_initialized() or not values:
+        return dict(values)
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_comm_device(device))
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
+    return {k: float(v) for k, v in zip(keys, t.tolist(), strict=True)}
+
+
+def shard(batch: Mapping[str, torch.Tensor], rank_: int, world: int) -> dict[str, torch.Tensor]:
+    """Items ``rank_::world`` of a batch (every tensor's first dimension)."""
+    return {k: v[rank_::world] for k, v in batch.items()}
+
+
+def check_batch_size(batch_size: int, world: int) -> None:
+    if batch_size % world:
+        raise ConfigError(
+            f"batch_size {batch_size} is the global batch and must be a multiple of the {world} processes; "
+            f"set batch_size to a multiple of {world} or start a number of processes that divides {batch_size}."
+        )
+
+
+def shard_index(n: int, rank_: int | None = None, world: int | None = None) -> list[int]:
+    """The indices ``rank::world`` of ``n`` items (for inference: each rank's share of the cases).
+    Read from the ``torchrun`` environment when not given, so no process group is needed."""
+    info = launch_info()
+    r = rank_ if rank_ is not None else (info.rank if info else 0)
+    w = world if world is not None else (info.world_size if info else 1)
+    return list(range(r, n, w))
+
+
+class TrainingStep(nn.Module):
+    """Makes ``method.training_step(batches)`` the ``forward`` that DDP wraps."""
+
+    def __init__(self, method: nn.Module) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, batches):  # noqa: D401 - the method's losses
+        return self.method.training_step(batches)
+
+
+def wrap(method: nn.Module, device: torch.device, find_unused_parameters: bool) -> nn.Module:
+    """``method`` behind DDP (its ``training_step`` as ``forward``); BatchNorm layers become
+    ``SyncBatchNorm`` on CUDA (converted in place, so ``method`` keeps training the same tensors)."""
+    if device.type == "cuda":
+        nn.SyncBatchNorm.convert_sync_batchnorm(method)  # replaces the BatchNorm children, keeps their tensors
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(
+        TrainingStep(method), device_ids=ids, output_device=ids[0] if ids else None, find_unused_parameters=find_unused_parameters
+    )
+
+
+def _comm_device(device: torch.device) -> torch.device:
+    """Tensors for collectives live on the GPU with nccl, on the CPU with gloo."""
+    return device if dist.get_backend() == "nccl" else torch.device("cpu")
