@@ -72,13 +72,22 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..device import resolve_device
     from ..inference import Segmenter
+    from ..training.distributed import launch_info, shard_index, worker_device
 
     inputs = expand_inputs(args.inputs)
+    device = args.device
+    launch = launch_info()
+    if launch is not None:  # under torchrun each rank segments cases rank::world, on its own GPU; no communication
+        total = len(inputs)
+        inputs = [inputs[i] for i in shard_index(total, launch.rank, launch.world_size)]
+        device = str(worker_device(resolve_device(args.device)))
+        print(f"rank {launch.rank} of {launch.world_size}: {len(inputs)} of {total} inputs", file=sys.stderr)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     segmenter = Segmenter(
-        args.model, device=args.device, quality=args.quality, largest_component=not args.no_largest_component
+        args.model, device=device, quality=args.quality, largest_component=not args.no_largest_component
     )
     print(f"model: {segmenter.bundle.name} ({segmenter.bundle.path}) on {segmenter.device}", file=sys.stderr)
     failures = 0
