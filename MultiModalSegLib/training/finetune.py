@@ -62,6 +62,7 @@ from ..errors import BundleError, ConfigError
 from ..labels import ABDOMEN_LABELS
 from ..methods import build_method, get_method
 from ..methods.registry import build_inference_network
+from ..modalities import get_modality, modality_names
 from ..models import resolve_model
 from .config import config_from_dict
 from .engine import Trainer, _model_remap
@@ -256,9 +257,26 @@ class _Plan:
 
 
 def _modality_of(name: str) -> str:
-    from ..modalities import get_modality
-
     return get_modality(name).name
+
+
+def _check_modalities(path: str | Path) -> None:
+    """A case whose modality the library does not know: one error naming the file and the case."""
+    path = Path(path)
+    path = path / "dataset.json" if path.is_dir() else path
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # load_dataset reports it
+    for split in ("training", "validation", "test"):
+        entries = raw.get(split, []) if isinstance(raw, dict) else []
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            m = entry.get("modality") if isinstance(entry, dict) else None
+            if isinstance(m, str) and m.strip().casefold() not in [n.casefold() for n in modality_names()]:
+                raise ConfigError(
+                    f"{path}: {split} case {i} has modality {m!r}, which MultiModalSeg does not know "
+                    f"(known: {', '.join(modality_names())}); fix its \"modality\"."
+                )
 
 
 def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> _Plan:
@@ -271,6 +289,8 @@ def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> 
         raise ConfigError("no --data given; name at least one dataset.json with labelled training cases.")
 
     # the new data
+    for p in opts.data:
+        _check_modalities(p)
     data: list[DatasetSpec] = [load_dataset(p) for p in opts.data]
     new_modalities: list[str] = []
     for spec in data:
@@ -476,15 +496,20 @@ def _config(opts: FinetuneOptions, plan: _Plan, run: Path, datasets: list[str], 
     return config_from_dict(raw)
 
 
+def _parent_shaped_method(plan: _Plan, cfg) -> torch.nn.Module:
+    """The method built for the parent's modalities (as the engine builds it, on the CPU)."""
+    params = dict(cfg.method_params)
+    if "label_names" in inspect.signature(get_method(cfg.method)).parameters:
+        params.setdefault("label_names", [lab.name for lab in plan.parent.labels])
+    return build_method(cfg.method, cfg.network, list(plan.parent.modalities), len(plan.parent.labels) + 1, **params)
+
+
 def _init_hook(plan: _Plan, cfg, opts: FinetuneOptions):
     """The Trainer's ``init_state``: the parent's weights (and any new modality) in the method."""
 
     def init(method: torch.nn.Module) -> torch.nn.Module:
         if plan.new_modalities:  # build it with the parent's modalities, then let the method add the new ones
-            params = dict(cfg.method_params)
-            if "label_names" in inspect.signature(get_method(cfg.method)).parameters:
-                params.setdefault("label_names", [lab.name for lab in plan.parent.labels])
-            method = build_method(cfg.method, cfg.network, list(plan.parent.modalities), len(plan.parent.labels) + 1, **params)
+            method = _parent_shaped_method(plan, cfg)
         load_parent_weights(method, plan.parent)
         for new in plan.new_modalities:
             like = _modality_of(opts.like.get(new, plan.parent.modalities[0]))
@@ -523,6 +548,7 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
         str(_write_dataset(run / "data" / f"{i:02d}-{s.kind}.json", s.spec, s.training)) for i, s in enumerate(plan.sources) if s.training
     ]
     cfg = _config(opts, plan, run, datasets, name, version)
+    load_parent_weights(_parent_shaped_method(plan, cfg), parent)  # fail before any data is prepared
     trainer = Trainer(cfg, run, restart=opts.restart, quiet=opts.quiet, init_state=_init_hook(plan, cfg, opts))
     parent_info = {"name": parent.name, "version": parent.metadata["version"], "sha256": parent_sha}
     log = ProgressLog(run / "progress.jsonl")
