@@ -91,10 +91,10 @@ class Bench:
     test_seed: int = 1001  # held-out phantoms: a separate, fixed seed
     features: list = field(default_factory=lambda: [8, 16, 32, 64])
     spacing: float = 6.0
-    patch_size: list = field(default_factory=lambda: [32, 32, 32])
+    patch_size: list = field(default_factory=lambda: [16, 32, 32])
     batch_size: int = 2
     steps: int = 80
-    lr: float = 5e-3
+    lr: float = 1e-2
     warmup_steps: int = 5
     seed: int = 0
     threads: int = 1
@@ -215,7 +215,15 @@ def run_one(bench: Bench, scenario: Scenario, method: str, train_json: Path, tes
     target = out / "runs" / scenario.name / f"{method}.json"
     cfg = config_from_dict(run_config(bench, scenario, method, train_json))
     t0, w0 = time.process_time(), time.time()
-    result = Trainer(cfg, work / scenario.name / method, quiet=True).run()
+    try:
+        result = Trainer(cfg, work / scenario.name / method, quiet=True).run()
+    except ConfigError as exc:  # e.g. a loss that became NaN: recorded as a failed run, the bench goes on
+        doc = {"scenario": scenario.name, "method": method, "failed": str(exc),
+               "train_cpu_s": round(time.process_time() - t0, 1), "eval_cpu_s": 0.0,
+               "train_wall_s": round(time.time() - w0, 1), "eval_wall_s": 0.0}
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(target, json.dumps(doc, indent=1) + "\n")
+        return doc
     if result.status != "done":
         raise SystemExit(3)
     t1, w1 = time.process_time(), time.time()
@@ -249,12 +257,14 @@ def _parameter_count(bundle: Path) -> int:
 # ----------------------------------------------------------------------------- numbers
 
 
-def load_runs(out: Path) -> dict[str, dict[str, dict]]:
-    """Scenario -> method -> run document, for every finished run under ``out/runs``."""
+def load_runs(out: Path, failed: bool = False) -> dict[str, dict[str, dict]]:
+    """Scenario -> method -> run document, for every finished run under ``out/runs`` (with
+    ``failed``: the runs whose training failed instead)."""
     runs: dict[str, dict[str, dict]] = {}
     for path in sorted((out / "runs").glob("*/*.json")):
         doc = json.loads(path.read_text())
-        runs.setdefault(doc["scenario"], {})[doc["method"]] = doc
+        if ("failed" in doc) == failed:
+            runs.setdefault(doc["scenario"], {})[doc["method"]] = doc
     return runs
 
 
@@ -397,11 +407,12 @@ def update_readme(out: Path, readme: Path = README) -> bool:
 
 def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0) -> str:
     """Write ``summary.json``, ``report.md`` and the box plots from the finished runs; return the report."""
-    runs = load_runs(out)
+    runs, failed = load_runs(out), load_runs(out, failed=True)
     scenarios = [s for s in bench.scenarios if s in runs]
     expected = len(bench.scenarios) * len(bench.methods)
     done = sum(len(runs[s]) for s in scenarios)
-    cpu = sum(r["train_cpu_s"] + r["eval_cpu_s"] for s in scenarios for r in runs[s].values())
+    everything = [r for group in (runs, failed) for s in group for r in group[s].values()]
+    cpu = sum(r["train_cpu_s"] + r["eval_cpu_s"] for r in everything)
     claims = {
         s: [claim(runs[s], m, SCENARIOS[s].scarce) for m in METHOD_ORDER if m in runs[s] and m != BASELINE]
         for s in scenarios if SCENARIOS[s].scarce and BASELINE in runs[s]
@@ -414,6 +425,8 @@ def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0)
         "from `summary.json` and `runs/<scenario>/<method>.json` next to this file. Do not edit by hand.",
         "",
         f"Runs finished: {done} of {expected} (scenario x method).",
+        "",
+        *[f"- Failed run `{s}` / `{m}`: {r['failed']}" for s in failed for m, r in failed[s].items()],
         "",
         "## Set-up, and what this does and does not show",
         "",
@@ -456,7 +469,7 @@ def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0)
         plot = out / f"boxplot_{s}.png"
         box_plot(runs[s], s, plot)
         L += [f"![Dice per method, {s}]({plot.name})", ""]
-    wall = sum(r["train_wall_s"] + r["eval_wall_s"] for s in scenarios for r in runs[s].values())
+    wall = sum(r["train_wall_s"] + r["eval_wall_s"] for r in everything)
     L += [
         "## Time",
         "",
@@ -481,6 +494,7 @@ def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0)
             for s in scenarios
         },
         "runs": {s: runs[s] for s in scenarios},
+        "failed": failed,
     }
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "summary.json", json.dumps(_clean(summary), indent=1) + "\n")
