@@ -1,0 +1,35 @@
+import importlib.util
+import json
+
+import pytest
+from conftest import REPO
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("ddp_throughput", REPO / "benchmarks" / "ddp_throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_measures_one_and_two_processes_and_their_ratio(tmp_path, capsys):
+    bench = load_script()
+    assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "ddp_throughput_quick.json").read_text())
+    quick = bench.SETTINGS["quick"]
+    assert record["mode"] == "quick" and record["setting"]["backend"] == "gloo"
+    one, two = record["runs"]
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert one["threads_per_process"] == two["threads_per_process"] == 1
+    for run in record["runs"]:
+        assert run["timed_steps"] == quick["steps"] and run["seconds"] > 0
+        # samples/s = timed steps x global batch x 2 modalities / seconds, the same global batch for both
+        assert run["samples_per_s"] == pytest.approx(quick["steps"] * quick["batch"] * 2 / run["seconds"], rel=2e-3)
+        assert run["last_loss"] > 0
+    assert record["ratios"] == [pytest.approx(two["samples_per_s"] / one["samples_per_s"], abs=2e-3)]
+    assert record["ratio_2_over_1_median"] == record["ratios"][0]
+    # the same global batch and the same starting weights: DDP's loss is close to one process's
+    assert two["last_loss"] == pytest.approx(one["last_loss"], rel=0.05)
+    md = (tmp_path / "ddp_throughput_quick.md").read_text()
+    assert f"**{record['ratio_2_over_1_median']}**" in md and md.count("| 0 | ") == 2
+    assert "ratio (2 processes / 1 process" in capsys.readouterr().out
