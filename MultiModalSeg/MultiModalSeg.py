@@ -22,6 +22,7 @@ from slicer.util import VTKObservationMixin
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import MultiModalSegLogic as L  # noqa: E402
+import MultiModalSegTrainLogic as T  # noqa: E402
 
 DEVICES = (("auto", "auto"), ("CPU", "cpu"), ("GPU", "cuda"))
 QUALITIES = (("normal", "normal"), ("fast (low resolution)", "fast"))
@@ -60,6 +61,11 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.timer = qt.QTimer()
         self.timer.setInterval(200)
         self.timer.connect("timeout()", self.onTimer)
+        self.trainingJob = None
+        self._plotted = None
+        self.trainTimer = qt.QTimer()
+        self.trainTimer.setInterval(1000)
+        self.trainTimer.connect("timeout()", self.onTrainTimer)
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -93,6 +99,7 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.editButton.connect("clicked(bool)", self.onEdit)
 
+        self.setupTrain()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
         self.setParameterNode(self.logic.getParameterNode())
@@ -161,6 +168,7 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelCardBrowser.setPlainText(str(exc))
         self.updateDownloadButton()
         self.updateParameterNodeFromGUI()
+        self.updateTrainTables()  # the mapping table lists the selected model's labels
 
     def updateDownloadButton(self):
         status = self.modelStates.get(self.currentModel())
@@ -201,6 +209,7 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node is not None:
             self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
         self.updateGUIFromParameterNode()
+        self.updateTrainTables()  # the Train section's tables follow the scene's pairs
 
     def updateGUIFromParameterNode(self, caller=None, event=None):
         if self._parameterNode is None or self._updating:
@@ -348,8 +357,180 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         editor.setSegmentationNode(node)
         editor.setSourceVolumeNode(self.ui.inputVolumeSelector.currentNode())
 
+    # ---- Train section: everything it does is in MultiModalSegTrainLogic (T)
+    def setupTrain(self):
+        # the .ui has no mrmlSceneChanged connections: give every MRML widget the scene here
+        for widget in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector,
+                       self.ui.trainSegmentationSelector, self.ui.trainingPlotWidget):
+            widget.setMRMLScene(slicer.mrmlScene)
+        self.ui.trainingPlotWidget.plotController().setVisible(False)
+        self.ui.trainMethodComboBox.addItem("(the model's own)", "")
+        for name in self._safe(T.methodNames, []):
+            self.ui.trainMethodComboBox.addItem(name, name)
+        for text, value in DEVICES:
+            self.ui.trainDeviceComboBox.addItem(text, value)
+        self.ui.addPairButton.connect("clicked(bool)", self.onAddPair)
+        self.ui.removePairButton.connect("clicked(bool)", self.onRemovePair)
+        self.ui.startTrainingButton.connect("clicked(bool)", self.onStartTraining)
+        self.ui.stopTrainingButton.connect("clicked(bool)", self.onStopTraining)
+        self.ui.resumeTrainingButton.connect("clicked(bool)", self.onResumeTraining)
+        self.ui.trainCollapsibleButton.collapsed = True
+        self.ui.trainCollapsibleButton.connect("contentsCollapsed(bool)", lambda collapsed: collapsed or self.updateTrainTables())
+
+    def updateTrainTables(self):
+        """Fill the pairs and mapping tables from the parameter node."""
+        node = self._parameterNode
+        if node is None or not hasattr(self, "ui"):
+            return
+        pairs = T.getTrainingPairs(node)
+        modalities = self._safe(L.modality_names, [])
+        table = self.ui.pairsTable
+        table.setRowCount(len(pairs))
+        for row, pair in enumerate(pairs):
+            for column, text in enumerate((pair.volumeNode.GetName(), pair.segmentationNode.GetName())):
+                item = qt.QTableWidgetItem(text)
+                item.setFlags(qt.Qt.ItemIsSelectable | qt.Qt.ItemIsEnabled)
+                table.setItem(row, column, item)
+            combo = qt.QComboBox()
+            combo.addItems(modalities)
+            combo.currentText = pair.modality
+            combo.connect("currentIndexChanged(int)", lambda _, r=row, c=combo: self.onPairChanged(r, modality=c.currentText))
+            table.setCellWidget(row, 2, combo)
+            box = qt.QCheckBox()
+            box.checked = pair.heldOut
+            box.connect("toggled(bool)", lambda checked, r=row: self.onPairChanged(r, heldOut=checked))
+            table.setCellWidget(row, 3, box)
+        mapping = self.ui.mappingTable
+        try:
+            labels = T.modelLabels(self.logic, self.currentModel() or None)
+            rows = T.mappingRows(pairs, labels, T.getLabelOverrides(node))
+        except L.SegmentationError as exc:
+            self.ui.trainStatusLabel.text = str(exc)
+            labels, rows = [], []
+        mapping.setRowCount(len(rows))
+        for row, (segment, label) in enumerate(rows):
+            item = qt.QTableWidgetItem(segment)
+            item.setFlags(qt.Qt.ItemIsEnabled)
+            mapping.setItem(row, 0, item)
+            combo = qt.QComboBox()
+            combo.addItem("(ignore)", "")
+            for lab in labels:
+                combo.addItem(lab["name"], lab["name"])
+            combo.currentIndex = max(0, combo.findData(label or ""))
+            combo.connect("currentIndexChanged(int)", lambda _, s=segment, c=combo: self.onMappingChanged(s, c.currentData))
+            mapping.setCellWidget(row, 1, combo)
+        self.updateTrainButtons()
+
+    def onAddPair(self):
+        params = L.MultiModalSegParameters.load(self._parameterNode)
+        try:
+            T.addTrainingPair(self._parameterNode, params.inputVolume, self.ui.trainSegmentationSelector.currentNode(),
+                              params.modality)
+        except L.SegmentationError as exc:
+            self.ui.trainStatusLabel.text = str(exc)
+            return
+        self.updateTrainTables()
+
+    def onRemovePair(self):
+        T.removeTrainingPair(self._parameterNode, self.ui.pairsTable.currentRow())
+        self.updateTrainTables()
+
+    def onPairChanged(self, row, modality=None, heldOut=None):
+        T.updateTrainingPair(self._parameterNode, row, modality, heldOut)
+
+    def onMappingChanged(self, segment, label):
+        T.setLabelOverride(self._parameterNode, segment, label or None)
+
+    def trainingRunning(self):
+        return self.trainingJob is not None and self.trainingJob.state == "running"
+
+    def updateTrainButtons(self):
+        job = self.trainingJob
+        self.ui.startTrainingButton.enabled = not self.trainingRunning()
+        self.ui.stopTrainingButton.enabled = self.trainingRunning()
+        self.ui.resumeTrainingButton.enabled = (job is not None and job.state in ("stopped", "cancelled", "failed")
+                                                and job.checkpointPath.is_file())
+
+    def onStartTraining(self):
+        missing = L.missing_packages()
+        if missing:
+            slicer.util.errorDisplay(f"Training needs {', '.join(missing)}; press Apply once to install them.")
+            return
+        node = self._parameterNode
+        settings = T.TrainingSettings(
+            init=self.currentModel() or None, method=self.ui.trainMethodComboBox.currentData,
+            steps=self.ui.trainStepsSpinBox.value, device=self.ui.trainDeviceComboBox.currentData,
+            newModelName=self.ui.newModelNameLineEdit.text.strip(), overrides=T.getLabelOverrides(node),
+        )
+        try:
+            with slicer.util.WaitCursor():
+                self.trainingJob = T.startTraining(self.logic, T.getTrainingPairs(node), settings, progress=self.onTrainProgress)
+        except L.SegmentationError as exc:
+            self.ui.trainStatusLabel.text = str(exc)
+            slicer.util.errorDisplay(str(exc))
+            return
+        self._plotted = None
+        self.trainTimer.start()
+        self.updateTrainButtons()
+
+    def onStopTraining(self):
+        if self.trainingRunning():
+            self.trainingJob.stop()
+
+    def onResumeTraining(self):
+        try:
+            self.trainingJob.resume()
+        except L.SegmentationError as exc:
+            self.ui.trainStatusLabel.text = str(exc)
+            return
+        self.trainTimer.start()
+        self.updateTrainButtons()
+
+    def onTrainProgress(self, fraction, message):
+        self.ui.trainProgressBar.value = int(round(100 * fraction))
+        self.ui.trainStatusLabel.text = message
+
+    def onTrainTimer(self):
+        job = self.trainingJob
+        if job is None:
+            self.trainTimer.stop()
+            return
+        try:
+            done = job.poll()
+        except L.SegmentationError as exc:
+            self.trainTimer.stop()
+            self.ui.trainStatusLabel.text = str(exc)
+            self.updateTrainButtons()
+            slicer.util.errorDisplay(str(exc))
+            return
+        self.updateTrainPlot()
+        if not done:
+            return
+        self.trainTimer.stop()
+        if job.state == "done" and job.model:
+            self.fillModels()
+            self.selectModel(job.model)
+            self.ui.trainStatusLabel.text = f"Installed model '{job.model}' and selected it above: press Apply to segment with it."
+        elif job.state == "stopped":
+            self.ui.trainStatusLabel.text = f"Stopped at step {job.step}; the checkpoint is kept: press Resume to continue."
+        self.updateTrainButtons()
+
+    def updateTrainPlot(self):
+        history = self.trainingJob.history
+        size = (len(history["loss"]), sum(len(v) for v in history["dice"].values()))
+        if size == self._plotted:
+            return
+        self._plotted = size
+        chart = T.updateTrainingPlot(slicer.mrmlScene, history)
+        view = T.trainingPlotViewNode(slicer.mrmlScene, chart, self._parameterNode)
+        if self.ui.trainingPlotWidget.mrmlPlotViewNode() is not view:
+            self.ui.trainingPlotWidget.setMRMLPlotViewNode(view)
+
     def cleanup(self):
         self.onCancel()
+        if self.trainingRunning():
+            self.trainingJob.cancel()  # SIGTERM: the run writes a checkpoint; starting it again resumes
+        self.trainTimer.stop()
         self.removeObservers()
 
 

@@ -42,10 +42,12 @@ import numpy as np
 import slicer
 import vtk
 
-TRAIN_VOLUMES = "trainingVolume"  # parameter node references, one per pair, in order
+TRAIN_COUNT = "trainingPairCount"  # parameter: number of pairs stored
+TRAIN_VOLUMES = "trainingVolume"  # node reference roles trainingVolume0, trainingVolume1, ... (one per pair)
 TRAIN_SEGMENTATIONS = "trainingSegmentation"
 TRAIN_MODALITIES = "trainingModalities"  # parameter: modalities of the pairs, comma-separated
 TRAIN_HELD_OUT = "trainingHeldOut"  # parameter: "1" for a held-out pair, "0" for a training pair, comma-separated
+TRAIN_OVERRIDES = "trainingLabelOverrides"  # parameter: JSON {segment name: label name or null}
 STOPPED_EXIT_CODE = 3  # mmseg train / finetune: stopped cleanly after a step, checkpoint written
 
 # words that name the same structure; a segment name is compared with a label name word by word
@@ -82,25 +84,31 @@ class TrainingPair:
 
 
 def getTrainingPairs(parameterNode) -> list[TrainingPair]:
-    """The pairs stored in the module's parameter node."""
-    modalities = [m for m in (parameterNode.GetParameter(TRAIN_MODALITIES) or "").split(",") if m]
+    """The pairs stored in the module's parameter node (a pair whose volume or segmentation was
+    deleted from the scene is left out)."""
+    count = int(parameterNode.GetParameter(TRAIN_COUNT) or 0)
+    modalities = (parameterNode.GetParameter(TRAIN_MODALITIES) or "").split(",")
     heldOut = (parameterNode.GetParameter(TRAIN_HELD_OUT) or "").split(",")
-    n = min(parameterNode.GetNumberOfNodeReferences(TRAIN_VOLUMES),
-            parameterNode.GetNumberOfNodeReferences(TRAIN_SEGMENTATIONS), len(modalities))
-    return [TrainingPair(parameterNode.GetNthNodeReference(TRAIN_VOLUMES, i),
-                         parameterNode.GetNthNodeReference(TRAIN_SEGMENTATIONS, i), modalities[i],
-                         i < len(heldOut) and heldOut[i] == "1") for i in range(n)]
+    pairs = []
+    for i in range(min(count, len(modalities))):
+        volume = parameterNode.GetNodeReference(f"{TRAIN_VOLUMES}{i}")
+        segmentation = parameterNode.GetNodeReference(f"{TRAIN_SEGMENTATIONS}{i}")
+        if volume is not None and segmentation is not None:
+            pairs.append(TrainingPair(volume, segmentation, modalities[i], i < len(heldOut) and heldOut[i] == "1"))
+    return pairs
 
 
 def setTrainingPairs(parameterNode, pairs: Iterable[TrainingPair]) -> None:
     """Store ``pairs`` in the parameter node (replacing the ones there)."""
     pairs = list(pairs)
     wasModifying = parameterNode.StartModify()
-    parameterNode.RemoveNodeReferenceIDs(TRAIN_VOLUMES)
-    parameterNode.RemoveNodeReferenceIDs(TRAIN_SEGMENTATIONS)
-    for pair in pairs:
-        parameterNode.AddNodeReferenceID(TRAIN_VOLUMES, pair.volumeNode.GetID())
-        parameterNode.AddNodeReferenceID(TRAIN_SEGMENTATIONS, pair.segmentationNode.GetID())
+    for i in range(int(parameterNode.GetParameter(TRAIN_COUNT) or 0)):
+        parameterNode.RemoveNodeReferenceIDs(f"{TRAIN_VOLUMES}{i}")
+        parameterNode.RemoveNodeReferenceIDs(f"{TRAIN_SEGMENTATIONS}{i}")
+    for i, pair in enumerate(pairs):
+        parameterNode.SetNodeReferenceID(f"{TRAIN_VOLUMES}{i}", pair.volumeNode.GetID())
+        parameterNode.SetNodeReferenceID(f"{TRAIN_SEGMENTATIONS}{i}", pair.segmentationNode.GetID())
+    parameterNode.SetParameter(TRAIN_COUNT, str(len(pairs)))
     parameterNode.SetParameter(TRAIN_MODALITIES, ",".join(p.modality for p in pairs))
     parameterNode.SetParameter(TRAIN_HELD_OUT, ",".join("1" if p.heldOut else "0" for p in pairs))
     parameterNode.EndModify(wasModifying)
@@ -139,6 +147,34 @@ def removeTrainingPair(parameterNode, index: int) -> None:
         setTrainingPairs(parameterNode, pairs)
 
 
+def getLabelOverrides(parameterNode) -> dict[str, str | None]:
+    """The user's segment -> label choices stored in the parameter node."""
+    try:
+        value = json.loads(parameterNode.GetParameter(TRAIN_OVERRIDES) or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def setLabelOverride(parameterNode, segmentName: str, label: str | None) -> None:
+    """Map segment ``segmentName`` to model label ``label`` (None: leave the segment out)."""
+    overrides = getLabelOverrides(parameterNode)
+    overrides[segmentName] = label or None
+    parameterNode.SetParameter(TRAIN_OVERRIDES, json.dumps(overrides, sort_keys=True))
+
+
+def methodNames() -> list[str]:
+    """Names of the library's registered methods, read from ``methods/*.py`` without importing
+    PyTorch into Slicer (one file per method, ``name = "..."`` in its class)."""
+    folder = L.library_parent() / "MultiModalSegLib" / "methods"
+    names = []
+    for path in sorted(folder.glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if "@register_method" in text:
+            names += re.findall(r'^\s+name = "(\w+)"', text, re.M)
+    return names
+
+
 # --------------------------------------------------------------------------- labels
 
 
@@ -147,8 +183,8 @@ def bundlePath(logic: L.MultiModalSegLogic, model: str | None) -> Path:
     L.ensure_library_importable()
     from MultiModalSegLib.models import resolve_model
 
-    try:
-        return Path(resolve_model(model or None, logic.modelsManifest, cache_dir=logic.modelsCache)[0])
+    try:  # never downloads: a model to train from must be installed first
+        return Path(resolve_model(model or None, logic.modelsManifest, cache_dir=logic.modelsCache, download=False)[0])
     except Exception as exc:  # BundleError: one sentence already
         raise TrainingError(str(exc)) from exc
 
@@ -218,6 +254,17 @@ def segmentLabelMapping(segmentationNode, labels: list[dict], overrides: dict[st
         name = segment.GetName()
         mapping[name] = (overrides[name] or None) if name in overrides else _match(segment, labels)
     return mapping
+
+
+def mappingRows(pairs: list[TrainingPair], labels: list[dict], overrides: dict[str, str | None] | None = None) -> list[tuple[str, str | None]]:
+    """(segment name, model label or None) for every segment name of the pairs, in order of appearance
+    (the panel's mapping table; a name in several segmentations is one row)."""
+    rows: dict[str, str | None] = {}
+    for pair in pairs:
+        if pair.segmentationNode is not None:
+            for name, label in segmentLabelMapping(pair.segmentationNode, labels, overrides).items():
+                rows.setdefault(name, label)
+    return list(rows.items())
 
 
 @dataclass
@@ -646,6 +693,20 @@ def _table(scene, name: str, columns: list[str], rows: list[list[float]]):
     node.Modified()
     node.EndModify(wasModifying)
     return node
+
+
+def trainingPlotViewNode(scene, chart, owner=None):
+    """The plot view node showing ``chart`` in the panel's ``qMRMLPlotWidget`` (created once). Its
+    parent layout node is ``owner`` (the module's parameter node), so that the view layout does
+    not claim it."""
+    name = f"{PLOT_NAME} view"
+    view = scene.GetFirstNodeByName(name)
+    if view is None or not view.IsA("vtkMRMLPlotViewNode"):
+        view = scene.AddNewNodeByClass("vtkMRMLPlotViewNode", name)
+        if owner is not None:
+            view.SetAndObserveParentLayoutNodeID(owner.GetID())
+    view.SetPlotChartNodeID(chart.GetID())
+    return view
 
 
 def _series(scene, name: str, table, x: str, y: str, colour: tuple[float, float, float], markers: bool):

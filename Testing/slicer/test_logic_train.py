@@ -129,7 +129,7 @@ def test_no_segments_and_no_matching_segment_fail_before_training(scene, zoo, tm
     assert not any((tmp_path / f"run{i}").exists() for i in (1, 2, 3))  # nothing written, no process
 
 
-def test_pairs_live_in_the_parameter_node(scene, zoo):
+def test_pairs_and_mapping_choices_live_in_the_parameter_node(scene, zoo, tmp_path):
     logic = L.MultiModalSegLogic(scene.scene)
     node = logic.getParameterNode()
     ct, mr = volume(scene, "ct"), volume(scene, "mr", ct=False)
@@ -147,6 +147,28 @@ def test_pairs_live_in_the_parameter_node(scene, zoo):
     assert [p.describe() for p in T.getTrainingPairs(node)] == ["'s mr' on 'mr' (MR)"]
     T.updateTrainingPair(node, 0, modality="CT", heldOut=True)
     assert [p.describe() for p in T.getTrainingPairs(node)] == ["'s mr' on 'mr' (CT, held out)"]
+    T.addTrainingPair(node, ct, seg_ct, "CT")
+    T.setLabelOverride(node, "liver", None)
+    T.setLabelOverride(node, "tumour", "spleen")
+
+    # a saved scene restores the pairs and the mapping choices
+    scene.scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.scene.Commit()
+    restored = Scene()
+    restored.scene.SetURL(str(tmp_path / "scene.mrml"))
+    restored.scene.Connect()
+    again = L.MultiModalSegLogic(restored.scene).getParameterNode()
+    assert [p.describe() for p in T.getTrainingPairs(again)] == ["'s mr' on 'mr' (CT, held out)", "'s ct' on 'ct' (CT)"]
+    assert T.getLabelOverrides(again) == {"liver": None, "tumour": "spleen"}
+
+    # the mapping table's rows: one per segment name, the override applied
+    labels = T.modelLabels(logic, None)
+    assert T.mappingRows(T.getTrainingPairs(node), labels, T.getLabelOverrides(node)) == [("liver", None)]
+    assert T.mappingRows(T.getTrainingPairs(node), labels) == [("liver", "liver")]
+    # a deleted volume drops its pair
+    scene.scene.RemoveNode(mr)
+    assert [p.describe() for p in T.getTrainingPairs(node)] == ["'s ct' on 'ct' (CT)"]
+    assert {"ummkd", "csa", "lssc", "mulmodseg", "cmc"} <= set(T.methodNames())
 
 
 def test_export_writes_nifti_and_dataset_json_resampling_an_off_grid_segmentation(scene, zoo, tmp_path):
@@ -247,6 +269,10 @@ def test_train_stop_resume_install_and_apply(scene, zoo, tmp_path):
     assert loss_table.GetNumberOfRows() == 8 and loss_table.GetValue(7, 0).ToDouble() == 8.0
     assert T.updateTrainingPlot(scene.scene, job.history) is chart  # updated in place
     assert scene.scene.GetNumberOfNodesByClass("vtkMRMLPlotChartNode") == 1
+    owner = logic.getParameterNode()
+    view = T.trainingPlotViewNode(scene.scene, chart, owner)
+    assert view.GetPlotChartNodeID() == chart.GetID() and view.GetParentLayoutNode() is owner
+    assert T.trainingPlotViewNode(scene.scene, chart, owner) is view
 
     with pytest.raises(T.TrainingError, match="already in the models manifest"):
         T.installTrainedModel(logic, job.outBundle, "tiny-init")  # a shipped model is never replaced

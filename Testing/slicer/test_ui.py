@@ -60,6 +60,40 @@ def fill_like_the_widget(panel: QtWidgets.QWidget) -> None:
     find(QtWidgets.QComboBox, "qualityComboBox").addItems(["normal", "fast (low resolution)"])
     find(QtWidgets.QProgressBar, "progressBar").setValue(42)
     find(QtWidgets.QLabel, "statusLabel").setText("running the network")
+    fill_train_section(panel, info["labels"])
+
+
+def fill_train_section(panel: QtWidgets.QWidget, labels: list[str]) -> None:
+    """The Train section as the Widget fills it: two pairs, their segments mapped to the model's labels."""
+    import MultiModalSegTrainLogic as T
+
+    find = lambda cls, name: panel.findChild(cls, name)  # noqa: E731
+    pairs = find(QtWidgets.QTableWidget, "pairsTable")
+    rows = [("abdomen CT", "CT segmentation", "CT", False), ("abdomen MR", "MR segmentation", "MR", True)]
+    pairs.setRowCount(len(rows))
+    for r, (volume, segmentation, modality, held) in enumerate(rows):
+        pairs.setItem(r, 0, QtWidgets.QTableWidgetItem(volume))
+        pairs.setItem(r, 1, QtWidgets.QTableWidgetItem(segmentation))
+        combo = QtWidgets.QComboBox()
+        combo.addItems(["CT", "MR"])
+        combo.setCurrentText(modality)
+        pairs.setCellWidget(r, 2, combo)
+        box = QtWidgets.QCheckBox()
+        box.setChecked(held)
+        pairs.setCellWidget(r, 3, box)
+    mapping = find(QtWidgets.QTableWidget, "mappingTable")
+    segments = [("Liver", "liver"), ("Right Kidney", "kidney_right"), ("tumour", "(ignore)")]
+    mapping.setRowCount(len(segments))
+    for r, (segment, label) in enumerate(segments):
+        mapping.setItem(r, 0, QtWidgets.QTableWidgetItem(segment))
+        combo = QtWidgets.QComboBox()
+        combo.addItems(["(ignore)", *labels])
+        combo.setCurrentText(label)
+        mapping.setCellWidget(r, 1, combo)
+    find(QtWidgets.QComboBox, "trainMethodComboBox").addItems(["(the model's own)", *T.methodNames()])
+    find(QtWidgets.QComboBox, "trainDeviceComboBox").addItems(["auto", "CPU", "GPU"])
+    find(QtWidgets.QProgressBar, "trainProgressBar").setValue(30)
+    find(QtWidgets.QLabel, "trainStatusLabel").setText("step 60/200: loss 0.8123, 420 s left")
 
 
 def widget_names_used_by_the_module() -> set[str]:
@@ -88,6 +122,22 @@ EXPECTED = {
     "modelInfoLabel": "QLabel",
     "deviceInfoLabel": "QLabel",
     "detectedModalityLabel": "QLabel",
+    "trainCollapsibleButton": "QWidget",  # ctkCollapsibleButton placeholder
+    "trainSegmentationSelector": "QWidget",  # qMRMLNodeComboBox placeholder
+    "addPairButton": "QPushButton",
+    "removePairButton": "QPushButton",
+    "pairsTable": "QTableWidget",
+    "mappingTable": "QTableWidget",
+    "trainMethodComboBox": "QComboBox",
+    "trainStepsSpinBox": "QSpinBox",
+    "trainDeviceComboBox": "QComboBox",
+    "newModelNameLineEdit": "QLineEdit",
+    "startTrainingButton": "QPushButton",
+    "stopTrainingButton": "QPushButton",
+    "resumeTrainingButton": "QPushButton",
+    "trainProgressBar": "QProgressBar",
+    "trainStatusLabel": "QLabel",
+    "trainingPlotWidget": "QWidget",  # qMRMLPlotWidget placeholder
 }
 
 
@@ -105,12 +155,16 @@ def test_ui_loads_offscreen_with_every_widget_the_module_uses():
     assert not panel.findChild(QtWidgets.QPushButton, "cancelButton").isEnabled()
     assert not panel.findChild(QtWidgets.QPushButton, "editButton").isEnabled()
     assert not panel.findChild(QtWidgets.QPushButton, "downloadModelButton").isEnabled()  # until a model needs it
+    assert not panel.findChild(QtWidgets.QPushButton, "stopTrainingButton").isEnabled()  # until a training runs
+    assert not panel.findChild(QtWidgets.QPushButton, "resumeTrainingButton").isEnabled()
+    header = panel.findChild(QtWidgets.QTableWidget, "pairsTable").horizontalHeaderItem
+    assert [header(i).text() for i in range(4)] == ["Volume", "Segmentation", "Modality", "Held out"]
 
 
 def render(path: Path) -> Path:
     panel = load_panel()
     fill_like_the_widget(panel)
-    panel.resize(460, 560)
+    panel.resize(460, 1180)
     path.parent.mkdir(parents=True, exist_ok=True)
     assert panel.grab().save(str(path))
     return path
