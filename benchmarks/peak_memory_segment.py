@@ -5,7 +5,7 @@
 
 The input is a synthetic abdominal CT phantom resampled onto a 512 x 512 x 300 grid (0.8 x 0.8 x
 1.0 mm, int16 HU), written to a temporary folder. The whole command runs in a child process, whose
-peak resident set size the kernel reports (``getrusage(RUSAGE_CHILDREN).ru_maxrss``), so Python,
+peak resident set size the kernel reports (``ru_maxrss`` from ``wait4``), so Python,
 PyTorch and MONAI start-up are included. Results go to ``benchmarks/results/`` as JSON and markdown.
 """
 
@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -46,18 +45,33 @@ def make_ct(path: Path, size: tuple[int, int, int]) -> None:
     sitk.WriteImage(out, str(path), True)
 
 
+def run_child(cmd: list[str]) -> tuple[str, float, float]:
+    """Run ``cmd`` with the repository on ``PYTHONPATH``; return its stdout, wall seconds and peak RSS (GB).
+
+    The peak is that child's own ``ru_maxrss`` (from ``wait4`` on its pid), so a script may run several
+    children one after the other and get each one's figure. A failing child ends the benchmark.
+    """
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}):\n{stderr}")
+    return stdout, wall, usage.ru_maxrss / 1024**2  # Linux reports kilobytes
+
+
 def measure(image: Path, out_dir: Path, model: str | None, device: str) -> dict:
     cmd = [sys.executable, "-m", "MultiModalSegLib", "segment", str(image), "-o", str(out_dir), "--device", device, "--overwrite"]
     if model:
         cmd += ["--model", model]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"mmseg segment failed:\n{proc.stderr}")
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"peak_rss_gb": round(peak_kb / 1024**2, 3), "wall_seconds": round(wall, 2), "output": proc.stdout.strip()}
+    stdout, wall, peak_gb = run_child(cmd)
+    return {"peak_rss_gb": round(peak_gb, 3), "wall_seconds": round(wall, 2), "output": stdout.strip()}
 
 
 def main(argv: list[str] | None = None) -> int:

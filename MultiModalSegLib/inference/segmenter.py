@@ -141,6 +141,19 @@ class Segmenter:
             )
         return name, reason
 
+    def network_input(self, volume: Volume, modality: str) -> tuple[Volume, tuple[slice, ...], torch.Tensor]:
+        """What the sliding window runs on: the normalised model-space volume, the body's bounding box
+        in it (threshold 0.05, margin 8 voxels) and the cropped float32 tensor ``[1, 1, Z, Y, X]``.
+
+        ``modality`` is a resolved name (see :meth:`resolve_modality`).
+        """
+        normalized = Volume(self.profiles[modality].normalize(volume.array), volume.spacing, volume.origin, volume.direction)
+        model_space = to_model_space(normalized, self.spacing)
+        del normalized
+        bbox = foreground_bbox(model_space.array, threshold=0.05, margin=8)
+        image = torch.from_numpy(np.ascontiguousarray(crop(model_space.array, bbox), dtype=np.float32))[None, None]
+        return model_space, bbox, image
+
     def segment(
         self, volume: Volume, modality: str = "auto", *, probabilities: bool = False, progress: Progress | None = None
     ) -> Segmentation:
@@ -149,11 +162,7 @@ class Segmenter:
         report = progress or (lambda f, m: None)
         name, reason = self.resolve_modality(volume, modality)
         report(0.02, f"modality {name} ({reason})")
-        normalized = Volume(self.profiles[name].normalize(volume.array), volume.spacing, volume.origin, volume.direction)
-        model_space = to_model_space(normalized, self.spacing)
-        del normalized
-        bbox = foreground_bbox(model_space.array, threshold=0.05, margin=8)
-        image = torch.from_numpy(np.ascontiguousarray(crop(model_space.array, bbox), dtype=np.float32))[None, None]
+        model_space, bbox, image = self.network_input(volume, name)
         report(0.1, "running the network")
         logits = predict_logits(
             self.net,
