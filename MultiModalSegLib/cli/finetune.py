@@ -73,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training import distributed
     from ..training.finetune import FinetuneOptions, finetune
 
     opts = FinetuneOptions(
@@ -98,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         command=shlex.join(["mmseg", *sys.argv[2:]]) if sys.argv[1:2] == ["finetune"] else None,
     )
     result = finetune(opts)
+    if not distributed.is_main():  # under torchrun rank 0 alone reports
+        return 0 if result.status == "done" else 3
     print(json.dumps({"status": result.status, "step": result.step, "run": str(result.run_dir),
                       "bundle": str(result.bundle) if result.bundle else None}))  # fmt: skip
     if result.status != "done":

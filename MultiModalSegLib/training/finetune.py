@@ -64,6 +64,7 @@ from ..methods import build_method, get_method
 from ..methods.registry import build_inference_network
 from ..modalities import get_modality, modality_names
 from ..models import resolve_model
+from . import distributed
 from .config import config_from_dict
 from .engine import Trainer, _model_remap
 from .progress import ProgressLog
@@ -541,15 +542,25 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     check_output(out, parent, opts.overwrite)
     run = Path(opts.run_dir) if opts.run_dir else default_run_dir(out)
     run.mkdir(parents=True, exist_ok=True)
+    # under torchrun rank 0 plans first (it writes the phantoms and data lists) and alone logs, scores and writes
+    distributed.setup(resolve_device(opts.device))
+    main = distributed.is_main()
+    if not main:
+        distributed.barrier()
     plan = _plan(opts, run, parent, parent_sha)
     name = opts.name or parent.name
     version = bump_minor(parent.metadata["version"])
     datasets = [
         str(_write_dataset(run / "data" / f"{i:02d}-{s.kind}.json", s.spec, s.training)) for i, s in enumerate(plan.sources) if s.training
     ]
+    if main:
+        distributed.barrier()
     cfg = _config(opts, plan, run, datasets, name, version)
     load_parent_weights(_parent_shaped_method(plan, cfg), parent)  # fail before any data is prepared
     trainer = Trainer(cfg, run, restart=opts.restart, quiet=opts.quiet, init_state=_init_hook(plan, cfg, opts))
+    if not main:  # another torchrun rank: it trains its share of each batch, nothing more
+        result = trainer.run()
+        return FinetuneResult(result.status, result.step, run)
     parent_info = {"name": parent.name, "version": parent.metadata["version"], "sha256": parent_sha}
     log = ProgressLog(run / "progress.jsonl")
     log.write("finetune", parent=parent_info, method=plan.method, out=str(out), data=[str(p) for p in opts.data],
