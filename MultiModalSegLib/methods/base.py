@@ -41,6 +41,8 @@ class Method(nn.Module):
     loss_summary: ClassVar[str] = "Dice + CE per modality, summed (weights 1, 1)"  # the loss and its default weights
     inference_summary: ClassVar[str] = "the trained network, called as net(image, modality)"  # what is exported
     uses_unlabelled: ClassVar[bool] = False  # True: batches also hold "<modality>:unlabelled" (images only)
+    # learning-rate factor of every parameter that existed before add_modality (see there)
+    added_modality_lr_scale: ClassVar[float] = 0.1
 
     def __init__(self, network: Mapping, modalities: Sequence[str], n_classes: int) -> None:
         super().__init__()
@@ -49,6 +51,8 @@ class Method(nn.Module):
         self.network_spec = self.complete_network_spec(network, modalities, n_classes)
         self.net = self.build_inference_network(self.network_spec, self.modalities)
         self.seg_loss = dice_ce_loss()
+        self.lr_scales: dict[str, float] = {}  # parameter name -> learning-rate factor (parameter_groups)
+        self.added_names: list[str] = []  # what add_modality added, over all its calls
 
     @classmethod
     def complete_network_spec(cls, network: Mapping, modalities: Sequence[str], n_classes: int) -> dict:
@@ -88,6 +92,15 @@ class Method(nn.Module):
         modality-specific parts in :meth:`_add_modality_parameters`; the default copies ``like``'s
         set of every modality-specific normalisation layer (:class:`..networks.ModalityNorm`), so a
         method with none (e.g. ``joint`` with shared normalisation) adds nothing.
+
+        Training afterwards (fine-tuning on a few labelled volumes of ``new`` mixed with old-modality
+        cases): the added parameters train at the full learning rate and every parameter that
+        existed before, shared or another modality's, at ``added_modality_lr_scale`` (0.1) times
+        it, through :attr:`lr_scales` (entries already there are kept; ``lr_scales = {}`` trains
+        everything at one rate, a factor 0 freezes). The choice: the new modality needs its own
+        parameters to move fast, while the old modalities' Dice must stay where it was; the slow
+        shared rate still lets the shared kernels adapt to ``new`` (a method that adds no trainable
+        parameter, e.g. ``joint`` or ``mulmodseg``, learns ``new`` only through them).
         """
         name = get_modality(new).name
         if name in self.modalities:
@@ -99,21 +112,26 @@ class Method(nn.Module):
         self._add_modality_parameters(name, source)
         self.modalities.append(name)
         self.network_spec["params"]["modalities"] = list(self.modalities)
-        return [k for k, v in self.state_dict().items() if before.get(k) != tuple(v.shape)]
+        added = [k for k, v in self.state_dict().items() if before.get(k) != tuple(v.shape)]
+        self.added_names = [*self.added_names, *added]
+        for key, _ in self.named_parameters():
+            if key not in self.added_names:
+                self.lr_scales.setdefault(key, self.added_modality_lr_scale)
+        return added
 
     def _add_modality_parameters(self, new: str, like: str) -> None:
         """Create ``new``'s own parameters as copies of ``like``'s (see :meth:`add_modality`)."""
         add_norm_sets(self, new, copy_from=like)
 
     def parameter_groups(self, lr: float) -> list[dict]:
-        """Optimiser parameter groups: every trainable parameter at ``lr``, except those named in
-        :attr:`lr_scales` (``{name: factor}``, empty by default), which train at ``lr * factor``
-        (factor 0 freezes them: AdamW's decoupled weight decay is scaled by the lr too)."""
+        """Optimiser parameter groups: every parameter at ``lr``, except those named in
+        :attr:`lr_scales` (``{name: factor}``, empty by default: one group, as
+        ``parameters()``), which train at ``lr * factor`` (factor 0 freezes them: AdamW's
+        decoupled weight decay is scaled by the lr too). The engine's schedule scales every group."""
         scales = getattr(self, "lr_scales", {}) or {}
         groups: dict[float, list[nn.Parameter]] = {}
         for name, param in self.named_parameters():
-            if param.requires_grad:
-                groups.setdefault(float(scales.get(name, 1.0)), []).append(param)
+            groups.setdefault(float(scales.get(name, 1.0)), []).append(param)
         return [{"params": params, "lr": lr * factor} for factor, params in groups.items()]
 
     def set_progress(self, step: int, total_steps: int) -> None:

@@ -129,7 +129,12 @@ def test_three_modalities_train_and_frozen_parameters_stay(name):
     method = trained(name).train()
     added = set(method.add_modality("CBCT", like="CT"))
     trainable = {n for n, _ in method.named_parameters()} & added
-    method.lr_scales = {n: 0.0 for n, _ in method.named_parameters() if n not in added}
+    # by default the parameters that existed before train ten times slower than the added ones
+    assert method.lr_scales == {n: 0.1 for n, _ in method.named_parameters() if n not in added}
+    groups = method.parameter_groups(1e-2)
+    assert sorted(g["lr"] for g in groups) == pytest.approx([1e-3, 1e-2] if trainable else [1e-3])
+    assert sum(len(g["params"]) for g in groups) == len(list(method.parameters()))
+    method.lr_scales = {n: 0.0 for n, _ in method.named_parameters() if n not in added}  # freeze them
     groups = method.parameter_groups(1e-2)
     assert sorted(g["lr"] for g in groups) == ([0.0, 1e-2] if trainable else [0.0])
     optimizer = torch.optim.AdamW(groups, lr=1e-2)
@@ -176,3 +181,9 @@ def test_mulmodseg_text_embeddings_get_the_new_prompt(monkeypatch):
     after = outputs(method, ["CT", "MR", "CBCT"], x)
     assert torch.equal(after["CT"], before["CT"]) and torch.equal(after["MR"], before["MR"])
     assert not torch.equal(after["CBCT"], before["CT"])  # conditioned on its own prompt
+
+
+def test_without_added_modality_one_group_holds_every_parameter_at_the_lr():
+    method = trained("ummkd")
+    (group,) = method.parameter_groups(2e-3)
+    assert group["lr"] == 2e-3 and [id(p) for p in group["params"]] == [id(p) for p in method.parameters()]
