@@ -67,7 +67,7 @@ from ..models import resolve_model
 from . import distributed
 from .config import config_from_dict
 from .engine import Trainer, _model_remap
-from .progress import ProgressLog
+from .progress import ProgressLog, read_progress
 from .validation import validate
 
 DEFAULT_PHANTOMS = 4  # training phantoms per modality when the parent's own data is not at hand
@@ -573,11 +573,12 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     before_file = run / "evaluation-before.json"
     key = {"parent_sha256": parent_sha, "cases": [f"{g}/{c.modality}/{c.name}" for g, c in heldout]}
     cached = json.loads(before_file.read_text()) if before_file.exists() else {}
-    if cached.get("key") == key:
+    if cached.get("key") == key:  # a resumed run: the parent was scored already
         before = cached["dice"]
     else:
         before = evaluate_bundle(parent, heldout, device)
         write_text_atomic(before_file, json.dumps({"key": key, "dice": before}, indent=2) + "\n")
+    if not any(r.get("event") == "evaluation" for r in read_progress(run / "progress.jsonl")):
         _log(run, "evaluation", phase="before", dice=before, cases=counts)
     result = trainer.run()
     if result.status != "done":
