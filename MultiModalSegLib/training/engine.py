@@ -3,7 +3,8 @@
 Checkpoints every N steps (model, optimiser, scheduler, AMP scaler, torch RNG; the samplers are
 stateless, see :mod:`..data.sampling`) allow an exact resume. A SIGINT/SIGTERM or a ``STOP`` file in
 the run folder ends the run cleanly after the current step, writing a final checkpoint. A finished
-run exports a bundle.
+run exports a bundle. Under ``torchrun`` the method trains behind DDP on shards of the global
+batch and rank 0 alone writes files (see :mod:`.distributed`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..device import autocast, grad_scaler, resolve_device
 from ..errors import ConfigError
 from ..methods import build_method, get_method
 from ..modalities import get_modality
+from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .progress import ProgressBar, ProgressLog, format_seconds
@@ -100,10 +102,14 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.ckpt_path = self.out / "checkpoints" / "last.pt"
         self.quiet = quiet
-        if restart:
+        # under torchrun: join the process group; rank 0 alone writes files (see .distributed)
+        self.device = distributed.setup(resolve_device(config.device))
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.is_main = self.rank == 0
+        if restart and self.is_main:
             for p in (self.ckpt_path, self.out / "progress.jsonl"):
                 p.unlink(missing_ok=True)
-        self.device = resolve_device(config.device)
+        distributed.barrier()
         if config.threads:
             torch.set_num_threads(config.threads)
         self.labels = config.label_info
@@ -115,10 +121,11 @@ class Trainer:
         if self.cfg.phantoms:
             ph = self.cfg.phantoms
             target = self.out / "phantoms" / "dataset.json"
-            if not target.exists():
+            if not target.exists() and self.is_main:
                 write_phantom_dataset(
                     target.parent, int(ph.get("ct", 0)), int(ph.get("mr", 0)), int(ph.get("seed", 0)), int(ph.get("validation", 0))
                 )
+            distributed.barrier()
             entries.append({"path": str(target)})
         model_values = {lab.name: lab.value for lab in self.labels}
         train, val = [], []
@@ -144,6 +151,7 @@ class Trainer:
 
     def build(self) -> None:
         cfg = self.cfg
+        distributed.check_batch_size(cfg.batch_size, self.world)
         train, val, self.dataset_paths = self._cases()
         prepared = self._prepare(train)
         self.val_cases = self._prepare(val)
@@ -184,6 +192,9 @@ class Trainer:
         self.history: list[dict] = []
         if self.ckpt_path.exists():
             self._resume()
+        self.ddp = None  # the method behind DistributedDataParallel, made at the first step under torchrun
+        if distributed.any_rank(self.step != distributed.broadcast_int(self.step, self.device), self.device):
+            raise ConfigError(f"the ranks resumed from different steps; put {self.out} on a file system that every node shares.")
 
     def _state(self) -> dict:
         return {
@@ -210,7 +221,8 @@ class Trainer:
         self.step = int(state["step"])
 
     def checkpoint(self) -> None:
-        save_checkpoint(self._state(), self.ckpt_path)
+        if self.is_main:
+            save_checkpoint(self._state(), self.ckpt_path)
 
     # ----- one step
     def batches(self, step: int) -> dict[str, dict[str, torch.Tensor]]:
@@ -220,27 +232,53 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step on one batch per modality (step ``self.step``); returns the losses."""
-        batches = {
-            key: {k: v.to(self.device, non_blocking=True) for k, v in batch.items()} for key, batch in self.batches(self.step).items()
+        batches = {  # under torchrun: this rank's items of the global batch
+            key: {k: v.to(self.device, non_blocking=True) for k, v in distributed.shard(batch, self.rank, self.world).items()}
+            for key, batch in self.batches(self.step).items()
         }
         self.method.train()
         self.method.set_progress(self.step, self.cfg.steps)
         # a method with ``alternating`` (MulModSeg's Algorithm 1) gets one optimiser step per batch,
         # in the order of ``batches`` (CT, then MR); the others one step on all batches together
         groups = [{key: batch} for key, batch in batches.items()] if self.method.alternating else [batches]
+        if self.world > 1 and getattr(self, "ddp", None) is None:
+            self.ddp = self._wrap_ddp(groups)
         losses: dict[str, float] = {}
         for group in groups:
             for key, value in self._optimiser_step(group).items():
                 losses[key] = losses.get(key, 0.0) + value
         self.scheduler.step()
         self.step += 1
-        return losses
+        return distributed.mean_over_ranks(losses, self.device)
+
+    def _wrap_ddp(self, groups: list[dict[str, dict[str, torch.Tensor]]]) -> torch.nn.Module:
+        """The method behind DDP, with ``find_unused_parameters`` only when a forward/backward of
+        this step's ``groups`` leaves a trainable parameter without a gradient on some rank. The
+        probe's effects (gradients, BatchNorm statistics, random numbers) are undone."""
+        saved = {k: v.detach().clone() for k, v in self.method.state_dict().items()}
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
+        unused: set[str] = set()
+        for group in groups:
+            self.method.zero_grad(set_to_none=True)
+            with autocast(self.device, self.cfg.amp):
+                loss = self.method.training_step(group)["loss"]
+            loss.backward()
+            unused |= {n for n, p in self.method.named_parameters() if p.requires_grad and p.grad is None}
+        self.method.zero_grad(set_to_none=True)
+        self.method.load_state_dict(saved)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        self.find_unused_parameters = distributed.any_rank(bool(unused), self.device)
+        return distributed.wrap(self.method, self.device, self.find_unused_parameters)
 
     def _optimiser_step(self, batches: dict[str, dict[str, torch.Tensor]]) -> dict[str, float]:
         """Forward ``batches`` through the method, backward, one optimiser step; returns the losses."""
         self.optimizer.zero_grad(set_to_none=True)
+        forward = self.ddp if getattr(self, "ddp", None) is not None else self.method.training_step
         with autocast(self.device, self.cfg.amp):
-            losses = self.method.training_step(batches)
+            losses = forward(batches)
         loss = losses["loss"]
         if not torch.isfinite(loss):
             raise ConfigError(f"the loss became {float(loss)} at step {self.step}; lower the learning rate (now {self.cfg.lr}).")
@@ -254,11 +292,15 @@ class Trainer:
         if not hasattr(self, "method"):
             self.build()
         cfg = self.cfg
-        log = ProgressLog(self.out / "progress.jsonl")
-        bar = ProgressBar(cfg.steps, every=cfg.log_every, stream=sys.stderr if not self.quiet else _Null())
+        log = ProgressLog(self.out / "progress.jsonl") if self.is_main else _NullLog()
+        bar = ProgressBar(cfg.steps, every=cfg.log_every, stream=sys.stderr if not self.quiet and self.is_main else _Null())
         stop_file = self.out / "STOP"
-        stop_file.unlink(missing_ok=True)
-        log.write("start", step=self.step, steps=cfg.steps, cases=self.case_counts, device=str(self.device), method=cfg.method)
+        if self.is_main:
+            stop_file.unlink(missing_ok=True)
+        distributed.barrier()
+        log.write(
+            "start", step=self.step, steps=cfg.steps, cases=self.case_counts, device=str(self.device), method=cfg.method, processes=self.world
+        )
         start_step, t0 = self.step, time.time()
         losses: dict[str, float] = {}
         val = None
@@ -272,13 +314,14 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     log.write("step", step=self.step, steps=cfg.steps, losses=losses, lr=lr, elapsed_s=round(elapsed, 2), eta_s=round(eta, 1))
                 bar.update(self.step, f"loss {losses['loss']:.4f} lr {lr:.2e} eta {format_seconds(eta)}")
-                if self.val_cases and (self.step % cfg.validate_every == 0 or self.step == cfg.steps):
+                if self.is_main and self.val_cases and (self.step % cfg.validate_every == 0 or self.step == cfg.steps):
                     val = validate(self.method.inference_network(), self.val_cases, self.labels, cfg.patch_size, self.device, cfg.amp)
                     log.write("validation", step=self.step, dice=val)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.checkpoint()
                     log.write("checkpoint", step=self.step, path=str(self.ckpt_path))
-                if stop.requested and self.step < cfg.steps:
+                # every rank stops after the same step when any rank got a signal or sees the STOP file
+                if distributed.any_rank(stop.requested, self.device) and self.step < cfg.steps:
                     self.checkpoint()
                     log.write("stopped", step=self.step, path=str(self.ckpt_path))
                     status = "stopped"
@@ -286,7 +329,10 @@ class Trainer:
         bar.close()
         bundle = None
         if status == "done":
-            bundle = self.export(val, time.time() - t0)
+            if self.is_main:
+                bundle = self.export(val, time.time() - t0)
+            distributed.barrier()  # the other ranks return once rank 0 has written the bundle
+            bundle = bundle or self.out / "bundle"
             log.write("done", step=self.step, bundle=str(bundle))
         log.close()
         return TrainResult(status, self.step, bundle, losses, val)
@@ -337,6 +383,16 @@ def _finite(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+class _NullLog:
+    """The progress log of ranks other than 0: they write nothing."""
+
+    def write(self, event: str, **fields) -> dict:
+        return {"event": event, **fields}
+
+    def close(self) -> None:
+        pass
 
 
 class _Null:
