@@ -93,8 +93,8 @@ class Bench:
     spacing: float = 6.0
     patch_size: list = field(default_factory=lambda: [16, 32, 32])
     batch_size: int = 2
-    steps: int = 80
-    lr: float = 1e-2
+    steps: int = 150
+    lr: float = 5e-3
     warmup_steps: int = 5
     seed: int = 0
     threads: int = 1
