@@ -437,9 +437,9 @@ def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0)
         f"{bench.spacing:g} mm, AdamW lr {bench.lr:g} with cosine schedule ({bench.warmup_steps} warm-up steps), seed {bench.seed}, "
         f"augmentation on, {bench.threads} CPU thread(s). Encoder widths {bench.features} for every network "
         "(`lssc`: its registry reference Transformer U-Net at these widths; `cmc`: its own network; `mulmodseg`: one-hot class codes).",
-        "- **Tiny networks and very few steps**: these models are far from converged; differences between methods of a few",
-        "  Dice points are within what another seed could change. **Phantoms are not patients.**",
-        "- Real scans: 1 CT and 1 MR, references are TotalSegmentator pseudo-labels (not manual), scored on the scans' own grids",
+        "- **Tiny networks and very few steps**: these models are far from converged (small organs may not be learnt at all);",
+        "  one seed was run, so differences of a few Dice points may be noise. **Phantoms are not patients.**",
+        f"- Real scans ({', '.join(bench.real_cases)}): references are TotalSegmentator pseudo-labels (not manual), scored on the scans' own grids",
         "  through the ordinary `Segmenter`. These runs never saw them (they are training data of the default model, not of these runs).",
         "- Dice and ASSD (mm) per organ per modality: mean over cases; a label absent from prediction and reference is skipped,",
         "  a missed organ scores Dice 0 and no ASSD (`MultiModalSegLib/metrics.py`).",
