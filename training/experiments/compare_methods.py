@@ -376,7 +376,11 @@ def ranking_markdown(rank: list, runs: dict) -> list[str]:
     ]
     for i, (m, crit, per) in enumerate(rank, 1):
         lines.append(f"| {i} | `{m}` | {_f(crit)} | " + " | ".join(_f(v) for v in per.values()) + " |")
-    lines += ["", f"**Best method by this criterion: `{rank[0][0]}`** (mean Dice {_f(rank[0][1])})."]
+    top = [m for m, crit, _ in rank if _f(crit) == _f(rank[0][1])]
+    if len(top) == 1:
+        lines += ["", f"**Best method by this criterion: `{top[0]}`** (mean Dice {_f(rank[0][1])})."]
+    else:
+        lines += ["", f"**No single best method by this criterion: {', '.join(f'`{m}`' for m in top)} tie at {_f(rank[0][1])}.**"]
     return lines
 
 
