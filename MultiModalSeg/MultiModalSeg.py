@@ -448,8 +448,9 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         job = self.trainingJob
         self.ui.startTrainingButton.enabled = not self.trainingRunning()
         self.ui.stopTrainingButton.enabled = self.trainingRunning()
-        self.ui.resumeTrainingButton.enabled = (job is not None and job.state in ("stopped", "cancelled", "failed")
-                                                and job.checkpointPath.is_file())
+        # without a job of this session, Resume asks for the folder of an earlier session's training
+        self.ui.resumeTrainingButton.enabled = not self.trainingRunning() and (
+            job is None or (job.state in ("stopped", "cancelled", "failed") and job.checkpointPath.is_file()))
 
     def onStartTraining(self):
         missing = L.missing_packages()
@@ -479,7 +480,15 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onResumeTraining(self):
         try:
-            self.trainingJob.resume()
+            if self.trainingJob is None:
+                folder = qt.QFileDialog.getExistingDirectory(self.parent, "Training folder to resume",
+                                                             str(T.trainingFolder()))
+                if not folder:
+                    return
+                self.trainingJob = T.resumeTraining(self.logic, folder, progress=self.onTrainProgress)
+                self._plotted = None
+            else:
+                self.trainingJob.resume()
         except L.SegmentationError as exc:
             self.ui.trainStatusLabel.text = str(exc)
             return

@@ -569,12 +569,17 @@ class TrainingJob(L.ProcessJob):
         self.progress(0.95 * (self.step / self.steps if self.steps else 0.0), f"resuming from step {self.step}")
 
 
-def defaultRunFolder(modelName: str) -> Path:
-    """``<models cache>/../training/<model name>``: kept after Slicer exits, so a run can be resumed."""
+def trainingFolder() -> Path:
+    """``<models cache>/../training`` (``~/.cache/multimodalseg/training``): kept after Slicer exits,
+    so that a stopped run can be resumed in a later session."""
     L.ensure_library_importable()
     from MultiModalSegLib.models import models_cache_dir
 
-    return models_cache_dir().parent / "training" / modelName
+    return models_cache_dir().parent / "training"
+
+
+def defaultRunFolder(modelName: str) -> Path:
+    return trainingFolder() / modelName
 
 
 def newModelName(logic: L.MultiModalSegLogic, init: str | None) -> str:
@@ -596,13 +601,33 @@ def startTraining(logic: L.MultiModalSegLogic, pairs: list[TrainingPair], settin
     _check_new_name(logic, name)
     checkTrainingPairs(pairs, labels, modalities, settings.overrides)
     runDir = Path(runDir) if runDir is not None else defaultRunFolder(name)
+    if (runDir / "run" / "checkpoints" / "last.pt").exists() or (runDir / f"{name}.zip").exists():
+        raise TrainingError(f"A training of '{name}' was already run in {runDir}; press Resume to continue it, or give the new model another name.")
     data = runDir / "data"
     if data.exists():
         shutil.rmtree(data)
     dataset = exportTrainingDataset(pairs, data, labels, settings.overrides, modalities, segmentationsLogic)
     outBundle = runDir / f"{name}.zip"
     command = finetuneCommand(init, settings, dataset, runDir / "run", outBundle, name)
+    (runDir / COMMAND_FILE).write_text(json.dumps({"command": command, "name": name, "bundle": str(outBundle)}, indent=2),
+                                       encoding="utf-8")
     return TrainingJob(logic, command, runDir / "run", outBundle, name, progress)
+
+
+COMMAND_FILE = "command.json"  # in a training folder: the command, the new model's name and bundle
+
+
+def resumeTraining(logic: L.MultiModalSegLogic, runDir: str | Path, progress: L.ProgressCallback | None = None) -> TrainingJob:
+    """Resume a stopped training of an earlier session from its folder (the one :func:`startTraining`
+    made): the same command again, which continues from the last checkpoint."""
+    runDir = Path(runDir)
+    try:
+        saved = json.loads((runDir / COMMAND_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TrainingError(f"{runDir} holds no training started from this panel ({exc}); choose the folder Start created.") from exc
+    if Path(saved["bundle"]).exists():
+        raise TrainingError(f"The training in {runDir} is finished; its model is '{saved['name']}' ({saved['bundle']}).")
+    return TrainingJob(logic, saved["command"], runDir / "run", Path(saved["bundle"]), saved["name"], progress)
 
 
 # --------------------------------------------------------------------------- installing the result

@@ -276,3 +276,8 @@ def test_train_stop_resume_install_and_apply(scene, zoo, tmp_path):
 
     with pytest.raises(T.TrainingError, match="already in the models manifest"):
         T.installTrainedModel(logic, job.outBundle, "tiny-init")  # a shipped model is never replaced
+    # the folder is not reused by a new Start, and a finished run cannot be resumed
+    with pytest.raises(T.TrainingError, match="was already run in"):
+        T.startTraining(logic, pairs, settings, tmp_path / "train", segmentationsLogic=scene.segmentations)
+    with pytest.raises(T.TrainingError, match="is finished; its model is 'tiny-finetuned'"):
+        T.resumeTraining(logic, tmp_path / "train")
