@@ -465,8 +465,9 @@ def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0)
     for s in scenarios:
         sc = SCENARIOS[s]
         L += [f"## Scenario `{s}`: {sc.description}", ""]
-        cases = next(iter(runs[s].values()))["cases"]
-        L += [f"Training cases per stream: {', '.join(f'{k} {v}' for k, v in cases.items())}.", ""]
+        cases = {k: v for r in runs[s].values() for k, v in r["cases"].items()}
+        L += [f"Training cases per stream: {', '.join(f'{k} {v}' for k, v in cases.items())} "
+              "(unlabelled streams reach only the methods that use them: `cmc`).", ""]
         if s in claims:
             L += [f"### Does joint training beat `{BASELINE}` on {sc.scarce}? (held-out phantoms, mean Dice over organs)", ""]
             L += [claim_line(c) for c in claims[s]] + [""]
