@@ -182,6 +182,11 @@ def test_export_writes_nifti_and_dataset_json_resampling_an_off_grid_segmentatio
     mr = volume(scene, "mr", ct=False)
     on_grid = segmentation(scene, "mr seg", {"spleen": np.s_[6:16, 4:14, 4:14]}, (24, 24, 24), (4, 4, 4), (0, 0, 0))
     pairs = [T.TrainingPair(ct, fine, "CT"), T.TrainingPair(mr, on_grid, "MR", heldOut=True)]
+    checks = T.checkTrainingPairs(pairs, labels, ["CT", "MR"])
+    assert [(c.unknown, c.missing) for c in checks] == [
+        (["tumour"], ["spleen", "kidney_left"]), ([], ["liver", "kidney_right", "kidney_left"])]
+    with pytest.raises(T.TrainingError, match=r"^Modality 'PET' of 'fine' on 'ct' \(PET\) is not one the model was trained for"):
+        T.checkTrainingPairs([T.TrainingPair(ct, fine, "PET")], labels, ["CT", "MR"])
     path = T.exportTrainingDataset(pairs, tmp_path / "data", labels, segmentationsLogic=scene.segmentations)
 
     spec = load_dataset(path)  # the library's own reader accepts it
