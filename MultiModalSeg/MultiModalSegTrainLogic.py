@@ -275,6 +275,7 @@ class PairCheck:
     mapping: dict[str, str | None]
     unknown: list[str] = field(default_factory=list)  # segments not mapped to a model label
     missing: list[str] = field(default_factory=list)  # model labels no segment maps to (background there)
+    newModality: bool = False  # the model was not trained on the pair's modality
 
     def summary(self) -> str:
         parts = [f"{self.pair.describe()}: {sum(v is not None for v in self.mapping.values())} segments used"]
@@ -282,6 +283,8 @@ class PairCheck:
             parts.append(f"ignored (no model label): {', '.join(self.unknown)}")
         if self.missing:
             parts.append(f"not drawn (trained as background): {', '.join(self.missing)}")
+        if self.newModality:
+            parts.append(f"{self.pair.modality} is new to the model")
         return "; ".join(parts)
 
 
@@ -291,8 +294,9 @@ def checkTrainingPairs(pairs: list[TrainingPair], labels: list[dict], modalities
 
     Refused: no pairs (or only held-out ones), a pair without volume or segmentation, a segmentation
     with no segments, a segmentation none of whose segments maps to a model label, a modality the
-    model does not know.
-    Segments without a label and model labels without a segment are reported, not refused.
+    library does not know. Reported, not refused: segments without a label, model labels without a
+    segment, and a modality the model lacks (``modalities``): ``mmseg finetune`` adds it when the
+    method can, and otherwise refuses with its own sentence.
     """
     if not pairs:
         raise TrainingError("There are no training pairs; select a volume and its segmentation and press 'Add current pair'.")
@@ -305,8 +309,9 @@ def checkTrainingPairs(pairs: list[TrainingPair], labels: list[dict], modalities
         if pair.segmentationNode is None:
             raise TrainingError(f"The pair of volume '{pair.volumeNode.GetName()}' has no segmentation; remove it and add it again.")
         name = pair.segmentationNode.GetName()
-        if modalities is not None and pair.modality not in modalities:
-            raise TrainingError(f"Modality '{pair.modality}' of {pair.describe()} is not one the model was trained for ({', '.join(modalities)}); set the pair's modality or choose another model.")
+        known = L.modality_names()
+        if pair.modality not in known:
+            raise TrainingError(f"Modality '{pair.modality}' of {pair.describe()} is not one MultiModalSeg knows ({', '.join(known)}); set the pair's modality in the pairs table.")
         if pair.segmentationNode.GetSegmentation().GetNumberOfSegments() == 0:
             raise TrainingError(f"Segmentation '{name}' has no segments; draw the organs in the Segment Editor before training.")
         mapping = segmentLabelMapping(pair.segmentationNode, labels, overrides)
@@ -317,7 +322,8 @@ def checkTrainingPairs(pairs: list[TrainingPair], labels: list[dict], modalities
             )
         used = set(filter(None, mapping.values()))
         checks.append(PairCheck(pair, mapping, [s for s, lab in mapping.items() if lab is None],
-                                [lab for lab in label_names if lab not in used]))
+                                [lab for lab in label_names if lab not in used],
+                                modalities is not None and pair.modality not in modalities))
     return checks
 
 

@@ -185,7 +185,8 @@ def test_export_writes_nifti_and_dataset_json_resampling_an_off_grid_segmentatio
     checks = T.checkTrainingPairs(pairs, labels, ["CT", "MR"])
     assert [(c.unknown, c.missing) for c in checks] == [
         (["tumour"], ["spleen", "kidney_left"]), ([], ["liver", "kidney_right", "kidney_left"])]
-    with pytest.raises(T.TrainingError, match=r"^Modality 'PET' of 'fine' on 'ct' \(PET\) is not one the model was trained for"):
+    assert [c.newModality for c in T.checkTrainingPairs(pairs, labels, ["CT"])] == [False, True]
+    with pytest.raises(T.TrainingError, match=r"^Modality 'PET' of 'fine' on 'ct' \(PET\) is not one MultiModalSeg knows \(CT, "):
         T.checkTrainingPairs([T.TrainingPair(ct, fine, "PET")], labels, ["CT", "MR"])
     path = T.exportTrainingDataset(pairs, tmp_path / "data", labels, segmentationsLogic=scene.segmentations)
 
