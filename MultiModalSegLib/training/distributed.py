@@ -186,11 +186,20 @@ def wrap(method: nn.Module, device: torch.device, find_unused_parameters: bool) 
     """``method`` behind DDP (its ``training_step`` as ``forward``); BatchNorm layers become
     ``SyncBatchNorm`` on CUDA (converted in place, so ``method`` keeps training the same tensors)."""
     if device.type == "cuda":
-        nn.SyncBatchNorm.convert_sync_batchnorm(method)  # replaces the BatchNorm children, keeps their tensors
+        sync_batchnorm(method)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(
         TrainingStep(method), device_ids=ids, output_device=ids[0] if ids else None, find_unused_parameters=find_unused_parameters
     )
+
+
+def sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm layer under ``module`` (a container, not itself a BatchNorm) by a
+    ``SyncBatchNorm`` holding the same parameter and buffer tensors: the optimiser keeps working and
+    the state dict keeps its keys, so a bundle loads into the plain network. Returns ``module``."""
+    for name, child in module.named_children():
+        module.add_module(name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    return module
 
 
 def _comm_device(device: torch.device) -> torch.device:

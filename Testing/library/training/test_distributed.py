@@ -181,3 +181,22 @@ def test_shards_cover_the_global_batch_once():
     assert all(torch.equal(p["label"], p["image"] * 10) for p in parts)
     with pytest.raises(ConfigError, match="multiple of 4"):
         distributed.check_batch_size(6, 4)
+
+
+def test_sync_batchnorm_keeps_the_tensors_and_the_state_dict_keys(phantom_dir, tmp_path):
+    trainer = Trainer(config_from_dict(tiny_config(phantom_dir)), tmp_path, quiet=True)
+    trainer.build()
+    method = trainer.method
+    params = {n: id(p) for n, p in method.named_parameters()}
+    keys = list(method.state_dict())
+    batchnorms = [n for n, m in method.named_modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert batchnorms  # UMMKD: one BatchNorm set per modality inside ModalityNorm layers
+    assert distributed.sync_batchnorm(method) is method
+    assert all(isinstance(method.get_submodule(n), torch.nn.SyncBatchNorm) for n in batchnorms)
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in method.modules())
+    # the optimiser's tensors are the model's tensors, and a plain network loads the state dict
+    assert {n: id(p) for n, p in method.named_parameters()} == params and list(method.state_dict()) == keys
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert set(params.values()) <= optimised
+    plain = type(method).build_inference_network(method.network_spec, method.modalities)
+    plain.load_state_dict(method.inference_network().state_dict())
