@@ -354,11 +354,12 @@ def box_plot(runs: dict[str, dict], scenario: str, path: Path) -> None:
             cases = [c for c in runs[m]["results"].values() if c["kind"] == "phantom" and c["modality"] == modality]
             data.append([c["metrics"][o]["dice"] for c in cases for o in ORGANS if c["metrics"][o]["dice"] is not None])
         ax.boxplot(data, tick_labels=methods)
-        ax.set_title(f"{scenario}: {modality} (held-out phantoms)")
+        ax.set_title(modality)
         ax.tick_params(axis="x", rotation=45)
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("Dice per case and organ")
+    fig.suptitle(f"{scenario}: held-out phantoms")
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=80)
