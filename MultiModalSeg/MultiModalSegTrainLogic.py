@@ -538,6 +538,9 @@ class TrainingJob(L.ProcessJob):
     def poll(self) -> bool:
         if self.state == "running":
             self.readProgress()
+            stop = self.runDir / "STOP"
+            if self._stopRequested and not stop.exists() and self.proc.poll() is None:
+                stop.touch()  # the run removes a STOP file when its loop starts: a Stop pressed before then holds
         return super().poll()
 
     def _finish(self) -> None:

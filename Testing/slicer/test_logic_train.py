@@ -232,7 +232,7 @@ def test_train_stop_resume_install_and_apply(scene, zoo, tmp_path):
                             heldOut=True)]
     reports: list[tuple[float, str]] = []
     # no phantoms mixed in or held out: the run trains on the two pairs and scores the held-out one
-    settings = T.TrainingSettings(steps=8, device="cpu", newModelName="tiny-finetuned", phantoms=0, heldoutPhantoms=0)
+    settings = T.TrainingSettings(steps=20, device="cpu", newModelName="tiny-finetuned", phantoms=0, heldoutPhantoms=0)
     job = T.startTraining(logic, pairs, settings, tmp_path / "train", lambda f, m: reports.append((f, m)),
                           segmentationsLogic=scene.segmentations)
     assert isinstance(job, L.ProcessJob) and job.proc.pid > 0 and job.state == "running"
@@ -243,7 +243,7 @@ def test_train_stop_resume_install_and_apply(scene, zoo, tmp_path):
     assert job.state == "stopped" and job.proc.returncode == T.STOPPED_EXIT_CODE
     assert job.checkpointPath.is_file() and job.model is None
     stopped_at = job.step
-    assert 1 <= stopped_at < 8 and [e["event"] for e in job.events][-1] == "stopped"
+    assert 1 <= stopped_at < 20 and [e["event"] for e in job.events][-1] == "stopped"
     assert job.history["loss"] and job.history["loss"][0][0] == 1
 
     job.resume()  # the same command again: continues from the checkpoint
@@ -252,10 +252,10 @@ def test_train_stop_resume_install_and_apply(scene, zoo, tmp_path):
     assert job.state == "done", job.error
     starts = [e for e in job.events if e["event"] == "start"]
     assert [s["step"] for s in starts] == [0, stopped_at]
-    assert [s for s, _ in job.history["loss"]] == list(range(1, 9))
-    # held-out Dice of the parent before (step 0) and of the new model after (step 8)
+    assert [s for s, _ in job.history["loss"]] == list(range(1, 21))
+    # held-out Dice of the parent before (step 0) and of the new model after (step 20)
     assert list(job.history["dice"]) == ["data CT"]
-    assert [s for s, _ in job.history["dice"]["data CT"]] == [0, 8]
+    assert [s for s, _ in job.history["dice"]["data CT"]] == [0, 20]
     assert all(0 <= d <= 1 for _, d in job.history["dice"]["data CT"])
     assert reports[-1] == (1.0, "done") and any("loss" in m for _, m in reports)
 
@@ -272,7 +272,7 @@ def test_train_stop_resume_install_and_apply(scene, zoo, tmp_path):
     chart = T.updateTrainingPlot(scene.scene, job.history)
     assert chart.GetNumberOfPlotSeriesNodes() == 2  # loss, held-out Dice of the CT pair
     loss_table = scene.scene.GetFirstNodeByName(f"{T.PLOT_NAME} loss").GetTable()
-    assert loss_table.GetNumberOfRows() == 8 and loss_table.GetValue(7, 0).ToDouble() == 8.0
+    assert loss_table.GetNumberOfRows() == 20 and loss_table.GetValue(19, 0).ToDouble() == 20.0
     assert T.updateTrainingPlot(scene.scene, job.history) is chart  # updated in place
     assert scene.scene.GetNumberOfNodesByClass("vtkMRMLPlotChartNode") == 1
     owner = logic.getParameterNode()
