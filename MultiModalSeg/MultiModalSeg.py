@@ -552,6 +552,8 @@ class MultiModalSegTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_sample_ct()
+        self.setUp()
+        self.test_train_pair_export()
 
     def test_sample_ct(self):
         root = L.library_parent()
@@ -572,3 +574,37 @@ class MultiModalSegTest(ScriptedLoadableModuleTest):
         with self.assertRaises(L.SegmentationError):
             L.MultiModalSegLogic().process(None)
         self.delayDisplay("Test passed")
+
+    def test_train_pair_export(self):
+        """Train section: a segment drawn in Slicer maps to the model's label and exports on the volume's grid."""
+        import json
+        import tempfile
+
+        import numpy as np
+        import SimpleITK as sitk
+
+        root = L.library_parent()
+        path = next(p for p in (root / "Resources" / "SampleData" / "abdomen_ct_01" / "image.nii.gz",
+                                root.parent / "Resources" / "SampleData" / "abdomen_ct_01" / "image.nii.gz") if p.is_file())
+        volume = slicer.util.loadVolume(str(path))
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "drawn")
+        segmentation.CreateDefaultDisplayNodes()
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        segmentId = segmentation.GetSegmentation().AddEmptySegment("", "Liver")
+        array = np.zeros(slicer.util.arrayFromVolume(volume).shape, np.uint8)
+        array[40:60, 40:60, 40:60] = 1
+        slicer.util.updateSegmentBinaryLabelmapFromArray(array, segmentation, segmentId, volume)
+        logic = L.MultiModalSegLogic()
+        node = logic.getParameterNode()
+        T.setTrainingPairs(node, [])
+        T.addTrainingPair(node, volume, segmentation, "auto")
+        pairs = T.getTrainingPairs(node)
+        labels = T.modelLabels(logic, None)
+        self.assertEqual([p.modality for p in pairs], ["CT"])
+        self.assertEqual(T.mappingRows(pairs, labels), [("Liver", "liver")])
+        with tempfile.TemporaryDirectory() as folder:
+            dataset = json.loads(T.exportTrainingDataset(pairs, folder, labels).read_text())
+            label = sitk.GetArrayFromImage(sitk.ReadImage(f"{folder}/{dataset['training'][0]['label']}"))
+        self.assertEqual(label.shape, array.shape)
+        self.assertEqual(int((label == 1).sum()), 20 * 20 * 20)
+        self.delayDisplay("Train export test passed")
