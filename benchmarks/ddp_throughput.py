@@ -1,6 +1,6 @@
 """Training throughput of one process against two DDP processes (gloo, CPU) on the same global batch.
 
-    python benchmarks/ddp_throughput.py            # 2 repeats, 12 timed steps each, results in benchmarks/results/
+    python benchmarks/ddp_throughput.py            # 3 repeats, 12 timed steps each, results in benchmarks/results/
     python benchmarks/ddp_throughput.py --quick --out /tmp/ddp   # seconds; what the test runs
 
 Both settings train the same configuration (UMMKD, a small U-Net, phantoms) with the same global
@@ -44,7 +44,7 @@ LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_P
 
 SETTINGS = {
     # features, patch (z, y, x), global batch per modality, spacing, warm-up steps, timed steps, repeats, phantoms per modality
-    "full": {"features": [8, 16, 32], "patch": [32, 48, 48], "batch": 4, "spacing": 5.0, "warmup": 2, "steps": 12, "repeats": 2, "cases": 2},
+    "full": {"features": [8, 16, 32], "patch": [32, 48, 48], "batch": 4, "spacing": 5.0, "warmup": 2, "steps": 12, "repeats": 3, "cases": 2},
     "quick": {"features": [4, 8], "patch": [16, 16, 16], "batch": 2, "spacing": 8.0, "warmup": 1, "steps": 2, "repeats": 1, "cases": 1},
 }
 
