@@ -153,8 +153,10 @@ def detect_modality_reason(volume: Volume) -> tuple[str, str]:
     if tag in DICOM_MODALITY_MAP and _find(DICOM_MODALITY_MAP[tag]) is not None:
         return DICOM_MODALITY_MAP[tag], f"DICOM Modality tag is {tag}"
     note = f"DICOM Modality tag {tag} is not CT or MR; " if tag else ""
-    data = np.asarray(volume.array, dtype=np.float32)
-    data = data[np.isfinite(data)]
+    data = np.asarray(volume.array)
+    if not np.issubdtype(data.dtype, np.integer):  # integer voxels are all finite: no float copy
+        data = np.asarray(data, dtype=np.float32)
+        data = data[np.isfinite(data)]
     if data.size == 0:
         return "MR", note + "no finite voxels; assumed MR"
     air, fat = float(np.mean(data < AIR_HU)), float(np.mean(data < FAT_HU))

@@ -11,6 +11,7 @@ from .errors import InputError
 from .io import Volume
 
 CANONICAL_ORIENTATION = "LPS"
+IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
 def _volume_like(image: sitk.Image, source: Volume) -> Volume:
@@ -21,7 +22,16 @@ def reorient(volume: Volume) -> Volume:
     """Permute and flip axes to the canonical LPS orientation, keeping every voxel's physical position.
 
     An axis-aligned input gets the identity direction; an oblique one keeps its residual rotation.
+    A volume already stored in LPS (identity direction) comes back as it is, without a copy.
     """
+    if tuple(float(d) for d in volume.direction) == IDENTITY_DIRECTION:
+        return Volume(
+            volume.array,
+            tuple(float(s) for s in volume.spacing),
+            tuple(float(o) for o in volume.origin),
+            IDENTITY_DIRECTION,
+            volume.modality_tag,
+        )
     image = sitk.DICOMOrient(volume.to_sitk(), CANONICAL_ORIENTATION)
     return _volume_like(image, volume)
 

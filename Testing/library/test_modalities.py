@@ -104,3 +104,11 @@ def test_detect_cropped_ct_without_air():
     rng = np.random.default_rng(1)
     fat_and_soft_tissue = rng.choice([-100, 40, 60], size=(6, 10, 10)).astype(np.int16)
     assert detect_modality(_volume(fat_and_soft_tissue)) == "CT"
+
+
+def test_detection_of_integer_and_float_voxels_agrees():
+    """Integer volumes skip the float copy; the answer and its reason are those of the float path."""
+    rng = np.random.default_rng(0)
+    for low in (-1024, -300, 0):  # CT by air, CT by fat, MR
+        values = rng.integers(low, 1500, size=(20, 30, 40)).astype(np.int16)
+        assert detect_modality_reason(_volume(values)) == detect_modality_reason(_volume(values.astype(np.float32)))

@@ -125,3 +125,13 @@ def test_bbox_crop_uncrop():
     np.testing.assert_array_equal(restored, channels)
     empty = np.zeros((3, 4, 5))
     assert crop(empty, foreground_bbox(empty)).shape == empty.shape
+
+
+def test_reorient_of_an_lps_volume_equals_dicomorient(ct):
+    """The no-copy path for identity-direction volumes gives what SimpleITK's DICOMOrient gives."""
+    lps = reorient(ct[0])
+    fast = reorient(lps)
+    slow = Volume.from_sitk(sitk.DICOMOrient(lps.to_sitk(), CANONICAL_ORIENTATION))
+    assert fast.array is lps.array
+    assert _geometry(fast) == _geometry(slow)
+    np.testing.assert_array_equal(fast.array, slow.array)
