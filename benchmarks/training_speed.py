@@ -154,14 +154,14 @@ def fork_measure(name: str, setting: dict, dataset: Path, run_dir: Path, device:
 def markdown(record: dict) -> str:
     s = record["setting"]
     lines = [
-        f"| method | parameters | s / step (median) | relative to {REFERENCE} | CPU s / step | peak RSS (GB) |"
+        f"| method | parameters | s / step (median) | relative to {REFERENCE} | CPU s / step | CPU relative to {REFERENCE} | peak RSS (GB) |"
         + (" CUDA max allocated (GB) |" if record["device"] == "cuda" else ""),
-        "|---|---|---|---|---|---|" + ("---|" if record["device"] == "cuda" else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if record["device"] == "cuda" else ""),
     ]
     for m in record["methods"]:
         row = (
             f"| {m['method']} | {m['parameters']:,} | {m['median_step_s']:.3f} | {m['relative_to_joint']:.2f}x | "
-            f"{m['median_step_cpu_s']:.3f} | {m['peak_rss_gb']:.2f} |"
+            f"{m['median_step_cpu_s']:.3f} | {m['relative_cpu_to_joint']:.2f}x | {m['peak_rss_gb']:.2f} |"
         )
         if record["device"] == "cuda":
             row += f" {m['cuda_max_allocated_gb']:.2f} |"
