@@ -101,23 +101,40 @@ class ModalitySampler:
             return tuple(int(i) for i in np.unravel_index(voxels[rng.integers(voxels.size)], case.image.shape))
         return tuple(int(rng.integers(0, n)) for n in case.image.shape)
 
-    def sample(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        case = self.cases[int(rng.choice(len(self.cases), p=self.probabilities))]
-        center = self._center(case, rng)
+    def draw(self, rng: np.random.Generator) -> tuple[int, tuple[int, ...], int | None]:
+        """The random choices of one item, in this order: case index, patch centre, augmentation seed."""
+        index = int(rng.choice(len(self.cases), p=self.probabilities))
+        center = self._center(self.cases[index], rng)
+        return index, center, int(rng.integers(2**31 - 1)) if self.transform is not None else None
+
+    def make(self, index: int, center: tuple[int, ...], seed: int | None) -> dict[str, torch.Tensor]:
+        """The item that :meth:`draw`'s choices describe (patch extraction and augmentation)."""
+        case = self.cases[index]
         item = {
             "image": torch.from_numpy(extract_patch(case.image, center, self.patch_size))[None],
             "label": torch.from_numpy(extract_patch(case.label, center, self.patch_size).astype(np.float32))[None],
         }
-        if self.transform is not None:
-            self.transform.set_random_state(seed=int(rng.integers(2**31 - 1)))
+        if seed is not None:
+            self.transform.set_random_state(seed=seed)
             item = self.transform(item)
         return {k: convert_to_tensor(v, track_meta=False).float() for k, v in item.items()}
 
-    def batch(self, step: int) -> dict[str, torch.Tensor]:
-        """The batch of training step ``step``: ``{"image": [B,1,...], "label": [B,1,...]}``."""
+    def sample(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        return self.make(*self.draw(rng))
+
+    def items(self, step: int, positions: Sequence[int] | None = None) -> list[dict[str, torch.Tensor]]:
+        """The items of step ``step``'s batch at ``positions`` (default: all). Every item's random
+        choices are drawn, so an item is the same whichever positions are asked for (a DDP rank
+        builds only its share of the global batch)."""
         rng = np.random.default_rng([self.seed, self.stream, step])
-        items = [self.sample(rng) for _ in range(self.batch_size)]
-        return {k: torch.stack([it[k] for it in items]) for k in ("image", "label")}
+        draws = [self.draw(rng) for _ in range(self.batch_size)]
+        return [self.make(*draws[i]) for i in (range(self.batch_size) if positions is None else positions)]
+
+    def batch(self, step: int, positions: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+        """The batch of training step ``step``: ``{"image": [B,1,...], "label": [B,1,...]}``
+        (only the items at ``positions`` when given)."""
+        items = self.items(step, positions)
+        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
 class UnlabelledSampler(ModalitySampler):
@@ -137,17 +154,21 @@ class UnlabelledSampler(ModalitySampler):
             raise ConfigError("an unlabelled sampler needs at least one case.")
         super().__init__(cases, patch_size, batch_size, 0.0, augment, seed, stream)
 
-    def sample(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        case = self.cases[int(rng.choice(len(self.cases), p=self.probabilities))]
-        center = tuple(int(rng.integers(0, n)) for n in case.image.shape)
+    def draw(self, rng: np.random.Generator) -> tuple[int, tuple[int, ...], int | None]:
+        index = int(rng.choice(len(self.cases), p=self.probabilities))
+        center = tuple(int(rng.integers(0, n)) for n in self.cases[index].image.shape)
+        return index, center, int(rng.integers(2**31 - 1)) if self.transform is not None else None
+
+    def make(self, index: int, center: tuple[int, ...], seed: int | None) -> dict[str, torch.Tensor]:
+        case = self.cases[index]
         # the augmentations transform an image and a label together: an empty label rides along
         item = {"image": extract_patch(case.image, center, self.patch_size)[None], "label": np.zeros((1, *self.patch_size), np.float32)}
-        if self.transform is not None:
-            self.transform.set_random_state(seed=int(rng.integers(2**31 - 1)))
+        if seed is not None:
+            self.transform.set_random_state(seed=seed)
             item = self.transform(item)
         return {"image": convert_to_tensor(item["image"], track_meta=False).float()}
 
-    def batch(self, step: int) -> dict[str, torch.Tensor]:
-        """The unlabelled batch of training step ``step``: ``{"image": [B,1,...]}``."""
-        rng = np.random.default_rng([self.seed, self.stream, step])
-        return {"image": torch.stack([self.sample(rng)["image"] for _ in range(self.batch_size)])}
+    def batch(self, step: int, positions: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+        """The unlabelled batch of training step ``step``: ``{"image": [B,1,...]}`` (only the items
+        at ``positions`` when given)."""
+        return super().batch(step, positions)

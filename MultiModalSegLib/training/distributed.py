@@ -8,9 +8,10 @@ with and without ``torchrun``.
 
 Choices:
 
-- The config's ``batch_size`` is the *global* batch. Every rank draws the whole batch of a step
-  (the samplers are stateless, so all ranks draw the same one) and keeps items ``rank::world``;
-  the batch size must be a multiple of the number of ranks. DDP averages the gradients of the
+- The config's ``batch_size`` is the *global* batch. Rank ``r`` trains items ``r::world`` of each
+  step's batch: the samplers are stateless, so every rank makes the random choices of the whole
+  batch (cheap) and extracts and augments only its own items (see ``ModalitySampler.items``). The
+  batch size must be a multiple of the number of ranks. DDP averages the gradients of the
   ranks, so for losses that are means over batch items the update equals the single-process one.
   The Dice part of ``dice_ce_loss`` is computed over the whole batch (``batch=True``), so with
   DDP it is the mean of per-rank Dice losses: close to, not equal to, the single-process loss.

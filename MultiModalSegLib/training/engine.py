@@ -225,17 +225,17 @@ class Trainer:
             save_checkpoint(self._state(), self.ckpt_path)
 
     # ----- one step
-    def batches(self, step: int) -> dict[str, dict[str, torch.Tensor]]:
+    def batches(self, step: int, rank: int = 0, world: int = 1) -> dict[str, dict[str, torch.Tensor]]:
         """The batches of ``step`` on the CPU, keyed by modality (a function of the seed and the step);
-        for a method with ``uses_unlabelled``, also ``"<modality>:unlabelled"`` batches (images only)."""
-        return {m: s.batch(step) for m, s in {**self.samplers, **getattr(self, "unlabelled_samplers", {})}.items()}
+        for a method with ``uses_unlabelled``, also ``"<modality>:unlabelled"`` batches (images only).
+        With ``world`` > 1: only items ``rank::world`` of each (a DDP rank's share)."""
+        positions = None if world == 1 else range(rank, self.cfg.batch_size, world)
+        return {m: s.batch(step, positions) for m, s in {**self.samplers, **getattr(self, "unlabelled_samplers", {})}.items()}
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step on one batch per modality (step ``self.step``); returns the losses."""
-        batches = {  # under torchrun: this rank's items of the global batch
-            key: {k: v.to(self.device, non_blocking=True) for k, v in distributed.shard(batch, self.rank, self.world).items()}
-            for key, batch in self.batches(self.step).items()
-        }
+        local = self.batches(self.step) if self.world == 1 else self.batches(self.step, self.rank, self.world)  # DDP: this rank's share
+        batches = {key: {k: v.to(self.device, non_blocking=True) for k, v in batch.items()} for key, batch in local.items()}
         self.method.train()
         self.method.set_progress(self.step, self.cfg.steps)
         # a method with ``alternating`` (MulModSeg's Algorithm 1) gets one optimiser step per batch,

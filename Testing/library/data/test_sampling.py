@@ -155,3 +155,18 @@ def test_foreground_centres_are_balanced_across_classes():
     tiny = sum(label[c] == 2 for c in centres)
     # voxel-proportional sampling would hit the tiny organ 8 / 32008 of the time
     assert 150 < tiny < 250
+
+
+@pytest.mark.parametrize("unlabelled", [False, True])
+def test_positions_give_exactly_those_items_of_the_whole_batch(unlabelled):
+    from MultiModalSegLib.data.sampling import UnlabelledSampler
+
+    cases = [make_case("a", seed=1), make_case("b", seed=2)]
+    kw = {"patch_size": PATCH, "batch_size": 4, "seed": 7, "augment": True}
+    s = UnlabelledSampler(cases, **kw) if unlabelled else ModalitySampler(cases, **kw)
+    whole = s.batch(5)
+    shares = [s.batch(5, range(r, 4, 2)) for r in range(2)]  # two DDP ranks' shares
+    for key in whole:
+        for r in range(2):
+            assert torch.equal(shares[r][key], whole[key][r::2]), key
+        assert not torch.equal(shares[0][key], shares[1][key])
