@@ -445,6 +445,8 @@ def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0)
         f"{bench.spacing:g} mm, AdamW lr {bench.lr:g} with cosine schedule ({bench.warmup_steps} warm-up steps), seed {bench.seed}, "
         f"augmentation on, {bench.threads} CPU thread(s). Encoder widths {bench.features} for every network "
         "(`lssc`: its registry reference Transformer U-Net at these widths; `cmc`: its own network; `mulmodseg`: one-hot class codes).",
+        "  One learning rate for all: the training configs under `training/configs/` use other rates for some methods",
+        "  (`abdomen_lssc.json`: 1e-4 for the Transformer), so a method tuned for another rate is at a disadvantage here.",
         "- **Tiny networks and very few steps**: these models are far from converged (small organs may not be learnt at all);",
         "  one seed was run, so differences of a few Dice points may be noise. **Phantoms are not patients.**",
         f"- Real scans ({', '.join(bench.real_cases)}): references are TotalSegmentator pseudo-labels (not manual), scored on the scans' own grids",
