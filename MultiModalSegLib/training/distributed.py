@@ -19,8 +19,8 @@ Choices:
   of the global batch, as in one process. ``SyncBatchNorm`` does not run on CPUs: with ``gloo``
   every rank normalises with its own shard's statistics (instance and layer norms are unaffected).
 - ``find_unused_parameters`` is turned on only when the first step leaves a trainable parameter
-  without a gradient (e.g. alternating steps of one modality each, or modality-specific modules);
-  the engine finds out with one probing forward/backward whose effects it undoes.
+  without a gradient (as modality-specific modules or alternating steps may); the engine finds
+  out with one probing forward/backward whose effects it undoes.
 - Logged losses are averaged over the ranks.
 """
 

@@ -252,9 +252,14 @@ class Trainer:
         return distributed.mean_over_ranks(losses, self.device)
 
     def _wrap_ddp(self, groups: list[dict[str, dict[str, torch.Tensor]]]) -> torch.nn.Module:
-        """The method behind DDP, with ``find_unused_parameters`` only when a forward/backward of
-        this step's ``groups`` leaves a trainable parameter without a gradient on some rank. The
-        probe's effects (gradients, BatchNorm statistics, random numbers) are undone."""
+        """The method behind DDP, with ``find_unused_parameters`` only when this step's ``groups``
+        leave a trainable parameter without a gradient on some rank."""
+        self.find_unused_parameters = distributed.any_rank(bool(self.unused_parameters(groups)), self.device)
+        return distributed.wrap(self.method, self.device, self.find_unused_parameters)
+
+    def unused_parameters(self, groups: list[dict[str, dict[str, torch.Tensor]]]) -> set[str]:
+        """Trainable parameters that a forward/backward of each of ``groups`` leaves without a
+        gradient. The probe's effects (gradients, BatchNorm statistics, random numbers) are undone."""
         saved = {k: v.detach().clone() for k, v in self.method.state_dict().items()}
         cpu_rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
@@ -270,8 +275,7 @@ class Trainer:
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
-        self.find_unused_parameters = distributed.any_rank(bool(unused), self.device)
-        return distributed.wrap(self.method, self.device, self.find_unused_parameters)
+        return unused
 
     def _optimiser_step(self, batches: dict[str, dict[str, torch.Tensor]]) -> dict[str, float]:
         """Forward ``batches`` through the method, backward, one optimiser step; returns the losses."""

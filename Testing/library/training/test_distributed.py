@@ -200,3 +200,24 @@ def test_sync_batchnorm_keeps_the_tensors_and_the_state_dict_keys(phantom_dir, t
     assert set(params.values()) <= optimised
     plain = type(method).build_inference_network(method.network_spec, method.modalities)
     plain.load_state_dict(method.inference_network().state_dict())
+
+
+LSSC_TINY = {"network": {"name": "transformer_unet3d", "params": {"embed_dim": 8, "depths": [1, 1, 1, 1], "heads": [1, 1, 2, 2],
+             "window": 2, "patch": [2, 4, 4]}}, "method_params": {"eam_heads": 2}}  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "overrides"), [("ummkd", {}), ("lssc", LSSC_TINY)])
+def test_unused_parameter_probe_matches_a_plain_backward_and_leaves_no_trace(method, overrides, phantom_dir, tmp_path):
+    trainer = Trainer(config_from_dict(tiny_config(phantom_dir, method=method, **overrides)), tmp_path, quiet=True)
+    trainer.build()
+    trainer.method.train()
+    batches = trainer.batches(0)
+    state = {k: v.clone() for k, v in trainer.method.state_dict().items()}
+    rng = torch.get_rng_state()
+    unused = trainer.unused_parameters([batches])
+    assert all(torch.equal(v, state[k]) for k, v in trainer.method.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(p.grad is None for p in trainer.method.parameters())
+    trainer.method.training_step(batches)["loss"].backward()
+    assert unused == {n for n, p in trainer.method.named_parameters() if p.requires_grad and p.grad is None}
+    assert bool(unused) == (method == "lssc"), sorted(unused)[:5]
