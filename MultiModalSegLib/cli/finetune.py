@@ -4,7 +4,7 @@
 mmseg finetune --init BUNDLE_OR_MODEL_NAME --data DATASET [--data ...] --out NEW_BUNDLE
                [--method M] [--few-shot MODALITY=N ...] [--phantoms N] [--heldout-phantoms K]
                [--parent-data auto|no] [--like NEW=EXISTING] [--steps N] [--lr X] [--device D]
-               [--run RUN_DIR] [--restart] [--overwrite] [--quiet]
+               [--norm-stats frozen|train] [--run RUN_DIR] [--restart] [--overwrite] [--quiet]
 ```
 
 The run folder (``--run``, default ``training/runs/finetune-<out name>``) is an ordinary training
@@ -59,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="auto: replay the parent's recorded training datasets when they all exist (default); no: never")  # fmt: skip
     p.add_argument("--like", action="append", type=_pair, default=[], metavar="NEW=EXISTING",
                    help="a modality the parent lacks starts from this one's parameters (methods with add_modality)")  # fmt: skip
+    p.add_argument("--norm-stats", choices=("frozen", "train"), default="frozen",
+                   help="frozen: keep the parent's BatchNorm statistics (default; right for a few volumes); train: update them")  # fmt: skip
     p.add_argument("--steps", type=int, default=200, help="optimiser steps (default 200)")
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate, cosine schedule (default 5e-4)")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling, few-shot choice and phantoms (default 0)")
@@ -96,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         restart=args.restart,
         overwrite=args.overwrite,
         quiet=args.quiet,
+        norm_stats=args.norm_stats,
         command=shlex.join(["mmseg", *sys.argv[2:]]) if sys.argv[1:2] == ["finetune"] else None,
     )
     result = finetune(opts)
