@@ -13,6 +13,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 from MultiModalSegLib.bundle import load_bundle
 from MultiModalSegLib.cli import main
@@ -35,7 +36,11 @@ def finetuned(tmp_path_factory) -> dict:
         init=str(PARENT), data=[str(data)], out=tmp / "tiny-ctmr-cbct", run_dir=tmp / "run", like={"CBCT": "CT"},
         steps=STEPS, lr=0.01, phantoms=2, heldout_phantoms=2, parent_data="no", quiet=True, threads=1, device="cpu",
     )  # fmt: skip
-    return {"result": finetune(options), "data": data, "tmp": tmp}
+    threads = torch.get_num_threads()
+    try:
+        return {"result": finetune(options), "data": data, "tmp": tmp}
+    finally:
+        torch.set_num_threads(threads)  # the run used one thread; later tests keep the session's
 
 
 def test_bundle_gains_cbct(finetuned):
@@ -80,7 +85,11 @@ def test_fixture_script_quick_mode(tmp_path):
     spec = importlib.util.spec_from_file_location("tiny_ctmr_parent", REPO / "training" / "tiny_ctmr_parent.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    assert script.main(["--quick", "--quiet", "--out", str(tmp_path / "parent"), "--run", str(tmp_path / "run")]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert script.main(["--quick", "--quiet", "--out", str(tmp_path / "parent"), "--run", str(tmp_path / "run")]) == 0
+    finally:
+        torch.set_num_threads(threads)
     bundle = load_bundle(tmp_path / "parent")
     assert bundle.name == "tiny-ctmr-ummkd" and bundle.modalities == ["CT", "MR"]
     assert bundle.state_dict.keys() == load_bundle(PARENT).state_dict.keys()  # the fixture matches the script
