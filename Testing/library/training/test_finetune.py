@@ -3,6 +3,7 @@ and the few-shot claim from the default model (slow)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -173,3 +174,24 @@ def test_new_modality_is_added_from_like(tiny_bundle, phantom_dir, tmp_path):
     assert set(result.before["data"]) == {"CT", "MR"} and set(result.after["data"]) == {"CT", "MR", "CBCT"}
     assert "| data | CBCT | 1 | liver | - |" in result.table_md.read_text()
 
+
+@pytest.mark.slow
+def test_few_shot_from_the_default_model(tmp_path):
+    """The few-shot run in small (``training/finetune_fewshot.py --quick``): from the DEFAULT model,
+    one labelled real MR plus CT phantoms; the new bundle's only labelled MR is the real one, and the
+    mean CT Dice on a held-out phantom CT drops by at most 0.02. The MR claim (a higher mean MR Dice on
+    held-out phantom MR) is measured and reported, not asserted: it does not hold (the committed
+    runs in ``training/reports/finetune-fewshot/`` show it falling), see that report."""
+    spec = importlib.util.spec_from_file_location("finetune_fewshot", REPO / "training" / "finetune_fewshot.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = ["--quick", "--run", str(tmp_path / "run"), "--out-dir", str(tmp_path / "report"), "--quiet", "--device", "cpu"]
+    assert script.main(args) == 0
+    report = json.loads((tmp_path / "report" / "before_after.json").read_text())
+    claims = report["claims"]
+    assert claims["ct_kept"] and claims["ct_mean_after"] >= claims["ct_mean_before"] - 0.02
+    assert set(report["after"]["phantoms"]) == {"CT", "MR"}  # both modalities scored on held-out phantoms
+    bundle = load_bundle(tmp_path / "run" / "abdomen-ummkd-fewshot-mr1.zip")
+    assert bundle.metadata["parent"]["name"] == "abdomen-ummkd"
+    mr = [f for f in bundle.metadata["training"]["case_files"] if f["modality"] == "MR"]
+    assert [f["name"] for f in mr] == ["abdomen_mr_01"] and "label_sha256" in mr[0]  # the one labelled MR
