@@ -195,3 +195,21 @@ def test_few_shot_from_the_default_model(tmp_path):
     assert bundle.metadata["parent"]["name"] == "abdomen-ummkd"
     mr = [f for f in bundle.metadata["training"]["case_files"] if f["modality"] == "MR"]
     assert [f["name"] for f in mr] == ["abdomen_mr_01"] and "label_sha256" in mr[0]  # the one labelled MR
+
+
+def test_plan_replays_the_parents_data_and_few_shot_strips_its_labels(tiny_bundle, phantom_dir, tmp_path):
+    """The tiny parent's recorded training data (the phantom set) exists, so it is replayed instead of
+    new phantoms; with ``--few-shot MR=1`` its MR cases lose their labels, the new MR keeps its own."""
+    from MultiModalSegLib.training.finetune import _plan, load_parent
+
+    doc = _absolute(phantom_dir)
+    mr = [e for e in doc["validation"] if e["modality"] == "MR"]  # a case the parent did not train on
+    data = _dataset(tmp_path / "mr", phantom_dir, training=mr, validation=[])
+    parent, sha = load_parent(str(tiny_bundle))
+    plan = _plan(_options(tiny_bundle, [data], tmp_path / "new", tmp_path / "run", phantoms=None, few_shot={"MR": 1}), tmp_path / "run", parent, sha)
+    kinds = {s.kind: [(c.name, c.modality, labelled) for c, labelled in s.training] for s in plan.sources}
+    assert kinds["data"] == [("mr_001", "MR", True)]
+    assert sorted(kinds["parent"]) == [("ct_000", "CT", True), ("mr_000", "MR", False)]
+    assert "phantoms" not in kinds and plan.replay["parent_data"] == [str(phantom_dir / "dataset.json")]
+    plan = _plan(_options(tiny_bundle, [data], tmp_path / "new", tmp_path / "run", parent_data="no", phantoms=None), tmp_path / "run", parent, sha)
+    assert plan.replay["phantoms"] == {"CT": 4, "MR": 4, "seed": 0} and "parent" not in {s.kind for s in plan.sources}
