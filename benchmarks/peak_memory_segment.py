@@ -45,25 +45,36 @@ def make_ct(path: Path, size: tuple[int, int, int]) -> None:
     sitk.WriteImage(out, str(path), True)
 
 
-def run_child(cmd: list[str]) -> tuple[str, float, float]:
-    """Run ``cmd`` with the repository on ``PYTHONPATH``; return its stdout, wall seconds and peak RSS (GB).
+def start_child(cmd: list[str]) -> tuple:
+    """Start ``cmd`` with the repository on ``PYTHONPATH``, its output going to temporary files."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True), out, err, time.perf_counter(), cmd
+
+
+def wait_child(started: tuple) -> tuple[str, float, float]:
+    """Wait for a child of :func:`start_child`; return its stdout, wall seconds and peak RSS (GB).
 
     The peak is that child's own ``ru_maxrss`` (from ``wait4`` on its pid), so a script may run several
-    children one after the other and get each one's figure. A failing child ends the benchmark.
+    children, one after the other or side by side, and get each one's figure. A failing child ends
+    the benchmark.
     """
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    proc, out, err, t0, cmd = started
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    with out, err:
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}):\n{stderr}")
     return stdout, wall, usage.ru_maxrss / 1024**2  # Linux reports kilobytes
+
+
+def run_child(cmd: list[str]) -> tuple[str, float, float]:
+    """Run ``cmd`` in a child process; see :func:`wait_child`."""
+    return wait_child(start_child(cmd))
 
 
 def measure(image: Path, out_dir: Path, model: str | None, device: str) -> dict:
