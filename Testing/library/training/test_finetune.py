@@ -177,20 +177,22 @@ def test_new_modality_is_added_from_like(tiny_bundle, phantom_dir, tmp_path):
 
 @pytest.mark.slow
 def test_few_shot_from_the_default_model(tmp_path):
-    """The few-shot run in small (``training/finetune_fewshot.py --quick``): from the DEFAULT model,
-    one labelled real MR plus CT phantoms; the new bundle's only labelled MR is the real one, and the
-    mean CT Dice on a held-out phantom CT drops by at most 0.02. The MR claim (a higher mean MR Dice on
-    held-out phantom MR) is measured and reported, not asserted: it does not hold (the committed
-    runs in ``training/reports/finetune-fewshot/`` show it falling), see that report."""
+    """The few-shot run in small (``training/finetune_fewshot.py --quick``) from the DEFAULT model with
+    one labelled real MR plus CT phantoms reproduces the committed quick table
+    (``training/reports/finetune-fewshot/before_after_quick.json``): the direction of both claims
+    as measured there (MR on held-out phantom MR down, not up; CT kept within 0.02 on its one case;
+    the longer committed run contradicts the CT claim too, see that report), and the provenance."""
     spec = importlib.util.spec_from_file_location("finetune_fewshot", REPO / "training" / "finetune_fewshot.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     args = ["--quick", "--run", str(tmp_path / "run"), "--out-dir", str(tmp_path / "report"), "--quiet", "--device", "cpu"]
     assert script.main(args) == 0
     report = json.loads((tmp_path / "report" / "before_after.json").read_text())
-    claims = report["claims"]
-    assert claims["ct_kept"] and claims["ct_mean_after"] >= claims["ct_mean_before"] - 0.02
-    assert set(report["after"]["phantoms"]) == {"CT", "MR"}  # both modalities scored on held-out phantoms
+    committed = json.loads((REPO / "training" / "reports" / "finetune-fewshot" / "before_after_quick.json").read_text())
+    for key in ("mr_mean_before", "mr_mean_after", "ct_mean_before", "ct_mean_after"):
+        assert report["claims"][key] == pytest.approx(committed["claims"][key], abs=0.02), key
+    assert report["claims"]["mr_raised"] == committed["claims"]["mr_raised"] is False
+    assert report["claims"]["ct_kept"] == committed["claims"]["ct_kept"]
     bundle = load_bundle(tmp_path / "run" / "abdomen-ummkd-fewshot-mr1.zip")
     assert bundle.metadata["parent"]["name"] == "abdomen-ummkd"
     mr = [f for f in bundle.metadata["training"]["case_files"] if f["modality"] == "MR"]
