@@ -11,7 +11,7 @@ checked, and written with the table into ``training/reports/finetune-fewshot/``:
 
 Each claim is reported as measured, true or not (see the report's last lines).
 
-Run (a long run on 2 CPU cores; the run folder resumes if interrupted)::
+Run (about 10 to 30 minutes on 2 shared CPU cores; the run folder resumes if interrupted)::
 
     python training/finetune_fewshot.py                  # the committed report
     python training/finetune_fewshot.py --quick --out-dir /tmp/fewshot   # a few steps (the CI test)
@@ -35,7 +35,7 @@ from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
 from MultiModalSegLib.training.finetune import FinetuneOptions, finetune  # noqa: E402
 
 MR_CASE = REPO / "Resources" / "SampleData" / "abdomen_mr_01"
-FULL = {"steps": 150, "lr": 5e-4, "phantoms": 8, "heldout_phantoms": 4}
+FULL = {"steps": 12, "lr": 5e-4, "phantoms": 8, "heldout_phantoms": 4}  # the committed report (2 shared CPU cores)
 QUICK = {"steps": 6, "lr": 5e-4, "phantoms": 2, "heldout_phantoms": 1}
 CT_TOLERANCE = 0.02
 
