@@ -121,7 +121,7 @@ def measure(world: int, raw: dict, work: Path, warmup: int) -> dict:
         "processes": world,
         "threads_per_process": raw["threads"],
         "timed_steps": timed,
-        "seconds": round(result["seconds"], 3),
+        "seconds": round(result["seconds"], 6),
         "samples_per_s": round(samples / result["seconds"], 3),
         "last_loss": round(result["last_loss"], 5),
     }
