@@ -499,6 +499,9 @@ def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0)
         command,
         "```",
         "",
+        "It resumes where a stopped bench stopped (finished runs are kept, a run in progress continues from its last",
+        "checkpoint); `--report-only` rebuilds this report from the finished runs.",
+        "",
     ]
     text = "\n".join(L)
     summary = {
@@ -548,10 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS
     work = args.work or (WORK / "quick" if args.quick else WORK)
     command = " ".join(["python training/experiments/compare_methods.py", *(argv if argv is not None else sys.argv[1:])])
-    if not args.quick and args.out is None and args.jobs == 2 and not args.worker:
-        command = COMMAND
-    if args.worker:
-        command = COMMAND
+    if args.worker or (not args.quick and args.out is None and (args.jobs == 2 or args.report_only)):
+        command = COMMAND  # the runs of the default results folder come from this command
     work.mkdir(parents=True, exist_ok=True)
     train_json, test_json, data_cpu = prepare_data(bench, work)
     if args.report_only:
