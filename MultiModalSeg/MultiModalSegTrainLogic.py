@@ -433,7 +433,7 @@ def finetuneCommand(init: Path, settings: TrainingSettings, dataset: Path, runDi
                     name: str) -> list[str]:
     """``mmseg finetune`` as a list of arguments, run with Slicer's Python (``init``: the bundle path)."""
     command = [L.slicer_python(), "-m", "MultiModalSegLib", "finetune", "--init", str(init), "--data", str(dataset.parent),
-               "--steps", str(int(settings.steps)), "--device", settings.device or "auto", "--run", str(runDir),
+               "--steps", str(int(settings.steps)), "--device", settings.device or "auto", "--run-dir", str(runDir),
                "--out", str(outBundle), "--name", name, "--quiet"]
     if settings.method:
         command += ["--method", settings.method]

@@ -4,10 +4,10 @@
 mmseg finetune --init BUNDLE_OR_MODEL_NAME --data DATASET [--data ...] --out NEW_BUNDLE
                [--method M] [--few-shot MODALITY=N ...] [--phantoms N] [--heldout-phantoms K]
                [--parent-data auto|no] [--like NEW=EXISTING] [--steps N] [--lr X] [--device D]
-               [--norm-stats frozen|train] [--run RUN_DIR] [--restart] [--overwrite] [--quiet]
+               [--norm-stats frozen|train] [--run-dir RUN_DIR] [--restart] [--overwrite] [--quiet]
 ```
 
-The run folder (``--run``, default ``training/runs/finetune-<out name>``) is an ordinary training
+The run folder (``--run-dir`` or ``--run``, default ``training/runs/finetune-<out name>``) is an ordinary training
 run: another process can follow ``RUN_DIR/progress.jsonl`` (JSON lines: ``finetune``, ``evaluation``
 before, ``start``, ``step``, ``checkpoint``, ``stopped`` or ``done``, ``evaluation`` after, and
 ``finetuned`` last, with the new bundle's path); a file named ``STOP`` in it (or SIGTERM) stops the
@@ -67,7 +67,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's choice)")
     p.add_argument("--name", help="name of the new model (default: the parent's)")
-    p.add_argument("--run", help="run folder (default training/runs/finetune-<out name>)")
+    p.add_argument(
+        "--run-dir", "--run", dest="run",
+        help="run folder (default training/runs/finetune-<out name>); under torchrun write --run-dir, which torchrun does not mistake for its --run-path",
+    )
     p.add_argument("--restart", action="store_true", help="discard the run folder's checkpoint and start again")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out (never the parent)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

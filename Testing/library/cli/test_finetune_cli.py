@@ -70,3 +70,19 @@ def test_errors_are_one_line(tiny_bundle, phantom_dir, tmp_path, capsys):
     assert err.startswith("mmseg finetune: error: Model ") and "neither an existing bundle path" in err and err.count("\n") == 1
     assert main(_command(tiny_bundle, phantom_dir, tmp_path / "o", tmp_path / "r", "--method", "individual")) == 1
     assert "do not load into method individual" in capsys.readouterr().err
+
+
+def test_run_dir_passes_through_torchrun_and_both_spellings_name_the_run_folder():
+    import argparse
+
+    from torch.distributed.run import get_args_parser
+
+    from MultiModalSegLib.cli import finetune
+
+    launch = get_args_parser().parse_args(["--nproc-per-node", "2", "-m", "MultiModalSegLib", "finetune", "--run-dir", "R"])
+    assert launch.training_script_args == ["finetune", "--run-dir", "R"]
+    parser = argparse.ArgumentParser()
+    finetune.register(parser.add_subparsers())
+    for spelling in ("--run-dir", "--run"):
+        args = parser.parse_args(["finetune", "--init", "P", "--data", "D", "--out", "O", spelling, "R"])
+        assert args.run == "R"
