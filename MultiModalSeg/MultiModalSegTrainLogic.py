@@ -427,6 +427,7 @@ class TrainingSettings:
     overrides: dict[str, str | None] = field(default_factory=dict)
     phantoms: int | None = None  # replayed phantoms per modality (None: the library's default)
     heldoutPhantoms: int | None = None  # held-out phantoms per modality (None: the library's default)
+    validateEvery: int = 50  # held-out Dice every N steps during training too, for the live plot (0: before and after only)
 
 
 def finetuneCommand(init: Path, settings: TrainingSettings, dataset: Path, runDir: Path, outBundle: Path,
@@ -443,6 +444,8 @@ def finetuneCommand(init: Path, settings: TrainingSettings, dataset: Path, runDi
         command += ["--phantoms", str(int(settings.phantoms))]
     if settings.heldoutPhantoms is not None:
         command += ["--heldout-phantoms", str(int(settings.heldoutPhantoms))]
+    if settings.validateEvery and settings.validateEvery > 0:
+        command += ["--validate-every", str(int(settings.validateEvery))]
     return command
 
 
@@ -527,6 +530,13 @@ class TrainingJob(L.ProcessJob):
             text = ", ".join(f"{k} {v[-1][1]:.2f}" for k, v in self.history["dice"].items())
             phase = "before training (parent model)" if record.get("phase") == "before" else "after training"
             self.progress(0.95 * fraction, f"held-out Dice {phase}: {text}")
+        elif event == "validation":  # held-out Dice per modality during training (--validate-every)
+            for modality, scores in (record.get("dice") or {}).items():
+                mean = scores.get("mean") if isinstance(scores, dict) else scores
+                value = math.nan if mean is None else float(mean)
+                self.history["dice"].setdefault(f"validation {modality}", []).append((self.step, value))
+            text = ", ".join(f"{k} {v[-1][1]:.2f}" for k, v in self.history["dice"].items() if k.startswith("validation "))
+            self.progress(0.95 * fraction, f"held-out Dice at step {self.step}: {text}")
         elif event == "start":
             self.progress(0.95 * fraction, f"training on {record.get('device', '?')} from step {self.step} of {self.steps}")
         elif event == "done":
@@ -773,7 +783,7 @@ def updateTrainingPlot(scene, history: dict):
     chart = scene.GetFirstNodeByName(PLOT_NAME)
     if chart is None or not chart.IsA("vtkMRMLPlotChartNode"):
         chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", PLOT_NAME)
-        chart.SetTitle("Fine-tuning: training loss, held-out Dice before and after")
+        chart.SetTitle("Fine-tuning: training loss, held-out Dice before, during and after")
         chart.SetXAxisTitle("step")
         chart.SetYAxisTitle("loss / Dice")
     series = [_series(scene, f"{PLOT_NAME} series loss", loss, "step", "loss", COLOURS[0], False)]

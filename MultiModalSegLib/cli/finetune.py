@@ -63,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="frozen: keep the parent's BatchNorm statistics (default; right for a few volumes); train: update them")  # fmt: skip
     p.add_argument("--steps", type=int, default=200, help="optimiser steps (default 200)")
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate, cosine schedule (default 5e-4)")
+    p.add_argument("--validate-every", type=int, default=0, metavar="N",
+                   help="also score the held-out cases every N steps (validation events in progress.jsonl; default 0: before and after only)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of sampling, few-shot choice and phantoms (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's choice)")
@@ -102,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         quiet=args.quiet,
         norm_stats=args.norm_stats,
+        validate_every=args.validate_every,
         command=shlex.join(["mmseg", *sys.argv[2:]]) if sys.argv[1:2] == ["finetune"] else None,
     )
     result = finetune(opts)

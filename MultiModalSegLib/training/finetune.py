@@ -112,6 +112,7 @@ class FinetuneOptions:
     threads: int = 0
     name: str | None = None  # default: the parent's name
     checkpoint_every: int = 10
+    validate_every: int = 0  # > 0: score the held-out cases every N steps too ("validation" events), 0: before and after only
     norm_stats: str = "frozen"  # "frozen": keep the parent's BatchNorm statistics; "train": update them
     command: str | None = None  # the command line, recorded in the bundle
 
@@ -511,7 +512,7 @@ def _config(opts: FinetuneOptions, plan: _Plan, run: Path, datasets: list[str], 
         "lr": float(opts.lr),
         "schedule": {"name": "cosine", "warmup_steps": int(warmup)},
         "steps": int(opts.steps),
-        "validate_every": 10**9,  # held-out scoring is done before and after, not during
+        "validate_every": int(opts.validate_every) if opts.validate_every > 0 else 10**9,  # held-out: before, after, every N
         "checkpoint_every": int(opts.checkpoint_every),
         "log_every": 1 if opts.steps <= 50 else 5,
         "seed": int(opts.seed),
@@ -612,6 +613,8 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     else:
         before = evaluate_bundle(parent, heldout, device)
         write_text_atomic(before_file, json.dumps({"key": key, "dice": before}, indent=2) + "\n")
+    if opts.validate_every > 0:  # the Trainer scores the held-out cases every N steps (a live Dice curve)
+        trainer.val_cases = [c for _, c in heldout if c.modality in plan.modalities]
     if not any(r.get("event") == "evaluation" for r in read_progress(run / "progress.jsonl")):
         _log(run, "evaluation", phase="before", dice=before, cases=counts)
     result = trainer.run()

@@ -232,7 +232,8 @@ def test_train_stop_resume_install_and_apply(scene, zoo, tmp_path):
                             heldOut=True)]
     reports: list[tuple[float, str]] = []
     # no phantoms mixed in or held out: the run trains on the two pairs and scores the held-out one
-    settings = T.TrainingSettings(steps=20, device="cpu", newModelName="tiny-finetuned", phantoms=0, heldoutPhantoms=0)
+    settings = T.TrainingSettings(steps=20, device="cpu", newModelName="tiny-finetuned", phantoms=0, heldoutPhantoms=0,
+                                  validateEvery=10)
     job = T.startTraining(logic, pairs, settings, tmp_path / "train", lambda f, m: reports.append((f, m)),
                           segmentationsLogic=scene.segmentations)
     assert isinstance(job, L.ProcessJob) and job.proc.pid > 0 and job.state == "running"
@@ -253,10 +254,11 @@ def test_train_stop_resume_install_and_apply(scene, zoo, tmp_path):
     starts = [e for e in job.events if e["event"] == "start"]
     assert [s["step"] for s in starts] == [0, stopped_at]
     assert [s for s, _ in job.history["loss"]] == list(range(1, 21))
-    # held-out Dice of the parent before (step 0) and of the new model after (step 20)
-    assert list(job.history["dice"]) == ["data CT"]
+    # held-out Dice of the parent before (step 0) and of the new model after (step 20), and during training
+    assert list(job.history["dice"]) == ["data CT", "validation CT"]
     assert [s for s, _ in job.history["dice"]["data CT"]] == [0, 20]
-    assert all(0 <= d <= 1 for _, d in job.history["dice"]["data CT"])
+    assert [s for s, _ in job.history["dice"]["validation CT"]] == [10, 20]
+    assert all(0 <= d <= 1 for values in job.history["dice"].values() for _, d in values)
     assert reports[-1] == (1.0, "done") and any("loss" in m for _, m in reports)
 
     # installed: listed by the model zoo and in the manifest, and applicable at once
@@ -270,7 +272,7 @@ def test_train_stop_resume_install_and_apply(scene, zoo, tmp_path):
     assert set(names) <= set(LABELS)
 
     chart = T.updateTrainingPlot(scene.scene, job.history)
-    assert chart.GetNumberOfPlotSeriesNodes() == 2  # loss, held-out Dice of the CT pair
+    assert chart.GetNumberOfPlotSeriesNodes() == 3  # loss, held-out Dice of the CT pair before/after and during
     loss_table = scene.scene.GetFirstNodeByName(f"{T.PLOT_NAME} loss").GetTable()
     assert loss_table.GetNumberOfRows() == 20 and loss_table.GetValue(19, 0).ToDouble() == 20.0
     assert T.updateTrainingPlot(scene.scene, job.history) is chart  # updated in place
