@@ -177,23 +177,24 @@ def test_new_modality_is_added_from_like(tiny_bundle, phantom_dir, tmp_path):
 
 @pytest.mark.slow
 def test_few_shot_from_the_default_model(tmp_path):
-    """The few-shot run in small (``training/finetune_fewshot.py --quick``) from the DEFAULT model with
-    one labelled real MR plus CT phantoms reproduces the committed quick table
-    (``training/reports/finetune-fewshot/before_after_quick.json``): the direction of both claims
-    as measured there at lr 5e-4 (MR on held-out phantom MR down, not up; CT kept within 0.02 on its
-    one case; the committed default run, 12 steps at lr 5e-5, meets both claims, see that report),
-    and the provenance."""
+    """The issue's few-shot claim, rerun: ``training/finetune_fewshot.py`` with its default settings
+    (those of the committed report: 12 steps at lr 5e-5) fine-tunes the DEFAULT model on one
+    labelled real MR plus CT phantoms; MR Dice on held-out phantom MR goes up and CT Dice on
+    held-out phantom CT drops by at most 0.02; the numbers reproduce the committed table
+    (``training/reports/finetune-fewshot/before_after.json``); the only labelled MR is the real sample."""
     spec = importlib.util.spec_from_file_location("finetune_fewshot", REPO / "training" / "finetune_fewshot.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    args = ["--quick", "--run", str(tmp_path / "run"), "--out-dir", str(tmp_path / "report"), "--quiet", "--device", "cpu"]
+    args = ["--run", str(tmp_path / "run"), "--out-dir", str(tmp_path / "report"), "--quiet", "--device", "cpu"]
     assert script.main(args) == 0
     report = json.loads((tmp_path / "report" / "before_after.json").read_text())
-    committed = json.loads((REPO / "training" / "reports" / "finetune-fewshot" / "before_after_quick.json").read_text())
+    claims = report["claims"]
+    assert claims["mr_mean_after"] > claims["mr_mean_before"] and claims["mr_raised"] is True
+    assert claims["ct_mean_after"] >= claims["ct_mean_before"] - script.CT_TOLERANCE and claims["ct_kept"] is True
+    committed = json.loads((REPO / "training" / "reports" / "finetune-fewshot" / "before_after.json").read_text())
+    assert report["settings"] == committed["settings"]
     for key in ("mr_mean_before", "mr_mean_after", "ct_mean_before", "ct_mean_after"):
-        assert report["claims"][key] == pytest.approx(committed["claims"][key], abs=0.02), key
-    assert report["claims"]["mr_raised"] == committed["claims"]["mr_raised"] is False
-    assert report["claims"]["ct_kept"] == committed["claims"]["ct_kept"]
+        assert report["claims"][key] == pytest.approx(committed["claims"][key], abs=0.005), key
     bundle = load_bundle(tmp_path / "run" / "abdomen-ummkd-fewshot-mr1.zip")
     assert bundle.metadata["parent"]["name"] == "abdomen-ummkd"
     mr = [f for f in bundle.metadata["training"]["case_files"] if f["modality"] == "MR"]
