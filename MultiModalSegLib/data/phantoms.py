@@ -499,17 +499,23 @@ def _blur(image: np.ndarray, acq: Acquisition) -> np.ndarray:
     return ndimage.gaussian_filter(image, (0.35, inplane, inplane), truncate=2.5)
 
 
-def _ct_image(tissue: np.ndarray, acq: Acquisition) -> np.ndarray:
+def _ct_attenuation(tissue: np.ndarray, acq: Acquisition, contrast: bool) -> np.ndarray:
+    """HU per tissue (portal-venous values when ``contrast``) with per-case bone values, a small
+    jitter, texture and blur: what CT and CBCT phantoms share before their own noise."""
     rng = acq.rng
-    col = 1 if acq.contrast else 0
-    values = np.array([CT_TABLE[t][col] for t in TISSUES], np.float32)
+    values = np.array([CT_TABLE[t][1 if contrast else 0] for t in TISSUES], np.float32)
     values[T["cortical_bone"]] = rng.uniform(650, 900)
     values[T["marrow"]] = rng.uniform(280, 400)
     jitter = rng.normal(0, 5, len(TISSUES)).astype(np.float32)
     jitter[[T["air"], T["gas"]]] = 0
     amps = np.array([CT_TABLE[t][2] for t in TISSUES], np.float32)
     image = (values + jitter)[tissue] + amps[tissue] * _texture(acq)
-    image = _blur(image, acq)
+    return _blur(image, acq)
+
+
+def _ct_image(tissue: np.ndarray, acq: Acquisition) -> np.ndarray:
+    rng = acq.rng
+    image = _ct_attenuation(tissue, acq, contrast=acq.contrast)
     image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(rng.uniform(8, 25))
     return np.clip(np.rint(image), -1024, 3071).astype(np.int16)
 
@@ -578,14 +584,7 @@ def _cbct_image(tissue: np.ndarray, acq: Acquisition) -> np.ndarray:
     (:func:`_streaks`), Gaussian noise of 30-60 HU (about twice CT's) and -1000 HU outside the
     reconstruction circle."""
     rng = acq.rng
-    values = np.array([CT_TABLE[t][0] for t in TISSUES], np.float32)
-    values[T["cortical_bone"]] = rng.uniform(650, 900)
-    values[T["marrow"]] = rng.uniform(280, 400)
-    jitter = rng.normal(0, 5, len(TISSUES)).astype(np.float32)
-    jitter[[T["air"], T["gas"]]] = 0
-    amps = np.array([CT_TABLE[t][2] for t in TISSUES], np.float32)
-    image = (values + jitter)[tissue] + amps[tissue] * _texture(acq)
-    image = _blur(image, acq)
+    image = _ct_attenuation(tissue, acq, contrast=False)
     image = image * np.float32(rng.uniform(0.92, 1.05)) + np.float32(rng.uniform(-50, 50))
     cupping = rng.uniform(40, 120) * np.clip(1 - _fov_radius2(acq), 0, None)
     image -= cupping.astype(np.float32)[None]

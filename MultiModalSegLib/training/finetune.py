@@ -53,7 +53,6 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-import math
 import re
 import types
 from dataclasses import dataclass, field
@@ -77,7 +76,7 @@ from ..models import resolve_model
 from ..networks.norms import modality_norms
 from . import distributed
 from .config import config_from_dict
-from .engine import Trainer, _model_remap
+from .engine import Trainer, _finite, _model_remap
 from .progress import ProgressLog, read_progress
 from .validation import validate
 
@@ -152,14 +151,6 @@ def table_paths(out: Path) -> tuple[Path, Path]:
     """Where the before/after table goes: beside the bundle, ``<name>.finetune.md`` / ``.json``."""
     stem = bundle_stem(out)
     return out.parent / f"{stem}.finetune.md", out.parent / f"{stem}.finetune.json"
-
-
-def _finite(obj):
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def load_parent(init: str) -> tuple[Bundle, str]:
