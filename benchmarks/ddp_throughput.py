@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from benchmarks.results_files import save_results  # noqa: E402
 from MultiModalSegLib.data.phantoms import write_phantom_dataset  # noqa: E402
 from MultiModalSegLib.training import Trainer, distributed  # noqa: E402
 from MultiModalSegLib.training.config import config_from_dict  # noqa: E402
@@ -162,10 +163,8 @@ def run(quick: bool, threads: int, out: Path) -> dict:
         },
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out.mkdir(parents=True, exist_ok=True)
     name = "ddp_throughput_quick" if quick else "ddp_throughput"
-    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"{name}.md").write_text(markdown(result))
+    save_results(out, name, result, markdown(result))
     print(f"ratio (2 processes / 1 process, median of {len(ratios)}): {result['ratio_2_over_1_median']:.3f}")
     print(f"written: {out / (name + '.json')}, {out / (name + '.md')}")
     return result

@@ -43,6 +43,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peak_memory_segment import LIMIT_GB, REPO, make_ct, start_child, wait_child  # noqa: E402
 
+from benchmarks.results_files import save_results  # noqa: E402
+
 FULL_SIZES = [(128, 128, 128), (256, 256, 128), (512, 512, 300)]
 QUICK_SIZES = [(48, 48, 32)]
 QUALITIES = ["normal", "fast"]
@@ -280,10 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     record["acceptance"] = acceptance(measured, device)
     record["passed"] = all(c["passed"] is not False for c in record["acceptance"].values())
     stem = "inference_overhead" + ("_quick" if args.quick else "") + ("" if device == "cpu" else f"_{device}")
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
     md = markdown(record)
-    (args.results / f"{stem}.md").write_text(md)
+    save_results(args.results, stem, record, md)
     print(md)
     return 0 if record["passed"] else 1
 

@@ -12,7 +12,6 @@ PyTorch and MONAI start-up are included. Results go to ``benchmarks/results/`` a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -23,6 +22,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks.results_files import save_results  # noqa: E402
 
 LIMIT_GB = 4.0
 
@@ -106,13 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         "within_limit": result["peak_rss_gb"] < LIMIT_GB,
         **result,
     }
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"peak_memory_segment_{label}.json").write_text(json.dumps(record, indent=2) + "\n")
     md = (
         f"| input | device | peak RSS (GB) | limit (GB) | wall (s) |\n|---|---|---|---|---|\n"
         f"| {record['input']} | {args.device} | {record['peak_rss_gb']:.2f} | {LIMIT_GB} | {record['wall_seconds']:.1f} |\n"
     )
-    (args.results / f"peak_memory_segment_{label}.md").write_text(md)
+    save_results(args.results, f"peak_memory_segment_{label}", record, md)
     print(md)
     print(f"peak RSS {record['peak_rss_gb']:.2f} GB {'<' if record['within_limit'] else '>='} {LIMIT_GB} GB")
     return 0 if record["within_limit"] else 1

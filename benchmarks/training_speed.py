@@ -43,6 +43,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.results_files import save_results  # noqa: E402
+
 REFERENCE = "joint"
 COMMAND = "python benchmarks/training_speed.py"
 FULL = {"features": [8, 16, 32, 64], "patch_size": [32, 64, 64], "spacing": [3.0, 3.0, 3.0], "steps": 3, "rounds": 2, "cases": 3}
@@ -256,10 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         "methods": rows,
     }
     stem = "training_speed" + ("_quick" if args.quick else "") + ("" if device == "cpu" else f"_{device}")
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
     md = markdown(record)
-    (args.results / f"{stem}.md").write_text(md)
+    save_results(args.results, stem, record, md)
     print(md)
     if not same_batches:
         print(f"the methods did not get the same labelled batches: {checksums}", file=sys.stderr)
