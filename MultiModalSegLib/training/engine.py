@@ -77,6 +77,15 @@ class StopRequest:
         return self.flag or self.stop_file.exists()
 
 
+def build_configured_method(cfg: TrainConfig, modalities: list[str], labels: list) -> torch.nn.Module:
+    """``cfg``'s method for ``modalities`` and ``labels`` (background added), with the label names
+    passed to a method that takes them (e.g. text prompts per class)."""
+    params = dict(cfg.method_params)
+    if "label_names" in inspect.signature(get_method(cfg.method)).parameters:
+        params.setdefault("label_names", [lab.name for lab in labels])
+    return build_method(cfg.method, cfg.network, modalities, len(labels) + 1, **params)
+
+
 def _model_remap(case: Case, dataset_labels: dict[int, str], model_values: dict[str, int]) -> dict[int, int] | None:
     """Compose the case's remap table with the dataset-label-name -> model-label-value map."""
     unknown = sorted({n for v, n in dataset_labels.items() if v != 0} - set(model_values))
@@ -175,12 +184,7 @@ class Trainer:
                     )
         self.case_counts = {m: len(s.cases) for m, s in {**self.samplers, **self.unlabelled_samplers}.items()}
         torch.manual_seed(cfg.seed)
-        method_params = dict(cfg.method_params)
-        if "label_names" in inspect.signature(get_method(cfg.method)).parameters:  # e.g. text prompts per class
-            method_params.setdefault("label_names", [lab.name for lab in self.labels])
-        self.method = build_method(
-            cfg.method, cfg.network, self.modalities, len(self.labels) + 1, **method_params
-        ).to(self.device)
+        self.method = build_configured_method(cfg, self.modalities, self.labels).to(self.device)
         if self.init_state is not None:  # start from given weights (fine-tuning); a checkpoint still wins
             self.method = (self.init_state(self.method) or self.method).to(self.device)
         # per-parameter learning rates when the method asks for them (Method.lr_scales, e.g. a fine-tune that adds a modality)

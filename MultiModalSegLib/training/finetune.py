@@ -51,7 +51,6 @@ the new modality's own parameters, initialised from ``like``'s, and list it in
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import re
 import types
@@ -69,14 +68,14 @@ from ..data.phantoms import write_phantom_dataset
 from ..device import resolve_device
 from ..errors import BundleError, ConfigError
 from ..labels import ABDOMEN_LABELS
-from ..methods import build_method, get_method
+from ..methods import get_method
 from ..methods.registry import build_inference_network
 from ..modalities import get_modality, modality_names
 from ..models import resolve_model
 from ..networks.norms import modality_norms
 from . import distributed
 from .config import config_from_dict
-from .engine import Trainer, _finite, _model_remap
+from .engine import Trainer, _finite, _model_remap, build_configured_method
 from .progress import ProgressLog, read_progress
 from .validation import validate
 
@@ -521,10 +520,7 @@ def _config(opts: FinetuneOptions, plan: _Plan, run: Path, datasets: list[str], 
 
 def _parent_shaped_method(plan: _Plan, cfg) -> torch.nn.Module:
     """The method built for the parent's modalities (as the engine builds it, on the CPU)."""
-    params = dict(cfg.method_params)
-    if "label_names" in inspect.signature(get_method(cfg.method)).parameters:
-        params.setdefault("label_names", [lab.name for lab in plan.parent.labels])
-    return build_method(cfg.method, cfg.network, list(plan.parent.modalities), len(plan.parent.labels) + 1, **params)
+    return build_configured_method(cfg, list(plan.parent.modalities), plan.parent.labels)
 
 
 def _init_hook(plan: _Plan, cfg, opts: FinetuneOptions):
