@@ -24,6 +24,8 @@ class TrainConfig:
     "validation": K, "seed": S}`` generates that many synthetic cases into the run folder.
     ``few_shot``: ``{"MR": 1}`` keeps the labels of only that many training cases of a modality.
     ``schedule``: ``{"name": "cosine" | "poly", "warmup_steps": W, "power": 0.9}``.
+    ``init``: ``{"bundle": PATH, "sha256": HEX}`` starts the network from that bundle's weights
+    (:mod:`.warm_start`: any U-Net-family method from any other; the sha256 is checked first).
     """
 
     name: str = "model"
@@ -52,6 +54,7 @@ class TrainConfig:
     amp: bool = True
     threads: int = 0
     bundle: dict = field(default_factory=dict)
+    init: dict = field(default_factory=dict)
     source: str | None = None  # the config file, for provenance
 
     @property
@@ -84,12 +87,16 @@ def config_from_dict(raw: dict, base: Path | None = None) -> TrainConfig:
             {**d, "path": str((base / d["path"]).resolve())} if isinstance(d, dict) else str((base / d).resolve())
             for d in cfg.datasets
         ]
+        if cfg.init.get("bundle"):
+            cfg.init = {**cfg.init, "bundle": str((base / cfg.init["bundle"]).resolve())}
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ConfigError("steps and batch_size must be at least 1.")
     if len(cfg.patch_size) != 3 or len(cfg.spacing) != 3:
         raise ConfigError("patch_size and spacing need three values (x, y, z order for spacing; z, y, x for patch_size).")
     if not cfg.datasets and not cfg.phantoms:
         raise ConfigError("the config names no data: give \"datasets\" and/or \"phantoms\".")
+    if cfg.init and (set(cfg.init) - {"bundle", "sha256"} or "bundle" not in cfg.init):
+        raise ConfigError(f"\"init\" must be {{\"bundle\": PATH, \"sha256\": HEX}} (sha256 optional); got {cfg.init}.")
     cfg.label_info  # noqa: B018  (validates the label set)
     return cfg
 

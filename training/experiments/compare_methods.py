@@ -3,6 +3,13 @@
     python training/experiments/compare_methods.py --jobs 2         # the full bench (resumable)
     python training/experiments/compare_methods.py --quick --out DIR  # about a minute: a smoke run
     python training/experiments/compare_methods.py --report-only    # rebuild the report from the runs
+    python training/experiments/compare_methods.py --selection --jobs 2  # the longer bench that picks the default model
+
+The selection bench (:data:`SELECTION`, results in ``results_selection/``) trains every method four
+times longer than the full bench, at 4 mm with larger patches, in the ``balanced`` scenario only:
+the default model is trained with every case labelled, so that is the scenario that chooses its
+method. Each method trains at its own recipe's learning rate (``training/configs/``): 3e-3 for the
+convolutional methods, 1e-4 for the Transformer of ``lssc``.
 
 Scenarios (after the few-shot table of LSSC, Yang et al., Table 4: all cases of one modality plus
 1 or 3 labelled cases of the other): ``balanced`` (N CT + N MR, all labelled), ``scarce_mr_1`` and
@@ -59,6 +66,7 @@ MODALITIES = ("CT", "MR")
 METHOD_ORDER = ("individual", "joint", "y_shaped", "x_shaped", "ummkd", "csa", "lssc", "mulmodseg", "cmc")
 BASELINE = "individual"
 COMMAND = "nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python training/experiments/compare_methods.py --jobs 2"
+RESULTS_SELECTION = HERE / "results_selection"
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ class Bench:
     batch_size: int = 2
     steps: int = 150
     lr: float = 5e-3
+    lr_by_method: dict = field(default_factory=dict)  # methods trained at another rate than ``lr``
     warmup_steps: int = 5
     seed: int = 0
     threads: int = 1
@@ -102,8 +111,15 @@ class Bench:
     methods: tuple = METHOD_ORDER
     real_cases: tuple = tuple(name for name, _ in REAL_CASES)
 
+    def lr_of(self, method: str) -> float:
+        return self.lr_by_method.get(method, self.lr)
+
 
 FULL = Bench()
+SELECTION = Bench(
+    n_test=4, spacing=4.0, patch_size=[24, 40, 40], steps=600, lr=3e-3, lr_by_method={"lssc": 1e-4}, warmup_steps=20,
+    scenarios=("balanced",),
+)
 QUICK = Bench(
     n_train=2, n_test=1, features=[4, 8, 16, 32], spacing=8.0, patch_size=[16, 32, 32], steps=3, warmup_steps=0,
     threads=2, scenarios=("scarce_mr_1",), methods=("individual", "ummkd"), real_cases=("abdomen_mr_01",),
@@ -136,7 +152,7 @@ def run_config(bench: Bench, scenario: Scenario, method: str, train_json: Path) 
         "batch_size": bench.batch_size,
         "augment": True,
         "few_shot": dict(scenario.few_shot),
-        "lr": bench.lr,
+        "lr": bench.lr_of(method),
         "schedule": {"name": "cosine", "warmup_steps": bench.warmup_steps},
         "steps": bench.steps,
         "validate_every": 10**9,
@@ -413,6 +429,14 @@ def update_readme(out: Path, readme: Path = README) -> bool:
     return new != text
 
 
+def _lr_lines(bench: Bench) -> list[str]:
+    if bench.lr_by_method:
+        other = ", ".join(f"`{m}` {lr:g}" for m, lr in bench.lr_by_method.items())
+        return [f"  Learning rate: each method's own recipe under `training/configs/`: {bench.lr:g}, except {other}."]
+    return ["  One learning rate for all: the training configs under `training/configs/` use other rates for some methods",
+            "  (`abdomen_lssc.json`: 1e-4 for the Transformer), so a method tuned for another rate is at a disadvantage here."]
+
+
 def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0) -> str:
     """Write ``summary.json``, ``report.md`` and the box plots from the finished runs; return the report."""
     runs, failed = load_runs(out), load_runs(out, failed=True)
@@ -445,9 +469,8 @@ def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0)
         f"{bench.spacing:g} mm, AdamW lr {bench.lr:g} with cosine schedule ({bench.warmup_steps} warm-up steps), seed {bench.seed}, "
         f"augmentation on, {bench.threads} CPU thread(s). Encoder widths {bench.features} for every network "
         "(`lssc`: its registry reference Transformer U-Net at these widths; `cmc`: its own network; `mulmodseg`: one-hot class codes).",
-        "  One learning rate for all: the training configs under `training/configs/` use other rates for some methods",
-        "  (`abdomen_lssc.json`: 1e-4 for the Transformer), so a method tuned for another rate is at a disadvantage here.",
-        "- **Tiny networks and very few steps**: these models are far from converged (small organs may not be learnt at all);",
+        *_lr_lines(bench),
+        "- **Tiny networks and few steps**: these models are far from converged (small organs may not be learnt at all);",
         "  one seed was run, so differences of a few Dice points may be noise. **Phantoms are not patients.**",
         f"- Real scans ({', '.join(bench.real_cases)}): references are TotalSegmentator pseudo-labels (not manual), scored on the scans' own grids",
         "  through the ordinary `Segmenter`. These runs never saw them (they are training data of the default model, not of these runs).",
@@ -543,16 +566,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny networks, 3 steps, 1 scenario, 2 methods (about a minute)")
     parser.add_argument("--out", type=Path, default=None, help=f"results folder (default {RESULTS.relative_to(REPO)})")
     parser.add_argument("--work", type=Path, default=None, help=f"training folders (default {WORK.relative_to(REPO)})")
+    parser.add_argument("--selection", action="store_true",
+                        help="the longer balanced-scenario bench that picks the default model's method (results_selection/)")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (each its own process)")
     parser.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)  # "k/n": items k, k+n, ...
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from the finished runs")
     args = parser.parse_args(argv)
-    bench = QUICK if args.quick else FULL
-    out = args.out or RESULTS
-    work = args.work or (WORK / "quick" if args.quick else WORK)
+    if args.quick and args.selection:
+        parser.error("--quick and --selection exclude each other")
+    bench = QUICK if args.quick else SELECTION if args.selection else FULL
+    out = args.out or (RESULTS_SELECTION if args.selection else RESULTS)
+    work = args.work or (WORK / "quick" if args.quick else WORK / "selection" if args.selection else WORK)
     command = " ".join(["python training/experiments/compare_methods.py", *(argv if argv is not None else sys.argv[1:])])
     if args.worker or (not args.quick and args.out is None and (args.jobs == 2 or args.report_only)):
-        command = COMMAND  # the runs of the default results folder come from this command
+        # the runs of the default results folders come from this command
+        command = COMMAND + (" --selection" if args.selection else "")
     work.mkdir(parents=True, exist_ok=True)
     train_json, test_json, data_cpu = prepare_data(bench, work)
     if args.report_only:
@@ -563,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     items = work_items(bench)
     if args.jobs > 1 and not args.worker:
         base = [sys.executable, str(Path(__file__).resolve())] + (["--quick"] if args.quick else [])
+        base += ["--selection"] if args.selection else []
         base += ["--out", str(out), "--work", str(work)]
         procs = [subprocess.Popen([*base, "--worker", f"{k}/{args.jobs}"]) for k in range(args.jobs)]
         codes = [p.wait() for p in procs]

@@ -1,0 +1,110 @@
+"""Warm start across U-Net-family methods (training/warm_start.py) and the config's ``init`` key."""
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from MultiModalSegLib.bundle import bundle_sha256
+from MultiModalSegLib.errors import BundleError, ConfigError
+from MultiModalSegLib.methods import get_method
+from MultiModalSegLib.training import Trainer
+from MultiModalSegLib.training.config import config_from_dict
+from MultiModalSegLib.training.progress import read_progress
+from MultiModalSegLib.training.warm_start import canonical_key, warm_start_method
+
+MODALITIES = ["CT", "MR"]
+
+
+def build(name: str, features=(4, 8, 16)) -> torch.nn.Module:
+    method = get_method(name)
+    spec = method.complete_network_spec({"name": "unet3d", "params": {"features": list(features)}}, MODALITIES, 5)
+    torch.manual_seed(hash(name) % 1000)
+    return method(spec, MODALITIES, 5)
+
+
+def outputs(method: torch.nn.Module, modality: str) -> torch.Tensor:
+    net = method.inference_network().eval()
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        return net(x, modality)
+
+
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        ("encoder.0.norm1.norms.CT.weight", ("encoder.0.norm1.weight", "CT")),
+        ("encoder.1.blocks.MR.conv1.conv.weight", ("encoder.1.conv1.conv.weight", "MR")),
+        ("nets.CT.decoder.0.conv_block.norm2.bias", ("decoder.0.conv_block.norm2.bias", "CT")),
+        ("backbone.unet.encoder.2.conv2.conv.weight", ("encoder.2.conv2.conv.weight", None)),
+        ("encoder.3.0.blocks.MR.1.running_mean", ("encoder.3.norm1.running_mean", "MR")),
+        ("encoder.3.1.0.conv.weight", ("encoder.3.conv2.conv.weight", None)),
+        ("head.conv.conv.bias", ("head.conv.conv.bias", None)),
+    ],
+)
+def test_canonical_names(key, expected):
+    assert canonical_key(key) == expected
+
+
+@pytest.mark.parametrize("target", ["x_shaped", "y_shaped", "individual", "ummkd", "csa"])
+def test_a_joint_network_carries_over_exactly(target):
+    """Everything of a shared U-Net has a counterpart, so the warm-started network computes the
+    source's function for every modality (no fresh layer, nothing averaged)."""
+    source = build("joint")
+    for p in source.parameters():  # non-trivial normalisation parameters and statistics
+        p.data.add_(0.1 * torch.randn_like(p))
+    for name, buf in source.inference_network().named_buffers():
+        if "running_var" in name:
+            buf.uniform_(0.5, 2.0)
+    method = build(target)
+    before = outputs(method, "MR")
+    report = warm_start_method(method, source.inference_network().state_dict())
+    assert not report.fresh and not report.averaged
+    for modality in MODALITIES:
+        torch.testing.assert_close(outputs(method, modality), outputs(source, modality))
+    assert not torch.allclose(before, outputs(method, "MR"))
+
+
+def test_per_modality_normalisation_into_a_shared_layer_is_averaged():
+    source = build("ummkd")
+    for p in source.parameters():
+        p.data.add_(0.1 * torch.randn_like(p))
+    method = build("joint")
+    report = warm_start_method(method, source.inference_network().state_dict())
+    assert report.averaged and not report.fresh
+    src = source.inference_network().state_dict()
+    mean = (src["encoder.0.norm1.norms.CT.weight"] + src["encoder.0.norm1.norms.MR.weight"]) / 2
+    torch.testing.assert_close(method.inference_network().state_dict()["encoder.0.norm1.weight"], mean)
+
+
+def test_other_widths_are_refused_by_name():
+    source = build("joint", features=(4, 8, 16))
+    method = build("joint", features=(8, 16, 32))
+    with pytest.raises(ConfigError, match="does not fit this network.*same network and widths"):
+        warm_start_method(method, source.inference_network().state_dict(), "the init bundle old.zip")
+
+
+def test_config_init_starts_from_a_bundle_and_logs_it(phantom_dir, tiny_bundle, tmp_path):
+    cfg = config_from_dict(tiny_config(phantom_dir, method="x_shaped", steps=1,
+                                       init={"bundle": str(tiny_bundle), "sha256": bundle_sha256(tiny_bundle)}))
+    trainer = Trainer(cfg, tmp_path, quiet=True)
+    trainer.build()
+    src = torch.load(tiny_bundle / "model.pt", weights_only=True)
+    got = trainer.method.inference_network().state_dict()
+    torch.testing.assert_close(got["encoder.0.blocks.MR.conv1.conv.weight"], src["encoder.0.conv1.conv.weight"])
+    torch.testing.assert_close(got["encoder.0.blocks.MR.norm1.weight"], src["encoder.0.norm1.norms.MR.weight"])
+    trainer.run()
+    events = [r for r in read_progress(tmp_path / "progress.jsonl") if r["event"] == "warm_start"]
+    assert len(events) == 1 and events[0]["method"] == "ummkd" and events[0]["fresh"] == 0
+
+
+def test_config_init_with_a_wrong_sha256_names_the_bundle(phantom_dir, tiny_bundle, tmp_path):
+    cfg = config_from_dict(tiny_config(phantom_dir, init={"bundle": str(tiny_bundle), "sha256": "0" * 64}))
+    with pytest.raises(BundleError, match="sha256") as info:
+        Trainer(cfg, tmp_path, quiet=True).build()
+    assert str(tiny_bundle) in str(info.value)
+
+
+def test_config_init_needs_a_bundle_key(phantom_dir):
+    with pytest.raises(ConfigError, match='"init" must be'):
+        config_from_dict(tiny_config(phantom_dir, init={"path": "x.zip"}))
