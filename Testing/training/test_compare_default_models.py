@@ -1,0 +1,49 @@
+"""``training/compare_default_models.py``: two bundles side by side; the summary and the ratios
+recomputed here from the per-case numbers it saved."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from conftest import tiny_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_two_models_side_by_side(phantom_dir, tiny_bundle, tmp_path):
+    from MultiModalSegLib.training import Trainer
+    from MultiModalSegLib.training.config import config_from_dict
+
+    other = Trainer(config_from_dict(tiny_config(phantom_dir, method="joint", steps=2,
+                                                 bundle={"name": "tiny-joint", "version": "2.0.0"})),
+                    tmp_path / "run", quiet=True).run().bundle
+    module = _load("compare_default_models", REPO / "training" / "compare_default_models.py")
+    out = tmp_path / "out"
+    assert module.main(["--models", str(tiny_bundle), str(other), "--phantoms", "1", "--repeats", "1",
+                        "--out", str(out), "--work", str(tmp_path / "work")]) == 0
+    doc = json.loads((out / "comparison.json").read_text())
+    old, new = list(doc["results"])
+    assert new == "tiny-joint 2.0.0" and old != new
+    for name, res in doc["results"].items():
+        assert sorted(c["kind"] for c in res.values()) == ["phantom", "phantom", "real", "real"]
+        for modality in ("CT", "MR"):
+            organs = [[c["metrics"][o]["dice"] for c in res.values() if c["kind"] == "phantom" and c["modality"] == modality]
+                      for o in ("liver", "spleen", "kidney_right", "kidney_left")]
+            means = [np.mean([v for v in vals if v is not None]) for vals in organs if any(v is not None for v in vals)]
+            assert doc["phantom_mean_dice"][name][modality] == round(float(np.mean(means)), 4)
+    for case, ratio in doc["seconds_ratio_new_over_old"].items():
+        assert ratio == round(doc["seconds"][new][case] / doc["seconds"][old][case], 2)
+    report = (out / "comparison.md").read_text()
+    assert f"`{old}`" in report and f"`{new}`" in report and "Phantoms are not patients" in report

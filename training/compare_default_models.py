@@ -1,0 +1,158 @@
+"""Two shipped models side by side in one run: held-out phantoms, the real samples, CPU seconds.
+
+    python training/compare_default_models.py \
+        --models Resources/Models/abdomen-ummkd-1.0.0.zip Resources/Models/abdomen-x-shaped-2.0.0.zip
+
+Both bundles segment the same cases in the same process through the ordinary ``Segmenter``:
+``--phantoms`` held-out synthetic phantoms per modality drawn with ``--seed`` (1001: a seed no
+training recipe uses) and the two real sample scans against their TotalSegmentator pseudo-labels
+(training cases of both models). Timings alternate between the models, best of ``--repeats``,
+so that their ratio is measured side by side. Writes ``comparison.md`` and ``comparison.json``
+to ``--out`` (default ``training/reports/default-models``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "training" / "experiments"))
+
+from compare_methods import ORGANS, _f, _mean, evaluate_bundle, test_cases  # noqa: E402
+
+from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
+from MultiModalSegLib.bundle import bundle_sha256, load_bundle  # noqa: E402
+
+MODALITIES = ("CT", "MR")
+OUT = REPO / "training" / "reports" / "default-models"
+WORK = REPO / "training" / "runs" / "default-models"
+
+
+def model_name(path: Path) -> str:
+    meta = load_bundle(path).metadata
+    return f"{meta['name']} {meta['version']}"
+
+
+def held_out_phantoms(n: int, seed: int, work: Path = WORK) -> Path:
+    from MultiModalSegLib.data.phantoms import write_phantom_dataset
+
+    path = work / f"phantoms_test_{n}_seed{seed}" / "dataset.json"
+    if not path.exists():
+        write_phantom_dataset(path.parent, n, n, seed)
+    return path
+
+
+def timings(bundles: list[Path], repeats: int, work: Path = WORK) -> dict[str, dict[str, float]]:
+    """Model -> case -> best wall seconds of ``Segmenter.segment`` (models alternate)."""
+    from MultiModalSegLib.inference import Segmenter
+    from MultiModalSegLib.io import read_image
+
+    cases = [c for c in test_cases(held_out_phantoms(1, 1001, work)) if c["kind"] == "real"]
+    images = {c["name"]: (read_image(c["image"]), c["modality"]) for c in cases}
+    segmenters = {b.name: Segmenter(b, device="cpu", amp=False) for b in bundles}
+    best: dict[str, dict[str, float]] = {b.name: {} for b in bundles}
+    for _ in range(repeats):
+        for name, seg in segmenters.items():
+            for case, (image, modality) in images.items():
+                t = time.perf_counter()
+                seg.segment(image, modality)
+                seconds = time.perf_counter() - t
+                best[name][case] = round(min(best[name].get(case, seconds), seconds), 2)
+    return best
+
+
+def modality_table(results: dict[str, dict], kind: str, metric: str) -> list[str]:
+    head = ["model"] + [f"{o} {m}" for m in MODALITIES for o in ORGANS] + [f"mean {m}" for m in MODALITIES]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for name, res in results.items():
+        cells, means = [], []
+        for m in MODALITIES:
+            cases = [c for c in res.values() if c["kind"] == kind and c["modality"] == m]
+            per = [_mean([c["metrics"][o][metric] for c in cases]) for o in ORGANS]
+            cells += [_f(v, 3 if metric == "dice" else 2) for v in per]
+            means.append(_mean(per))
+        lines.append(f"| `{name}` | " + " | ".join(cells + [_f(v, 3 if metric == 'dice' else 2) for v in means]) + " |")
+    return lines
+
+
+def summary(res: dict, kind: str) -> dict[str, float]:
+    """Modality -> mean over organs of the mean over ``kind`` cases of Dice."""
+    out = {}
+    for m in MODALITIES:
+        cases = [c for c in res.values() if c["kind"] == kind and c["modality"] == m]
+        out[m] = round(_mean([_mean([c["metrics"][o]["dice"] for c in cases]) for o in ORGANS]), 4)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs=2, type=Path, required=True, help="the two bundle zips (old, new)")
+    p.add_argument("--phantoms", type=int, default=4, help="held-out phantoms per modality")
+    p.add_argument("--seed", type=int, default=1001)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--work", type=Path, default=WORK, help="where the held-out phantoms are written")
+    args = p.parse_args(argv)
+    cases = test_cases(held_out_phantoms(args.phantoms, args.seed, args.work))
+    results, meta = {}, {}
+    t0 = time.process_time()
+    for path in args.models:
+        bundle = load_bundle(path)
+        name = model_name(path)
+        meta[name] = {"file": str(path), "sha256": bundle_sha256(path), "method": bundle.method}
+        results[name] = evaluate_bundle(path, cases)
+    seconds = timings(list(args.models), args.repeats, args.work)
+    seconds = {model_name(p): seconds[p.name] for p in args.models}
+    old, new = list(results)
+    ratios = {case: round(seconds[new][case] / seconds[old][case], 2) for case in seconds[old]}
+    doc = {
+        "command": "python training/compare_default_models.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "models": meta,
+        "held_out_phantoms": {"per_modality": args.phantoms, "seed": args.seed},
+        "phantom_mean_dice": {n: summary(r, "phantom") for n, r in results.items()},
+        "real_mean_dice": {n: summary(r, "real") for n, r in results.items()},
+        "seconds": seconds,
+        "seconds_ratio_new_over_old": ratios,
+        "cpu_s": round(time.process_time() - t0, 1),
+        "results": results,
+    }
+    L = [
+        f"# Default models side by side: `{old}` and `{new}`",
+        "",
+        f"Generated by `{doc['command']}`; do not edit by hand. Both models segmented the same cases in one run",
+        "through the ordinary `Segmenter` (CPU).",
+        "",
+        f"- Held-out phantoms: {args.phantoms} CT and {args.phantoms} MR drawn with seed {args.seed}, which no training recipe uses. "
+        "**Phantoms are not patients.**",
+        "- Real scans: `abdomen_ct_01`, `abdomen_mr_01` against TotalSegmentator pseudo-labels (not manual). **Both models",
+        "  trained on these two scans**, so these rows show fit to seen anatomy, not generalisation.",
+        "",
+        "## Mean Dice (over organs)",
+        "",
+        "| model | phantoms CT | phantoms MR | phantoms CT+MR | real CT | real MR |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for n in results:
+        ph, re = doc["phantom_mean_dice"][n], doc["real_mean_dice"][n]
+        L.append(f"| `{n}` | {ph['CT']:.3f} | {ph['MR']:.3f} | {(ph['CT'] + ph['MR']) / 2:.3f} | {re['CT']:.3f} | {re['MR']:.3f} |")
+    for kind, title in (("phantom", "held-out phantoms"), ("real", "real scans (pseudo-labels)")):
+        L += ["", f"## Dice per organ, {title}", "", *modality_table(results, kind, "dice")]
+        L += ["", f"## ASSD (mm) per organ, {title}", "", *modality_table(results, kind, "assd")]
+    L += ["", f"## Inference seconds (best of {args.repeats}, the models alternating, 1 process)", "",
+          "| case | " + " | ".join(f"`{n}`" for n in seconds) + " | ratio new/old |", "|---|---:|---:|---:|"]
+    L += [f"| {case} | {seconds[old][case]:.2f} | {seconds[new][case]:.2f} | {ratios[case]:.2f} |" for case in seconds[old]]
+    L += ["", f"CPU time of this comparison: {doc['cpu_s']:.0f} s.", ""]
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out / "comparison.json", json.dumps(doc, indent=1) + "\n")
+    write_text_atomic(args.out / "comparison.md", "\n".join(L))
+    print("\n".join(L))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
