@@ -131,6 +131,11 @@ def render_model_card(metadata: dict | None, entry: ModelEntry | None = None) ->
     lines += ["## Metrics", ""]
     if meta.get("metrics"):
         lines += _metric_tables(meta["metrics"])
+    elif entry is not None and entry.metrics:
+        lines += ["Summary from the models manifest (the bundle's report has the per-organ figures):", ""]
+        for key, values in entry.metrics.items():
+            lines.append(f"- {key.replace('_', ' ')}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in values.items()))
+        lines.append("")
     else:
         lines += ["Not available" + (" until the model is downloaded." if metadata is None else " in the bundle."), ""]
 

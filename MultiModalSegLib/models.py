@@ -48,6 +48,7 @@ class ModelEntry:
     size: int | None = None
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     gpu_seconds: dict[str, float] = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
     training_data: str | None = None
     intended_use: str | None = None
     limitations: str | None = None

@@ -88,12 +88,28 @@ def real_sample_metrics(bundle_path: Path, repeats: int = 2) -> tuple[dict, dict
     return results, seconds
 
 
+def manifest_metrics(validation: dict, real: dict) -> dict:
+    """The manifest's accuracy summary: mean validation Dice per modality (held-out phantoms) and
+    mean Dice over organs per real sample (pseudo-labels), both from the figures in the report."""
+    def mean_dice(organs: dict) -> float:
+        values = [m["dice"] for m in organs.values() if m.get("dice") is not None and not np.isnan(m["dice"])]
+        return round(float(np.mean(values)), 4)
+
+    return {
+        "validation_mean_dice": {m: round(float(row["mean"]), 4) for m, row in validation.items()},
+        "real_samples_mean_dice": {case: mean_dice(organs) for case, organs in real.items()},
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="bundle zip to write (under Resources/Models/)")
     p.add_argument("--default", action="store_true", help="make it the manifest's default model")
     p.add_argument("--note", default="", help="a paragraph for the report (e.g. what changed between sessions)")
+    p.add_argument("--training-data", help="the manifest's training_data text")
+    p.add_argument("--intended-use", help="the manifest's intended_use text")
+    p.add_argument("--limitations", help="the manifest's limitations text")
     args = p.parse_args()
 
     bundle = load_bundle(args.run / "bundle")
@@ -115,6 +131,16 @@ def main() -> int:
     }
     meta["training"]["cpu_seconds_measured"] = cpu_seconds
     cfg = meta["training"].get("config", {})
+    config_file = Path(meta["training"].get("config_file") or "training/configs/abdomen_ummkd_default.json")
+    config_arg = config_file.relative_to(REPO) if config_file.is_absolute() and config_file.is_relative_to(REPO) else config_file
+    run_arg = args.run.resolve().relative_to(REPO) if args.run.resolve().is_relative_to(REPO) else args.run
+    warm = next((r for r in records if r["event"] == "warm_start"), None)
+    warm_line = (
+        f"Started from the weights of `{Path(warm['bundle']).name}` (method `{warm['method']}`, sha256 {warm['sha256'][:12]}...): "
+        f"{warm['copied']} tensors copied, {warm['averaged']} averaged over modalities, {warm['fresh']} freshly initialised "
+        "(`MultiModalSegLib/training/warm_start.py`)."
+        if warm else None
+    )
     report = [
         f"# {name} {meta['version']}: training report",
         "",
@@ -127,10 +153,11 @@ def main() -> int:
         + ", ".join(f"{r['step']} -> {r['steps']}" for r in records if r["event"] == "start")
         + ". A resumed session with a longer planned length continues the cosine schedule at the new length.",
         "",
-        "Regenerate: `mmseg train --config training/configs/abdomen_ummkd_default.json --out training/runs/abdomen-ummkd` "
-        "then `python training/package_model.py --run training/runs/abdomen-ummkd --out Resources/Models/"
-        f"{args.out.name} --default`.",
+        f"Regenerate: `mmseg train --config {config_arg} --out {run_arg}` "
+        f"then `python training/package_model.py --run {run_arg} --out Resources/Models/"
+        f"{args.out.name}{' --default' if args.default else ''}`.",
         "",
+        *([warm_line, ""] if warm_line else []),
         *([args.note, ""] if args.note else []),
         "![losses](loss.png)",
         "",
@@ -171,8 +198,12 @@ def main() -> int:
         "file": str(out.resolve().relative_to((REPO / "Resources").resolve())),
         "licence": meta["licence"],
         "cpu_seconds": cpu_seconds,
+        "metrics": manifest_metrics(validation, real),
         "default": bool(args.default),
     }
+    for key in ("training_data", "intended_use", "limitations"):
+        if getattr(args, key):
+            entry[key] = getattr(args, key)
     add_to_manifest(entry)
     print(json.dumps(entry, indent=2))
     print((report_dir / "report.md").read_text())

@@ -76,3 +76,13 @@ def test_render_needs_metadata_or_entry():
     with pytest.raises(ValueError, match="metadata or the manifest entry"):
         render_model_card(None, None)
     assert "## Files" not in render_model_card(shipped_metadata())
+
+
+def test_card_of_model_not_downloaded_shows_the_manifest_metrics(tmp_path):
+    metrics = {"validation_mean_dice": {"CT": 0.8125, "MR": 0.7}, "real_samples_mean_dice": {"abdomen_ct_01": 0.87}}
+    manifest = write_manifest(tmp_path / "Models.json",
+                              [manifest_entry("remote", "https://x.org/remote-2.0.0.zip", DATA, version="2.0.0", metrics=metrics)])
+    card = model_card("remote", manifest, tmp_path / "cache")
+    assert "- validation mean dice: CT 0.812, MR 0.700" in card
+    assert "- real samples mean dice: abdomen_ct_01 0.870" in card
+    assert "Not available until the model is downloaded." not in card

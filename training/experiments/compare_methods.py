@@ -5,7 +5,7 @@
     python training/experiments/compare_methods.py --report-only    # rebuild the report from the runs
     python training/experiments/compare_methods.py --selection --jobs 2  # the longer bench that picks the default model
 
-The selection bench (:data:`SELECTION`, results in ``results_selection/``) trains every method four
+The selection bench (:data:`SELECTION`, results in ``results_selection/``) trains every method 6.7x
 times longer than the full bench, at 4 mm with larger patches, in the ``balanced`` scenario only:
 the default model is trained with every case labelled, so that is the scenario that chooses its
 method. Each method trains at its own recipe's learning rate (``training/configs/``): 3e-3 for the
@@ -117,7 +117,7 @@ class Bench:
 
 FULL = Bench()
 SELECTION = Bench(
-    n_test=4, spacing=4.0, patch_size=[24, 40, 40], steps=600, lr=3e-3, lr_by_method={"lssc": 1e-4}, warmup_steps=20,
+    n_test=4, spacing=4.0, patch_size=[24, 40, 40], steps=1000, lr=3e-3, lr_by_method={"lssc": 1e-4}, warmup_steps=20,
     scenarios=("balanced",),
 )
 QUICK = Bench(
@@ -561,6 +561,27 @@ def work_items(bench: Bench) -> list[tuple[str, str]]:
     return [(s, m) for s in bench.scenarios for m in bench.methods]
 
 
+def relative_costs() -> dict[str, float]:
+    """Method -> CPU seconds per step relative to ``joint``, from the training-speed benchmark's
+    results when they exist (a scheduling hint only: 1.0 for every method otherwise)."""
+    path = REPO / "benchmarks" / "results" / "training_speed.json"
+    if not path.exists():
+        return {}
+    return {m["method"]: float(m["relative_cpu_to_joint"]) for m in json.loads(path.read_text()).get("methods", [])}
+
+
+def split_items(items: list[tuple[str, str]], n: int) -> list[list[tuple[str, str]]]:
+    """``items`` dealt to ``n`` workers, the dearest first to the least loaded (same on every worker)."""
+    costs = relative_costs()
+    shares: list[list[tuple[str, str]]] = [[] for _ in range(n)]
+    loads = [0.0] * n
+    for item in sorted(items, key=lambda it: -costs.get(it[1], 1.0)):
+        k = loads.index(min(loads))
+        shares[k].append(item)
+        loads[k] += costs.get(item[1], 1.0)
+    return shares
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny networks, 3 steps, 1 scenario, 2 methods (about a minute)")
@@ -601,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
         return max(codes)
     if args.worker:
         k, n = (int(x) for x in args.worker.split("/"))
-        items = items[k::n]
+        items = split_items(items, n)[k]
     for scenario, method in items:
         if (out / "runs" / scenario / f"{method}.json").exists():
             continue
