@@ -3,8 +3,9 @@
 The U-Net family of methods (``joint``, ``ummkd``, ``csa``, ``y_shaped``, ``x_shaped``,
 ``individual``, ``mulmodseg``) hold the same U-Net layers, arranged differently: shared, with one
 normalisation per modality (``...norm1.norms.MR.weight``), with whole blocks per modality
-(``encoder.0.blocks.CT...``), one network per modality (``nets.MR.encoder...``) or inside a
-wrapper (``backbone.unet...``). Every parameter name is reduced to a *canonical* U-Net name and
+(``encoder.0.blocks.CT...``), one network per modality (``nets.MR.encoder...``), one encoder,
+decoder and head per modality around new modules (``cmc``: ``encoders.CT.0...``, whose awareness
+and fusion modules have no U-Net counterpart) or inside a wrapper (``backbone.unet...``). Every parameter name is reduced to a *canonical* U-Net name and
 the modality it belongs to (or none, when shared); a target tensor takes the source tensor with
 the same canonical name, preferring the one of its own modality, then the shared one, then the
 mean over the source's modalities (a shared layer started from per-modality normalisations).
@@ -27,6 +28,8 @@ from ..errors import ConfigError
 # modality-routing segments inserted by the methods' networks, and wrapper prefixes
 _MODALITY_SEGMENT = re.compile(r"(?:^|\.)(?:blocks|norms|nets)\.([^.]+)(?=\.|$)")
 _WRAPPERS = ("backbone.unet.", "backbone.", "unet.")
+# per-modality containers named in the plural: encoders.<M>.<i> is the U-Net's encoder.<i>
+_PLURAL = re.compile(r"^(encoder|decoder|head)s\.([^.]+)\.")
 # the partly shared U-Net's deepest level run as two halves: encoder.L.<half>.<0 conv | 1 norm>
 _HALF = re.compile(r"^encoder\.(\d+)\.([01])\.([01])\.")
 MIN_COVERAGE = 0.5  # below this fraction of the target's parameters found, the source is the wrong network
@@ -35,6 +38,9 @@ MIN_COVERAGE = 0.5  # below this fraction of the target's parameters found, the 
 def canonical_key(key: str) -> tuple[str, str | None]:
     """(plain U-Net name, modality or ``None``) of one state-dict key."""
     modality = None
+    plural = _PLURAL.match(key)
+    if plural:
+        return canonical_key(plural.group(1) + "." + key[plural.end():])[0], plural.group(2)
     match = _MODALITY_SEGMENT.search(key)
     if match:
         modality = match.group(1)

@@ -40,6 +40,8 @@ def outputs(method: torch.nn.Module, modality: str) -> torch.Tensor:
         ("encoder.3.0.blocks.MR.1.running_mean", ("encoder.3.norm1.running_mean", "MR")),
         ("encoder.3.1.0.conv.weight", ("encoder.3.conv2.conv.weight", None)),
         ("head.conv.conv.bias", ("head.conv.conv.bias", None)),
+        ("encoders.MR.0.norm1.weight", ("encoder.0.norm1.weight", "MR")),
+        ("heads.CT.conv.conv.weight", ("head.conv.conv.weight", "CT")),
     ],
 )
 def test_canonical_names(key, expected):
@@ -75,6 +77,20 @@ def test_per_modality_normalisation_into_a_shared_layer_is_averaged():
     src = source.inference_network().state_dict()
     mean = (src["encoder.0.norm1.norms.CT.weight"] + src["encoder.0.norm1.norms.MR.weight"]) / 2
     torch.testing.assert_close(method.inference_network().state_dict()["encoder.0.norm1.weight"], mean)
+
+
+def test_cmc_takes_the_u_net_layers_and_keeps_its_own_modules_fresh():
+    source = build("joint")
+    method = get_method("cmc")(get_method("cmc").complete_network_spec({"name": "cmc", "params": {"features": [4, 8, 16]}},
+                                                                          MODALITIES, 5), MODALITIES, 5)
+    fresh_before = {k: v.clone() for k, v in method.inference_network().state_dict().items()}
+    report = warm_start_method(method, source.inference_network().state_dict())
+    assert report.fresh and all(k.startswith(("aware.", "fusion.")) for k in report.fresh)
+    got, src = method.inference_network().state_dict(), source.inference_network().state_dict()
+    for modality in MODALITIES:
+        torch.testing.assert_close(got[f"encoders.{modality}.1.conv2.conv.weight"], src["encoder.1.conv2.conv.weight"])
+        torch.testing.assert_close(got[f"heads.{modality}.conv.conv.bias"], src["head.conv.conv.bias"])
+    assert all(torch.equal(got[k], fresh_before[k]) for k in report.fresh)
 
 
 def test_other_widths_are_refused_by_name():
