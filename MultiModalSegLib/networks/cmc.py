@@ -91,6 +91,25 @@ class CMCNetwork(nn.Module):
         deepest = features[-1]
         self.fusion = nn.Sequential(Conv[Conv.CONV, spatial_dims](2 * deepest, deepest, 1), nn.LeakyReLU(0.01, inplace=True))
 
+    @torch.no_grad()
+    def init_new_modules_as_identity(self) -> None:
+        """Make the awareness modules and the fusion layer pass the bottleneck through: the last
+        normalisation of each MIA block starts at zero (so ``F_mia = F_ds``, a zero-initialised
+        residual) and the fusion averages its two inputs. A network whose encoders, decoders and
+        heads were copied from a U-Net with the same normalisation (:mod:`..training.warm_start`) then
+        starts from that U-Net's function, up to a second leaky ReLU on the bottleneck's negative part
+        (with instance normalisation, CMC's default, only the affine parameters carry over)."""
+        for module in self.aware.values():
+            for param in module.block.norm2.parameters():
+                param.zero_()
+        conv = self.fusion[0]
+        channels = conv.out_channels
+        conv.weight.zero_()
+        conv.bias.zero_()
+        eye = torch.arange(channels)
+        conv.weight[eye, eye] = 0.5
+        conv.weight[eye, eye + channels] = 0.5
+
     @property
     def divisor(self) -> int:
         return 2 ** (len(self.features) - 1)

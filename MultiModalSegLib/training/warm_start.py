@@ -9,7 +9,9 @@ and fusion modules have no U-Net counterpart) or inside a wrapper (``backbone.un
 the modality it belongs to (or none, when shared); a target tensor takes the source tensor with
 the same canonical name, preferring the one of its own modality, then the shared one, then the
 mean over the source's modalities (a shared layer started from per-modality normalisations).
-Tensors with no counterpart (a dynamic head, text embeddings) keep their fresh initialisation.
+Tensors with no counterpart (a dynamic head, text embeddings) keep their fresh initialisation,
+except in a network that can start its own modules as pass-throughs (``cmc``:
+``init_new_modules_as_identity``), which then starts from the source U-Net's function.
 
 This is an initialisation choice only; the training losses are the target method's own.
 """
@@ -122,6 +124,9 @@ def warm_start(network: nn.Module, source_state: Mapping[str, torch.Tensor], sou
             f"shape (e.g. nothing for {example!r}); start from a bundle of the same network and widths."
         )
     network.load_state_dict(new_state, strict=False)
+    identity = getattr(network, "init_new_modules_as_identity", None)
+    if report.fresh and callable(identity):  # e.g. cmc: its own modules start as pass-throughs
+        identity()
     return report
 
 
