@@ -131,3 +131,14 @@ def test_readme_block_is_the_report_ranking(bench, tmp_path):
     assert all(line in report.splitlines() for line in ranking)
     assert text.startswith("# Title\n\ntext before\n\n") and text.endswith("\n\ntext after\n") and "old" not in block
     assert not module.update_readme(out, readme)  # nothing left to change
+
+
+def test_committed_readme_blocks_are_the_committed_reports(bench, tmp_path):
+    """The README's method-comparison and method-selection blocks are what the committed results give."""
+    module, _ = bench
+    readme = tmp_path / "README.md"
+    readme.write_text((REPO / "README.md").read_text(encoding="utf-8"), encoding="utf-8")
+    for out, markers in ((module.RESULTS, (module.README_BEGIN, module.README_END)),
+                         (module.RESULTS_SELECTION, module.SELECTION_MARKERS)):
+        assert markers[0] in readme.read_text()
+        assert not module.update_readme(out, readme, markers), f"stale README block: rerun {out} --report-only"

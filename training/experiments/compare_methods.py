@@ -411,24 +411,27 @@ def ranking_markdown(rank: list, runs: dict) -> list[str]:
 
 README = REPO / "README.md"
 README_BEGIN, README_END = "<!-- method-comparison:begin -->", "<!-- method-comparison:end -->"
+SELECTION_MARKERS = ("<!-- method-selection:begin -->", "<!-- method-selection:end -->")
 
 
-def update_readme(out: Path, readme: Path = README) -> bool:
-    """Copy the report's ranking (between the README's method-comparison markers); True if changed."""
+def update_readme(out: Path, readme: Path = README, markers: tuple[str, str] = (README_BEGIN, README_END)) -> bool:
+    """Copy the report's ranking (between the README's ``markers``); True if changed."""
     runs = load_runs(out)
     doc = json.loads((out / "summary.json").read_text())
+    begin, end = markers
+    where = out.resolve().relative_to(REPO) if out.resolve().is_relative_to(REPO) else out
     body = [
-        f"From `training/experiments/results/report.md` ({doc['runs_done']} of {doc['runs_expected']} runs finished, "
+        f"From `{where.as_posix()}/report.md` ({doc['runs_done']} of {doc['runs_expected']} runs finished, "
         f"{doc['bench']['steps']} steps each):",
         "",
         *ranking_markdown(ranking(runs), runs),
     ]
     text = readme.read_text(encoding="utf-8")
-    if README_BEGIN not in text or README_END not in text:
+    if begin not in text or end not in text:
         return False
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    new = head + README_BEGIN + "\n" + "\n".join(body) + "\n" + README_END + tail
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    new = head + begin + "\n" + "\n".join(body) + "\n" + end + tail
     if new != text:
         write_text_atomic(readme, new)
     return new != text
@@ -589,6 +592,14 @@ def split_items(items: list[tuple[str, str]], n: int) -> list[list[tuple[str, st
     return shares
 
 
+def _update_readme_for(out: Path) -> None:
+    """The README block of the default results folders (none for another ``--out``)."""
+    if out == RESULTS:
+        update_readme(out)
+    elif out == RESULTS_SELECTION:
+        update_readme(out, markers=SELECTION_MARKERS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny networks, 3 steps, 1 scenario, 2 methods (about a minute)")
@@ -613,8 +624,8 @@ def main(argv: list[str] | None = None) -> int:
     train_json, test_json, data_cpu = prepare_data(bench, work)
     if args.report_only:
         print(build_report(out, bench, command, data_cpu))
-        if out == RESULTS and not args.quick:
-            update_readme(out)
+        if not args.quick:
+            _update_readme_for(out)
         return 0
     items = work_items(bench)
     if args.jobs > 1 and not args.worker:
@@ -624,8 +635,8 @@ def main(argv: list[str] | None = None) -> int:
         procs = [subprocess.Popen([*base, "--worker", f"{k}/{args.jobs}"]) for k in range(args.jobs)]
         codes = [p.wait() for p in procs]
         build_report(out, bench, command, data_cpu)
-        if out == RESULTS and not args.quick:
-            update_readme(out)
+        if not args.quick:
+            _update_readme_for(out)
         return max(codes)
     if args.worker:
         k, n = (int(x) for x in args.worker.split("/"))
