@@ -196,9 +196,10 @@ def main() -> int:
         "spacing": meta["spacing"],
         "sha256": file_sha256(out),
         "file": str(out.resolve().relative_to((REPO / "Resources").resolve())),
+        "size": out.stat().st_size,
         "licence": meta["licence"],
         "cpu_seconds": cpu_seconds,
-        "metrics": manifest_metrics(validation, real),
+        "metrics": manifest_metrics(meta["metrics"]["validation_dice"], meta["metrics"]["real_samples"]),
         "default": bool(args.default),
     }
     for key in ("training_data", "intended_use", "limitations"):

@@ -51,6 +51,26 @@ def test_shipped_manifest_is_valid():
     assert isinstance(load_manifest(), list)
 
 
+def test_shipped_models_match_their_bundles():
+    """Every shipped entry's sha256 is its file's, and its metrics summary is computed from the
+    bundle's own metadata (by ``training/package_model.py``), not typed into the manifest."""
+    import importlib.util
+
+    from MultiModalSegLib.bundle import file_sha256, load_bundle
+
+    spec = importlib.util.spec_from_file_location("package_model", resources_dir().parent / "training" / "package_model.py")
+    package_model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(package_model)
+    entries = [e for e in load_manifest() if e.file]
+    assert sum(e.default for e in load_manifest()) == 1
+    for e in entries:
+        path = resources_dir() / e.file
+        assert file_sha256(path) == e.sha256, e.name
+        if e.metrics:
+            meta = load_bundle(path, expected_sha256=e.sha256).metadata
+            assert e.metrics == package_model.manifest_metrics(meta["metrics"]["validation_dice"], meta["metrics"]["real_samples"])
+
+
 def test_load_entries(tmp_path):
     path = write_manifest(tmp_path, [entry("a", cpu_seconds={"ct_small": 12.5}), entry("b", default=True)])
     entries = load_manifest(path)

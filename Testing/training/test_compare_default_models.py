@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import tiny_config
+import pytest
+
+from Testing.conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,8 +44,25 @@ def test_two_models_side_by_side(phantom_dir, tiny_bundle, tmp_path):
             organs = [[c["metrics"][o]["dice"] for c in res.values() if c["kind"] == "phantom" and c["modality"] == modality]
                       for o in ("liver", "spleen", "kidney_right", "kidney_left")]
             means = [np.mean([v for v in vals if v is not None]) for vals in organs if any(v is not None for v in vals)]
-            assert doc["phantom_mean_dice"][name][modality] == round(float(np.mean(means)), 4)
+            assert doc["phantom_mean_dice"][name][modality] == pytest.approx(float(np.mean(means)), abs=1e-12)
     for case, ratio in doc["seconds_ratio_new_over_old"].items():
         assert ratio == round(doc["seconds"][new][case] / doc["seconds"][old][case], 2)
     report = (out / "comparison.md").read_text()
     assert f"`{old}`" in report and f"`{new}`" in report and "Phantoms are not patients" in report
+    assert report == module.render_report(doc)
+    readme = tmp_path / "README.md"
+    begin, end = module.README_MARKERS
+    readme.write_text(f"# T\n\n{begin}\nold\n{end}\n\nafter\n")
+    assert module.update_readme(doc, readme) and not module.update_readme(doc, readme)
+    block = readme.read_text().split(begin)[1].split(end)[0]
+    assert all(line in report.splitlines() for line in block.splitlines() if line.startswith("|"))
+
+
+def test_committed_readme_block_is_the_committed_comparison():
+    module = _load("compare_default_models", REPO / "training" / "compare_default_models.py")
+    doc = json.loads((module.OUT / "comparison.json").read_text())
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    begin, end = module.README_MARKERS
+    assert readme.split(begin)[1].split(end)[0] == "\n" + "\n".join(module.readme_block(doc)) + "\n", \
+        "stale: rerun training/compare_default_models.py"
+    assert (module.OUT / "comparison.md").read_text() == module.render_report(doc)
