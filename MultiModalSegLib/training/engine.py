@@ -187,8 +187,8 @@ class Trainer:
         self.method = build_configured_method(cfg, self.modalities, self.labels).to(self.device)
         if self.init_state is not None:  # start from given weights (fine-tuning); a checkpoint still wins
             self.method = (self.init_state(self.method) or self.method).to(self.device)
-        elif self.cfg.init:  # warm start from another bundle's weights; a checkpoint still wins
-            self.warm_start = self._warm_start()
+        # warm start from another bundle's weights (logged at the run's first start); a checkpoint still wins
+        self.warm_start = self._warm_start() if self.init_state is None and self.cfg.init else None
         # per-parameter learning rates when the method asks for them (Method.lr_scales, e.g. a fine-tune that adds a modality)
         groups = self.method.parameter_groups(cfg.lr) if hasattr(self.method, "parameter_groups") else self.method.parameters()
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -302,12 +302,11 @@ class Trainer:
         from .warm_start import warm_start_method
 
         path = Path(self.cfg.init["bundle"])
-        if not path.exists():
-            raise ConfigError(f"init bundle {path} does not exist; fix \"init\": {{\"bundle\": ...}} in the config.")
-        source = load_bundle(path, expected_sha256=self.cfg.init.get("sha256"))
+        source = load_bundle(path, expected_sha256=self.cfg.init.get("sha256"))  # hashes the file when a sha256 is given
+        sha256 = self.cfg.init.get("sha256") or bundle_sha256(path)
         report = warm_start_method(self.method, source.state_dict, f"the init bundle {path}")
         self.method.to(self.device)
-        return {"bundle": str(path), "method": source.method, "sha256": bundle_sha256(path),
+        return {"bundle": str(path), "method": source.method, "sha256": sha256,
                 "copied": len(report.copied), "averaged": len(report.averaged), "fresh": len(report.fresh)}
 
     # ----- the loop
@@ -321,7 +320,7 @@ class Trainer:
         if self.is_main:
             stop_file.unlink(missing_ok=True)
         distributed.barrier()
-        if getattr(self, "warm_start", None) and self.step == 0:
+        if self.warm_start and self.step == 0:
             log.write("warm_start", **self.warm_start)
         log.write(
             "start", step=self.step, steps=cfg.steps, cases=self.case_counts, device=str(self.device), method=cfg.method, processes=self.world

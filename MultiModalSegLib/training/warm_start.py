@@ -19,7 +19,7 @@ This is an initialisation choice only; the training losses are the target method
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -137,8 +137,3 @@ def warm_start_method(method: nn.Module, source_state: Mapping[str, torch.Tensor
         name = getattr(method, "name", type(method).__name__)
         raise ConfigError(f"method {name} exports a network derived from its parameters; it cannot be warm-started from {source}.")
     return warm_start(net, source_state, source)
-
-
-def modalities_of(state: Mapping[str, torch.Tensor]) -> Sequence[str]:
-    """Modalities that have their own tensors in ``state``."""
-    return sorted({m for k in state for m in [canonical_key(k)[1]] if m is not None})
