@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "training" / "experiments"))
 
-from compare_methods import ORGANS, _f, _mean, evaluate_bundle, test_cases  # noqa: E402
+from compare_methods import ORGANS, _f, _mean, evaluate_bundle, splice_readme, test_cases  # noqa: E402
 
 from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
 from MultiModalSegLib.bundle import bundle_sha256, load_bundle  # noqa: E402
@@ -33,9 +33,8 @@ OUT = REPO / "training" / "reports" / "default-models"
 WORK = REPO / "training" / "runs" / "default-models"
 
 
-def model_name(path: Path) -> str:
-    meta = load_bundle(path).metadata
-    return f"{meta['name']} {meta['version']}"
+def model_name(metadata: dict) -> str:
+    return f"{metadata['name']} {metadata['version']}"
 
 
 def held_out_phantoms(n: int, seed: int, work: Path = WORK) -> Path:
@@ -48,14 +47,14 @@ def held_out_phantoms(n: int, seed: int, work: Path = WORK) -> Path:
 
 
 def timings(bundles: list[Path], repeats: int, work: Path = WORK) -> dict[str, dict[str, float]]:
-    """Model -> case -> best wall seconds of ``Segmenter.segment`` (models alternate)."""
+    """Bundle path -> case -> best wall seconds of ``Segmenter.segment`` (models alternate)."""
     from MultiModalSegLib.inference import Segmenter
     from MultiModalSegLib.io import read_image
 
     cases = [c for c in test_cases(held_out_phantoms(1, 1001, work)) if c["kind"] == "real"]
     images = {c["name"]: (read_image(c["image"]), c["modality"]) for c in cases}
-    segmenters = {b.name: Segmenter(b, device="cpu", amp=False) for b in bundles}
-    best: dict[str, dict[str, float]] = {b.name: {} for b in bundles}
+    segmenters = {str(b): Segmenter(b, device="cpu", amp=False) for b in bundles}
+    best: dict[str, dict[str, float]] = {str(b): {} for b in bundles}
     for _ in range(repeats):
         for name, seg in segmenters.items():
             for case, (image, modality) in images.items():
@@ -154,16 +153,7 @@ def readme_block(doc: dict) -> list[str]:
 
 def update_readme(doc: dict, readme: Path = README) -> bool:
     """Write :func:`readme_block` between the README's markers; True if it changed."""
-    begin, end = README_MARKERS
-    text = readme.read_text(encoding="utf-8")
-    if begin not in text or end not in text:
-        return False
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    new = head + begin + "\n" + "\n".join(readme_block(doc)) + "\n" + end + tail
-    if new != text:
-        write_text_atomic(readme, new)
-    return new != text
+    return splice_readme(readme, README_MARKERS, readme_block(doc))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,13 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     cases = test_cases(held_out_phantoms(args.phantoms, args.seed, args.work))
     results, meta = {}, {}
     t0 = time.process_time()
+    names = {}
     for path in args.models:
         bundle = load_bundle(path)
-        name = model_name(path)
+        name = names[str(path)] = model_name(bundle.metadata)
         meta[name] = {"file": str(path), "sha256": bundle_sha256(path), "method": bundle.method}
         results[name] = evaluate_bundle(path, cases)
     seconds = timings(list(args.models), args.repeats, args.work)
-    seconds = {model_name(p): seconds[p.name] for p in args.models}
+    seconds = {names[str(p)]: seconds[str(p)] for p in args.models}
     old, new = list(results)
     ratios = {case: round(seconds[new][case] / seconds[old][case], 2) for case in seconds[old]}
     doc = {

@@ -418,7 +418,6 @@ def update_readme(out: Path, readme: Path = README, markers: tuple[str, str] = (
     """Copy the report's ranking (between the README's ``markers``); True if changed."""
     runs = load_runs(out)
     doc = json.loads((out / "summary.json").read_text())
-    begin, end = markers
     where = out.resolve().relative_to(REPO) if out.resolve().is_relative_to(REPO) else out
     body = [
         f"From `{where.as_posix()}/report.md` ({doc['runs_done']} of {doc['runs_expected']} runs finished, "
@@ -426,6 +425,13 @@ def update_readme(out: Path, readme: Path = README, markers: tuple[str, str] = (
         "",
         *ranking_markdown(ranking(runs), runs),
     ]
+    return splice_readme(readme, markers, body)
+
+
+def splice_readme(readme: Path, markers: tuple[str, str], body: list[str]) -> bool:
+    """Replace the lines between ``markers`` in ``readme`` with ``body`` (atomically); True if it
+    changed, False when unchanged or when the file lacks the markers."""
+    begin, end = markers
     text = readme.read_text(encoding="utf-8")
     if begin not in text or end not in text:
         return False
