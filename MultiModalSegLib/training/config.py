@@ -24,6 +24,11 @@ class TrainConfig:
     "validation": K, "seed": S}`` generates that many synthetic cases into the run folder.
     ``few_shot``: ``{"MR": 1}`` keeps the labels of only that many training cases of a modality.
     ``schedule``: ``{"name": "cosine" | "poly", "warmup_steps": W, "power": 0.9}``.
+    A dataset entry may add ``"exclude": [case names]`` to leave those cases out (e.g. a
+    leave-one-out check). ``synthesis``: ``{"sources": ["datasets", "phantoms"], "mix": {"CT":
+    {"real": a, "synthetic": b, "phantom": c}, "MR": {...}}}`` draws each item of a modality's batch
+    from its real cases, its phantoms or images synthesised from the labelled training cases' label
+    maps (:mod:`..data.synthesis`) with those shares; empty: real and phantom cases alike, by weight.
     ``init``: ``{"bundle": PATH, "sha256": HEX}`` starts the network from that bundle's weights
     (:mod:`.warm_start`: any U-Net-family method from any other; the sha256 is checked first).
     """
@@ -42,6 +47,7 @@ class TrainConfig:
     foreground_ratio: float = 0.67
     augment: bool = True
     few_shot: dict = field(default_factory=dict)
+    synthesis: dict = field(default_factory=dict)
     lr: float = 2e-3
     weight_decay: float = 1e-4
     schedule: dict = field(default_factory=lambda: {"name": "cosine", "warmup_steps": 20})
@@ -97,8 +103,34 @@ def config_from_dict(raw: dict, base: Path | None = None) -> TrainConfig:
         raise ConfigError("the config names no data: give \"datasets\" and/or \"phantoms\".")
     if cfg.init and (set(cfg.init) - {"bundle", "sha256"} or "bundle" not in cfg.init):
         raise ConfigError(f"\"init\" must be {{\"bundle\": PATH, \"sha256\": HEX}} (sha256 optional); got {cfg.init}.")
+    _check_synthesis(cfg.synthesis)
     cfg.label_info  # noqa: B018  (validates the label set)
     return cfg
+
+
+SYNTHESIS_SOURCES = ("datasets", "phantoms")
+MIX_KINDS = ("real", "synthetic", "phantom")
+
+
+def _check_synthesis(synthesis: dict) -> None:
+    """One sentence for a malformed ``synthesis`` block (see :class:`TrainConfig`)."""
+    if not synthesis:
+        return
+    unknown = sorted(set(synthesis) - {"sources", "mix"})
+    sources = synthesis.get("sources", list(SYNTHESIS_SOURCES))
+    bad_sources = sorted(set(sources) - set(SYNTHESIS_SOURCES)) if isinstance(sources, list) else [sources]
+    mix = synthesis.get("mix", {})
+    bad_mix = [
+        f"{m}: {shares}" for m, shares in (mix.items() if isinstance(mix, dict) else [("mix", mix)])
+        if not isinstance(shares, dict) or set(shares) - set(MIX_KINDS)
+        or any(not isinstance(v, int | float) or v < 0 for v in shares.values()) or not any(shares.values())
+    ]
+    if unknown or bad_sources or bad_mix or not mix:
+        raise ConfigError(
+            f"\"synthesis\" must be {{\"sources\": a subset of {list(SYNTHESIS_SOURCES)}, \"mix\": {{MODALITY: "
+            f"{{KIND: share}}}}}} with kinds among {list(MIX_KINDS)} and non-negative shares; "
+            f"check {unknown or bad_sources or bad_mix or 'the missing mix'}."
+        )
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:

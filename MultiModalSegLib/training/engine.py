@@ -28,6 +28,7 @@ from ..data.dataset import Case, labelled_subset, load_dataset
 from ..data.loading import PreparedCase, prepare_case
 from ..data.phantoms import write_phantom_dataset
 from ..data.sampling import ModalitySampler, UnlabelledSampler
+from ..data.synthesis import MixedSampler, SynthSampler, prepare_source
 from ..device import autocast, grad_scaler, resolve_device
 from ..errors import ConfigError
 from ..methods import build_method, get_method
@@ -135,17 +136,21 @@ class Trainer:
                     target.parent, int(ph.get("ct", 0)), int(ph.get("mr", 0)), int(ph.get("seed", 0)), int(ph.get("validation", 0))
                 )
             distributed.barrier()
-            entries.append({"path": str(target)})
+            entries.append({"path": str(target), "origin": "phantom"})
         model_values = {lab.name: lab.value for lab in self.labels}
         train, val = [], []
         for entry in entries:
             spec = load_dataset(entry["path"])
             weight = float(entry.get("weight", 1.0))
+            excluded = set(entry.get("exclude", []))
+            unknown = sorted(excluded - {c.name for cases in spec.splits.values() for c in cases})
+            if unknown:
+                raise ConfigError(f"{entry['path']}: \"exclude\" names cases it does not hold: {unknown}.")
             for split, into in (("training", train), ("validation", val)):
                 for c in spec.cases(split):
-                    if c.modality in self.modalities:
+                    if c.modality in self.modalities and c.name not in excluded:
                         remap = _model_remap(c, spec.labels, model_values)
-                        into.append(Case(c.name, c.image, c.modality, c.label, remap, weight))
+                        into.append(Case(c.name, c.image, c.modality, c.label, remap, weight, entry.get("origin", "real")))
         paths = [e["path"] for e in entries]
         for modality, n in self.cfg.few_shot.items():
             modality = get_modality(modality).name
@@ -158,14 +163,39 @@ class Trainer:
         values = [lab.value for lab in self.labels]
         return [prepare_case(c, self.cfg.spacing, values) for c in cases if c.labelled == labelled]
 
+    def _mixed_samplers(self, train: list[Case], prepared: list[PreparedCase]) -> dict[str, MixedSampler]:
+        """Per modality, a :class:`MixedSampler` of its real cases, its phantoms and images synthesised
+        from the label maps of the training cases whose origin ``synthesis["sources"]`` names."""
+        cfg = self.cfg
+        origins = {"datasets": "real", "phantoms": "phantom"}
+        wanted = {origins[s] for s in cfg.synthesis.get("sources", list(origins))}
+        values = [lab.value for lab in self.labels]
+        labelled = [c for c in train if c.labelled]
+        sources = [prepare_source(c, cfg.spacing, values) for c in labelled if c.origin in wanted]
+        pairs = list(zip(labelled, prepared, strict=True))
+        samplers = {}
+        for i, modality in enumerate(self.modalities):
+            kinds: dict[str, ModalitySampler] = {}
+            for kind in ("real", "phantom"):
+                mine = [p for c, p in pairs if c.origin == kind and c.modality == modality]
+                if mine:
+                    kinds[kind] = ModalitySampler(mine, cfg.patch_size, cfg.batch_size, cfg.foreground_ratio, cfg.augment, cfg.seed, i)
+            if sources:
+                kinds["synthetic"] = SynthSampler(sources, modality, cfg.patch_size, cfg.batch_size, cfg.spacing, cfg.foreground_ratio, cfg.seed, i)
+            shares = cfg.synthesis["mix"].get(modality)
+            if shares is None:
+                raise ConfigError(f"\"synthesis\" has no mix for modality {modality}; add \"{modality}\": {{KIND: share}}.")
+            samplers[modality] = MixedSampler(kinds, shares, cfg.batch_size, cfg.seed, i)
+        return samplers
+
     def build(self) -> None:
         cfg = self.cfg
         distributed.check_batch_size(cfg.batch_size, self.world)
         train, val, self.dataset_paths = self._cases()
         prepared = self._prepare(train)
         self.val_cases = self._prepare(val)
-        self.samplers = {}
-        for i, modality in enumerate(self.modalities):
+        self.samplers = self._mixed_samplers(train, prepared) if cfg.synthesis else {}
+        for i, modality in enumerate(self.modalities if not cfg.synthesis else []):
             mine = [p for p in prepared if p.modality == modality]
             if not mine:
                 raise ConfigError(f"no labelled training case of modality {modality}; add data or remove it from \"modalities\".")

@@ -9,6 +9,7 @@ from conftest import REAL_CT, REAL_MR
 from MultiModalSegLib.data.phantoms import generate_phantom
 from MultiModalSegLib.errors import BundleError, InputError
 from MultiModalSegLib.inference import Segmenter, keep_largest_component
+from MultiModalSegLib.inference.segmenter import window_size
 from MultiModalSegLib.io import Volume, read_image
 
 
@@ -69,8 +70,11 @@ def test_modality_checks(segmenter):
 
 
 def test_fast_quality_and_unknown_quality(tiny_bundle):
+    normal = Segmenter(tiny_bundle, device="cpu")
     fast = Segmenter(tiny_bundle, device="cpu", quality="fast")
-    assert fast.spacing == [12.0, 12.0, 12.0]
+    # fast keeps the model's voxel size (the network saw no other) and drops the window overlap
+    assert fast.spacing == normal.spacing == [6.0, 6.0, 6.0]
+    assert (fast.overlap, fast.mode) == (0.0, "constant") and normal.overlap == 0.5
     with pytest.raises(InputError, match="unknown quality"):
         Segmenter(tiny_bundle, device="cpu", quality="best")
 
@@ -113,3 +117,10 @@ def test_keep_largest_component():
     labels[6, 1, 1] = 2
     out = keep_largest_component(labels, [1, 2])
     assert (out == 1).sum() == 27 and (out == 2).sum() == 1
+
+
+def test_fast_windows_grow_up_to_the_volume():
+    patch = [48, 64, 64]
+    assert window_size(patch, (200, 300, 300), 1) == patch
+    assert window_size(patch, (200, 300, 300), 2) == [96, 128, 128]  # twice the patch at most
+    assert window_size(patch, (70, 100, 40), 2) == [80, 112, 64]  # no larger than the volume needs

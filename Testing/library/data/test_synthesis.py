@@ -1,0 +1,111 @@
+"""Images synthesised from label maps: sources, intensities, acquisitions, the mixed sampler."""
+
+import numpy as np
+import pytest
+from conftest import SAMPLES
+
+from MultiModalSegLib.data.dataset import load_dataset
+from MultiModalSegLib.data.sampling import ModalitySampler
+from MultiModalSegLib.data.synthesis import (
+    Acquisition,
+    MixedSampler,
+    SynthSampler,
+    draw_intensities,
+    prepare_source,
+    simulate_acquisition,
+)
+from MultiModalSegLib.data.tissues import UNLABELLED_BASE, intensity_classes, tissue_of
+from MultiModalSegLib.errors import ConfigError
+
+SPACING = [6.0, 6.0, 6.0]
+PATCH = [16, 32, 32]
+
+
+@pytest.fixture(scope="module")
+def ct_source():
+    case = next(c for c in load_dataset(SAMPLES / "dataset.json").cases("training") if c.modality == "CT")
+    return prepare_source(case, SPACING, [1, 2, 3, 4])
+
+
+def test_source_keeps_every_structure_and_classes_the_rest(ct_source):
+    ids = set(np.unique(ct_source.structures).tolist())
+    assert {1, 2, 3, 5, 6, 7} <= ids  # spleen, kidneys, liver, stomach, pancreas of the full map
+    assert {UNLABELLED_BASE, UNLABELLED_BASE + 1, UNLABELLED_BASE + 2} <= ids  # air, fat, soft tissue
+    assert set(np.unique(ct_source.label).tolist()) == {0, 1, 2, 3, 4}
+    assert ct_source.structures.shape == ct_source.label.shape
+    # the model's liver is TotalSegmentator's liver, voxel for voxel
+    assert np.array_equal(ct_source.label == 1, ct_source.structures == 5)
+    liver_hu, _ = ct_source.measured_hu[5]
+    fat_hu, _ = ct_source.measured_hu[UNLABELLED_BASE + 1]
+    assert 20 < liver_hu < 200 and -200 < fat_hu < -30
+
+
+def test_intensity_classes_of_ct_follow_hounsfield_bins():
+    hu = np.array([-1000, -100, 40, 700], dtype=np.float32)
+    classes = intensity_classes(hu, np.ones(4, bool), "CT")
+    assert [tissue_of(int(c)) for c in classes] == ["air", "fat", "soft", "dense"]
+
+
+def test_mr_weightings_order_tissues_as_real_scans_do(ct_source):
+    rng = np.random.default_rng(0)
+    s = ct_source.structures
+
+    def mean_of(image, tissue_id):
+        return float(image[s == tissue_id].mean())
+
+    t2, _ = draw_intensities(s, "MR", rng, weighting="T2")
+    assert mean_of(t2, 21) > mean_of(t2, 1) > mean_of(t2, 5)  # bladder (fluid) > spleen > liver on T2
+    t1, _ = draw_intensities(s, "MR", rng, weighting="T1")
+    assert mean_of(t1, UNLABELLED_BASE + 1) > mean_of(t1, 5) > mean_of(t1, 21)  # fat > liver > fluid on T1
+    fat, _ = draw_intensities(s, "MR", rng, weighting="fat")
+    assert mean_of(fat, UNLABELLED_BASE + 1) > 4 * mean_of(fat, 5)  # Dixon fat image: liver dark
+    with pytest.raises(ConfigError, match="unknown MR weighting"):
+        draw_intensities(s, "MR", rng, weighting="PD")
+
+
+def test_ct_intensities_stay_near_hounsfield_units(ct_source):
+    image, contrast = draw_intensities(ct_source.structures, "CT", np.random.default_rng(3), ct_source.measured_hu)
+    liver = image[ct_source.structures == 5]
+    assert contrast.startswith("CT") and -50 < liver.mean() < 300
+    assert image[ct_source.structures == UNLABELLED_BASE].mean() < -800  # air stays air
+
+
+def test_slab_keeps_the_slices_around_the_centre_and_nothing_else():
+    image = np.ones((40, 8, 8), np.float32)
+    label = np.ones((40, 8, 8), np.uint8)
+    acq = Acquisition(0, (6.0, 3.0, 3.0), (5, 3), None)  # 5 slices of 6 mm = 10 voxels of 3 mm
+    out, lab = simulate_acquisition(image, label, acq, [3.0, 3.0, 3.0], background=-1000.0)
+    kept = np.flatnonzero(lab[:, 0, 0])
+    assert len(kept) == 10 and kept[0] <= 20 <= kept[-1] and np.all(np.diff(kept) == 1)
+    assert np.all(out[lab == 0] == -1000.0)
+
+
+def test_thick_slices_blur_along_the_slice_axis_only():
+    image = np.zeros((32, 32, 32), np.float32)
+    image[::2] = 1.0  # stripes along z, constant in y and x
+    acq = Acquisition(0, (7.0, 1.0, 1.0), None, None)
+    out, _ = simulate_acquisition(image, np.zeros(image.shape, np.uint8), acq, [3.0, 3.0, 3.0], 0.0)
+    assert out[:, 16, 16].std() < 0.2 * image[:, 16, 16].std()  # stripes washed out along z
+    assert np.allclose(out[10], out[10, 0, 0])  # still constant within a slice
+
+
+def test_synthetic_batches_are_a_function_of_the_step(ct_source):
+    sampler = SynthSampler([ct_source], "MR", PATCH, 2, SPACING, seed=5, stream=1)
+    a, b, c = sampler.batch(3), sampler.batch(3), sampler.batch(4)
+    assert a["image"].shape == (2, 1, *PATCH) and a["label"].shape == (2, 1, *PATCH)
+    assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["label"], b["label"])  # exact resume
+    assert not np.array_equal(a["image"], c["image"])
+    assert float(a["image"].min()) >= 0.0 and float(a["image"].max()) <= 1.0  # the MR profile's range
+    assert set(np.unique(a["label"].numpy()).tolist()) <= {0, 1, 2, 3, 4}
+
+
+def test_mixed_sampler_draws_kinds_with_their_shares(ct_source):
+    synth = SynthSampler([ct_source], "CT", PATCH, 1, SPACING)
+    real = ModalitySampler([ct_source.as_case()], PATCH, 1, augment=False)
+    mixed = MixedSampler({"synthetic": synth, "real": real}, {"real": 0.25, "synthetic": 0.75}, 4, seed=1)
+    rng = np.random.default_rng(0)
+    kinds = [mixed.draw(rng)[0] for _ in range(2000)]
+    assert abs(kinds.count("real") / 2000 - 0.25) < 0.04
+    with pytest.raises(ConfigError, match="no such cases"):
+        MixedSampler({"real": real}, {"real": 0.5, "phantom": 0.5}, 4)
+

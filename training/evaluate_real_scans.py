@@ -1,0 +1,170 @@
+"""Score bundles on every real labelled scan, with each scan's role for that bundle.
+
+    python training/evaluate_real_scans.py --bundle Resources/Models/abdomen-cmc-2.0.0.zip \
+        --bundle Resources/Models/abdomen-ummkd-1.0.0.zip --out training/reports/real-scans
+
+The real scans are the three of ``../shared/data`` (see its README): ``abdomen_ct_01`` and
+``abdomen_mr_01`` (the project's training scans) and ``chest_abdomen_ct_02`` (the validation scan:
+no recipe trains on it). A scan's role for a bundle is read from the bundle's own training
+provenance: **train** when the bundle trained on it, **left out** when it is a training scan that
+this bundle's recipe excluded, **validation** for the validation scan. Each bundle segments each
+scan through the ordinary ``Segmenter`` at ``normal`` and ``fast`` quality; Dice, HD95 and ASSD per
+organ are computed against the TotalSegmentator pseudo-labels. In ``chest_abdomen_ct_02`` both
+kidneys are cut off at the lower edge of the scan, so only liver and spleen are scored there.
+
+Writes ``real_scans.md`` and ``real_scans.json`` to ``--out``. Unseen scans (validation and left
+out) come first in the table: they measure generalisation; train rows measure fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
+from MultiModalSegLib.labels import ABDOMEN_LABELS, LABEL_REMAPS  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "data"
+ORGANS = [lab.name for lab in ABDOMEN_LABELS]
+QUALITIES = ("normal", "fast")
+ROLE_ORDER = {"validation": 0, "left out": 1, "train": 2}
+
+
+SCANS = (
+    {"name": "chest_abdomen_ct_02", "modality": "CT", "organs": ["liver", "spleen"], "project_role": "validation"},
+    {"name": "abdomen_ct_01", "modality": "CT", "organs": ORGANS, "project_role": "train"},
+    {"name": "abdomen_mr_01", "modality": "MR", "organs": ORGANS, "project_role": "train"},
+)
+
+
+def real_scans(root: Path = SHARED) -> list[dict]:
+    """The real labelled scans: name, modality, organs scored, project role, image and label paths."""
+    return [{**s, "image": root / s["name"] / "image.nii.gz", "label": root / s["name"] / "label_totalseg.nii.gz"} for s in SCANS]
+
+
+def _dataset_path(recorded: str) -> Path | None:
+    """A dataset file named in a bundle's provenance, found here: as recorded, else by its path
+    below the repository (provenance written on another machine)."""
+    path = Path(recorded)
+    if path.is_file():
+        return path
+    parts = path.parts
+    for anchor in ("Resources", "training"):
+        if anchor in parts:
+            candidate = REPO.joinpath(*parts[parts.index(anchor):])
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def trained_case_names(metadata: dict) -> set[str]:
+    """Names of the cases of the bundle's training datasets that its recipe did not exclude
+    (training split only: validation cases are scored, not trained on)."""
+    config = metadata.get("training", {}).get("config", {})
+    names: set[str] = set()
+    for entry in config.get("datasets", []):
+        entry = entry if isinstance(entry, dict) else {"path": entry}
+        path = _dataset_path(entry["path"])
+        if path is None:
+            continue
+        doc = json.loads(path.read_text())
+        names |= {c.get("name") or Path(c["image"]).name.split(".")[0] for c in doc.get("training", [])}
+        names -= set(entry.get("exclude", []))
+    return names
+
+
+def role(scan: dict, trained: set[str]) -> str:
+    if scan["name"] in trained:
+        return "train"
+    return "validation" if scan["project_role"] == "validation" else "left out"
+
+
+def score(bundle: Path, scans: list[dict], qualities: tuple[str, ...] = QUALITIES) -> list[dict]:
+    """One row per scan and quality: Dice / HD95 / ASSD per scored organ, seconds, role."""
+    from MultiModalSegLib.bundle import load_bundle
+    from MultiModalSegLib.inference import Segmenter
+    from MultiModalSegLib.io import read_image, read_labelmap
+    from MultiModalSegLib.metrics import evaluate_labels, remap_labels
+
+    metadata = load_bundle(bundle).metadata
+    trained = trained_case_names(metadata)
+    rows = []
+    for quality in qualities:
+        seg = Segmenter(bundle, device="cpu", amp=False, quality=quality)
+        for scan in scans:
+            volume = read_image(scan["image"])
+            t0 = time.perf_counter()
+            result = seg.segment(volume, scan["modality"])
+            seconds = time.perf_counter() - t0
+            ref = read_labelmap(scan["label"], reference=volume)
+            ref_array = remap_labels(ref.array, LABEL_REMAPS["totalsegmentator"])
+            metrics = evaluate_labels(np.asarray(result.labels.array), ref_array, ABDOMEN_LABELS, ref.spacing)
+            rows.append({
+                "bundle": f"{metadata['name']} {metadata['version']}", "bundle_file": bundle.name,
+                "scan": scan["name"], "modality": scan["modality"], "role": role(scan, trained), "quality": quality,
+                "organs": scan["organs"], "seconds": round(seconds, 2),
+                "metrics": {o: {k: (None if math.isnan(v) else round(float(v), 4)) for k, v in metrics[o].items()}
+                            for o in scan["organs"]},
+            })
+    return rows
+
+
+def mean_dice(row: dict) -> float | None:
+    values = [row["metrics"][o]["dice"] for o in row["organs"] if row["metrics"][o]["dice"] is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(rows: list[dict]) -> str:
+    """The table: unseen scans first, then train; one row per bundle, scan and quality."""
+    ordered = sorted(rows, key=lambda r: (ROLE_ORDER[r["role"]], r["scan"], r["bundle"], QUALITIES.index(r["quality"])))
+    head = ["scan", "role", "model", "quality", *ORGANS, "mean (scored)", "seconds"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|" + "---:|" * (len(head) - 4)]
+    for r in ordered:
+        cells = [_f(r["metrics"][o]["dice"]) if o in r["organs"] else "n/s" for o in ORGANS]
+        lines.append("| " + " | ".join([r["scan"], r["role"], f"`{r['bundle']}`", r["quality"], *cells,
+                                        _f(mean_dice(r)), f"{r['seconds']:.1f}"]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Score bundles on the real labelled scans (roles from provenance).")
+    parser.add_argument("--bundle", action="append", required=True, type=Path, help="a bundle (repeatable)")
+    parser.add_argument("--out", type=Path, default=REPO / "training" / "reports" / "real-scans")
+    parser.add_argument("--data", type=Path, default=SHARED, help=f"the real scans' folder (default {SHARED})")
+    parser.add_argument("--quality", choices=QUALITIES, action="append", help="default: both")
+    args = parser.parse_args(argv)
+    scans = real_scans(args.data)
+    missing = [str(s["image"]) for s in scans if not Path(s["image"]).is_file()]
+    if missing:
+        parser.error(f"real scans not found: {missing}; pass --data with the folder of ../shared/data")
+    rows = [row for b in args.bundle for row in score(b, scans, tuple(args.quality or QUALITIES))]
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = (
+        "# Real-scan accuracy\n\n"
+        "Dice against TotalSegmentator pseudo-labels, through the ordinary `Segmenter` on the CPU. Role: "
+        "`validation` = a scan no recipe trains on; `left out` = a training scan this model's recipe excluded; "
+        "`train` = the model trained on it (fit, not generalisation). `n/s`: not scored (the organ is cut off "
+        "in that scan). Regenerate: `python training/evaluate_real_scans.py "
+        + " ".join(f"--bundle {b}" for b in args.bundle) + "`.\n\n" + markdown(rows) + "\n"
+    )
+    write_text_atomic(args.out / "real_scans.md", text)
+    write_text_atomic(args.out / "real_scans.json", json.dumps(rows, indent=1) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
