@@ -36,6 +36,7 @@ from MultiModalSegLib.labels import ABDOMEN_LABELS, LABEL_REMAPS  # noqa: E402
 SHARED = REPO.parent / "shared" / "data"
 ORGANS = [lab.name for lab in ABDOMEN_LABELS]
 QUALITIES = ("normal", "fast")
+README_MARKERS = ("<!-- real-scans:begin -->", "<!-- real-scans:end -->")
 ROLE_ORDER = {"validation": 0, "left out": 1, "train": 2}
 
 
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "training" / "reports" / "real-scans")
     parser.add_argument("--data", type=Path, default=SHARED, help=f"the real scans' folder (default {SHARED})")
     parser.add_argument("--quality", choices=QUALITIES, action="append", help="default: both")
+    parser.add_argument("--readme", action="store_true", help="also copy the table into README.md (real-scans block)")
     args = parser.parse_args(argv)
     scans = real_scans(args.data)
     missing = [str(s["image"]) for s in scans if not Path(s["image"]).is_file()]
@@ -162,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     write_text_atomic(args.out / "real_scans.md", text)
     write_text_atomic(args.out / "real_scans.json", json.dumps(rows, indent=1) + "\n")
+    if args.readme:
+        sys.path.insert(0, str(REPO / "training" / "experiments"))
+        from compare_methods import splice_readme
+
+        source = (args.out / "real_scans.md").resolve().relative_to(REPO) if args.out.resolve().is_relative_to(REPO) else args.out
+        splice_readme(REPO / "README.md", README_MARKERS, [f"From `{source}` (written by `training/evaluate_real_scans.py`):", "", markdown(rows)])
     print(text)
     return 0
 

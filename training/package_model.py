@@ -26,7 +26,6 @@ sys.path.insert(0, str(REPO))
 from MultiModalSegLib.bundle import file_sha256, load_bundle, save_bundle  # noqa: E402
 from MultiModalSegLib.cli.demo import SAMPLES, score_sample  # noqa: E402
 from MultiModalSegLib.inference import Segmenter  # noqa: E402
-from MultiModalSegLib.metrics import format_markdown_table  # noqa: E402
 from MultiModalSegLib.models import add_to_manifest  # noqa: E402
 from MultiModalSegLib.training.progress import read_progress  # noqa: E402
 
@@ -49,7 +48,7 @@ def loss_plot(records: list[dict], path: Path) -> None:
         b.plot([r["step"] for r in vals], [r["dice"][modality]["mean"] for r in vals], marker="o", label=modality)
     b.set_ylim(0, 1)
     b.set_xlabel("step")
-    b.set_title("validation Dice (held-out phantoms, mean of 4 organs)")
+    b.set_title("validation Dice (the run's validation cases, mean of organs)")
     b.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -88,17 +87,52 @@ def real_sample_metrics(bundle_path: Path, repeats: int = 2) -> tuple[dict, dict
     return results, seconds
 
 
-def manifest_metrics(validation: dict, real: dict) -> dict:
-    """The manifest's accuracy summary: mean validation Dice per modality (held-out phantoms) and
-    mean Dice over organs per real sample (pseudo-labels), both from the figures in the report."""
+def manifest_metrics(metrics: dict) -> dict:
+    """The manifest's accuracy summary, from the bundle's ``metrics``: mean validation Dice per
+    modality, and mean Dice over the scored organs per real scan (``real_scans``: at normal quality,
+    with the scan's role; ``real_samples`` of older bundles)."""
     def mean_dice(organs: dict) -> float:
         values = [m["dice"] for m in organs.values() if m.get("dice") is not None and not np.isnan(m["dice"])]
         return round(float(np.mean(values)), 4)
 
-    return {
-        "validation_mean_dice": {m: round(float(row["mean"]), 4) for m, row in validation.items()},
-        "real_samples_mean_dice": {case: mean_dice(organs) for case, organs in real.items()},
-    }
+    out = {"validation_mean_dice": {m: round(float(row["mean"]), 4) for m, row in metrics.get("validation_dice", {}).items()}}
+    if "real_scans" in metrics:
+        out["real_scans_mean_dice"] = {
+            case.replace(", normal)", ")"): mean_dice(organs) for case, organs in metrics["real_scans"].items() if case.endswith(", normal)")
+        }
+    if "real_samples" in metrics:
+        out["real_samples_mean_dice"] = {case: mean_dice(organs) for case, organs in metrics["real_samples"].items()}
+    return out
+
+
+def validation_case_names(config: dict) -> list[str]:
+    """The validation cases a run's config names: its datasets' validation splits and its validation phantoms."""
+    from MultiModalSegLib.data.dataset import load_dataset
+
+    names = []
+    for entry in config.get("datasets", []):
+        entry = entry if isinstance(entry, dict) else {"path": entry}
+        if Path(entry["path"]).exists():
+            excluded = set(entry.get("exclude", []))
+            names += [c.name for c in load_dataset(entry["path"]).cases("validation") if c.name not in excluded]
+    n_phantoms = int(config.get("phantoms", {}).get("validation", 0))
+    return names + ([f"{n_phantoms} phantoms per modality"] if n_phantoms else [])
+
+
+def real_scan_rows(bundle_path: Path) -> list[dict]:
+    """Every real labelled scan of ``../shared/data``, normal and fast quality, with its role
+    (``training/evaluate_real_scans.py``)."""
+    sys.path.insert(0, str(REPO / "training"))
+    import evaluate_real_scans
+
+    return evaluate_real_scans.score(bundle_path, evaluate_real_scans.real_scans())
+
+
+def real_scan_metrics(rows: list[dict]) -> dict:
+    """``"scan (role, quality)" -> organ -> {dice, hd95, assd}``, unseen scans first."""
+    order = {"validation": 0, "left out": 1, "train": 2}
+    rows = sorted(rows, key=lambda r: (order[r["role"]], r["scan"], r["quality"] != "normal"))
+    return {f"{r['scan']} ({r['role']}, {r['quality']})": r["metrics"] for r in rows}
 
 
 def main() -> int:
@@ -121,15 +155,23 @@ def main() -> int:
     loss_plot(records, report_dir / "loss.png")
 
     real, cpu_seconds = real_sample_metrics(args.run / "bundle")
+    rows = real_scan_rows(args.run / "bundle")
     validation = meta.get("metrics", {}).get("validation_dice") or {}
+    val_cases = ", ".join(validation_case_names(meta["training"].get("config", {}))) or "the run's validation split"
     train_seconds = training_seconds(records)
+    synthesis = meta["training"].get("config", {}).get("synthesis")
     meta["metrics"] = {
+        "real_scans": real_scan_metrics(rows),
+        "real_scans_source": "../shared/data against TotalSegmentator pseudo-labels (training/evaluate_real_scans.py); "
+        "role per scan from this model's training provenance",
         "validation_dice": validation,
-        "validation_source": f"held-out synthetic phantoms, model space (training/reports/{name}/report.md)",
-        "real_samples": {c: {o: {k: (None if v is None or np.isnan(v) else round(v, 4)) for k, v in m.items()} for o, m in r.items()} for c, r in real.items()},
-        "real_samples_source": "Resources/SampleData against TotalSegmentator pseudo-labels; these two scans were also training cases",
+        "validation_source": f"the run's validation cases ({val_cases}), model space, last validation of the run",
     }
+    if not synthesis:  # the older recipes' real samples were training cases
+        meta["metrics"]["real_samples"] = {c: {o: {k: (None if v is None or np.isnan(v) else round(v, 4)) for k, v in m.items()} for o, m in r.items()} for c, r in real.items()}
+        meta["metrics"]["real_samples_source"] = "Resources/SampleData against TotalSegmentator pseudo-labels; these two scans were also training cases"
     meta["training"]["cpu_seconds_measured"] = cpu_seconds
+    meta["training"]["training_hours"] = {"device": meta["training"]["device"], "wall_hours": round(train_seconds / 3600, 2)}
     cfg = meta["training"].get("config", {})
     config_file = Path(meta["training"].get("config_file") or "training/configs/abdomen_ummkd_default.json")
     config_arg = config_file.relative_to(REPO) if config_file.is_absolute() and config_file.is_relative_to(REPO) else config_file
@@ -141,6 +183,21 @@ def main() -> int:
         "(`MultiModalSegLib/training/warm_start.py`)."
         if warm else None
     )
+    sys.path.insert(0, str(REPO / "training"))
+    import evaluate_real_scans
+
+    grid = report_dir / "synthesised_samples.png"
+    synthesis_lines = [
+        "## Training data",
+        "",
+        f"Each step draws one batch per modality; each item is a real case, a phantom or an image synthesised from a "
+        f"label map (`MultiModalSegLib/data/synthesis.py`), with the shares {json.dumps(synthesis['mix'])} "
+        f"(sources of label maps: {', '.join(synthesis.get('sources', ['datasets', 'phantoms']))}). "
+        f"Datasets: {json.dumps(cfg.get('datasets'))}; phantoms: {json.dumps(cfg.get('phantoms'))}.",
+        "",
+        *(["Synthesised training patches as the sampler draws them (`python training/synthesis_grid.py --out "
+           f"{grid.relative_to(REPO)}`):", "", f"![synthesised samples]({grid.name})", ""] if grid.exists() else []),
+    ] if synthesis else []
     report = [
         f"# {name} {meta['version']}: training report",
         "",
@@ -148,10 +205,11 @@ def main() -> int:
         f"spacing {meta['spacing']} mm, patch {meta['patch_size']} (z, y, x), {meta['training']['steps']} steps, "
         f"batch {cfg.get('batch_size')} per modality, trained on {meta['training']['device']} "
         f"({platform.processor() or platform.machine()}); training cases per modality: {meta['training']['cases']}.",
-        f"Training wall time, all sessions of the run: {train_seconds / 60:.0f} min "
+        f"Training wall time, all sessions of the run: {train_seconds / 60:.0f} min ({train_seconds / 3600:.2f} "
+        f"{meta['training']['device'].upper()} hours on a 2-core machine shared with other work) "
         "in sessions (start step -> planned length): "
         + ", ".join(f"{r['step']} -> {r['steps']}" for r in records if r["event"] == "start")
-        + ". A resumed session with a longer planned length continues the cosine schedule at the new length.",
+        + ".",
         "",
         f"Regenerate: `mmseg train --config {config_arg} --out {run_arg}` "
         f"then `python training/package_model.py --run {run_arg} --out Resources/Models/"
@@ -159,19 +217,26 @@ def main() -> int:
         "",
         *([warm_line, ""] if warm_line else []),
         *([args.note, ""] if args.note else []),
+        "## Real scans (unseen first)",
+        "",
+        "Dice against TotalSegmentator pseudo-labels (model outputs, not manual annotations), on each scan's own grid. "
+        "`validation`: no recipe trains on it; `left out`: a training scan this recipe excluded (the only unseen "
+        "real MR here); `train`: fit, not generalisation. `n/s`: organ cut off in that scan, not scored.",
+        "",
+        evaluate_real_scans.markdown(rows),
+        "",
+        "Dice, HD95 and ASSD per organ are in the bundle's `metadata.json` (`metrics.real_scans`).",
+        "",
+        *synthesis_lines,
+        "## Training curves",
+        "",
+        f"Validation during training on {val_cases} (model space, overlap 0.25).",
+        "",
         "![losses](loss.png)",
         "",
-        "## Validation Dice on held-out phantoms (last validation, model space)",
+        "Last validation:",
         "",
         validation_table(validation) if validation else "(no validation cases)",
-        "",
-        "## Real samples (Resources/SampleData) against TotalSegmentator pseudo-labels",
-        "",
-        "Both scans were in the training set (weighted 8x): these figures show that the model fits real",
-        "anatomy it has seen, not how it generalises to new patients. The reference labels are model",
-        "outputs, not manual annotations.",
-        "",
-        format_markdown_table(real),
         "",
         "## CPU inference seconds (best of 2, this machine)",
         "",
@@ -183,7 +248,8 @@ def main() -> int:
         args.out,
         meta,
         bundle.state_dict,
-        extra_files={"report.md": report_dir / "report.md", "loss.png": report_dir / "loss.png"},
+        extra_files={"report.md": report_dir / "report.md", "loss.png": report_dir / "loss.png",
+                     **({"synthesised_samples.png": grid} if synthesis and grid.exists() else {})},
         overwrite=True,
     )
     entry = {
@@ -199,7 +265,7 @@ def main() -> int:
         "size": out.stat().st_size,
         "licence": meta["licence"],
         "cpu_seconds": cpu_seconds,
-        "metrics": manifest_metrics(meta["metrics"]["validation_dice"], meta["metrics"]["real_samples"]),
+        "metrics": manifest_metrics(meta["metrics"]),
         "default": bool(args.default),
     }
     for key in ("training_data", "intended_use", "limitations"):

@@ -370,7 +370,7 @@ class Trainer:
                 bar.update(self.step, f"loss {losses['loss']:.4f} lr {lr:.2e} eta {format_seconds(eta)}")
                 if self.is_main and self.val_cases and (self.step % cfg.validate_every == 0 or self.step == cfg.steps):
                     val = validate(self.method.inference_network(), self.val_cases, self.labels, cfg.patch_size, self.device, cfg.amp)
-                    log.write("validation", step=self.step, dice=val)
+                    log.write("validation", step=self.step, dice=val, cases=[c.name for c in self.val_cases])
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.checkpoint()
                     log.write("checkpoint", step=self.step, path=str(self.ckpt_path))

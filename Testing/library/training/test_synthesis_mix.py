@@ -1,0 +1,64 @@
+"""The ``synthesis`` block of a training config: mixed batches, excluded cases, one-sentence errors."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import SAMPLES, tiny_config
+
+from MultiModalSegLib.errors import ConfigError
+from MultiModalSegLib.training import Trainer
+from MultiModalSegLib.training.config import config_from_dict
+
+MIX = {"sources": ["datasets"], "mix": {"CT": {"real": 0.5, "synthetic": 0.5}, "MR": {"synthetic": 1.0}}}
+
+
+def _config(**overrides):
+    datasets = [{"path": str(SAMPLES / "dataset.json"), "exclude": ["abdomen_mr_01"]}]
+    return config_from_dict(tiny_config(SAMPLES, datasets=datasets, **{"synthesis": MIX, **overrides}))
+
+
+def test_mixed_batches_are_a_function_of_the_step(tmp_path):
+    first = Trainer(_config(), tmp_path / "a", quiet=True)
+    first.build()
+    again = Trainer(_config(), tmp_path / "b", quiet=True)
+    again.build()
+    # the real MR is excluded: MR batches come from the CT's label map alone, synthesised as MR
+    assert [c.name for c in first.samplers["MR"].cases] == ["abdomen_ct_01"]
+    a, b = first.batches(4), again.batches(4)
+    for modality in ("CT", "MR"):
+        assert np.array_equal(a[modality]["image"], b[modality]["image"])
+        assert np.array_equal(a[modality]["label"], b[modality]["label"])
+    assert not np.array_equal(a["MR"]["image"], first.batches(5)["MR"]["image"])
+
+
+def test_a_mix_asking_for_cases_that_do_not_exist_is_refused(tmp_path):
+    bad = {"sources": ["datasets"], "mix": {"CT": {"real": 1.0}, "MR": {"real": 1.0}}}
+    with pytest.raises(ConfigError, match="no such cases"):
+        Trainer(_config(synthesis=bad), tmp_path, quiet=True).build()
+
+
+@pytest.mark.parametrize("synthesis", [
+    {"mix": {"CT": {"real": 1.0, "painted": 1.0}}},
+    {"sources": ["atlases"], "mix": {"CT": {"real": 1.0}}},
+    {"mix": {"CT": {"real": -1.0}}},
+    {"sources": ["datasets"]},
+])
+def test_malformed_synthesis_is_one_sentence(synthesis):
+    with pytest.raises(ConfigError, match="\"synthesis\" must be"):
+        config_from_dict(tiny_config(SAMPLES, synthesis=synthesis))
+
+
+def test_excluding_an_unknown_case_is_refused(tmp_path):
+    datasets = [{"path": str(SAMPLES / "dataset.json"), "exclude": ["abdomen_mr_02"]}]
+    cfg = config_from_dict(tiny_config(SAMPLES, datasets=datasets))
+    with pytest.raises(ConfigError, match="abdomen_mr_02"):
+        Trainer(cfg, tmp_path, quiet=True).build()
+
+
+def test_the_default_recipe_never_trains_on_the_validation_scans():
+    recipe = json.loads((SAMPLES.parents[1] / "training" / "configs" / "abdomen_synth_default.json").read_text())
+    trained = [d for d in recipe["datasets"] if "real_validation" not in d["path"]]
+    assert all("abdomen_mr_01" in d.get("exclude", []) for d in trained)
+    names = {c["name"] for d in trained for c in json.loads((SAMPLES / "dataset.json").read_text())["training"]}
+    assert "chest_abdomen_ct_02" not in names
