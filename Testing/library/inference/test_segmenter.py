@@ -122,5 +122,8 @@ def test_keep_largest_component():
 def test_fast_windows_grow_up_to_the_volume():
     patch = [48, 64, 64]
     assert window_size(patch, (200, 300, 300), 1) == patch
-    assert window_size(patch, (200, 300, 300), 2) == [96, 128, 128]  # twice the patch at most
-    assert window_size(patch, (70, 100, 40), 2) == [80, 112, 64]  # no larger than the volume needs
+    # per axis the side (patch to twice the patch) whose tiles compute the fewest voxels:
+    # 200 -> 3 x 80 (240 voxels, as 5 x 48 but fewer windows); 300 -> 4 x 80; 111 -> 2 x 64; 100 -> 112
+    assert window_size(patch, (200, 300, 300), 2) == [80, 80, 80]
+    assert window_size(patch, (111, 100, 120), 2) == [64, 112, 128]
+    assert window_size(patch, (40, 100, 40), 2) == [48, 112, 64]  # smaller than the patch: the patch
