@@ -1,0 +1,71 @@
+"""The state of a training run that spans sessions, from its ``progress.jsonl`` alone.
+
+    python training/run_status.py --run training/runs-in-progress/abdomen-ummkd-synth \
+        --out training/reports/abdomen-synth
+
+Writes ``status.md`` (steps done, training hours per session, the validation Dice at every
+validation step) and ``status.png`` (loss curves, validation Dice) to ``--out``; ``--name`` sets
+their file stem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "training"))
+
+from package_model import loss_plot, training_seconds  # noqa: E402
+
+from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
+from MultiModalSegLib.training.progress import read_progress  # noqa: E402
+
+
+def status_markdown(records: list[dict], title: str) -> str:
+    steps = [r for r in records if r["event"] == "step"]
+    vals = [r for r in records if r["event"] == "validation"]
+    starts = [r for r in records if r["event"] == "start"]
+    last = steps[-1] if steps else {"step": 0, "steps": starts[-1]["steps"] if starts else 0}
+    lines = [
+        f"# {title}",
+        "",
+        f"Step {last['step']} of {last['steps']}; {training_seconds(records) / 3600:.2f} hours of training over "
+        f"{len(starts)} session(s) (start steps: {', '.join(str(r['step']) for r in starts)}).",
+        "",
+        "![curves](" + "{png}" + ")",
+        "",
+    ]
+    if vals:
+        cases = ", ".join(vals[-1].get("cases", [])) or "the run's validation cases"
+        organs = [k for k in next(iter(vals[-1]["dice"].values())) if k != "mean"]
+        head = ["step"] + [f"{o} {m}" for m in vals[-1]["dice"] for o in organs]
+        lines += [f"Validation Dice ({cases}; model space):", "",
+                  "| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+        for r in vals:
+            cells = [f"{r['dice'][m][o]:.3f}" for m in vals[-1]["dice"] for o in organs]
+            lines.append(f"| {r['step']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--name", default="status")
+    parser.add_argument("--title", default=None)
+    args = parser.parse_args(argv)
+    records = read_progress(args.run / "progress.jsonl")
+    args.out.mkdir(parents=True, exist_ok=True)
+    png = args.out / f"{args.name}.png"
+    loss_plot(records, png)
+    text = status_markdown(records, args.title or f"Training run {args.run.name}").replace("{png}", png.name)
+    write_text_atomic(args.out / f"{args.name}.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
