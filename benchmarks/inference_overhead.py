@@ -97,7 +97,7 @@ def child(image_path: str, model: str | None, device: str, qualities: list[str],
             with torch.inference_mode(), autocast(seg.device, seg.amp):
                 sliding_window_inference(
                     image,
-                    roi_size=tuple(seg.patch_size),
+                    roi_size=tuple(seg.window_for(image.shape[2:])),
                     sw_batch_size=seg.sw_batch_size,
                     predictor=lambda x: seg.net(x, name),
                     overlap=seg.overlap,
@@ -124,6 +124,7 @@ def child(image_path: str, model: str | None, device: str, qualities: list[str],
             {
                 "quality": quality,
                 "model_spacing_mm": [float(s) for s in seg.spacing],
+                "window_zyx": seg.window_for(image.shape[2:]),
                 "network_input_zyx": list(image.shape[2:]),
                 "segment_seconds": [round(t, 6) for t in seg_wall],
                 "raw_seconds": [round(t, 6) for t in raw_wall],

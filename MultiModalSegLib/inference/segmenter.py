@@ -156,6 +156,10 @@ class Segmenter:
             check_output_channels(self.bundle, int(out_channels))
         return net.to(self.device).eval()
 
+    def window_for(self, shape: tuple[int, ...]) -> list[int]:
+        """The sliding window for a cropped model-space volume of ``shape`` (z, y, x) at this quality."""
+        return window_size(self.patch_size, tuple(shape), self.quality.window_scale)
+
     @property
     def modalities(self) -> list[str]:
         return list(self.profiles)
@@ -200,7 +204,7 @@ class Segmenter:
             self.net,
             image,
             name,
-            window_size(self.patch_size, tuple(image.shape[2:]), self.quality.window_scale),
+            self.window_for(image.shape[2:]),
             overlap=self.overlap,
             sw_batch_size=self.sw_batch_size,
             mode=self.mode,
