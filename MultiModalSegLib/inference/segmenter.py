@@ -107,8 +107,8 @@ class Segmenter:
 
     ``model``: a bundle path, a name from the models manifest, or ``None`` for the default model.
     ``device``: ``auto`` (CUDA when present), ``cpu`` or ``cuda``. ``amp``: float16 autocast on CUDA.
-    ``quality``: ``normal`` or ``fast`` (windows twice the training patch per axis, side by side
-    without overlap: about a quarter of the network's work; see :class:`Quality`).
+    ``quality``: ``normal`` or ``fast`` (windows of up to twice the training patch per axis, side by side
+    without overlap, each voxel computed about once; see :class:`Quality`).
     """
 
     def __init__(
