@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-import MultiModalSegLogic as L  # noqa: E402  (the module folder is put on sys.path by conftest)
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from MultiModalSegModuleLib import segmentation_logic as L  # noqa: E402  (conftest puts the module folder on sys.path)
 
 from MultiModalSegLib.io import read_segmentation_info
 from MultiModalSegLib.models import load_manifest

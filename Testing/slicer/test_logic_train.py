@@ -11,11 +11,11 @@ import json
 import time
 from pathlib import Path
 
-import MultiModalSegLogic as L  # noqa: E402  (the module folder is put on sys.path by conftest)
-import MultiModalSegTrainLogic as T  # noqa: E402
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from MultiModalSegModuleLib import segmentation_logic as L  # noqa: E402  (conftest puts the module folder on sys.path)
+from MultiModalSegModuleLib import train_logic as T  # noqa: E402
 
 from MultiModalSegLib.bundle import bundle_sha256, load_bundle, save_bundle
 from MultiModalSegLib.data.dataset import load_dataset

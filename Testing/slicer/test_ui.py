@@ -43,7 +43,7 @@ def load_panel() -> QtWidgets.QWidget:
 
 def fill_like_the_widget(panel: QtWidgets.QWidget) -> None:
     """Fill the combo boxes from the Logic, as the Widget does on start-up."""
-    import MultiModalSegLogic as L
+    from MultiModalSegModuleLib import segmentation_logic as L
 
     find = lambda cls, name: panel.findChild(cls, name)  # noqa: E731
     find(QtWidgets.QComboBox, "modalityComboBox").addItems(["auto", *L.modality_names()])
@@ -65,7 +65,7 @@ def fill_like_the_widget(panel: QtWidgets.QWidget) -> None:
 
 def fill_train_section(panel: QtWidgets.QWidget, labels: list[str]) -> None:
     """The Train section as the Widget fills it: two pairs, their segments mapped to the model's labels."""
-    import MultiModalSegTrainLogic as T
+    from MultiModalSegModuleLib import train_logic as T
 
     find = lambda cls, name: panel.findChild(cls, name)  # noqa: E731
     pairs = find(QtWidgets.QTableWidget, "pairsTable")

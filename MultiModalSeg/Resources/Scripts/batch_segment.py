@@ -26,7 +26,7 @@ MODULE_DIR = Path(__file__).resolve().parents[2]
 if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 
-import MultiModalSegLogic as L  # noqa: E402
+from MultiModalSegModuleLib import segmentation_logic as L  # noqa: E402  (conftest puts the module folder on sys.path)
 
 L.ensure_library_importable()
 from MultiModalSegLib.cli.segment import case_name, expand_inputs  # noqa: E402
