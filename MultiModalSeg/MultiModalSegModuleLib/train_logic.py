@@ -276,9 +276,14 @@ def _terminology_codes(segment) -> tuple[str | None, str]:
 
 def _match(segment, labels: list[dict]) -> str | None:
     code, meaning = _terminology_codes(segment)
-    for lab in labels:
-        if code and lab.get("snomed") and str(lab["snomed"]) == code:
-            return lab["name"]
+    if code:  # by code: Kidney with the Right modifier is the label coded 9846003 (right kidney)
+        L.ensure_library_importable()
+        from MultiModalSegLib.terminology import snomed_from_entry
+
+        wanted = snomed_from_entry(segment.GetTerminology()) or code
+        found = [lab for lab in labels if lab.get("snomed") and str(lab["snomed"]) == wanted]
+        if len(found) == 1:
+            return found[0]["name"]
     for text in (segment.GetName(), meaning):
         words = _words(text)
         for lab in labels:

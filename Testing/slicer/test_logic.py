@@ -16,6 +16,7 @@ from MultiModalSegModuleLib import segmentation_logic as L  # noqa: E402  (conft
 
 from MultiModalSegLib.io import read_segmentation_info
 from MultiModalSegLib.models import load_manifest
+from MultiModalSegLib.terminology import terminology_entry
 from Testing.slicer.conftest import REPO, Scene, slicer
 
 REAL_CT = REPO / "Resources" / "SampleData" / "abdomen_ct_01" / "image.nii.gz"
@@ -51,12 +52,13 @@ def test_names_colours_and_terminology_match_the_direct_run(ct_run):
     _, _, node, _, direct, _ = ct_run
     expected = read_segmentation_info(direct)
     segments = _segments(node)
-    assert [s.GetName() for s in segments] == [lab.name for lab in expected] == [
-        "liver", "spleen", "kidney_right", "kidney_left"]
+    assert [lab.name for lab in expected] == ["liver", "spleen", "kidney_right", "kidney_left"]
+    # the panel shows names for people: "kidney_right" -> "Right kidney"
+    assert [s.GetName() for s in segments] == ["Liver", "Spleen", "Right kidney", "Left kidney"]
     for segment, lab in zip(segments, expected, strict=True):
         assert np.allclose(segment.GetColor(), np.array(lab.color) / 255, atol=1e-3)
         assert segment.HasTerminology()
-        assert f"SCT^{lab.snomed}^" in segment.GetTerminology()
+        assert segment.GetTerminology() == terminology_entry(lab.snomed, lab.name)  # type + laterality modifier
 
 
 def test_geometry_and_voxel_counts_match_the_direct_run(ct_run):

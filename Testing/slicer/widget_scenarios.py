@@ -196,6 +196,7 @@ def full_flow() -> dict:
 def unsupported_python() -> dict:
     """Slicer 5.8 (Python 3.9): the panel shows one sentence and nothing else."""
     from MultiModalSegModuleLib import compat
+
     from Testing.slicer.conftest import Scene
 
     compat_reason = compat.unsupported_reason
@@ -209,7 +210,6 @@ def unsupported_python() -> dict:
 def panel_minimum_width() -> dict:
     """The panel's minimum width with the stand-in widgets (Slicer's module panel takes it as its own)."""
     from Testing.slicer.conftest import Scene
-
     from Testing.slicer.standin import unwrap
 
     module, widget, recorder = _setup_widget(Scene())
