@@ -693,7 +693,7 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self):
         self.onCancel()
         if self.trainingRunning():
-            self.trainingJob.cancel()  # SIGTERM: the run writes a checkpoint; starting it again resumes
+            self.trainingJob.cancel()  # STOP file first: the run writes a checkpoint (Resume continues), then it is killed if need be
         self.trainTimer.stop()
         self.removeObservers()
 

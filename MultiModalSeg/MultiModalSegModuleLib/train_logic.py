@@ -33,6 +33,7 @@ import json
 import math
 import re
 import shutil
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ import slicer
 import vtk
 
 from . import segmentation_logic as L
+from .process import GRACE_SECONDS
 
 TRAIN_COUNT = "trainingPairCount"  # parameter: number of pairs stored
 TRAIN_VOLUMES = "trainingVolume"  # node reference roles trainingVolume0, trainingVolume1, ... (one per pair)
@@ -626,6 +628,21 @@ class TrainingJob(L.ProcessJob):
 
     def _end_state(self) -> str:
         return "stopped" if self.proc.returncode == STOPPED_EXIT_CODE else "done"
+
+    def cancel(self, grace: float | None = None) -> None:
+        """End the run with a checkpoint: ask it to stop (``STOP`` file), wait up to ``grace`` seconds
+        (default ``process.GRACE_SECONDS``) for it to write the checkpoint and exit, then kill what is left.
+        The same on every platform: no signal is needed for the checkpoint."""
+        if self.state != "running":
+            return
+        self.stop()
+        deadline = time.monotonic() + (GRACE_SECONDS if grace is None else grace)
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.proc.poll() is not None and self.proc.returncode == STOPPED_EXIT_CODE:
+            self.poll()  # ended cleanly: "stopped", the checkpoint kept
+            return
+        super().cancel()
 
     def stop(self) -> None:
         """Ask the run to stop after its current step (it writes a checkpoint, then exits)."""

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from MultiModalSegModuleLib import segmentation_logic as L  # noqa: E402  (conftest puts the module folder on sys.path)
+from MultiModalSegModuleLib.segment_names import display_name  # noqa: E402
 
 from MultiModalSegLib.io import read_segmentation_info
 from MultiModalSegLib.models import load_manifest
@@ -75,7 +76,7 @@ def test_geometry_and_voxel_counts_match_the_direct_run(ct_run):
     counts = {}
     for value, name in names.items():
         counts[name] = int(np.count_nonzero(want == value))
-        assert int(np.count_nonzero(got == order.index(name) + 1)) == counts[name], name
+        assert int(np.count_nonzero(got == order.index(display_name(name)) + 1)) == counts[name], name
     assert all(c > 1000 for c in counts.values()), counts
 
 
