@@ -127,7 +127,8 @@ def device_status() -> dict[str, tuple[bool, str]]:
     backend = getattr(torch.backends, "mps", None)
     mps = bool(backend is not None and backend.is_available())
     status["mps"] = (mps, "Apple GPU (Metal)" if mps else "no Apple GPU (MPS) on this computer")
-    status["auto"] = (cuda or mps, status["cuda"][1] if cuda else status["mps"][1] if mps else "no GPU: the CPU is used")
+    status["auto"] = (cuda, status["cuda"][1] if cuda else "no CUDA GPU: the CPU is used"
+                      + (" (choose Apple GPU (MPS) to use it)" if mps else ""))
     return status
 
 
