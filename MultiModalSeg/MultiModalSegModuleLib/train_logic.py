@@ -359,7 +359,7 @@ def checkTrainingPairs(pairs: list[TrainingPair], labels: list[dict], modalities
     method can, and otherwise refuses with its own sentence.
     """
     if not pairs:
-        raise TrainingError("There are no training pairs; select a volume and its segmentation and press 'Add current pair'.")
+        raise TrainingError("There are no training pairs; select a volume and its segmentation and press 'Add pair'.")
     if all(p.heldOut for p in pairs):
         raise TrainingError("Every pair is held out; untick 'held out' for at least one pair to train on.")
     checks = []

@@ -213,12 +213,39 @@ def panel_minimum_width() -> dict:
     from Testing.slicer.standin import unwrap
 
     module, widget, recorder = _setup_widget(Scene())
+    for section in (widget.ui.dependenciesCollapsibleButton, widget.ui.modelCardCollapsibleButton,
+                    widget.ui.trainCollapsibleButton):  # every section open
+        section.collapsed = False
+    widget.ui.dependenciesCollapsibleButton.visible = True
     panel = unwrap(widget.parent)
     panel.show()
     widths = {child.objectName(): child.minimumSizeHint().width() for child in panel.findChildren(type(panel))
               if child.objectName() and child.isVisibleTo(panel)}
     return {"minimum_width": int(panel.minimumSizeHint().width()),
             "widest": sorted(widths.items(), key=lambda item: -item[1])[:8]}
+
+
+def screenshot() -> dict:
+    """The panel at 400 px after opening with the sample CT loaded (``SCREENSHOT_PATH`` names the PNG)."""
+    import os
+
+    from Testing.slicer.conftest import Scene
+    from Testing.slicer.standin import process_events, unwrap
+
+    scene = Scene()
+    volume = scene.load_volume(REPO / "Resources" / "SampleData" / "abdomen_ct_01" / "image.nii.gz", "abdomen CT")
+    module, widget, recorder = _setup_widget(scene)
+    widget.ui.inputVolumeSelector.setCurrentNode(volume)
+    widget.ui.trainCollapsibleButton.collapsed = False
+    panel = unwrap(widget.parent)
+    panel.resize(400, 10)
+    panel.show()
+    process_events(0.2)
+    panel.resize(400, panel.sizeHint().height())
+    process_events(0.2)
+    path = os.environ["SCREENSHOT_PATH"]
+    saved = panel.grab().save(path)
+    return {"saved": saved, "width": panel.width(), "height": panel.height(), "errors": recorder.errors}
 
 
 if __name__ == "__main__":
