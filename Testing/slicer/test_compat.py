@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 
 from MultiModalSegModuleLib import compat
+
 from Testing.slicer.conftest import REPO
 
 IMPORTED_BY_AN_OLD_SLICER = (REPO / "MultiModalSeg" / "MultiModalSeg.py",

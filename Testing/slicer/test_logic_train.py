@@ -245,6 +245,8 @@ def test_train_stop_resume_install_and_apply(scene, zoo, tmp_path):
     assert job.state == "stopped" and job.proc.returncode == T.STOPPED_EXIT_CODE
     assert job.checkpointPath.is_file() and job.model is None
     stopped_at = job.step
+    # after a restart the panel lists it by name (no folder dialog on a hidden cache folder)
+    assert T.resumableTrainings(tmp_path) == [("tiny-finetuned", tmp_path / "train")]
     assert 1 <= stopped_at < 20 and [e["event"] for e in job.events][-1] == "stopped"
     assert job.history["loss"] and job.history["loss"][0][0] == 1
 
@@ -296,3 +298,4 @@ def test_train_stop_resume_install_and_apply(scene, zoo, tmp_path):
         T.startTraining(logic, pairs, settings, tmp_path / "train", segmentationsLogic=scene.segmentations)
     with pytest.raises(T.TrainingError, match="is finished; its model is 'tiny-finetuned'"):
         T.resumeTraining(logic, tmp_path / "train")
+    assert T.resumableTrainings(tmp_path) == []  # finished: no longer offered
