@@ -54,7 +54,8 @@ class MultiModalSeg(ScriptedLoadableModule):
         self.parent.helpText = (
             "Segment a CT or MR volume with one joint model trained on unpaired CT and MR scans. "
             "Choose the volume, check the detected modality, pick a model and press Apply; the result "
-            "is a segmentation you can correct in the Segment Editor."
+            "is a segmentation you can correct in the Segment Editor. Needs 3D Slicer 5.10 or later; on first "
+            "use press Install in the Dependencies section (PyTorch, MONAI, jsonschema, NiBabel)."
         )
         self.parent.acknowledgementText = (
             "Methods: UMMKD (Dou et al. 2020), CSA, LSSC, MulModSeg (Li et al. 2024), CMC (Zhou et al. 2024)."
@@ -98,6 +99,7 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.layout.addStretch(1)
             return
         load_helpers()
+        self.missing = D.missing_packages()  # until they are installed, nothing asks the library
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/MultiModalSeg.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
