@@ -382,7 +382,7 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             name, reason = L.detect_modality(node)
             self.ui.detectedModalityLabel.text = f"detected: {name}"
             self.ui.detectedModalityLabel.toolTip = reason
-        except L.SegmentationError as exc:
+        except Exception as exc:  # SegmentationError, or a library that cannot load yet
             self.ui.detectedModalityLabel.text = str(exc)
 
     def onSceneEndClose(self, caller, event):
