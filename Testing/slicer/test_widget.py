@@ -46,6 +46,9 @@ def test_first_open_without_torch_monai_jsonschema_offers_install_then_fills_the
     assert out["install_commands"] == [["pip", "install", "-c", "constraints.txt", "torch>=2.3"],
                                        ["pip", "install", "-c", "constraints.txt", "monai>=1.4", "jsonschema>=4.0",
                                         "nibabel>=5.0"]]
+    # a failed install is said once (one dialog, the same sentence in the panel) and can be retried
+    assert len(out["failed_install_errors"]) == 1 and "No matching distribution found for torch" in out["failed_install_errors"][0]
+    assert out["failed_install_text"] == out["failed_install_errors"][0] and out["install_enabled_after_failure"]
     # Install ran in the background with a visible log (stdout and stderr), then the list filled
     assert out["install_button_while_running"] is False and out["install_state"] == "done"
     log = out["install_log"]

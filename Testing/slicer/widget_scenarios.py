@@ -87,6 +87,14 @@ def first_open_blocked() -> dict:
 
     # Install: the commands the job would run, then a stand-in command (no network here)
     out["install_commands"] = [c[2:] for c in dependencies.install_commands(widget.missing, Path("constraints.txt"))]
+    # a failed install (no network): one dialog, the sentence in the panel, Install offered again
+    dependencies.install_commands = lambda missing, constraints, python=None: [
+        [sys.executable, "-c", "import sys; print('ERROR: No matching distribution found for torch', file=sys.stderr); sys.exit(1)"]]
+    ui.installButton.click()
+    _wait(lambda: widget.installJob.state != "running", widget.onInstallTimer, 60)
+    out.update(failed_install_errors=list(recorder.errors), failed_install_text=ui.dependenciesLabel.text,
+               install_enabled_after_failure=bool(ui.installButton.enabled))
+    recorder.errors.clear()
     dependencies.install_commands = lambda missing, constraints, python=None: [
         [sys.executable, "-c", "print('Collecting torch>=2.3'); print('Successfully installed torch')"],
         [sys.executable, "-c", "import sys; print('Collecting monai>=1.4'); print('a warning', file=sys.stderr)"],
