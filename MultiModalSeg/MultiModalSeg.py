@@ -1,8 +1,14 @@
 """3D Slicer module MultiModalSeg: segment a loaded CT or MR with a joint CT+MR model.
 
-Module (metadata), Widget (Qt panel only) and Test (runs inside Slicer). Everything a run does lives
-in ``MultiModalSegLogic`` (no Qt), shared with the batch script and the pytest suite: the Widget
-starts a ``SegmentationJob`` and polls it from a Qt timer so that Slicer never freezes.
+Module (metadata), Widget (the Qt panel) and Test (runs inside Slicer). Everything a run does lives
+in the ``MultiModalSegModuleLib`` package beside this file (no Qt), shared with the batch script and
+the pytest suite: the Widget starts jobs (segmentation, download, training, dependency install) and
+polls them from Qt timers so that Slicer never freezes.
+
+Supported: 3D Slicer 5.10 and later (Python 3.12). This file and ``MultiModalSegModuleLib.compat``
+stay importable by an older Slicer, whose panel shows one sentence saying so. ``setup()`` imports
+nothing a stock Slicer lacks: without PyTorch, MONAI, jsonschema or NiBabel the panel opens, says
+what is missing and offers Install.
 """
 
 from __future__ import annotations
@@ -20,13 +26,22 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import MultiModalSegLogic as L  # noqa: E402
-import MultiModalSegTrainLogic as T  # noqa: E402
+MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
+if MODULE_DIR not in sys.path:
+    sys.path.insert(0, MODULE_DIR)
+from MultiModalSegModuleLib import compat  # noqa: E402  (Python 3.9-safe: the version check)
 
-DEVICES = (("auto", "auto"), ("CPU", "cpu"), ("GPU", "cuda"))
 QUALITIES = (("normal", "normal"), ("fast (low resolution)", "fast"))
 LOCAL_MODEL_PREFIX = "file: "
+L = T = D = None  # the helper modules, imported by load_helpers() once the version check passed
+
+
+def load_helpers() -> None:
+    """Import the Logic modules (Python 3.10+ code) into this module's globals."""
+    global L, T, D
+    from MultiModalSegModuleLib import dependencies, segmentation_logic, train_logic
+
+    L, T, D = segmentation_logic, train_logic, dependencies
 
 
 class MultiModalSeg(ScriptedLoadableModule):
@@ -39,7 +54,8 @@ class MultiModalSeg(ScriptedLoadableModule):
         self.parent.helpText = (
             "Segment a CT or MR volume with one joint model trained on unpaired CT and MR scans. "
             "Choose the volume, check the detected modality, pick a model and press Apply; the result "
-            "is a segmentation you can correct in the Segment Editor."
+            "is a segmentation you can correct in the Segment Editor. Needs 3D Slicer 5.10 or later; on first "
+            "use press Install in the Dependencies section (PyTorch, MONAI, jsonschema, NiBabel)."
         )
         self.parent.acknowledgementText = (
             "Methods: UMMKD (Dou et al. 2020), CSA, LSSC, MulModSeg (Li et al. 2024), CMC (Zhou et al. 2024)."
@@ -55,12 +71,18 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self.job = None
         self.downloadJob = None
+        self.installJob = None
         self.modelStates = {}
+        self.missing = []
+        self.unsupported = None
         self._parameterNode = None
         self._updating = False
         self.timer = qt.QTimer()
         self.timer.setInterval(200)
         self.timer.connect("timeout()", self.onTimer)
+        self.installTimer = qt.QTimer()
+        self.installTimer.setInterval(300)
+        self.installTimer.connect("timeout()", self.onInstallTimer)
         self.trainingJob = None
         self._plotted = None
         self.trainTimer = qt.QTimer()
@@ -69,23 +91,23 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        self.unsupported = compat.unsupported_reason(slicer_version=compat.running_slicer_version(slicer))
+        if self.unsupported:  # an older Slicer: one sentence instead of a traceback
+            label = qt.QLabel(self.unsupported)
+            label.wordWrap = True
+            self.layout.addWidget(label)
+            self.layout.addStretch(1)
+            return
+        load_helpers()
+        self.missing = D.missing_packages()  # until they are installed, nothing asks the library
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/MultiModalSeg.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = L.MultiModalSegLogic()
 
-        self.ui.modalityComboBox.addItems(["auto", *self._safe(L.modality_names, [])])
-        for text, value in DEVICES:
-            self.ui.deviceComboBox.addItem(text, value)
-        gpu, reason = L.gpu_status()
-        if not gpu:
-            self.ui.deviceComboBox.model().item(2).setEnabled(False)
-        self.ui.deviceInfoLabel.text = reason
         for text, value in QUALITIES:
             self.ui.qualityComboBox.addItem(text, value)
-        self.fillModels()
-
         self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
         self.ui.outputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
         for combo in (self.ui.modalityComboBox, self.ui.deviceComboBox, self.ui.qualityComboBox):
@@ -98,39 +120,142 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.editButton.connect("clicked(bool)", self.onEdit)
+        self.ui.show3DButton.connect("toggled(bool)", self.onShow3D)
+        self.ui.installButton.connect("clicked(bool)", self.onInstall)
 
         self.setupTrain()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
         self.setParameterNode(self.logic.getParameterNode())
+        self.refreshDependencies()
 
     def _safe(self, function, fallback):
         try:
             return function()
-        except Exception as exc:  # a broken manifest must not break the panel
+        except Exception as exc:  # a broken manifest or library must not break the panel
             self.ui.statusLabel.text = str(exc)
             return fallback
+
+    # ---- dependencies (PyTorch, MONAI, jsonschema, NiBabel): checked without importing them
+    def refreshDependencies(self):
+        """Show what is missing and offer Install; once nothing is, fill what the library provides."""
+        self.missing = D.missing_packages()
+        ready = not self.missing
+        self.ui.dependenciesCollapsibleButton.visible = not ready or self.installJob is not None
+        self.ui.dependenciesCollapsibleButton.collapsed = ready
+        installing = self.installJob is not None and self.installJob.state == "running"
+        self.ui.installButton.enabled = not ready and not installing
+        if ready:
+            self.ui.dependenciesLabel.text = "All the Python packages MultiModalSeg needs are installed."
+        else:
+            self.ui.dependenciesLabel.text = D.describe_missing(self.missing)
+            self.ui.statusLabel.text = "Press Install above: the model list fills once the packages are in."
+        for widget in (self.ui.modelComboBox, self.ui.loadModelButton, self.ui.importModelButton,
+                       self.ui.startTrainingButton):
+            widget.enabled = ready
+        self.fillDevices()
+        if ready:
+            self.fillModalities()
+            self.fillModels()
+        else:
+            self.ui.modelInfoLabel.text = "The models are listed once the packages above are installed."
+        self.updateGUIFromParameterNode()
+
+    def fillDevices(self):
+        status = L.device_status()
+        current = self.ui.deviceComboBox.currentData or "auto"
+        self.ui.deviceComboBox.blockSignals(True)
+        self.ui.deviceComboBox.clear()
+        for text, value in L.DEVICES:
+            self.ui.deviceComboBox.addItem(text, value)
+            usable, reason = status.get(value, (False, ""))
+            index = self.ui.deviceComboBox.count - 1
+            self.ui.deviceComboBox.setItemData(index, reason, qt.Qt.ToolTipRole)
+            self.ui.deviceComboBox.model().item(index).setEnabled(usable or value in ("auto", "cpu"))
+        self.ui.deviceComboBox.currentIndex = max(0, self.ui.deviceComboBox.findData(current))
+        self.ui.deviceComboBox.blockSignals(False)
+        self.ui.deviceInfoLabel.text = status["auto"][1]
+        self.ui.trainDeviceComboBox.clear()
+        for text, value in L.DEVICES:
+            self.ui.trainDeviceComboBox.addItem(text, value)
+
+    def fillModalities(self):
+        names = self._safe(L.modality_names, [])
+        current = self.ui.modalityComboBox.currentText
+        self.ui.modalityComboBox.blockSignals(True)
+        self.ui.modalityComboBox.clear()
+        self.ui.modalityComboBox.addItems(["auto", *names])
+        self.ui.modalityComboBox.currentIndex = max(0, self.ui.modalityComboBox.findText(current))
+        self.ui.modalityComboBox.blockSignals(False)
+        self.ui.fewShotModalityComboBox.clear()
+        self.ui.fewShotModalityComboBox.addItems(names)
+        self.ui.fewShotModalityComboBox.currentIndex = max(0, self.ui.fewShotModalityComboBox.findText("MR"))
+
+    def onInstall(self):
+        if self.installJob is not None and self.installJob.state == "running":
+            return
+        self.ui.installLog.clear()
+        try:
+            self.installJob = D.DependencyInstallJob(self.missing or None, log=self.appendInstallLog,
+                                                     progress=self.onProgress)
+        except L.SegmentationError as exc:
+            self.ui.dependenciesLabel.text = str(exc)
+            return
+        self.ui.installButton.enabled = False
+        self.ui.dependenciesLabel.text = "Installing in the background; Slicer stays usable. The log below follows it."
+        self.installTimer.start()
+
+    def appendInstallLog(self, line):
+        self.ui.installLog.appendPlainText(line)
+
+    def onInstallTimer(self):
+        job = self.installJob
+        if job is None:
+            self.installTimer.stop()
+            return
+        try:
+            done = job.poll()
+        except L.SegmentationError as exc:
+            self.installTimer.stop()
+            self.refreshDependencies()
+            self.ui.dependenciesLabel.text = str(exc)
+            self.ui.statusLabel.text = str(exc)
+            slicer.util.errorDisplay(str(exc))  # the one dialog of a failed install
+            return
+        if done:
+            self.installTimer.stop()
+            self.refreshDependencies()
+            self.ui.statusLabel.text = "Dependencies installed; choose a volume and press Apply."
 
     # ---- models
     STATE_SUFFIX = {"downloadable": " (download)", "missing": " (missing)"}
 
     def fillModels(self):
-        """Installed and downloadable models of the manifest, with their state in the label."""
-        current = self.currentModel() if hasattr(self, "ui") else ""
+        """Shipped, downloadable and fine-tuned models, with their state in the label; the current
+        choice kept, else the parameter node's, else the manifest's default model."""
+        params = L.MultiModalSegParameters.load(self._parameterNode) if self._parameterNode is not None else None
+        current = self.currentModel() or (params.model if params else "")
         self.ui.modelComboBox.blockSignals(True)
         self.ui.modelComboBox.clear()
         self.modelStates = {}
+        default = ""
         for model in self._safe(self.logic.listModels, []):
             self.modelStates[model["name"]] = model
             suffix = self.STATE_SUFFIX.get(model["state"], "")
             if model["state"] == "update available":
                 suffix = f" (update from {model['installed_version']})"
+            if model.get("user"):
+                suffix += " (yours)"
             label = f"{model['name']} {model['version']}" + suffix + (" (default)" if model["default"] else "")
             self.ui.modelComboBox.addItem(label, model["name"])
+            if model["default"]:
+                default = model["name"]
         self.ui.modelComboBox.blockSignals(False)
-        if current:
-            self.selectModel(current)
+        self.selectModel(current or default)
         self.onModelChanged()
+
+    def defaultModel(self):
+        return next((name for name, m in self.modelStates.items() if m.get("default")), "")
 
     def currentModel(self):
         return self.ui.modelComboBox.currentData or ""
@@ -149,26 +274,29 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelComboBox.currentIndex = index
 
     def onModelChanged(self, _=None):
+        if self.missing:  # the library cannot be asked yet
+            return
         model = self.currentModel()
         status = self.modelStates.get(model)
         state = status["state"] if status else "installed"
         try:
             if state == "installed":
-                info = L.model_info(model or None)
+                info = self.logic.modelInfo(model or None)
             else:  # not on disk yet: what the manifest says (model_info would download it)
                 info = {"labels": status["labels"], "modalities": status["modalities"], "licence": state}
             self.ui.modelInfoLabel.text = (
                 f"labels: {', '.join(info['labels'])} | modalities: {', '.join(info['modalities'])} | licence: {info['licence']}"
             )
-        except L.SegmentationError as exc:
+        except Exception as exc:  # SegmentationError, or a broken bundle: said in the panel
             self.ui.modelInfoLabel.text = str(exc)
         try:
             self.ui.modelCardBrowser.setMarkdown(self.logic.modelCard(model) if model else "")
-        except L.SegmentationError as exc:
+        except Exception as exc:
             self.ui.modelCardBrowser.setPlainText(str(exc))
         self.updateDownloadButton()
         self.updateParameterNodeFromGUI()
         self.updateTrainTables()  # the mapping table lists the selected model's labels
+        self.updateTrainEstimate()
 
     def updateDownloadButton(self):
         status = self.modelStates.get(self.currentModel())
@@ -220,12 +348,14 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.inputVolumeSelector.setCurrentNode(params.inputVolume)
             self.ui.outputSegmentationSelector.setCurrentNode(params.outputSegmentation)
             self.ui.modalityComboBox.currentIndex = max(0, self.ui.modalityComboBox.findText(params.modality))
-            self.selectModel(params.model)
+            if not self.missing:
+                self.selectModel(params.model or self.defaultModel())
             self.ui.deviceComboBox.currentIndex = max(0, self.ui.deviceComboBox.findData(params.device))
             self.ui.qualityComboBox.currentIndex = max(0, self.ui.qualityComboBox.findData(params.quality))
             running = self.job is not None and self.job.state == "running"
             downloading = self.downloadJob is not None and self.downloadJob.state == "running"
-            self.ui.applyButton.enabled = params.inputVolume is not None and not running and not downloading
+            installing = self.installJob is not None and self.installJob.state == "running"
+            self.ui.applyButton.enabled = params.inputVolume is not None and not running and not downloading and not installing
             self.ui.cancelButton.enabled = running or downloading
             self.updateDownloadButton()
         finally:
@@ -252,7 +382,7 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             name, reason = L.detect_modality(node)
             self.ui.detectedModalityLabel.text = f"detected: {name}"
             self.ui.detectedModalityLabel.toolTip = reason
-        except L.SegmentationError as exc:
+        except Exception as exc:  # SegmentationError, or a library that cannot load yet
             self.ui.detectedModalityLabel.text = str(exc)
 
     def onSceneEndClose(self, caller, event):
@@ -264,6 +394,12 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ---- running
     def onApply(self):
+        if self.missing:  # nothing can run yet: point at Install (one dialog)
+            self.ui.dependenciesCollapsibleButton.collapsed = False
+            if slicer.util.confirmOkCancelDisplay(D.describe_missing(self.missing) + " Install now?",
+                                                  windowTitle="MultiModalSeg"):
+                self.onInstall()
+            return
         params = L.MultiModalSegParameters.load(self._parameterNode)
         output = params.outputSegmentation
         overwrite = False
@@ -274,14 +410,6 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             overwrite = True
         try:
-            missing = L.missing_packages()
-            if missing:
-                if not slicer.util.confirmOkCancelDisplay(
-                    f"MultiModalSeg needs {', '.join(missing)}; install now? (Slicer's numpy, SimpleITK and vtk are kept.)"
-                ):
-                    return
-                with slicer.util.tryWithErrorDisplay("Installing dependencies failed.", waitCursor=True):
-                    L.install_dependencies(missing)
             self.job = self.logic.start(
                 params.inputVolume, params.modality, params.model or None, params.device, params.quality,
                 outputSegmentation=output, overwrite=overwrite, progress=self.onProgress,
@@ -291,6 +419,7 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(str(exc))
             return
         self.ui.editButton.enabled = False
+        self.ui.show3DButton.enabled = False
         self.updateGUIFromParameterNode()
         self.timer.start()
 
@@ -317,7 +446,9 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.text = self.job.summary or f"Done: {node.GetName()}"
                 self.ui.outputSegmentationSelector.setCurrentNode(node)
                 self.ui.editButton.enabled = True
+                self.ui.show3DButton.enabled = True
                 self.lastSegmentation = node
+                self.onShow3D(self.ui.show3DButton.checked)
             self.updateGUIFromParameterNode()
 
     def showJobError(self, exc: Exception):
@@ -350,6 +481,11 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.timer.stop()
         self.updateGUIFromParameterNode()
 
+    def onShow3D(self, show):
+        node = getattr(self, "lastSegmentation", None) or self.ui.outputSegmentationSelector.currentNode()
+        if node is not None and (show or node.GetDisplayNode() is not None):
+            L.showIn3D(node, bool(show))
+
     def onEdit(self):
         node = getattr(self, "lastSegmentation", None)
         slicer.util.selectModule("SegmentEditor")
@@ -364,11 +500,12 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                        self.ui.trainSegmentationSelector, self.ui.trainingPlotWidget):
             widget.setMRMLScene(slicer.mrmlScene)
         self.ui.trainingPlotWidget.plotController().setVisible(False)
-        self.ui.trainMethodComboBox.addItem("(the model's own)", "")
+        self.ui.trainMethodComboBox.addItem("the model's own method", "")
         for name in self._safe(T.methodNames, []):
-            self.ui.trainMethodComboBox.addItem(name, name)
-        for text, value in DEVICES:
-            self.ui.trainDeviceComboBox.addItem(text, value)
+            title, paper = T.methodTitle(name)
+            self.ui.trainMethodComboBox.addItem(title, name)
+            self.ui.trainMethodComboBox.setItemData(self.ui.trainMethodComboBox.count - 1, paper, qt.Qt.ToolTipRole)
+        self.ui.trainStepsSpinBox.connect("valueChanged(int)", self.updateTrainEstimate)
         self.ui.addPairButton.connect("clicked(bool)", self.onAddPair)
         self.ui.removePairButton.connect("clicked(bool)", self.onRemovePair)
         self.ui.startTrainingButton.connect("clicked(bool)", self.onStartTraining)
@@ -377,10 +514,20 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.trainCollapsibleButton.collapsed = True
         self.ui.trainCollapsibleButton.connect("contentsCollapsed(bool)", lambda collapsed: collapsed or self.updateTrainTables())
 
+    def updateTrainEstimate(self, *_):
+        """How long Start would take, from the seconds measured when the selected model was trained."""
+        if self.missing or not hasattr(self, "ui"):
+            return
+        try:
+            text = T.trainingEstimate(self.logic, self.currentModel() or None, self.ui.trainStepsSpinBox.value)
+        except Exception as exc:
+            text = str(exc)
+        self.ui.trainEstimateLabel.text = text
+
     def updateTrainTables(self):
         """Fill the pairs and mapping tables from the parameter node."""
         node = self._parameterNode
-        if node is None or not hasattr(self, "ui"):
+        if node is None or not hasattr(self, "ui") or self.missing:
             return
         pairs = T.getTrainingPairs(node)
         modalities = self._safe(L.modality_names, [])
@@ -404,7 +551,7 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             labels = T.modelLabels(self.logic, self.currentModel() or None)
             rows = T.mappingRows(pairs, labels, T.getLabelOverrides(node))
-        except L.SegmentationError as exc:
+        except Exception as exc:  # SegmentationError, or a model not on disk yet
             self.ui.trainStatusLabel.text = str(exc)
             labels, rows = [], []
         mapping.setRowCount(len(rows))
@@ -446,22 +593,32 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def updateTrainButtons(self):
         job = self.trainingJob
-        self.ui.startTrainingButton.enabled = not self.trainingRunning()
+        ready = not self.missing
+        self.ui.startTrainingButton.enabled = ready and not self.trainingRunning()
         self.ui.stopTrainingButton.enabled = self.trainingRunning()
-        # without a job of this session, Resume asks for the folder of an earlier session's training
-        self.ui.resumeTrainingButton.enabled = not self.trainingRunning() and (
-            job is None or (job.state in ("stopped", "cancelled", "failed") and job.checkpointPath.is_file()))
+        if job is None:  # after a restart: the stopped trainings of earlier sessions, by model name
+            runs = self._safe(T.resumableTrainings, []) if ready else []
+            self.ui.resumeRunComboBox.clear()
+            for name, folder in runs:
+                self.ui.resumeRunComboBox.addItem(name, str(folder))
+            self.ui.resumeRunComboBox.enabled = bool(runs)
+            self.ui.resumeTrainingButton.enabled = bool(runs)
+        else:
+            self.ui.resumeTrainingButton.enabled = not self.trainingRunning() and (
+                job.state in ("stopped", "cancelled", "failed") and job.checkpointPath.is_file())
 
     def onStartTraining(self):
-        missing = L.missing_packages()
-        if missing:
-            slicer.util.errorDisplay(f"Training needs {', '.join(missing)}; press Apply once to install them.")
+        if self.missing:
+            self.ui.trainStatusLabel.text = "Training needs the packages listed under Dependencies: press Install there."
             return
         node = self._parameterNode
+        fewShot = {}
+        if self.ui.fewShotSpinBox.value > 0 and self.ui.fewShotModalityComboBox.currentText:
+            fewShot[self.ui.fewShotModalityComboBox.currentText] = int(self.ui.fewShotSpinBox.value)
         settings = T.TrainingSettings(
             init=self.currentModel() or None, method=self.ui.trainMethodComboBox.currentData,
             steps=self.ui.trainStepsSpinBox.value, device=self.ui.trainDeviceComboBox.currentData,
-            newModelName=self.ui.newModelNameLineEdit.text.strip(), overrides=T.getLabelOverrides(node),
+            fewShot=fewShot, newModelName=self.ui.newModelNameLineEdit.text.strip(), overrides=T.getLabelOverrides(node),
         )
         try:
             with slicer.util.WaitCursor():
@@ -481,9 +638,9 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onResumeTraining(self):
         try:
             if self.trainingJob is None:
-                folder = qt.QFileDialog.getExistingDirectory(self.parent, "Training folder to resume",
-                                                             str(T.trainingFolder()))
+                folder = self.ui.resumeRunComboBox.currentData
                 if not folder:
+                    self.ui.trainStatusLabel.text = "There is no stopped training to resume."
                     return
                 self.trainingJob = T.resumeTraining(self.logic, folder, progress=self.onTrainProgress)
                 self._plotted = None
@@ -538,7 +695,7 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self):
         self.onCancel()
         if self.trainingRunning():
-            self.trainingJob.cancel()  # SIGTERM: the run writes a checkpoint; starting it again resumes
+            self.trainingJob.cancel()  # STOP file first: the run writes a checkpoint (Resume continues), then it is killed if need be
         self.trainTimer.stop()
         self.removeObservers()
 
@@ -547,6 +704,7 @@ class MultiModalSegTest(ScriptedLoadableModuleTest):
     """Runs inside 3D Slicer (Reload and Test): segments the shipped sample CT with the default model."""
 
     def setUp(self):
+        load_helpers()
         slicer.mrmlScene.Clear(0)
 
     def runTest(self):
@@ -567,8 +725,8 @@ class MultiModalSegTest(ScriptedLoadableModuleTest):
         node = L.MultiModalSegLogic().process(volume, "auto", None, progress=lambda f, m: progress.append(f))
         segmentation = node.GetSegmentation()
         names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
-        self.assertEqual(names, ["liver", "spleen", "kidney_right", "kidney_left"])
-        liver = slicer.util.arrayFromSegmentBinaryLabelmap(node, segmentation.GetSegmentIdBySegmentName("liver"), volume)
+        self.assertEqual(names, ["Liver", "Spleen", "Right kidney", "Left kidney"])
+        liver = slicer.util.arrayFromSegmentBinaryLabelmap(node, segmentation.GetSegmentIdBySegmentName("Liver"), volume)
         self.assertGreater(int(liver.sum()), 1000)
         self.assertEqual(progress[-1], 1.0)
         with self.assertRaises(L.SegmentationError):

@@ -17,6 +17,13 @@ def file_suffix(path: Path) -> str:
     return "".join(path.suffixes[-2:]) if name.endswith(".gz") else path.suffix
 
 
+def _default_mode() -> int:
+    """Permissions of a new file under the current umask (0644 under the usual 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder; when the block succeeds it replaces ``path``,
@@ -26,6 +33,7 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, _default_mode())  # mkstemp makes 0600; the result gets what any new file gets
     try:
         yield tmp
         os.replace(tmp, path)

@@ -8,15 +8,22 @@ import torch
 
 from .errors import InputError
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "gpu")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "gpu", "mps")
 
 
 def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def mps_available() -> bool:
+    """Apple's Metal GPU (macOS on Apple silicon)."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> the first CUDA GPU when there is one, else the CPU. ``gpu`` means ``cuda``.
+    """``auto`` -> the first CUDA GPU when there is one, else the CPU. ``gpu`` means ``cuda``; ``mps``
+    is Apple's GPU (macOS), used only when asked for.
 
     Asking for CUDA on a machine without it is an error that says so, rather than a silent CPU run.
     """
@@ -24,7 +31,11 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         return name
     key = str(name).lower()
     if key == "auto":
-        return torch.device("cuda" if cuda_available() else "cpu")
+        return torch.device("cuda" if cuda_available() else "cpu")  # MPS only when asked: not every 3D op runs there
+    if key == "mps":
+        if not mps_available():
+            raise InputError("device 'mps' was asked for but PyTorch sees no Apple GPU (MPS) here; use --device cpu or auto.")
+        return torch.device("mps")
     if key in ("cuda", "gpu") or key.startswith("cuda:"):
         if not cuda_available():
             raise InputError(f"device {name!r} was asked for but PyTorch sees no CUDA GPU here; use --device cpu or auto.")

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from .atomic import atomic_path, file_suffix
 from .errors import InputError
 from .labels import LabelInfo
+from .terminology import snomed_from_entry, terminology_entry
 
 
 @dataclass
@@ -302,16 +303,9 @@ def _segments_for(array: np.ndarray, label_info: Sequence[LabelInfo], path: Path
     return sorted(segments, key=lambda lab: lab.value)
 
 
-SNOMED_ANATOMY_CATEGORY = "SCT^123037004^Anatomical Structure"
-
-
 def _terminology_entry(label: LabelInfo) -> str:
-    """Slicer's terminology entry string for a structure with a SNOMED CT code."""
-    structure = f"SCT^{label.snomed}^{label.name.replace('_', ' ').capitalize()}"
-    return (
-        "Segmentation category and type - 3D Slicer General Anatomy list"
-        f"~{SNOMED_ANATOMY_CATEGORY}~{structure}~^^~Anatomic codes - DICOM master list~^^~^^"
-    )
+    """Slicer's terminology entry string for a structure with a SNOMED CT code (type + laterality)."""
+    return terminology_entry(label.snomed, label.name)
 
 
 def _segment_tags(label: LabelInfo) -> str:
@@ -396,9 +390,7 @@ def read_segmentation_info(path: str | Path) -> list[LabelInfo]:
 def _snomed_from_tags(tags: str) -> str | None:
     for tag in tags.split("|"):
         if tag.startswith("TerminologyEntry:"):
-            parts = tag.split("~")
-            if len(parts) > 2 and parts[2].startswith("SCT^"):
-                return parts[2].split("^")[1] or None
+            return snomed_from_entry(tag[len("TerminologyEntry:"):])
     return None
 
 

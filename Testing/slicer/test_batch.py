@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import sys
 
 import pytest
 
@@ -45,7 +46,7 @@ def test_first_run_segments_and_saves(batch):
     work, scene, first, log, *_ = batch
     assert first == {"done": ["mr01"], "skipped": [], "failed": []}
     names = [lab.name for lab in read_segmentation_info(work / "out" / "mr01.seg.nrrd")]
-    assert names == ["liver", "spleen", "kidney_right", "kidney_left"]
+    assert names == ["Liver", "Spleen", "Right kidney", "Left kidney"]  # the names the panel shows
     assert log[-1] == "summary: 1 segmented, 0 skipped (already done), 0 failed"
     # the batch leaves neither nodes nor temporary files behind
     assert scene.segmentation_nodes() == []
@@ -72,3 +73,25 @@ def test_bad_case_is_reported_and_the_batch_goes_on(tmp_path):
     assert summary == {"done": [], "skipped": [], "failed": ["flat"]}
     assert "could not be loaded as a volume" in log[0]
     assert script.parse_args(["--input", "a", "--output", "b", "--quality", "fast"]).quality == "fast"
+
+
+def test_batch_installs_missing_packages_first(monkeypatch):
+    """A stock Slicer running the batch script gets the packages installed (pip's output printed)."""
+    script = load_script()
+    from MultiModalSegModuleLib import dependencies
+
+    monkeypatch.setattr(script.L, "missing_packages", lambda: ["monai"])  # before the install
+    monkeypatch.setattr(dependencies, "missing_packages", lambda: [])  # the install job's check after it
+    commands: list = []
+
+    def fake_commands(names, constraints, python=None):
+        commands.append((names, constraints.read_text()))
+        return [[sys.executable, "-c", "print('Successfully installed monai')"]]
+
+    monkeypatch.setattr(dependencies, "install_commands", fake_commands)
+    log: list[str] = []
+    assert script.ensure_dependencies(log=log.append) == ["monai"]
+    assert commands[0][0] == ["monai"] and "numpy==" in commands[0][1]  # Slicer's numpy pinned
+    assert "Successfully installed monai" in log
+    with pytest.raises(script.L.SegmentationError, match="lacks monai; run without --no-install"):
+        script.ensure_dependencies(install=False)

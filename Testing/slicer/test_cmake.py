@@ -56,3 +56,21 @@ def test_every_library_file_and_resource_is_installed_beside_the_module():
     for needed in ("${MMSEG_SOURCE_ROOT}/Resources/Models.json", "${MMSEG_SOURCE_ROOT}/Resources/Models",
                    "${MMSEG_SOURCE_ROOT}/Resources/Schemas", "Resources/SampleData/abdomen_ct_01"):
         assert needed in MODULE, needed
+
+
+def test_only_the_module_file_is_at_the_top_of_the_module_folder():
+    """Slicer's scripted-module factory loads every top-level .py of the folder as a module."""
+    top = sorted(p.name for p in (REPO / "MultiModalSeg").glob("*.py"))
+    assert top == ["MultiModalSeg.py"]
+    package = REPO / "MultiModalSeg" / "MultiModalSegModuleLib"
+    assert (package / "__init__.py").is_file() and (package / "segmentation_logic.py").is_file()
+    assert not (package / "MultiModalSegLib").exists()  # no clash with the library's name
+
+
+def test_extension_depends_on_pytorch_and_registers_the_self_test():
+    assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', TOP)
+    assert re.search(r"if\(BUILD_TESTING\)\s*slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)\s*endif\(\)", MODULE)
+    scripts = [s.replace("${MODULE_NAME}", "MultiModalSeg") for s in _set("MODULE_PYTHON_SCRIPTS")]
+    package = sorted(p.relative_to(REPO / "MultiModalSeg").as_posix()
+                     for p in (REPO / "MultiModalSeg" / "MultiModalSegModuleLib").glob("*.py"))
+    assert sorted(s for s in scripts if "/" in s) == package

@@ -9,13 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-import MultiModalSegLogic as L  # noqa: E402  (the module folder is put on sys.path by conftest)
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from MultiModalSegModuleLib import segmentation_logic as L  # noqa: E402  (conftest puts the module folder on sys.path)
+from MultiModalSegModuleLib.segment_names import display_name  # noqa: E402
 
 from MultiModalSegLib.io import read_segmentation_info
 from MultiModalSegLib.models import load_manifest
+from MultiModalSegLib.terminology import terminology_entry
 from Testing.slicer.conftest import REPO, Scene, slicer
 
 REAL_CT = REPO / "Resources" / "SampleData" / "abdomen_ct_01" / "image.nii.gz"
@@ -51,12 +53,13 @@ def test_names_colours_and_terminology_match_the_direct_run(ct_run):
     _, _, node, _, direct, _ = ct_run
     expected = read_segmentation_info(direct)
     segments = _segments(node)
-    assert [s.GetName() for s in segments] == [lab.name for lab in expected] == [
-        "liver", "spleen", "kidney_right", "kidney_left"]
+    assert [lab.name for lab in expected] == ["liver", "spleen", "kidney_right", "kidney_left"]
+    # the panel shows names for people: "kidney_right" -> "Right kidney"
+    assert [s.GetName() for s in segments] == ["Liver", "Spleen", "Right kidney", "Left kidney"]
     for segment, lab in zip(segments, expected, strict=True):
         assert np.allclose(segment.GetColor(), np.array(lab.color) / 255, atol=1e-3)
         assert segment.HasTerminology()
-        assert f"SCT^{lab.snomed}^" in segment.GetTerminology()
+        assert segment.GetTerminology() == terminology_entry(lab.snomed, lab.name)  # type + laterality modifier
 
 
 def test_geometry_and_voxel_counts_match_the_direct_run(ct_run):
@@ -73,7 +76,7 @@ def test_geometry_and_voxel_counts_match_the_direct_run(ct_run):
     counts = {}
     for value, name in names.items():
         counts[name] = int(np.count_nonzero(want == value))
-        assert int(np.count_nonzero(got == order.index(name) + 1)) == counts[name], name
+        assert int(np.count_nonzero(got == order.index(display_name(name)) + 1)) == counts[name], name
     assert all(c > 1000 for c in counts.values()), counts
 
 

@@ -23,7 +23,7 @@ URL_PATH = "/m/abdomen-ummkd-1.0.0.zip"
 @pytest.fixture()
 def zoo(tmp_path, monkeypatch):
     """A Logic on a temporary manifest and cache, and the server of that manifest's one model."""
-    import MultiModalSegLogic as L
+    from MultiModalSegModuleLib import segmentation_logic as L
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("MMSEG_MODELS_CACHE", str(tmp_path / "not-this-cache"))  # the Logic's own setting wins

@@ -11,11 +11,11 @@ import json
 import time
 from pathlib import Path
 
-import MultiModalSegLogic as L  # noqa: E402  (the module folder is put on sys.path by conftest)
-import MultiModalSegTrainLogic as T  # noqa: E402
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from MultiModalSegModuleLib import segmentation_logic as L  # noqa: E402  (conftest puts the module folder on sys.path)
+from MultiModalSegModuleLib import train_logic as T  # noqa: E402
 
 from MultiModalSegLib.bundle import bundle_sha256, load_bundle, save_bundle
 from MultiModalSegLib.data.dataset import load_dataset
@@ -221,6 +221,7 @@ def wait_for(job, condition, seconds=60.0):
 
 def test_train_stop_resume_install_and_apply(scene, zoo, tmp_path):
     _, manifest = zoo
+    shipped_manifest, shipped_files = manifest.read_text(), sorted(manifest.parent.rglob("*"))
     logic = L.MultiModalSegLogic(scene.scene, tempRoot=tmp_path)
     ct = volume(scene, "ct")
     mr = volume(scene, "mr", ct=False)
@@ -244,6 +245,8 @@ def test_train_stop_resume_install_and_apply(scene, zoo, tmp_path):
     assert job.state == "stopped" and job.proc.returncode == T.STOPPED_EXIT_CODE
     assert job.checkpointPath.is_file() and job.model is None
     stopped_at = job.step
+    # after a restart the panel lists it by name (no folder dialog on a hidden cache folder)
+    assert T.resumableTrainings(tmp_path) == [("tiny-finetuned", tmp_path / "train")]
     assert 1 <= stopped_at < 20 and [e["event"] for e in job.events][-1] == "stopped"
     assert job.history["loss"] and job.history["loss"][0][0] == 1
 
@@ -255,8 +258,8 @@ def test_train_stop_resume_install_and_apply(scene, zoo, tmp_path):
     assert [s["step"] for s in starts] == [0, stopped_at]
     assert [s for s, _ in job.history["loss"]] == list(range(1, 21))
     # held-out Dice of the parent before (step 0) and of the new model after (step 20), and during training
-    assert list(job.history["dice"]) == ["data CT", "validation CT"]
-    assert [s for s, _ in job.history["dice"]["data CT"]] == [0, 20]
+    assert list(job.history["dice"]) == ["your held-out scans CT", "validation CT"]  # plain-language plot labels
+    assert [s for s, _ in job.history["dice"]["your held-out scans CT"]] == [0, 20]
     assert [s for s, _ in job.history["dice"]["validation CT"]] == [10, 20]
     assert all(0 <= d <= 1 for values in job.history["dice"].values() for _, d in values)
     assert reports[-1] == (1.0, "done") and any("loss" in m for _, m in reports)
@@ -266,10 +269,16 @@ def test_train_stop_resume_install_and_apply(scene, zoo, tmp_path):
     listed = {m["name"]: m for m in logic.listModels()}
     assert listed["tiny-finetuned"]["state"] == "installed" and listed["tiny-init"]["default"]
     assert Path(listed["tiny-finetuned"]["path"]).read_bytes() == job.outBundle.read_bytes()
-    assert json.loads(manifest.read_text())["models"][-1]["description"].startswith(T.FINETUNED_MARK)
+    assert listed["tiny-finetuned"]["user"] and not listed["tiny-init"]["user"]
+    # into the per-user folder in the models cache; the shipped manifest and its folder are untouched
+    user_manifest = logic.userModelsManifest()
+    assert user_manifest.parent == Path(zoo[0]) / "cache" / "trained"
+    assert Path(listed["tiny-finetuned"]["path"]).parent == user_manifest.parent / "Models"
+    assert json.loads(user_manifest.read_text())["models"][-1]["description"].startswith(T.FINETUNED_MARK)
+    assert manifest.read_text() == shipped_manifest and sorted(manifest.parent.rglob("*")) == shipped_files
     result = logic.process(ct, "CT", "tiny-finetuned", device="cpu")
     names = [result.GetSegmentation().GetNthSegment(i).GetName() for i in range(result.GetSegmentation().GetNumberOfSegments())]
-    assert set(names) <= set(LABELS)
+    assert set(names) <= {"Liver", "Spleen", "Right kidney", "Left kidney"}
 
     chart = T.updateTrainingPlot(scene.scene, job.history)
     assert chart.GetNumberOfPlotSeriesNodes() == 3  # loss, held-out Dice of the CT pair before/after and during
@@ -289,3 +298,4 @@ def test_train_stop_resume_install_and_apply(scene, zoo, tmp_path):
         T.startTraining(logic, pairs, settings, tmp_path / "train", segmentationsLogic=scene.segmentations)
     with pytest.raises(T.TrainingError, match="is finished; its model is 'tiny-finetuned'"):
         T.resumeTraining(logic, tmp_path / "train")
+    assert T.resumableTrainings(tmp_path) == []  # finished: no longer offered

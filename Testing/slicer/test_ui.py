@@ -41,61 +41,6 @@ def load_panel() -> QtWidgets.QWidget:
     return widget
 
 
-def fill_like_the_widget(panel: QtWidgets.QWidget) -> None:
-    """Fill the combo boxes from the Logic, as the Widget does on start-up."""
-    import MultiModalSegLogic as L
-
-    find = lambda cls, name: panel.findChild(cls, name)  # noqa: E731
-    find(QtWidgets.QComboBox, "modalityComboBox").addItems(["auto", *L.modality_names()])
-    find(QtWidgets.QLabel, "detectedModalityLabel").setText("detected: CT")
-    models = find(QtWidgets.QComboBox, "modelComboBox")
-    for m in L.available_models():
-        models.addItem(f"{m['name']} {m['version']}" + (" (default)" if m["default"] else ""))
-    info = L.model_info(None)
-    find(QtWidgets.QLabel, "modelInfoLabel").setText(
-        f"labels: {', '.join(info['labels'])} | modalities: {', '.join(info['modalities'])} | licence: {info['licence']}"
-    )
-    find(QtWidgets.QTextBrowser, "modelCardBrowser").setMarkdown(L.MultiModalSegLogic().modelCard(info["name"]))
-    find(QtWidgets.QComboBox, "deviceComboBox").addItems(["auto", "CPU", "GPU"])
-    find(QtWidgets.QComboBox, "qualityComboBox").addItems(["normal", "fast (low resolution)"])
-    find(QtWidgets.QProgressBar, "progressBar").setValue(42)
-    find(QtWidgets.QLabel, "statusLabel").setText("running the network")
-    fill_train_section(panel, info["labels"])
-
-
-def fill_train_section(panel: QtWidgets.QWidget, labels: list[str]) -> None:
-    """The Train section as the Widget fills it: two pairs, their segments mapped to the model's labels."""
-    import MultiModalSegTrainLogic as T
-
-    find = lambda cls, name: panel.findChild(cls, name)  # noqa: E731
-    pairs = find(QtWidgets.QTableWidget, "pairsTable")
-    rows = [("abdomen CT", "CT segmentation", "CT", False), ("abdomen MR", "MR segmentation", "MR", True)]
-    pairs.setRowCount(len(rows))
-    for r, (volume, segmentation, modality, held) in enumerate(rows):
-        pairs.setItem(r, 0, QtWidgets.QTableWidgetItem(volume))
-        pairs.setItem(r, 1, QtWidgets.QTableWidgetItem(segmentation))
-        combo = QtWidgets.QComboBox()
-        combo.addItems(["CT", "MR"])
-        combo.setCurrentText(modality)
-        pairs.setCellWidget(r, 2, combo)
-        box = QtWidgets.QCheckBox()
-        box.setChecked(held)
-        pairs.setCellWidget(r, 3, box)
-    mapping = find(QtWidgets.QTableWidget, "mappingTable")
-    segments = [("Liver", "liver"), ("Right Kidney", "kidney_right"), ("tumour", "(ignore)")]
-    mapping.setRowCount(len(segments))
-    for r, (segment, label) in enumerate(segments):
-        mapping.setItem(r, 0, QtWidgets.QTableWidgetItem(segment))
-        combo = QtWidgets.QComboBox()
-        combo.addItems(["(ignore)", *labels])
-        combo.setCurrentText(label)
-        mapping.setCellWidget(r, 1, combo)
-    find(QtWidgets.QComboBox, "trainMethodComboBox").addItems(["(the model's own)", *T.methodNames()])
-    find(QtWidgets.QComboBox, "trainDeviceComboBox").addItems(["auto", "CPU", "GPU"])
-    find(QtWidgets.QProgressBar, "trainProgressBar").setValue(30)
-    find(QtWidgets.QLabel, "trainStatusLabel").setText("step 60/200: loss 0.8123, 420 s left")
-
-
 def widget_names_used_by_the_module() -> set[str]:
     source = (MODULE_DIR / "MultiModalSeg.py").read_text(encoding="utf-8")
     return set(re.findall(r"self\.ui\.(\w+)", source))
@@ -138,6 +83,15 @@ EXPECTED = {
     "trainProgressBar": "QProgressBar",
     "trainStatusLabel": "QLabel",
     "trainingPlotWidget": "QWidget",  # qMRMLPlotWidget placeholder
+    "dependenciesCollapsibleButton": "QWidget",
+    "dependenciesLabel": "QLabel",
+    "installButton": "QPushButton",
+    "installLog": "QPlainTextEdit",
+    "show3DButton": "QPushButton",
+    "fewShotSpinBox": "QSpinBox",
+    "fewShotModalityComboBox": "QComboBox",
+    "trainEstimateLabel": "QLabel",
+    "resumeRunComboBox": "QComboBox",
 }
 
 
@@ -161,25 +115,33 @@ def test_ui_loads_offscreen_with_every_widget_the_module_uses():
     assert [header(i).text() for i in range(4)] == ["Volume", "Segmentation", "Modality", "Held out"]
 
 
-def render(path: Path) -> Path:
-    panel = load_panel()
-    fill_like_the_widget(panel)
-    panel.resize(460, 1180)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert panel.grab().save(str(path))
-    return path
+def test_object_names_are_identifiers():
+    """``childWidgetVariables`` makes each name an attribute: a colon or space would hide the widget."""
+    names = re.findall(r'<(?:widget|layout) class="\w+" name="([^"]*)"', UI_FILE.read_text(encoding="utf-8"))
+    assert names and [n for n in names if not n.isidentifier()] == []
 
 
-def test_panel_renders_to_a_screenshot(tmp_path):
-    out = render(tmp_path / "panel.png")
+def test_input_selector_hides_label_maps():
+    assert load_panel().findChild(QtWidgets.QWidget, "inputVolumeSelector").property("showChildNodeTypes") is False
+
+
+def test_panel_screenshot_is_rendered_at_400_pixels(tmp_path):
+    """The README's screenshot: the real Widget over the stand-in (a rendering, not Slicer)."""
     from PySide6.QtGui import QImage
 
-    image = QImage(str(out))
-    assert image.width() >= 460 and image.height() >= 420
-    colours = {image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}
-    assert len(colours) > 5  # text and widgets were drawn, not a blank rectangle
-    assert SCREENSHOT.is_file(), "run `python Testing/slicer/test_ui.py` to write the README screenshot"
+    from Testing.slicer.test_widget import run_scenario
+
+    out = run_scenario("screenshot", {"SCREENSHOT_PATH": str(tmp_path / "panel.png")})
+    assert out["saved"] and out["width"] == 400 and out["errors"] == []
+    for path in (tmp_path / "panel.png", SCREENSHOT):
+        image = QImage(str(path))
+        assert image.width() == 400 and image.height() >= 900
+        colours = {image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}
+        assert len(colours) > 5  # text and widgets were drawn, not a blank rectangle
 
 
-if __name__ == "__main__":
-    print(render(SCREENSHOT))
+if __name__ == "__main__":  # writes the README screenshot
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "Testing.slicer.widget_scenarios", "screenshot"], cwd=REPO, check=True,
+                   env={**os.environ, "SCREENSHOT_PATH": str(SCREENSHOT)})

@@ -26,7 +26,7 @@ MODULE_DIR = Path(__file__).resolve().parents[2]
 if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 
-import MultiModalSegLogic as L  # noqa: E402
+from MultiModalSegModuleLib import segmentation_logic as L  # noqa: E402  (conftest puts the module folder on sys.path)
 
 L.ensure_library_importable()
 from MultiModalSegLib.cli.segment import case_name, expand_inputs  # noqa: E402
@@ -42,6 +42,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--quality", default="normal", choices=("normal", "fast"))
     p.add_argument("--overwrite", action="store_true", help="redo cases whose output exists")
+    p.add_argument("--no-install", action="store_true",
+                   help="fail instead of installing missing Python packages (PyTorch, MONAI, ...) into Slicer")
     return p.parse_args(argv)
 
 
@@ -118,8 +120,25 @@ def run_batch(
     return summary
 
 
+def ensure_dependencies(install: bool = True, log: Callable[[str], None] = print) -> list[str]:
+    """Install the packages a stock Slicer lacks (as the panel's Install does), printing pip's output;
+    returns what was installed. With ``install=False`` a missing package is an error."""
+    missing = L.missing_packages()
+    if not missing:
+        return []
+    if not install:
+        raise L.SegmentationError(f"Slicer's Python lacks {', '.join(missing)}; run without --no-install to install them.")
+    log(f"installing {', '.join(missing)} into Slicer's Python (once; a few minutes)")
+    return L.install_dependencies(missing, log=log)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        ensure_dependencies(install=not args.no_install)
+    except L.SegmentationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     summary = run_batch(
         args.input, args.output, logic=L.MultiModalSegLogic(), load_volume=slicer_volume_loader,
         modality=args.modality, model=args.model, device=args.device, quality=args.quality, overwrite=args.overwrite,

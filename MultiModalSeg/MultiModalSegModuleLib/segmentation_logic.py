@@ -18,136 +18,37 @@ Choices the issue leaves open, stated here:
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import json
-import os
-import queue
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import threading
-import time
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import slicer
 
+from .dependencies import (  # noqa: F401  (the Logic's public names)
+    PROTECTED_PACKAGES,
+    REQUIRED_PACKAGES,
+    constraints_text,
+    install_dependencies,
+    missing_packages,
+    pip_install_arguments,
+)
+from .process import (  # noqa: F401
+    MODULE_DIR,
+    ProcessJob,
+    ProgressCallback,
+    SegmentationError,
+    ensure_library_importable,
+    library_parent,
+    slicer_python,
+)
+from .segment_names import display_name
+from .user_models import user_model_names, user_models_manifest
+
 MODULE_NAME = "MultiModalSeg"
-MODULE_DIR = Path(__file__).resolve().parent
-
-ProgressCallback = Callable[[float, str], None]
-
-# import name -> pip requirement of what the subprocess needs.
-REQUIRED_PACKAGES = {
-    "torch": "torch",
-    "monai": "monai>=1.4",
-    "scipy": "scipy>=1.10",
-    "jsonschema": "jsonschema>=4.0",
-    "nibabel": "nibabel>=5.0",
-}
-# Slicer's own packages: a dependency install must never replace them.
-PROTECTED_PACKAGES = ("numpy", "SimpleITK", "vtk")
-
-
-class SegmentationError(Exception):
-    """A segmentation run that could not be done; the message is one sentence for the user."""
-
-
-# --------------------------------------------------------------------------- the library
-
-
-def library_parent() -> Path:
-    """Folder holding ``MultiModalSegLib``: beside the module when installed, the repository root
-    in a source tree."""
-    for folder in (MODULE_DIR, MODULE_DIR.parent):
-        if (folder / "MultiModalSegLib" / "__init__.py").is_file():
-            return folder
-    raise SegmentationError(
-        f"MultiModalSegLib was not found beside {MODULE_DIR}; reinstall the MultiModalSeg extension."
-    )
-
-
-def ensure_library_importable() -> None:
-    parent = str(library_parent())
-    if parent not in sys.path:
-        sys.path.insert(0, parent)
-
-
-# --------------------------------------------------------------------------- dependencies
-
-
-def missing_packages() -> list[str]:
-    """Import names of required packages that Slicer's Python lacks."""
-    return [name for name in REQUIRED_PACKAGES if importlib.util.find_spec(name) is None]
-
-
-def constraints_text() -> str:
-    """pip constraints pinning Slicer's own numpy, SimpleITK and vtk to the installed versions."""
-    lines = []
-    for name in PROTECTED_PACKAGES:
-        try:
-            lines.append(f"{name}=={importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "\n".join(lines) + "\n"
-
-
-def pip_install_arguments(missing: list[str], constraints_file: Path) -> list[str]:
-    """Arguments of ``pip install`` for the missing packages other than torch, held by the constraints."""
-    requirements = [REQUIRED_PACKAGES[name] for name in missing if name != "torch"]
-    return ["install", "-c", str(constraints_file), *requirements] if requirements else []
-
-
-def install_dependencies(missing: list[str] | None = None, python: str | None = None) -> list[str]:
-    """Install what ``missing_packages`` reports; returns the import names installed.
-
-    PyTorch comes from the SlicerPyTorch extension's ``PyTorchUtils`` when it is present (it picks
-    the build for the GPU), otherwise from pip; everything else from pip with a constraints file
-    so that Slicer's numpy, SimpleITK and vtk are never replaced.
-    """
-    missing = missing_packages() if missing is None else list(missing)
-    if not missing:
-        return []
-    if "torch" in missing and importlib.util.find_spec("PyTorchUtils") is not None:
-        import PyTorchUtils
-
-        if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
-            raise SegmentationError("PyTorch could not be installed by the PyTorch extension; install it from the PyTorch module.")
-    elif "torch" in missing:
-        _pip(["install", "-c", "{constraints}", "torch"], python)
-    args = pip_install_arguments(missing, Path("{constraints}"))
-    if args:
-        _pip(args, python)
-    still = [name for name in missing_packages() if name in missing]
-    if still:
-        raise SegmentationError(f"Packages {still} are still missing after installing; install them with pip in Slicer's Python.")
-    return missing
-
-
-def _pip(args: list[str], python: str | None) -> None:
-    with tempfile.TemporaryDirectory(prefix="MultiModalSeg-pip-") as folder:
-        constraints = Path(folder) / "constraints.txt"
-        constraints.write_text(constraints_text(), encoding="utf-8")
-        args = [str(constraints) if a == "{constraints}" else a for a in args]
-        result = subprocess.run([python or slicer_python(), "-m", "pip", *args], capture_output=True, text=True)
-        if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["no message"])[-1]
-            raise SegmentationError(f"Installing dependencies failed ({last}); check the network connection and retry.")
-
-
-def slicer_python() -> str:
-    """Slicer's Python interpreter (``PythonSlicer`` inside Slicer, else this interpreter)."""
-    if hasattr(slicer, "app"):
-        found = shutil.which("PythonSlicer")
-        if found:
-            return found
-    return sys.executable
 
 
 # --------------------------------------------------------------------------- models and devices
@@ -204,15 +105,31 @@ def model_info(model: str | None) -> dict:
     }
 
 
+DEVICES = (("auto", "auto"), ("CPU", "cpu"), ("NVIDIA GPU (CUDA)", "cuda"), ("Apple GPU (MPS)", "mps"))
+
+
 def gpu_status() -> tuple[bool, str]:
-    """Whether a CUDA GPU can be used, and why not."""
-    if importlib.util.find_spec("torch") is None:
-        return False, "PyTorch is not installed yet"
+    """Whether a GPU (CUDA, or Apple's MPS) can be used, and which one or why not. Asked again after
+    an install: PyTorch may have arrived since the panel opened."""
+    return device_status()["auto"]
+
+
+def device_status() -> dict[str, tuple[bool, str]]:
+    """For every device choice of :data:`DEVICES`: whether it can be used and a sentence saying why."""
+    status = {"auto": (True, "the GPU when there is one, else the CPU"), "cpu": (True, "the computer's processor")}
+    if missing_packages() and "torch" in missing_packages():
+        reason = "PyTorch is not installed yet"
+        return {**status, "auto": (False, reason), "cuda": (False, reason), "mps": (False, reason)}
     import torch
 
-    if torch.cuda.is_available():
-        return True, torch.cuda.get_device_name(0)
-    return False, "PyTorch sees no CUDA GPU on this computer"
+    cuda = torch.cuda.is_available()
+    status["cuda"] = (cuda, torch.cuda.get_device_name(0) if cuda else "PyTorch sees no CUDA GPU on this computer")
+    backend = getattr(torch.backends, "mps", None)
+    mps = bool(backend is not None and backend.is_available())
+    status["mps"] = (mps, "Apple GPU (Metal)" if mps else "no Apple GPU (MPS) on this computer")
+    status["auto"] = (cuda, status["cuda"][1] if cuda else "no CUDA GPU: the CPU is used"
+                      + (" (choose Apple GPU (MPS) to use it)" if mps else ""))
+    return status
 
 
 def modality_names() -> list[str]:
@@ -295,143 +212,6 @@ class MultiModalSegParameters:
 
 
 # --------------------------------------------------------------------------- the run
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """Stop the subprocess and every process it started."""
-    if proc.poll() is not None:
-        return
-    if os.name == "nt":
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True)
-    else:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=5)
-            return
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-
-
-def _follow(stream, sink: queue.Queue, tag: str) -> None:
-    for line in iter(stream.readline, ""):
-        sink.put((tag, line.rstrip("\n")))
-    stream.close()
-
-
-_ERROR = re.compile(r"error: (.*)$")
-
-
-def _library_env() -> dict:
-    """Environment of a library subprocess: the library importable, a sane thread count."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(library_parent()), *filter(None, [env.get("PYTHONPATH")])])
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) - 1)))
-    return env
-
-
-class ProcessJob:
-    """A library command run in a subprocess (own process group), followed without blocking.
-
-    ``poll()`` reads its output (stdout lines go to ``_on_output``, stderr is kept) and, once the
-    process has ended, calls ``_finish`` (which raises ``SegmentationError`` on failure).
-    States: ``running`` -> ``done`` | ``failed`` | ``cancelled``. Subclasses set ``progress``.
-    """
-
-    state = "running"
-    error: str | None = None
-
-    def _launch(self, command: list[str], cwd: str | Path | None = None) -> None:
-        self.command = command
-        self.stderr: list[str] = []
-        self.started = time.monotonic()
-        kwargs = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {"start_new_session": True}
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env=_library_env(), cwd=str(cwd) if cwd else None, **kwargs)
-        self.lines: queue.Queue = queue.Queue()
-        self.readers = [
-            threading.Thread(target=_follow, args=(stream, self.lines, tag), daemon=True)
-            for stream, tag in ((self.proc.stdout, "out"), (self.proc.stderr, "err"))
-        ]
-        for reader in self.readers:
-            reader.start()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                tag, line = self.lines.get_nowait()
-            except queue.Empty:
-                return
-            if tag == "err":
-                self.stderr.append(line)
-            else:
-                self._on_output(line)
-
-    def _on_output(self, line: str) -> None:
-        pass
-
-    def _finish(self) -> None:
-        pass
-
-    def _cleanup(self) -> None:
-        pass
-
-    def _end_state(self) -> str:
-        """State of a run that ended without error (a subclass may tell a clean stop from done)."""
-        return "done"
-
-    def _last_error(self) -> str | None:
-        """The library's one-sentence ``error: ...`` message, if it printed one."""
-        for line in reversed(self.stderr):
-            match = _ERROR.search(line)
-            if match:
-                return match.group(1).strip()
-        return None
-
-    def _exit_sentence(self, what: str) -> str:
-        last = next((line for line in reversed(self.stderr) if line.strip()), "no message")
-        return f"The {what} process stopped with exit code {self.proc.returncode} ({last.strip()}); see the Python console."
-
-    def poll(self) -> bool:
-        """Process new output; True once the job has ended (then ``state`` says how).
-
-        Raises ``SegmentationError`` (once) when the run failed.
-        """
-        if self.state != "running":
-            return True
-        self._drain()
-        if self.proc.poll() is None:
-            return False
-        for reader in self.readers:
-            reader.join(timeout=5)
-        self._drain()
-        try:
-            self._finish()
-        except SegmentationError as exc:
-            self.state, self.error = "failed", str(exc)
-            raise
-        finally:
-            self._cleanup()
-        self.state = self._end_state()
-        if self.state == "done":
-            self.progress(1.0, "done")
-        return True
-
-    def wait(self, poll_seconds: float = 0.1) -> None:
-        while not self.poll():
-            time.sleep(poll_seconds)
-
-    def cancel(self) -> None:
-        """Kill the process tree and remove the job's temporary files."""
-        if self.state != "running":
-            return
-        _kill_tree(self.proc)
-        self.state = "cancelled"
-        self._cleanup()
-        self.progress(0.0, "cancelled")
 
 
 class SegmentationJob(ProcessJob):
@@ -575,13 +355,20 @@ class MultiModalSegLogic:
     def getParameterNode(self):
         """The module's parameter node (created once per scene, saved with it)."""
         scene = self.mrmlScene
-        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScriptedModuleNode")):
+        node = scene.GetSingletonNode(MODULE_NAME, "vtkMRMLScriptedModuleNode")
+        if node is not None:
+            return node
+        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScriptedModuleNode")):  # a scene saved before 0.2
             node = scene.GetNthNodeByClass(i, "vtkMRMLScriptedModuleNode")
             if node.GetAttribute("ModuleName") == MODULE_NAME:
+                node.SetSingletonTag(MODULE_NAME)
                 return node
-        node = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", MODULE_NAME)
+        node = slicer.vtkMRMLScriptedModuleNode()
+        node.SetName(scene.GenerateUniqueName(MODULE_NAME))
+        node.SetSingletonTag(MODULE_NAME)  # one per scene, as Slicer's ScriptedLoadableModuleLogic makes it
         node.SetAttribute("ModuleName", MODULE_NAME)
-        return node
+        node.SetModuleName(MODULE_NAME)
+        return scene.AddNode(node)
 
     def getParameters(self) -> MultiModalSegParameters:
         return MultiModalSegParameters.load(self.getParameterNode())
@@ -594,8 +381,8 @@ class MultiModalSegLogic:
               quality: str = "normal", outputSegmentation=None, overwrite: bool = False,
               progress: ProgressCallback | None = None, largestComponent: bool = True) -> SegmentationJob:
         """Start segmenting ``volumeNode`` in a subprocess; returns the job to ``poll()`` or ``cancel()``."""
-        return SegmentationJob(self, volumeNode, modality, model, device, quality, outputSegmentation, overwrite,
-                               progress, largestComponent)
+        return SegmentationJob(self, volumeNode, modality, self.modelArgument(model), device, quality,
+                               outputSegmentation, overwrite, progress, largestComponent)
 
     def process(self, volumeNode, modality: str = "auto", model: str | None = None, device: str = "auto",
                 quality: str = "normal", outputSegmentation=None, overwrite: bool = False,
@@ -623,6 +410,11 @@ class MultiModalSegLogic:
         node.CreateDefaultDisplayNodes()
         node.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
         node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+        segmentation = node.GetSegmentation()
+        for i in range(segmentation.GetNumberOfSegments()):  # "kidney_right" -> "Right kidney"
+            segment = segmentation.GetNthSegment(i)
+            segment.SetName(display_name(segment.GetName()))
+        placeInStudyOf(node, volumeNode)
         return node
 
     # ---- model zoo (installed, downloadable and updatable models of the manifest)
@@ -641,9 +433,48 @@ class MultiModalSegLogic:
         from MultiModalSegLib.model_zoo import list_models
 
         try:
-            return [m.to_dict() for m in list_models(self.modelsManifest, self.modelsCache)]
+            models = [{**m.to_dict(), "user": False} for m in list_models(self.modelsManifest, self.modelsCache)]
+            user = self.userModelsManifest()
+            if user.is_file():  # fine-tuned in Slicer: the per-user folder
+                models += [{**m.to_dict(), "user": True, "default": False} for m in list_models(user, self.modelsCache)]
+            return models
         except Exception as exc:  # BundleError / ConfigError: one sentence already
             raise SegmentationError(str(exc)) from exc
+
+    def userModelsManifest(self) -> Path:
+        """Manifest of the models fine-tuned by this user (see :mod:`user_models`)."""
+        return user_models_manifest(self.modelsCache)
+
+    def isUserModel(self, name: str | None) -> bool:
+        if not name:
+            return False
+        try:
+            return name in user_model_names(self.modelsCache)
+        except Exception:
+            return False
+
+    def defaultModelName(self) -> str:
+        """Name of the manifest's default model (the one the CLI and the self-test use)."""
+        ensure_library_importable()
+        from MultiModalSegLib.models import default_model
+
+        try:
+            return default_model(self.modelsManifest).name
+        except Exception as exc:
+            raise SegmentationError(str(exc)) from exc
+
+    def modelArgument(self, model: str | None) -> str | None:
+        """What ``--model`` gets: a fine-tuned model's bundle path, else the name or path as given."""
+        if self.isUserModel(model):
+            ensure_library_importable()
+            from MultiModalSegLib.models import find_entry
+
+            return str(find_entry(model, self.userModelsManifest()).resolve_path(self.modelsCache))
+        return model or None
+
+    def modelInfo(self, model: str | None) -> dict:
+        """:func:`model_info` of a shipped, downloaded or fine-tuned model (None: the default)."""
+        return model_info(self.modelArgument(model))
 
     def startModelDownload(self, name: str, progress: ProgressCallback | None = None) -> ModelDownloadJob:
         """Download (or update) model ``name`` in a subprocess; returns the job to ``poll()`` or ``cancel()``."""
@@ -671,7 +502,34 @@ class MultiModalSegLogic:
         ensure_library_importable()
         from MultiModalSegLib.model_card import model_card
 
+        manifest = self.userModelsManifest() if self.isUserModel(name) else self.modelsManifest
         try:
-            return model_card(name, self.modelsManifest, self.modelsCache)
+            return model_card(name, manifest, self.modelsCache)
         except Exception as exc:
             raise SegmentationError(str(exc)) from exc
+
+
+def placeInStudyOf(node, volumeNode) -> None:
+    """Put ``node`` under the subject-hierarchy parent (the study) of ``volumeNode``."""
+    scene = volumeNode.GetScene()
+    hierarchy = scene.GetSubjectHierarchyNode() if scene is not None else None
+    if hierarchy is None:
+        return
+    volumeItem = hierarchy.GetItemByDataNode(volumeNode)
+    parent = hierarchy.GetItemParent(volumeItem) if volumeItem else 0
+    if not parent or parent == hierarchy.GetSceneItemID():
+        return
+    item = hierarchy.GetItemByDataNode(node)
+    if item:
+        hierarchy.SetItemParent(item, parent)
+    else:  # no subject-hierarchy logic made an item for it (headless): make it there
+        hierarchy.CreateItem(parent, node)
+
+
+def showIn3D(segmentationNode, show: bool = True) -> None:
+    """Show (or hide) ``segmentationNode`` in the 3D views: builds its closed-surface representation."""
+    if show:
+        segmentationNode.CreateClosedSurfaceRepresentation()
+    display = segmentationNode.GetDisplayNode()
+    if display is not None:
+        display.SetVisibility3D(show)

@@ -33,14 +33,17 @@ import json
 import math
 import re
 import shutil
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import MultiModalSegLogic as L
 import numpy as np
 import slicer
 import vtk
+
+from . import segmentation_logic as L
+from .process import GRACE_SECONDS
 
 TRAIN_COUNT = "trainingPairCount"  # parameter: number of pairs stored
 TRAIN_VOLUMES = "trainingVolume"  # node reference roles trainingVolume0, trainingVolume1, ... (one per pair)
@@ -175,6 +178,56 @@ def methodNames() -> list[str]:
     return names
 
 
+# plain-language names of the methods, and the paper behind each (the method list's tooltip)
+METHOD_TITLES = {
+    "ummkd": ("Shared layers, one normalisation per modality, knowledge distillation",
+              "UMMKD: Dou et al., Unpaired multi-modal segmentation via knowledge distillation, IEEE TMI 2020"),
+    "csa": ("Shared layers, organ-shape consistency between modalities",
+            "CSA: class-specific affinity knowledge distillation for unpaired multi-modal segmentation"),
+    "lssc": ("Transformer with shared organ descriptions",
+             "LSSC: Yang et al., learnable semantic structure consistency for unpaired multi-modal segmentation"),
+    "mulmodseg": ("Text-guided organ heads (\"a CT / MR of a liver\")",
+                  "MulModSeg: Li et al., multi-modal segmentation with text-conditioned heads, 2024"),
+    "cmc": ("One encoder per modality, cross-modality consistency",
+            "CMC: Zhou et al., cross-modal consistency for unpaired multi-modal segmentation, MICCAI 2024"),
+    "individual": ("One separate network per modality (baseline)", "Baseline: a network per modality, nothing shared"),
+    "joint": ("One network for all modalities (baseline)", "Baseline: one network trained on every modality"),
+    "y_shaped": ("Separate encoders, shared decoder (baseline)", "Baseline: Y-shaped network (Dou et al. 2020)"),
+    "x_shaped": ("Separate encoders and decoders, shared middle (baseline)", "Baseline: X-shaped network (Dou et al. 2020)"),
+}
+
+
+def methodTitle(name: str) -> tuple[str, str]:
+    """(plain-language title, paper) of a method; an unknown method shows its own name."""
+    return METHOD_TITLES.get(name, (name, name))
+
+
+def trainingSecondsPerStep(logic: L.MultiModalSegLogic, model: str | None) -> tuple[float, str] | None:
+    """Seconds per training step measured when ``model`` was trained (its bundle's training record)
+    and the device it was measured on; None when the bundle does not say."""
+    try:
+        training = L.read_bundle_metadata(bundlePath(logic, model)).get("training") or {}
+        seconds, steps = float(training["seconds_this_run"]), int(training["steps"])
+    except (L.SegmentationError, KeyError, TypeError, ValueError):
+        return None
+    if seconds <= 0 or steps <= 0:
+        return None
+    return seconds / steps, str(training.get("device") or "cpu")
+
+
+def trainingEstimate(logic: L.MultiModalSegLogic, model: str | None, steps: int) -> str:
+    """One sentence: about how long ``steps`` steps take, from the model card's measured seconds."""
+    measured = trainingSecondsPerStep(logic, model)
+    if measured is None:
+        return "No time estimate: the model does not record how long its training took."
+    perStep, device = measured
+    total = perStep * int(steps)
+    span = f"{total / 60:.0f} min" if total >= 90 else f"{total:.0f} s"
+    where = "on the CPU" if device == "cpu" else f"on {device}"
+    return (f"About {span} {where} ({perStep:.1f} s per step, measured when this model was trained; "
+            "a GPU is usually much faster).")
+
+
 # --------------------------------------------------------------------------- labels
 
 
@@ -183,6 +236,8 @@ def bundlePath(logic: L.MultiModalSegLogic, model: str | None) -> Path:
     L.ensure_library_importable()
     from MultiModalSegLib.models import resolve_model
 
+    if logic.isUserModel(model):  # fine-tuned earlier: its bundle in the per-user folder
+        return Path(logic.modelArgument(model))
     try:  # never downloads: a model to train from must be installed first
         return Path(resolve_model(model or None, logic.modelsManifest, cache_dir=logic.modelsCache, download=False)[0])
     except Exception as exc:  # BundleError: one sentence already
@@ -223,9 +278,14 @@ def _terminology_codes(segment) -> tuple[str | None, str]:
 
 def _match(segment, labels: list[dict]) -> str | None:
     code, meaning = _terminology_codes(segment)
-    for lab in labels:
-        if code and lab.get("snomed") and str(lab["snomed"]) == code:
-            return lab["name"]
+    if code:  # by code: Kidney with the Right modifier is the label coded 9846003 (right kidney)
+        L.ensure_library_importable()
+        from MultiModalSegLib.terminology import snomed_from_entry
+
+        wanted = snomed_from_entry(segment.GetTerminology()) or code
+        found = [lab for lab in labels if lab.get("snomed") and str(lab["snomed"]) == wanted]
+        if len(found) == 1:
+            return found[0]["name"]
     for text in (segment.GetName(), meaning):
         words = _words(text)
         for lab in labels:
@@ -299,7 +359,7 @@ def checkTrainingPairs(pairs: list[TrainingPair], labels: list[dict], modalities
     method can, and otherwise refuses with its own sentence.
     """
     if not pairs:
-        raise TrainingError("There are no training pairs; select a volume and its segmentation and press 'Add current pair'.")
+        raise TrainingError("There are no training pairs; select a volume and its segmentation and press 'Add pair'.")
     if all(p.heldOut for p in pairs):
         raise TrainingError("Every pair is held out; untick 'held out' for at least one pair to train on.")
     checks = []
@@ -526,7 +586,7 @@ class TrainingJob(L.ProcessJob):
                 for modality, scores in (per_modality or {}).items():
                     mean = scores.get("mean") if isinstance(scores, dict) else scores
                     value = math.nan if mean is None else float(mean)
-                    self.history["dice"].setdefault(f"{group} {modality}", []).append((self.step, value))
+                    self.history["dice"].setdefault(f"{groupTitle(group)} {modality}", []).append((self.step, value))
             text = ", ".join(f"{k} {v[-1][1]:.2f}" for k, v in self.history["dice"].items())
             phase = "before training (parent model)" if record.get("phase") == "before" else "after training"
             self.progress(0.95 * fraction, f"held-out Dice {phase}: {text}")
@@ -569,6 +629,21 @@ class TrainingJob(L.ProcessJob):
     def _end_state(self) -> str:
         return "stopped" if self.proc.returncode == STOPPED_EXIT_CODE else "done"
 
+    def cancel(self, grace: float | None = None) -> None:
+        """End the run with a checkpoint: ask it to stop (``STOP`` file), wait up to ``grace`` seconds
+        (default ``process.GRACE_SECONDS``) for it to write the checkpoint and exit, then kill what is left.
+        The same on every platform: no signal is needed for the checkpoint."""
+        if self.state != "running":
+            return
+        self.stop()
+        deadline = time.monotonic() + (GRACE_SECONDS if grace is None else grace)
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.proc.poll() is not None and self.proc.returncode == STOPPED_EXIT_CODE:
+            self.poll()  # ended cleanly: "stopped", the checkpoint kept
+            return
+        super().cancel()
+
     def stop(self) -> None:
         """Ask the run to stop after its current step (it writes a checkpoint, then exits)."""
         if self.state == "running":
@@ -586,6 +661,14 @@ class TrainingJob(L.ProcessJob):
         self.state, self.error, self._stopRequested = "running", None, False
         self._launch(self.command, cwd=self.runDir)
         self.progress(0.95 * (self.step / self.steps if self.steps else 0.0), f"resuming from step {self.step}")
+
+
+GROUP_TITLES = {"phantoms": "synthetic test scans", "cases": "your held-out scans", "data": "your held-out scans"}
+
+
+def groupTitle(group: str) -> str:
+    """The plot's name of a held-out group of ``mmseg finetune`` ("phantoms" -> "synthetic test scans")."""
+    return GROUP_TITLES.get(group, f"held-out {group}")
 
 
 def trainingFolder() -> Path:
@@ -636,6 +719,23 @@ def startTraining(logic: L.MultiModalSegLogic, pairs: list[TrainingPair], settin
 COMMAND_FILE = "command.json"  # in a training folder: the command, the new model's name and bundle
 
 
+def resumableTrainings(folder: str | Path | None = None) -> list[tuple[str, Path]]:
+    """(model name, run folder) of every stopped training under ``folder`` (default
+    :func:`trainingFolder`) that has a checkpoint and no finished model, newest first: the panel
+    offers these by name after a restart instead of a folder dialog."""
+    root = Path(folder) if folder is not None else trainingFolder()
+    found = []
+    for command in root.glob(f"*/{COMMAND_FILE}"):
+        try:
+            saved = json.loads(command.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        run = command.parent
+        if not Path(saved.get("bundle", "")).exists() and (run / "run" / "checkpoints" / "last.pt").exists():
+            found.append((command.stat().st_mtime, str(saved.get("name", run.name)), run))
+    return [(name, run) for _, name, run in sorted(found, key=lambda item: -item[0])]
+
+
 def resumeTraining(logic: L.MultiModalSegLogic, runDir: str | Path, progress: L.ProgressCallback | None = None) -> TrainingJob:
     """Resume a stopped training of an earlier session from its folder (the one :func:`startTraining`
     made): the same command again, which continues from the last checkpoint."""
@@ -653,10 +753,8 @@ def resumeTraining(logic: L.MultiModalSegLogic, runDir: str | Path, progress: L.
 
 
 def _manifest_path(logic: L.MultiModalSegLogic) -> Path:
-    L.ensure_library_importable()
-    from MultiModalSegLib.models import default_manifest_path
-
-    return Path(logic.modelsManifest) if logic.modelsManifest else default_manifest_path()
+    """The per-user manifest fine-tuned models go into (never the extension's own)."""
+    return logic.userModelsManifest()
 
 
 FINETUNED_MARK = "Fine-tuned in 3D Slicer"
@@ -671,8 +769,9 @@ def _check_new_name(logic: L.MultiModalSegLogic, name: str) -> None:
 
 
 def installTrainedModel(logic: L.MultiModalSegLogic, bundle: str | Path, name: str) -> dict:
-    """Copy a fine-tuned bundle (.zip) into ``Models/`` beside the Logic's models manifest, add its
-    entry to the manifest and verify it with the model zoo's import; returns name, version, path."""
+    """Copy a fine-tuned bundle (.zip) into the per-user models folder (``Models/`` beside the user
+    manifest, in the models cache), add its entry to that manifest and check that the model zoo lists
+    it as installed; returns name, version, path. Any failure is one ``TrainingError`` sentence."""
     L.ensure_library_importable()
     from MultiModalSegLib.atomic import atomic_path
     from MultiModalSegLib.bundle import bundle_sha256
@@ -685,8 +784,11 @@ def installTrainedModel(logic: L.MultiModalSegLogic, bundle: str | Path, name: s
     version = str(meta.get("version") or "1.0.0")
     rel = f"Models/{name}-{version}.zip"
     target = manifest.parent / rel
-    with atomic_path(target, suffix=".install") as tmp:
-        shutil.copyfile(bundle, tmp)
+    try:
+        with atomic_path(target, suffix=".install") as tmp:
+            shutil.copyfile(bundle, tmp)
+    except OSError as exc:
+        raise TrainingError(f"The new model could not be copied into {manifest.parent} ({exc}); it is kept at {bundle}.") from exc
     training = meta.get("training") or {}
     modalities = meta.get("modalities") or {}
     entry = {
@@ -695,7 +797,7 @@ def installTrainedModel(logic: L.MultiModalSegLogic, bundle: str | Path, name: s
         "description": f"{FINETUNED_MARK} from {meta.get('name', 'a model')} ({training.get('steps', '?')} steps): "
                        + str(meta.get("description", "")),
         "method": str(meta.get("method", "unknown")),
-        "modalities": list(modalities) if isinstance(modalities, dict | list) else [str(modalities)],
+        "modalities": list(modalities) if isinstance(modalities, (dict, list)) else [str(modalities)],
         "labels": [lab["name"] for lab in meta.get("labels", [])],
         "spacing": [float(s) for s in meta.get("spacing", [1.0, 1.0, 1.0])],
         "sha256": bundle_sha256(target),
@@ -709,7 +811,10 @@ def installTrainedModel(logic: L.MultiModalSegLogic, bundle: str | Path, name: s
     }
     try:
         add_to_manifest(entry, manifest)
-        return logic.importModelFile(target)
+        listed = [m for m in logic.listModels() if m["name"] == name and m.get("user")]
+        if not listed or listed[0]["state"] != "installed":
+            raise TrainingError(f"The new model was copied to {target} but is not listed as installed; see the Python console.")
+        return {"name": name, "version": version, "path": str(target)}
     except L.SegmentationError:
         raise
     except Exception as exc:  # BundleError / ConfigError / OSError: one sentence already
