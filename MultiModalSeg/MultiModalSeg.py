@@ -31,7 +31,7 @@ if MODULE_DIR not in sys.path:
     sys.path.insert(0, MODULE_DIR)
 from MultiModalSegModuleLib import compat  # noqa: E402  (Python 3.9-safe: the version check)
 
-QUALITIES = (("normal", "normal"), ("fast (low resolution)", "fast"))
+QUALITIES = (("normal", "normal"), ("fast (no window overlap)", "fast"))
 LOCAL_MODEL_PREFIX = "file: "
 L = T = D = None  # the helper modules, imported by load_helpers() once the version check passed
 
