@@ -353,7 +353,10 @@ class Trainer:
         bar.close()
         bundle = None
         if status == "done":
-            if self.is_main:
+            finished = self.out / "bundle" / "metadata.json"
+            if start_step == cfg.steps and finished.is_file():
+                bundle = self.out / "bundle"  # a finished run rerun: its bundle (and metrics) stay as they are
+            elif self.is_main:
                 bundle = self.export(val, time.time() - t0)
             distributed.barrier()  # the other ranks return once rank 0 has written the bundle
             bundle = bundle or self.out / "bundle"

@@ -1,0 +1,63 @@
+"""Checks of a NIfTI file's header against its contents, done before SimpleITK reads it.
+
+SimpleITK fills the missing part of a truncated NIfTI with zeros and turns a voxel spacing of 0
+into 1 mm, both without a word; these checks refuse such files with one sentence instead.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import zlib
+from pathlib import Path
+
+from .errors import InputError
+
+_CHUNK = 1 << 20
+
+
+def _header(path: Path):
+    import nibabel
+
+    try:
+        return nibabel.load(str(path)).header
+    except Exception as exc:  # nibabel raises many kinds for a damaged header
+        raise InputError(
+            f"{path}: not a readable NIfTI file ({exc.__class__.__name__}: {exc}); export the scan again."
+        ) from exc
+
+
+def _stored_bytes(path: Path) -> int:
+    """Bytes of the (uncompressed) file; a damaged or truncated gzip stream raises InputError."""
+    if not path.name.lower().endswith(".gz"):
+        return path.stat().st_size
+    total = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                total += len(chunk)
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
+        raise InputError(
+            f"{path}: the compressed file is truncated or damaged ({exc}); copy or export the scan again."
+        ) from exc
+    return total
+
+
+def check_nifti_file(path: str | Path) -> None:
+    """Refuse a NIfTI file shorter than its header declares, or whose voxel spacing is 0 or not finite."""
+    path = Path(path)
+    header = _header(path)
+    shape = header.get_data_shape()
+    expected = int(header.get_data_offset()) + math.prod(shape) * header.get_data_dtype().itemsize
+    actual = _stored_bytes(path)
+    if actual < expected:
+        raise InputError(
+            f"{path}: holds {actual} bytes but its header declares {expected} (a truncated or half-copied "
+            "file); copy or export the scan again."
+        )
+    zooms = [float(z) for z in header.get_zooms()[: min(len(shape), 3)]]
+    if any(not math.isfinite(z) or z == 0 for z in zooms):
+        raise InputError(
+            f"{path}: the header gives voxel spacing {tuple(zooms)} mm (pixdim 0 or not finite), so the scan's "
+            "size is unknown; write the true spacing into the header and try again."
+        )
