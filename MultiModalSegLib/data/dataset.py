@@ -41,6 +41,9 @@ class Case:
     label: Path | None = None
     label_remap: dict[int, int] | None = None
     weight: float = 1.0  # relative chance of being drawn by a sampler
+    # True when label_remap only renumbers the dataset's own label table (not a user's remap table):
+    # then a value outside the table is an error rather than background
+    remap_is_table: bool = False
 
     @property
     def labelled(self) -> bool:

@@ -145,7 +145,7 @@ class Trainer:
                 for c in spec.cases(split):
                     if c.modality in self.modalities:
                         remap = _model_remap(c, spec.labels, model_values)
-                        into.append(Case(c.name, c.image, c.modality, c.label, remap, weight))
+                        into.append(Case(c.name, c.image, c.modality, c.label, remap, weight, c.label_remap is None))
         paths = [e["path"] for e in entries]
         for modality, n in self.cfg.few_shot.items():
             modality = get_modality(modality).name
