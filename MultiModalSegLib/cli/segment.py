@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from .inputs import IMAGE_SUFFIXES, CaseInput, case_name, expand_inputs, is_image_file, plan_inputs
 
 __all__ = ["IMAGE_SUFFIXES", "OUTPUT_FORMATS", "case_name", "expand_inputs", "is_image_file", "register", "run"]
@@ -128,11 +128,16 @@ def run(args: argparse.Namespace) -> int:
             if args.progress:
                 print(json.dumps({"case": i, "cases": len(cases), "fraction": round(fraction, 3), "message": message}), flush=True)
 
+        existed = target.exists()
         try:
             seg, written = segmenter.segment_file(
                 case.path, target, args.modality, probabilities=args.probabilities, overwrite=args.overwrite,
                 progress=progress, series=case.series,
             )  # fmt: skip
+        except OutputError:
+            if not existed:  # a case is written whole or not at all: its new segmentation goes too
+                target.unlink(missing_ok=True)
+            raise
         except InputError as exc:
             failures += 1
             print(f"{case.path}: error: {exc}", file=sys.stderr)
