@@ -21,7 +21,7 @@ from pathlib import Path
 from .atomic import write_text_atomic
 from .bundle import Bundle, bundle_sha256, load_bundle
 from .errors import BundleError
-from .models import load_manifest, read_bundle_metadata, resolve_model
+from .models import ModelEntry, load_manifest, read_bundle_metadata, resolve_model
 
 VERIFIED, TRUSTED, UNVERIFIED = "verified", "trusted", "unverified"
 _SHA = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -85,7 +85,7 @@ def bundle_provenance(
     if sha in trusted_hashes(trusted_list):
         return Provenance(TRUSTED, sha, f"sha256 is in the trusted list {trusted_list_path(trusted_list)}")
     metadata = read_bundle_metadata(path)
-    claimed = next((e for e in entries if e.name == metadata.get("name") and e.version == metadata.get("version")), None)
+    claimed = next((e for e in entries if _claims(metadata, e)), None)
     if claimed is not None:
         raise BundleError(
             f"Model bundle {path} claims to be {claimed.name} {claimed.version} but its sha256 {sha} is not the "
@@ -96,6 +96,19 @@ def bundle_provenance(
         f"model bundle {path} is unverified (sha256 {sha} is neither in the models manifest nor in the trusted "
         f"list); check where it came from, then `mmseg models trust {path}` to silence this warning",
     )  # fmt: skip
+
+
+def _claims(metadata: dict, entry: ModelEntry) -> bool:
+    """True if ``metadata`` names ``entry``'s model and version (by the entry's name or its bundle's)."""
+    if metadata.get("version") != entry.version:
+        return False
+    if metadata.get("name") == entry.name:
+        return True
+    try:
+        path = entry.resolve_path()
+        return path.exists() and read_bundle_metadata(path).get("name") == metadata.get("name")
+    except BundleError:
+        return False
 
 
 def load_model(
