@@ -17,11 +17,19 @@ _CHUNK = 1 << 20
 
 
 def _header(path: Path):
+    """The header as stored (nibabel's ``load`` would silently change a spacing of 0 into 1)."""
     import nibabel
 
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        return nibabel.load(str(path)).header
-    except Exception as exc:  # nibabel raises many kinds for a damaged header
+        with opener(path, "rb") as f:
+            raw = f.read(540)
+        for cls in (nibabel.Nifti1Header, nibabel.Nifti2Header):
+            size = cls.template_dtype.itemsize
+            if len(raw) >= size and size in (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big")):
+                return cls(raw[:size], check=False)
+        raise ValueError("no NIfTI-1 or NIfTI-2 header size")
+    except Exception as exc:  # a damaged header or compressed stream: many kinds
         raise InputError(
             f"{path}: not a readable NIfTI file ({exc.__class__.__name__}: {exc}); export the scan again."
         ) from exc
