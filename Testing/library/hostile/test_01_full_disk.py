@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from MultiModalSegLib.bundle import load_bundle, save_bundle
-from MultiModalSegLib.errors import OutputError
+from MultiModalSegLib.errors import MMSegError
 from Testing.library.hostile.helpers import TINY, one_error, run, snapshot, write_scan
 
 
@@ -73,7 +73,7 @@ def test_bundle_written_to_a_full_disk_is_refused_and_the_old_one_kept(tmp_path)
     bundle = load_bundle(TINY)
     target = save_bundle(tmp_path / "model.zip", bundle.metadata, bundle.state_dict)
     before = snapshot(tmp_path)
-    with file_size_limit(4096), pytest.raises(OutputError, match="model.zip"):
+    with file_size_limit(4096), pytest.raises(MMSegError, match="model.zip"):
         save_bundle(target, {**bundle.metadata, "version": "0.2.0"}, bundle.state_dict, overwrite=True)
     assert snapshot(tmp_path) == before
     assert load_bundle(target).metadata["version"] == bundle.metadata["version"]
