@@ -31,7 +31,7 @@ def _header(path: Path):
         raise ValueError("no NIfTI-1 or NIfTI-2 header size")
     except Exception as exc:  # a damaged header or compressed stream: many kinds
         raise InputError(
-            f"{path}: not a readable NIfTI file ({exc.__class__.__name__}: {exc}); export the scan again."
+            f"{path}: not a readable image (NIfTI header: {exc}); give a NIfTI, NRRD, MHA file or a DICOM folder."
         ) from exc
 
 
