@@ -32,7 +32,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = sub.add_parser(
         "models",
         help="list, download, verify, import and export models",
-        description="The models of the models manifest: installed ones and ones downloaded on first use.",
+        description="The models of the models manifest: installed ones and ones downloaded on first use. "
+        "Trust: a manifest name is checked against the manifest's sha256; a bundle given by path is verified when "
+        "its sha256 is the manifest's, trusted when it is in your trusted list (`mmseg models trust PATH`), "
+        "otherwise used with an 'unverified' warning; an altered copy of a manifest model is refused.",
     )
     actions = parser.add_subparsers(dest="models_command", metavar="ACTION")
     p = actions.add_parser("list", parents=[common], help="every model with its state")
