@@ -80,7 +80,6 @@ def _fmt(values: Sequence[float]) -> str:
 # --------------------------------------------------------------------------- reading images
 
 
-
 def read_image(path: str | Path, series: str | None = None) -> Volume:
     """Read one 3D scalar image (NIfTI, NRRD, MHA, or a DICOM series folder) keeping its geometry.
 
