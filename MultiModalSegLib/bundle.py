@@ -14,13 +14,15 @@ import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import jsonschema
 import torch
 
-from .errors import BundleError
+from .atomic import publish_mode, write_error
+from .errors import BundleError, OutputError
 from .labels import LabelInfo
 from .resources import schema_validator
 
@@ -229,7 +231,9 @@ def _check_target(out: Path, overwrite: bool) -> None:
     if not (out.exists() or out.is_symlink()):
         return
     if not overwrite:
-        raise BundleError(f"Model bundle {out} already exists; choose another path or pass overwrite=True.")
+        raise BundleError(
+            f"Model bundle {out} already exists; choose another path or pass --overwrite (overwrite=True) to replace it."
+        )
     if not _is_replaceable(out):
         raise BundleError(f"{out} exists and is not a model bundle; refusing to replace it, choose another path.")
 
@@ -290,11 +294,38 @@ def save_bundle(
         writer = _write_folder
     try:
         writer(tmp, files)
+        _verify_bundle(tmp, files, out)
+        publish_mode(tmp)
         _replace(tmp, out)
+    except OSError as exc:
+        _remove(tmp)
+        raise write_error(out, exc) from exc
     except BaseException:
         _remove(tmp)
         raise
     return out
+
+
+def _verify_bundle(tmp: Path, files: dict[str, Path | bytes], out: Path) -> None:
+    """Read the written bundle back and compare each member with what was meant (a full disk shows here)."""
+    for f in [tmp] if tmp.is_file() else [p for p in tmp.rglob("*") if p.is_file()]:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    try:
+        if tmp.is_file():
+            with zipfile.ZipFile(tmp) as zf:
+                written = {name: zf.read(name) for name in files}
+        else:
+            written = {name: (tmp / name).read_bytes() for name in files}
+    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, OSError) as exc:
+        raise OutputError(f"Model bundle {out}: could not be written completely ({exc}); free disk space and try again.") from exc
+    for name, content in files.items():
+        expected = content if isinstance(content, bytes) else Path(content).read_bytes()
+        if written[name] != expected:
+            raise OutputError(f"Model bundle {out}: {name} differs from what was written; check the disk and try again.")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -329,8 +360,10 @@ def _read_zip_members(path: Path) -> tuple[bytes | None, bytes | None]:
                 return zf.read(prefix + member) if prefix + member in names else None
 
             return read(METADATA_NAME), read(WEIGHTS_NAME)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise BundleError(f"Model bundle {path} is not a readable zip ({exc}); download or rebuild it.") from exc
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise BundleError(
+            f"Model bundle {path} is not a readable zip (damaged: {exc}); download or rebuild it."
+        ) from exc
 
 
 def _read_folder_members(path: Path) -> tuple[bytes | None, bytes | None]:
@@ -391,4 +424,7 @@ def load_bundle(path: str | Path, *, expected_sha256: str | None = None) -> Bund
     metadata = _parse_metadata(meta_raw, path)
     state_dict = _load_weights(weights_raw, metadata, path)
     check_consistency(metadata, source=f"{path}/{METADATA_NAME}")
+    # the network's classes are the labels plus background, whether or not the metadata says so:
+    # a network built with another default would give labels that its weights cannot produce
+    metadata["network"].setdefault("params", {}).setdefault("out_channels", len(metadata["labels"]) + 1)
     return Bundle(path=path, metadata=metadata, state_dict=state_dict)

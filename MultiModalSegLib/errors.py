@@ -19,3 +19,7 @@ class BundleError(MMSegError):
 
 class ConfigError(MMSegError, ValueError):
     """A training configuration or dataset description that is invalid."""
+
+
+class OutputError(MMSegError):
+    """An output that cannot be written: a full disk, a read-only folder, a file in the way."""

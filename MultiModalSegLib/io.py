@@ -10,8 +10,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from .atomic import atomic_path, file_suffix
-from .errors import InputError
+from .dicom import DICOM_MODALITY_TAG, read_dicom_series  # noqa: F401 (DICOM_MODALITY_TAG re-exported)
+from .errors import InputError, OutputError
 from .labels import LabelInfo
+from .nifti import check_nifti_file
 from .terminology import snomed_from_entry, terminology_entry
 
 
@@ -78,22 +80,24 @@ def _fmt(values: Sequence[float]) -> str:
 
 # --------------------------------------------------------------------------- reading images
 
-DICOM_MODALITY_TAG = "0008|0060"
 
-
-def read_image(path: str | Path) -> Volume:
+def read_image(path: str | Path, series: str | None = None) -> Volume:
     """Read one 3D scalar image (NIfTI, NRRD, MHA, or a DICOM series folder) keeping its geometry.
 
-    A DICOM folder yields its first series, with ``modality_tag`` set from tag (0008,0060).
-    Raises ``InputError`` for a missing or unreadable path, a 2D, 4D or multi-component image,
-    and for NaN or infinite voxel values.
+    A DICOM folder must hold one series, or ``series`` names the SeriesInstanceUID to read; its
+    slices must be evenly spaced (a missing or unreadable slice is refused). ``modality_tag`` is
+    set from tag (0008,0060). A NIfTI file must hold the bytes its header declares and a non-zero
+    voxel spacing. Raises ``InputError`` for a missing, truncated or unreadable path, a 2D, 4D or
+    multi-component image, and for NaN or infinite voxel values.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder; check the path.")
     if path.is_dir():
-        image, tag = _read_dicom_series(path)
+        image, tag = read_dicom_series(path, series)
     else:
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            check_nifti_file(path)
         image, tag = _read_file(path), None
     image = _as_3d_scalar(image, path)
     volume = Volume.from_sitk(image, tag)
@@ -122,29 +126,6 @@ def _read_file(path: Path) -> sitk.Image:
 def _first_line(exc: Exception) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else exc.__class__.__name__
-
-
-def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise InputError(
-            f"{folder}: folder holds no DICOM series; give a folder of DICOM slices or an image file."
-        )
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    reader.MetaDataDictionaryArrayUpdateOn()
-    reader.LoadPrivateTagsOn()
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(
-            f"{folder}: DICOM series could not be read ({_first_line(exc)}); check the files."
-        ) from exc
-    tag = None
-    if reader.HasMetaDataKey(0, DICOM_MODALITY_TAG):
-        tag = reader.GetMetaData(0, DICOM_MODALITY_TAG).strip() or None
-    return image, tag
 
 
 def _as_3d_scalar(image: sitk.Image, path: Path) -> sitk.Image:
@@ -237,16 +218,51 @@ def _grids_match(a: Volume, b: Volume, rtol: float = 1e-4) -> bool:
 def _write_atomic(image: sitk.Image, path: Path, *, overwrite: bool, compress: bool = True) -> Path:
     """Write ``image`` to a temporary file beside ``path`` and rename it into place."""
     if path.exists() and not overwrite:
-        raise InputError(f"{path}: file exists; choose another name or pass overwrite=True.")
+        raise InputError(f"{path}: file exists; choose another name or pass --overwrite (overwrite=True) to replace it.")
     return write_image_atomic(image, path, compress)
 
 
 def write_image_atomic(image: sitk.Image, path: str | Path, compress: bool = True) -> Path:
-    """Write any SimpleITK image atomically (the suffix of ``path`` chooses the format)."""
+    """Write any SimpleITK image atomically (the suffix of ``path`` chooses the format).
+
+    SimpleITK's writers report a failed write (a full disk) only on the console, so the temporary
+    file is read back and compared voxel by voxel before it replaces ``path``; a difference raises
+    ``OutputError`` and leaves any existing ``path`` untouched.
+    """
     path = Path(path)
     with atomic_path(path, suffix=file_suffix(path)) as tmp:
         sitk.WriteImage(image, str(tmp), compress)
+        _verify_written(image, tmp, path)
     return path
+
+
+def _verify_written(image: sitk.Image, tmp: Path, path: Path) -> None:
+    """Read ``tmp`` back and check it holds ``image``'s voxels (sizes declared in the header included)."""
+    incomplete = OutputError(
+        f"{path}: the file was not written completely (is the disk full?); free space or choose another "
+        "output folder; nothing was replaced."
+    )
+    try:
+        if tmp.name.lower().endswith((".nii", ".nii.gz")):
+            check_nifti_file(tmp)
+        back = sitk.ReadImage(str(tmp))
+    except (RuntimeError, InputError) as exc:
+        raise incomplete from exc
+    if back.GetSize() != image.GetSize() or back.GetNumberOfComponentsPerPixel() != image.GetNumberOfComponentsPerPixel():
+        raise incomplete
+    if not np.array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(image)):
+        raise incomplete
+
+
+def probabilities_path(output: str | Path) -> Path:
+    """Where the class probabilities of the segmentation ``output`` go: ``<case>_probabilities.nii.gz``
+    beside it, ``<case>`` being ``output``'s name without its format suffix (``patient.1.seg.nrrd`` ->
+    ``patient.1_probabilities.nii.gz``)."""
+    output = Path(output)
+    name = output.name
+    suffix = file_suffix(output)
+    stem = name[: -len(suffix)] if suffix and name.lower().endswith(suffix.lower()) else name
+    return output.with_name(f"{stem}_probabilities.nii.gz")
 
 
 def write_labelmap(volume: Volume, path: str | Path) -> Path:

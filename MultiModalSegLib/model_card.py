@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .bundle import bundle_sha256
 from .model_zoo import INSTALLED, model_status
 from .models import ModelEntry, find_entry, load_manifest, read_bundle_metadata
 
@@ -167,18 +168,30 @@ def render_model_card(metadata: dict | None, entry: ModelEntry | None = None) ->
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _verification(sha: str, entry: ModelEntry | None) -> str:
+    if entry is not None:
+        return f"\n## Verification\n\n- sha256 `{sha}` is the models manifest's {entry.name} {entry.version}: verified\n"
+    return (
+        f"\n## Verification\n\n- **unverified**: sha256 `{sha}` matches no model of the models manifest; "
+        "the facts above come from the bundle's own metadata only\n"
+    )
+
+
 def model_card(
     name_or_path: str | Path, manifest_path: str | Path | None = None, cache_dir: str | Path | None = None
 ) -> str:
-    """Card of a manifest model (installed or not) or of a bundle file/folder given by path."""
+    """Card of a manifest model (installed or not) or of a bundle file/folder given by path.
+
+    A bundle given by path gets the manifest's facts only when its sha256 is the manifest's, and a
+    Verification section saying whether it is."""
     path = Path(name_or_path).expanduser()
     names = {e.name for e in load_manifest(manifest_path)}
     if str(name_or_path) not in names and path.exists():
         metadata = read_bundle_metadata(path)
-        entry = next((e for e in load_manifest(manifest_path) if e.name == metadata.get("name")), None)
-        if entry is not None and entry.version != metadata.get("version"):
-            entry = None  # another version than the manifest's: its manifest facts would not apply
-        return render_model_card(metadata, entry)
+        sha = bundle_sha256(path).lower()
+        # the manifest's facts (source, sha256, timings) apply only to the very file the manifest lists
+        entry = next((e for e in load_manifest(manifest_path) if e.sha256.lower() == sha), None)
+        return render_model_card(metadata, entry) + _verification(sha, entry)
     entry = find_entry(str(name_or_path), manifest_path)
     status = model_status(entry, cache_dir)
     metadata = read_bundle_metadata(status.path) if status.state == INSTALLED else None

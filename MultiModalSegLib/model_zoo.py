@@ -126,7 +126,7 @@ def download_model(
 ) -> Path:
     """Download model ``name`` (or its update) into the cache and return its path.
 
-    Already installed: returns at once. An update is fetched beside the old copy, verified, and
+    Already installed: its sha256 is checked, and a damaged copy is fetched again. An update is fetched beside the old copy, verified, and
     only then replaces it. ``cancel()`` returning True stops it (the partial file is kept to resume).
     """
     entry = find_entry(name, manifest_path)
@@ -137,6 +137,11 @@ def download_model(
                 f"Model '{name}' is shipped with MultiModalSeg as {path}, which is missing; reinstall MultiModalSeg."
             )
         return path
+    target = entry.cache_path(cache_dir)
+    if target.is_file():
+        with FileLock(target):
+            if target.is_file() and bundle_sha256(target).lower() != entry.sha256.lower():
+                target.unlink()  # damaged or altered: fetched again below, verified before it takes the name
     return ensure_downloaded(entry, cache_dir, progress=progress, cancel=cancel, timeout=timeout)
 
 
@@ -207,10 +212,16 @@ def installed_path(name: str, manifest_path: str | Path | None = None, cache_dir
 
 
 def export_model(
-    name: str, dest: str | Path, manifest_path: str | Path | None = None, cache_dir: str | Path | None = None
+    name: str,
+    dest: str | Path,
+    manifest_path: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Copy the installed bundle of ``name`` to ``dest`` (a file, or a folder to put it in) after
-    checking its sha256, e.g. to carry it to an offline computer and ``mmseg models import`` it there."""
+    checking its sha256, e.g. to carry it to an offline computer and ``mmseg models import`` it there.
+    An existing ``dest`` file is refused unless ``overwrite``."""
     entry = find_entry(name, manifest_path)
     source = installed_path(name, manifest_path, cache_dir)
     if source.is_dir():
@@ -223,6 +234,10 @@ def export_model(
     dest = Path(dest).expanduser()
     if dest.is_dir():
         dest = dest / source.name
+    if dest.exists() and not overwrite:
+        raise BundleError(f"{dest} already exists; choose another destination or pass --overwrite to replace it.")
+    if dest.is_dir():
+        raise BundleError(f"{dest} is a folder; give a file name or another folder.")
     with atomic_path(dest, suffix=".export") as tmp:
         shutil.copyfile(source, tmp)
     return dest

@@ -273,19 +273,21 @@ def resolve_model(
     download: bool = True,
     progress: ProgressCallback | None = None,
 ) -> tuple[Path, str | None]:
-    """Bundle path and expected sha256: an existing path as is (sha256 None), else a manifest name; None -> default.
+    """Bundle path and expected sha256: a manifest name first, else an existing path (sha256 None); None -> default.
 
+    A manifest name always means the manifest's model, verified against its sha256: a file or folder
+    of the same name in the working folder cannot stand in for it (write ``./NAME`` to mean the path).
     A ``url`` entry not in the cache yet is downloaded first (``download=False``: raise instead).
     """
     if name_or_path is None:
         entry = default_model(manifest_path)
     else:
-        candidate = Path(name_or_path).expanduser()
-        if candidate.exists():
-            return candidate, None
         entries = load_manifest(manifest_path)
         entry = next((e for e in entries if e.name == name_or_path), None)
         if entry is None:
+            candidate = Path(name_or_path).expanduser()
+            if candidate.exists():
+                return candidate, None
             known = ", ".join(e.name for e in entries) or "none installed"
             raise BundleError(
                 f"Model '{name_or_path}' is neither an existing bundle path nor a known model name (known: {known}); "

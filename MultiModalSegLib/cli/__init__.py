@@ -21,16 +21,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_itk() -> None:
+    """ITK's console warnings (e.g. about DICOM slice spacing) are replaced by the library's own checks."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    _quiet_itk()
     try:
         return int(args.func(args) or 0)
     except MMSegError as exc:
         print(f"mmseg {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file the command could not read or write, not foreseen above: one sentence still
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"mmseg {args.command}: error: {where}{exc.strerror or exc}; check the path and the disk.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"mmseg {args.command}: interrupted", file=sys.stderr)

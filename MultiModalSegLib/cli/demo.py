@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..resources import resources_dir
@@ -14,7 +15,8 @@ SAMPLES = ("abdomen_ct_01", "abdomen_mr_01")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="segment the shipped CT and MR samples and score them (no network needed)")
     p.add_argument("--output", "-o", default="mmseg-demo", help="output folder (default: ./mmseg-demo)")
-    p.add_argument("--model", help="bundle path or manifest name (default: the default model)")
+    p.add_argument("--model", help="bundle path or manifest name (default: the default model); a bundle path whose "
+                   "sha256 is neither the manifest's nor in your trusted list is used with an 'unverified' warning")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=run)
 
@@ -48,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     segmenter = Segmenter(args.model, device=args.device)
     print(f"model: {segmenter.bundle.name} {segmenter.bundle.metadata['version']} ({segmenter.bundle.path}) on {segmenter.device}")
+    if segmenter.provenance.status == "unverified":
+        print(f"mmseg demo: warning: {segmenter.provenance.message}.", file=sys.stderr)
     results = {}
     for case in SAMPLES:
         image, seg, ref, results[case] = score_sample(segmenter, case)

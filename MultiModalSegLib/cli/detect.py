@@ -17,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Print 'path: MODALITY (reason)' for each image: from its DICOM tag or its intensities.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image file or DICOM folder")
+    parser.add_argument("--series", metavar="UID", help="the SeriesInstanceUID to read in DICOM folders holding several")
     parser.set_defaults(func=run)
     return parser
 
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.images:
         try:
-            modality, reason = detect_modality_reason(read_image(path))
+            modality, reason = detect_modality_reason(read_image(path, args.series))
         except InputError as exc:
             print(f"mmseg detect: error: {exc}", file=sys.stderr)
             failed += 1

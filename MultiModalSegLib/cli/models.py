@@ -1,4 +1,10 @@
-"""``mmseg models list | download | verify | remove | import | export | show``: the model zoo."""
+"""``mmseg models list | download | verify | remove | import | export | show | trust``: the model zoo.
+
+Trust: a model named from the manifest is checked against the manifest's sha256. A bundle given by
+path is *verified* when its sha256 is the manifest's, *trusted* when it is in the user's trusted list
+(``mmseg models trust PATH``; ``$MMSEG_TRUSTED_MODELS``, else ``~/.config/multimodalseg/trusted_models.txt``),
+and otherwise loaded with an "unverified" warning; an altered copy of a manifest model is refused.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +32,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = sub.add_parser(
         "models",
         help="list, download, verify, import and export models",
-        description="The models of the models manifest: installed ones and ones downloaded on first use.",
+        description="The models of the models manifest: installed ones and ones downloaded on first use. "
+        "Trust: a manifest name is checked against the manifest's sha256; a bundle given by path is verified when "
+        "its sha256 is the manifest's, trusted when it is in your trusted list (`mmseg models trust PATH`), "
+        "otherwise used with an 'unverified' warning; an altered copy of a manifest model is refused.",
     )
     actions = parser.add_subparsers(dest="models_command", metavar="ACTION")
     p = actions.add_parser("list", parents=[common], help="every model with its state")
@@ -49,10 +58,20 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = actions.add_parser("export", parents=[common], help="copy an installed model's bundle file out")
     p.add_argument("name")
     p.add_argument("file", help="destination file or folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing destination file")
     p.set_defaults(func=run_export)
     p = actions.add_parser("show", parents=[common], help="print a model's card (markdown)")
-    p.add_argument("name", help="model name, or a bundle path")
+    p.add_argument("name", help="model name, or a bundle path (its sha256 says whether it is the manifest's model)")
     p.set_defaults(func=run_show)
+    p = actions.add_parser(
+        "trust", parents=[common], help="add a bundle's sha256 to your trusted list (no 'unverified' warning for it)",
+        description="Add the sha256 of a bundle given by path to your trusted list "
+        "($MMSEG_TRUSTED_MODELS, else ~/.config/multimodalseg/trusted_models.txt). Only do this for a bundle "
+        "whose origin you know: a trusted bundle is loaded by path without a warning.",
+    )  # fmt: skip
+    p.add_argument("path", help="bundle file or folder")
+    p.add_argument("--list", dest="trusted_list", help="the trusted list file (default: see above)")
+    p.set_defaults(func=run_trust)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
     return parser
 
@@ -167,7 +186,7 @@ def run_import(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from ..model_zoo import export_model
 
-    path = export_model(args.name, args.file, args.manifest, args.cache)
+    path = export_model(args.name, args.file, args.manifest, args.cache, overwrite=args.overwrite)
     print(f"{args.name}: written to {path} (install it elsewhere with `mmseg models import {path.name}`)")
     return 0
 
@@ -176,4 +195,12 @@ def run_show(args: argparse.Namespace) -> int:
     from ..model_card import model_card
 
     sys.stdout.write(model_card(args.name, args.manifest, args.cache))
+    return 0
+
+
+def run_trust(args: argparse.Namespace) -> int:
+    from ..trust import trust_bundle
+
+    sha, listed = trust_bundle(args.path, args.trusted_list)
+    print(f"{args.path}: sha256 {sha} is trusted (listed in {listed})")
     return 0

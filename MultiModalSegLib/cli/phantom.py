@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ..atomic import check_output_folder
+from ..errors import OutputError
 
 
 def _count(text: str) -> int:
@@ -15,6 +19,16 @@ def _count(text: str) -> int:
     return value
 
 
+def check_new_folder(out: Path) -> None:
+    """Refuse, before anything is written, a folder that already holds files (a user's data set)."""
+    check_output_folder(out, "--out")
+    if out.is_dir() and any(out.iterdir()):
+        held = ", ".join(sorted(p.name for p in out.iterdir())[:4])
+        raise OutputError(
+            f"--out {out}: folder is not empty (holds {held}); give a new or empty folder, nothing was written."
+        )
+
+
 def register(subparsers) -> None:
     """Add the ``phantom`` sub-command."""
     parser = subparsers.add_parser(
@@ -23,7 +37,7 @@ def register(subparsers) -> None:
         description="Write seeded synthetic unpaired abdominal CT and MR scans with label maps "
         "(imagesTr/, labelsTr/) and a dataset.json describing them.",
     )
-    parser.add_argument("--out", required=True, help="output folder (created if missing)")
+    parser.add_argument("--out", required=True, help="output folder: a new or empty one (created if missing)")
     parser.add_argument("--ct", type=_count, default=2, metavar="N", help="number of CT cases (default 2)")
     parser.add_argument("--mr", type=_count, default=2, metavar="M", help="number of MR cases (default 2)")
     parser.add_argument(
@@ -42,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     """Write the dataset and print where its ``dataset.json`` is."""
     from ..data.phantoms import write_phantom_dataset
 
+    check_new_folder(Path(args.out))
     extra = {"CBCT": args.cbct} if args.cbct else None
     path = write_phantom_dataset(args.out, args.ct, args.mr, seed=args.seed, n_validation=args.validation, extra=extra)
     print(f"phantom dataset: {path}")

@@ -3,6 +3,7 @@ model's spacing, cropped to the body."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,8 +43,21 @@ class PreparedCase:
         return self._by_class
 
 
-def remap_label_array(array: np.ndarray, remap: dict[int, int] | None, valid: Sequence[int], source: str) -> np.ndarray:
-    """Apply a label remap table, or check that the values are valid model labels."""
+def remap_label_array(
+    array: np.ndarray, remap: dict[int, int] | None, valid: Sequence[int], source: str, *, strict: bool = False
+) -> np.ndarray:
+    """Apply a label remap table, or check that the values are valid model labels.
+
+    A user's remap table sends values it does not list to background; with ``strict`` (the remap
+    only renumbers the dataset's label table) a value the table does not list is an error.
+    """
+    if remap is not None and strict:
+        stray = sorted(set(np.unique(array).tolist()) - set(remap) - {0})
+        if stray:
+            raise InputError(
+                f"{source}: label values {stray[:10]} are not in the dataset's label table {sorted(remap)}; "
+                "add them to \"labels\" or give a label_remap."
+            )
     if remap is not None:
         lut = np.zeros(int(max(array.max(), max(remap))) + 1, dtype=np.uint8)
         for src, dst in remap.items():
@@ -63,7 +77,13 @@ def prepare_case(case: Case, spacing: Sequence[float], label_values: Sequence[in
     label = None
     if case.label is not None:
         lab = read_labelmap(case.label, reference=image)
-        lab.array = remap_label_array(lab.array, case.label_remap, label_values, str(case.label))
+        lab.array = remap_label_array(lab.array, case.label_remap, label_values, str(case.label), strict=case.remap_is_table)
+        if not lab.array.any():
+            warnings.warn(
+                f"{case.label}: the label map holds only background (0) after remapping, so case {case.name} "
+                "teaches background only; check the file and its label_remap.",
+                stacklevel=2,
+            )
         label = to_model_space(lab, spacing, is_label=True).array.astype(np.uint8)
     bbox = foreground_bbox(model_image.array, threshold=0.05, margin=4)
     img = crop(model_image.array, bbox).astype(np.float32)

@@ -17,14 +17,13 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..bundle import Bundle, check_output_channels, load_bundle
+from ..bundle import Bundle, check_output_channels
 from ..device import resolve_device
 from ..errors import BundleError, InputError
-from ..io import Volume, read_image, write_image_atomic, write_segmentation
+from ..io import Volume, probabilities_path, read_image, write_image_atomic, write_segmentation
 from ..labels import LabelInfo
 from ..methods import build_inference_network
 from ..modalities import ModalityProfile, detect_modality_reason, get_modality
-from ..models import resolve_model
 from ..preprocessing import (
     crop,
     foreground_bbox,
@@ -33,6 +32,7 @@ from ..preprocessing import (
     to_model_space,
     uncrop,
 )
+from ..trust import Provenance, load_model
 from .sliding_window import predict_logits
 
 Progress = Callable[[float, str], None]
@@ -122,8 +122,9 @@ class Segmenter:
         largest_component: bool = True,
         quality: str = "normal",
     ) -> None:
-        path, sha = resolve_model(None if model is None else str(model))
-        self.bundle: Bundle = load_bundle(path, expected_sha256=sha)
+        self.bundle: Bundle
+        self.provenance: Provenance  # verified / trusted / unverified (see MultiModalSegLib.trust)
+        self.bundle, self.provenance = load_model(model)
         self.device = resolve_device(device)
         self.amp = amp
         meta = self.bundle.metadata
@@ -237,15 +238,18 @@ class Segmenter:
         probabilities: bool = False,
         overwrite: bool = False,
         progress: Progress | None = None,
+        series: str | None = None,
     ) -> tuple[Segmentation, list[Path]]:
         """Segment an image file or DICOM folder and write ``output`` (``.seg.nrrd``, ``.nii.gz``...).
 
         With ``probabilities``, a float ``<output stem>_probabilities.nii.gz`` (channels last) is written too.
+        ``series`` picks the SeriesInstanceUID of a DICOM folder holding several.
         """
         output = Path(output)
-        if output.exists() and not overwrite:
-            raise InputError(f"{output} already exists; pass --overwrite to replace it, or choose another output.")
-        volume = read_image(path)
+        for target in (output, probabilities_path(output)) if probabilities else (output,):
+            if target.exists() and not overwrite:
+                raise InputError(f"{target} already exists; pass --overwrite to replace it, or choose another output.")
+        volume = read_image(path, series)
         seg = self.segment(volume, modality, probabilities=probabilities, progress=progress)
         written = [write_segmentation(seg.labels, output, seg.label_info, overwrite=overwrite)]
         if seg.probabilities is not None:
@@ -257,7 +261,6 @@ def write_probabilities(probs: np.ndarray, reference: Volume, output: Path) -> P
     """Class probabilities as a vector image on the input grid, written atomically."""
     import SimpleITK as sitk
 
-    stem = output.name.split(".")[0]
     image = sitk.GetImageFromArray(np.moveaxis(probs, 0, -1).astype(np.float32), isVector=True)
     reference.copy_geometry_to(image)
-    return write_image_atomic(image, output.with_name(f"{stem}_probabilities.nii.gz"))
+    return write_image_atomic(image, probabilities_path(output))

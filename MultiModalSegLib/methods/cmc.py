@@ -109,7 +109,15 @@ class CMC(Method):
     def _load_encoder(self, path: Path) -> None:
         if not path.is_file():
             raise ConfigError(f"cmc: pretrained_encoder {path} does not exist; give a state dict file or leave it out.")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a pickle with code, a damaged or foreign file: never executed, refused
+            raise ConfigError(
+                f"cmc: pretrained_encoder {path} is not a plain state dict of tensors ({err.__class__.__name__}); "
+                "save one with torch.save(encoder.state_dict(), path)."
+            ) from err
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ConfigError(f"cmc: pretrained_encoder {path} is not a state dict of tensors; save encoder.state_dict().")
         for enc in self.net.encoders.values():
             try:
                 enc.load_state_dict(state)

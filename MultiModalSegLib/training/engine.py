@@ -150,7 +150,8 @@ class Trainer:
                 for c in spec.cases(split):
                     if c.modality in self.modalities and c.name not in excluded:
                         remap = _model_remap(c, spec.labels, model_values)
-                        into.append(Case(c.name, c.image, c.modality, c.label, remap, weight, entry.get("origin", "real")))
+                        into.append(Case(c.name, c.image, c.modality, c.label, remap, weight,
+                                         origin=entry.get("origin", "real"), remap_is_table=c.label_remap is None))
         paths = [e["path"] for e in entries]
         for modality, n in self.cfg.few_shot.items():
             modality = get_modality(modality).name
@@ -383,7 +384,10 @@ class Trainer:
         bar.close()
         bundle = None
         if status == "done":
-            if self.is_main:
+            finished = self.out / "bundle" / "metadata.json"
+            if start_step == cfg.steps and finished.is_file():
+                bundle = self.out / "bundle"  # a finished run rerun: its bundle (and metrics) stay as they are
+            elif self.is_main:
                 bundle = self.export(val, time.time() - t0)
             distributed.barrier()  # the other ranks return once rank 0 has written the bundle
             bundle = bundle or self.out / "bundle"

@@ -431,7 +431,7 @@ def _prepare_heldout(plan: _Plan) -> list[tuple[str, PreparedCase]]:
     for group, spec, cases in plan.heldout:
         for c in cases:
             remap = _model_remap(c, spec.labels, model_values)
-            case = Case(c.name, c.image, c.modality, c.label, remap)
+            case = Case(c.name, c.image, c.modality, c.label, remap, remap_is_table=c.label_remap is None)
             out.append((group, prepare_case(case, spacing, list(model_values.values()))))
     return out
 

@@ -15,8 +15,9 @@ def run(args, capsys):
 
 def test_segments_several_inputs_with_one_model_load(tiny_bundle, tmp_path, capsys):
     code, out, _ = run(["segment", str(REAL_CT), str(REAL_MR), "--model", str(tiny_bundle), "-o", str(tmp_path / "a"), "--format", "nii.gz"], capsys)
-    # both inputs are named image.nii.gz: the second is skipped rather than overwriting the first
-    assert code == 0 and "exists, skipped" in out
+    # both inputs are named image.nii.gz: each output is prefixed by its folder, neither replaces the other
+    assert code == 0 and "skipped" not in out
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["abdomen_ct_01_image.nii.gz", "abdomen_mr_01_image.nii.gz"]
     folder = tmp_path / "in"
     folder.mkdir()
     for name, src in (("ct", REAL_CT), ("mr", REAL_MR)):
