@@ -28,7 +28,9 @@ def status_markdown(records: list[dict], title: str) -> str:
     steps = [r for r in records if r["event"] == "step"]
     vals = [r for r in records if r["event"] == "validation"]
     starts = [r for r in records if r["event"] == "start"]
-    last = steps[-1] if steps else {"step": 0, "steps": starts[-1]["steps"] if starts else 0}
+    planned = starts[-1]["steps"] if starts else 0
+    done = max([r["step"] for r in records if r["event"] in ("step", "checkpoint", "stopped")], default=0)
+    last = {"step": done, "steps": planned}
     lines = [
         f"# {title}",
         "",
