@@ -25,7 +25,6 @@ from MultiModalSegLib.training.progress import read_progress  # noqa: E402
 
 
 def status_markdown(records: list[dict], title: str) -> str:
-    steps = [r for r in records if r["event"] == "step"]
     vals = [r for r in records if r["event"] == "validation"]
     starts = [r for r in records if r["event"] == "start"]
     planned = starts[-1]["steps"] if starts else 0
