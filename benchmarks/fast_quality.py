@@ -58,8 +58,8 @@ def measure(model: str | None, repeats: int, data: Path = SHARED, scans=SCANS) -
                      for k, v in dice_scores(labels["fast"], labels["normal"], ABDOMEN_LABELS).items()}
         rows.append({
             "scan": name, "size_xyz": list(volume.size),
-            "normal_cpu_s": round(best["normal"][0], 2), "fast_cpu_s": round(best["fast"][0], 2),
-            "normal_wall_s": round(best["normal"][1], 2), "fast_wall_s": round(best["fast"][1], 2),
+            "normal_cpu_s": round(best["normal"][0], 4), "fast_cpu_s": round(best["fast"][0], 4),
+            "normal_wall_s": round(best["normal"][1], 4), "fast_wall_s": round(best["fast"][1], 4),
             "ratio_cpu": round(best["fast"][0] / best["normal"][0], 3),
             "ratio_wall": round(best["fast"][1] / best["normal"][1], 3),
             "fast_vs_normal_dice": agreement,

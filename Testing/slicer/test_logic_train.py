@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from MultiModalSegModuleLib import segmentation_logic as L  # noqa: E402  (conftest puts the module folder on sys.path)
 from MultiModalSegModuleLib import train_logic as T  # noqa: E402
 
@@ -31,6 +32,7 @@ def tiny_bundle(path: Path) -> Path:
     """The shipped model's metadata with a 4-8 U-Net, 16^3 patches at 8 mm, and untrained weights."""
     meta = dict(load_bundle(SHIPPED).metadata)
     network = {"name": "unet3d", "params": {"features": [4, 8]}}
+    torch.manual_seed(0)  # untrained weights, the same whichever tests ran before (its output is used as a label)
     method = build_method("ummkd", network, ["CT", "MR"], len(LABELS) + 1)
     meta.update(name="tiny-init", version="0.1.0", network=method.network_spec, spacing=[8.0, 8.0, 8.0],
                 patch_size=[16, 16, 16], metrics={}, training={"steps": 0})
