@@ -40,17 +40,23 @@ def tiny_bundle(path: Path) -> Path:
     return save_bundle(path, meta, state)
 
 
+def tiny_manifest(folder: Path) -> Path:
+    """``folder/Models.json`` whose default model is the tiny model, written to ``folder/Models/``."""
+    bundle = tiny_bundle(folder / "Models" / "tiny-init-0.1.0.zip")
+    manifest = folder / "Models.json"
+    add_to_manifest({"name": "tiny-init", "version": "0.1.0", "description": "tiny test model", "method": "ummkd",
+                     "modalities": ["CT", "MR"], "labels": LABELS, "spacing": [8.0, 8.0, 8.0],
+                     "sha256": bundle_sha256(bundle), "file": "Models/tiny-init-0.1.0.zip", "licence": "Apache-2.0",
+                     "default": True}, manifest)
+    return manifest
+
+
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
     """A models manifest holding the tiny model, used by the Logic and (through the environment) by
     the library subprocesses."""
     root = tmp_path_factory.mktemp("zoo")
-    bundle = tiny_bundle(root / "Resources" / "Models" / "tiny-init-0.1.0.zip")
-    manifest = root / "Resources" / "Models.json"
-    add_to_manifest({"name": "tiny-init", "version": "0.1.0", "description": "tiny test model", "method": "ummkd",
-                     "modalities": ["CT", "MR"], "labels": LABELS, "spacing": [8.0, 8.0, 8.0],
-                     "sha256": bundle_sha256(bundle), "file": "Models/tiny-init-0.1.0.zip", "licence": "Apache-2.0",
-                     "default": True}, manifest)
+    manifest = tiny_manifest(root / "Resources")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MMSEG_MODELS_MANIFEST", str(manifest))
         mp.setenv("MMSEG_MODELS_CACHE", str(root / "cache"))

@@ -74,16 +74,9 @@ def test_panel_fits_400_pixels(user_cache):
 @pytest.fixture()
 def tiny_zoo(tmp_path, user_cache):
     """A manifest whose default model is a tiny untrained one: Apply and Train take seconds."""
-    from MultiModalSegLib.bundle import bundle_sha256
-    from MultiModalSegLib.models import add_to_manifest
-    from Testing.slicer.test_logic_train import LABELS, tiny_bundle
+    from Testing.slicer.test_logic_train import tiny_manifest
 
-    bundle = tiny_bundle(tmp_path / "zoo" / "Models" / "tiny-init-0.1.0.zip")
-    manifest = tmp_path / "zoo" / "Models.json"
-    add_to_manifest({"name": "tiny-init", "version": "0.1.0", "description": "tiny test model", "method": "ummkd",
-                     "modalities": ["CT", "MR"], "labels": LABELS, "spacing": [8.0, 8.0, 8.0],
-                     "sha256": bundle_sha256(bundle), "file": "Models/tiny-init-0.1.0.zip", "licence": "Apache-2.0",
-                     "default": True}, manifest)
+    manifest = tiny_manifest(tmp_path / "zoo")
     return {**user_cache, "MMSEG_MODELS_MANIFEST": str(manifest)}
 
 
