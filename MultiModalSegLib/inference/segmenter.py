@@ -50,6 +50,11 @@ class Quality:
     window_scale: int = 1
     overlap: float | None = None  # None: the bundle's
     mode: str | None = None  # None: the bundle's
+    spacing_scale: float = 1.0  # the network runs at the model's spacing times this
+
+    def network_spacing(self, model_spacing: list[float]) -> list[float]:
+        """The voxel size (x, y, z mm) the network runs at for a model trained at ``model_spacing``."""
+        return [float(s) * self.spacing_scale for s in model_spacing]
 
 
 QUALITIES = {"normal": Quality(), "fast": Quality(window_scale=2, overlap=0.0, mode="constant")}
@@ -120,7 +125,7 @@ class Segmenter:
         overlap: float | None = None,
         sw_batch_size: int | None = None,
         largest_component: bool = True,
-        quality: str = "normal",
+        quality: str | Quality = "normal",
     ) -> None:
         self.bundle: Bundle
         self.provenance: Provenance  # verified / trusted / unverified (see MultiModalSegLib.trust)
@@ -129,9 +134,9 @@ class Segmenter:
         self.amp = amp
         meta = self.bundle.metadata
         inference = meta.get("inference", {})
-        if quality not in QUALITIES:
+        if not isinstance(quality, Quality) and quality not in QUALITIES:
             raise InputError(f"unknown quality {quality!r}; choose one of {list(QUALITIES)}.")
-        self.quality = QUALITIES[quality]
+        self.quality = quality if isinstance(quality, Quality) else QUALITIES[quality]
         default_overlap = inference.get("overlap", 0.5) if self.quality.overlap is None else self.quality.overlap
         self.overlap = default_overlap if overlap is None else overlap
         self.sw_batch_size = sw_batch_size or (1 if self.quality.window_scale > 1 else inference.get("sw_batch_size", 2))
@@ -185,7 +190,7 @@ class Segmenter:
         ``modality`` is a resolved name (see :meth:`resolve_modality`).
         """
         normalized = Volume(self.profiles[modality].normalize(volume.array), volume.spacing, volume.origin, volume.direction)
-        model_space = to_model_space(normalized, self.spacing)
+        model_space = to_model_space(normalized, self.quality.network_spacing(self.spacing))
         del normalized
         bbox = foreground_bbox(model_space.array, threshold=0.05, margin=8)
         image = torch.from_numpy(np.ascontiguousarray(crop(model_space.array, bbox), dtype=np.float32))[None, None]

@@ -127,3 +127,19 @@ def test_fast_windows_grow_up_to_the_volume():
     assert window_size(patch, (200, 300, 300), 2) == [80, 80, 80]
     assert window_size(patch, (111, 100, 120), 2) == [64, 112, 128]
     assert window_size(patch, (40, 100, 40), 2) == [48, 112, 64]  # smaller than the patch: the patch
+
+
+def test_a_quality_may_run_the_network_on_a_coarser_grid(tiny_bundle):
+    from MultiModalSegLib.inference import Quality
+
+    image = read_image(REAL_CT)
+    coarse = Segmenter(tiny_bundle, device="cpu", quality=Quality(overlap=0.0, spacing_scale=2.0))
+    plain = Segmenter(tiny_bundle, device="cpu", quality=Quality(overlap=0.0))
+    assert coarse.quality.network_spacing(coarse.spacing) == [12.0, 12.0, 12.0]
+    coarse_grid, _, _ = coarse.network_input(image, "CT")
+    plain_grid, _, _ = plain.network_input(image, "CT")
+    assert coarse_grid.spacing == (12.0, 12.0, 12.0) and plain_grid.spacing == (6.0, 6.0, 6.0)
+    for c, p in zip(coarse_grid.array.shape, plain_grid.array.shape, strict=True):
+        assert abs(c - p / 2) <= 1
+    seg = coarse.segment(image, "CT")
+    assert_same_geometry(seg.labels, image)  # still returned on the input's own grid
