@@ -7,6 +7,7 @@ import importlib.util
 import json
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -81,16 +82,21 @@ def test_claim_lines_and_best_method_follow_from_the_numbers(bench):
         assert f"mean {m:.3f} vs {b:.3f}" in line
         for o in organs:
             assert f"{o} {ours[o]:.3f} vs {base[o]:.3f}" in line
-    crit = {
-        name: np.nanmean([np.nanmean([_organ_mean(run, mod, o) for o in organs]) for mod in ("CT", "MR")])
-        for name, run in runs.items()
-    }
-    top = max(round(v, 3) for v in crit.values())
-    best = [m for m in module.METHOD_ORDER if m in crit and round(crit[m], 3) == top]
+    def overall(run: dict, kind: str) -> float:  # mean of the modality means present (the quick bench's real scan is MR)
+        means = [np.nanmean([_organ_mean(run, mod, o, kind) for o in organs]) for mod in ("CT", "MR")]
+        return float(np.nanmean(means))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the mean of a modality with no real scan is NaN
+        real = {name: overall(run, "real") for name, run in runs.items()}
+        phantom = {name: overall(run, "phantom") for name, run in runs.items()}
+    top = max(round(v, 3) for v in real.values())  # real scans decide
+    best = [m for m in module.METHOD_ORDER if m in real and round(real[m], 3) == top]
     if len(best) == 1:
-        assert f"**Best method by this criterion: `{best[0]}`**" in report
+        assert f"**Best method by this criterion: `{best[0]}`** (mean Dice {top:.3f})." in report
     else:
-        assert f"**No single best method by this criterion: {', '.join(f'`{m}`' for m in best)} tie at {top:.3f}.**" in report
+        winner = max(best, key=lambda m: phantom[m])  # the phantoms break a tie on the real scans
+        assert f"**Best method by this criterion: `{winner}`**: " in report and " tie on the real scans at " in report
 
 
 def test_numbers_come_from_the_run(bench):

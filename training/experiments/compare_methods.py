@@ -60,8 +60,15 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 WORK = REPO / "training" / "runs" / "experiments"
 SAMPLES = REPO / "Resources" / "SampleData"
-REAL_CASES = (("abdomen_ct_01", "CT"), ("abdomen_mr_01", "MR"))
+SHARED = REPO.parent / "shared" / "data"
 ORGANS = [lab.name for lab in ABDOMEN_LABELS]
+# Real scans no bench run trains on: (name, modality, folder, organs scored). The validation CT
+# runs from the neck to L3 and cuts both kidneys off, so only its liver and spleen are scored.
+REAL_CASES = (
+    ("chest_abdomen_ct_02", "CT", SHARED, ("liver", "spleen")),
+    ("abdomen_ct_01", "CT", SAMPLES, tuple(ORGANS)),
+    ("abdomen_mr_01", "MR", SAMPLES, tuple(ORGANS)),
+)
 MODALITIES = ("CT", "MR")
 METHOD_ORDER = ("individual", "joint", "y_shaped", "x_shaped", "ummkd", "csa", "lssc", "mulmodseg", "cmc")
 BASELINE = "individual"
@@ -110,7 +117,7 @@ class Bench:
     threads: int = 1
     scenarios: tuple = tuple(SCENARIOS)
     methods: tuple = METHOD_ORDER
-    real_cases: tuple = tuple(name for name, _ in REAL_CASES)
+    real_cases: tuple = tuple(c[0] for c in REAL_CASES)
 
     def lr_of(self, method: str) -> float:
         return self.lr_by_method.get(method, self.lr)
@@ -190,17 +197,22 @@ def prepare_data(bench: Bench, work: Path) -> tuple[Path, Path, float]:
     return train, test, cpu
 
 
-def test_cases(test_json: Path, real_cases: tuple = tuple(name for name, _ in REAL_CASES)) -> list[dict]:
-    """Held-out phantoms and the real sample scans: name, kind, modality, image, label, remap."""
+def test_cases(test_json: Path, real_cases: tuple = tuple(c[0] for c in REAL_CASES)) -> list[dict]:
+    """Held-out phantoms and the real scans: name, kind, modality, image, label, remap, organs scored."""
     doc = json.loads(test_json.read_text())
     cases = [
         {"name": Path(c["image"]).name.split(".")[0], "kind": "phantom", "modality": c["modality"],
-         "image": str(test_json.parent / c["image"]), "label": str(test_json.parent / c["label"]), "remap": None}
+         "image": str(test_json.parent / c["image"]), "label": str(test_json.parent / c["label"]), "remap": None,
+         "organs": ORGANS}
         for c in doc["training"]
     ]
-    for name, modality in (c for c in REAL_CASES if c[0] in real_cases):
-        cases.append({"name": name, "kind": "real", "modality": modality, "image": str(SAMPLES / name / "image.nii.gz"),
-                      "label": str(SAMPLES / name / "label_totalseg.nii.gz"), "remap": "totalsegmentator"})
+    for name, modality, folder, organs in (c for c in REAL_CASES if c[0] in real_cases):
+        if not (folder / name / "image.nii.gz").is_file():
+            raise InputError(f"{folder / name / 'image.nii.gz'}: real scan {name} not found; put the project's shared data "
+                             "beside the repository (../shared/data) or leave the scan out of the bench's real_cases.")
+        cases.append({"name": name, "kind": "real", "modality": modality, "image": str(folder / name / "image.nii.gz"),
+                      "label": str(folder / name / "label_totalseg.nii.gz"), "remap": "totalsegmentator",
+                      "organs": list(organs)})
     return cases
 
 
@@ -221,9 +233,11 @@ def evaluate_bundle(bundle: Path, cases: list[dict]) -> dict:
         ref = read_labelmap(case["label"], reference=volume)
         ref_array = remap_labels(ref.array, LABEL_REMAPS[case["remap"]]) if case["remap"] else np.asarray(ref.array)
         metrics = evaluate_labels(np.asarray(result.labels.array), ref_array, ABDOMEN_LABELS, ref.spacing)
+        scored = case.get("organs", ORGANS)  # an organ the scan cuts off is not scored (None, skipped in means)
         out[case["name"]] = {
             "kind": case["kind"], "modality": case["modality"],
-            "metrics": {o: {k: (None if math.isnan(v) else v) for k, v in m.items()} for o, m in metrics.items()},
+            "metrics": {o: {k: (None if math.isnan(v) or o not in scored else v) for k, v in m.items()}
+                        for o, m in metrics.items()},
         }
     return out
 
@@ -321,16 +335,23 @@ def claim(runs: dict[str, dict], method: str, modality: str) -> dict:
             "organs": {o: [ours[o], base[o]] for o in ORGANS}}
 
 
-def ranking(runs: dict[str, dict[str, dict]]) -> list[tuple[str, float, dict[str, float]]]:
-    """(method, criterion, per-scenario overall Dice) best first, over the methods finished in every
-    criterion scenario that has runs; criterion = mean over those scenarios of :func:`overall_dice`."""
+def ranking(runs: dict[str, dict[str, dict]]) -> list[tuple[str, float, dict[str, float], float]]:
+    """(method, criterion, per-scenario real Dice, phantom Dice) best first, over the methods finished in
+    every criterion scenario that has runs. Real scans decide: criterion = mean over those scenarios of
+    :func:`overall_dice` on the real scans (none of which any bench run trained on); the held-out
+    phantoms' mean comes second and only breaks ties."""
     scenarios = [s for s in BEST_SCENARIOS if s in runs]
     methods = [m for m in METHOD_ORDER if scenarios and all(m in runs[s] for s in scenarios)]
     rows = []
     for m in methods:
-        per = {s: overall_dice(runs[s][m]) for s in scenarios}
-        rows.append((m, _mean(per.values()), per))
-    return sorted(rows, key=lambda r: -r[1] if not math.isnan(r[1]) else math.inf)
+        per = {s: overall_dice(runs[s][m], "real") for s in scenarios}
+        phantom = _mean(overall_dice(runs[s][m], "phantom") for s in scenarios)
+        rows.append((m, _mean(per.values()), per, phantom))
+
+    def key(row: tuple) -> tuple[float, float]:
+        return tuple(-v if not math.isnan(v) else math.inf for v in (round(row[1], 3), row[3]))
+
+    return sorted(rows, key=key)
 
 
 # ----------------------------------------------------------------------------- report
@@ -393,19 +414,22 @@ def ranking_markdown(rank: list, runs: dict) -> list[str]:
     if not rank:
         return ["No criterion scenario has finished runs yet."]
     lines = [
-        f"Criterion: mean over the scenarios {', '.join(f'`{s}`' for s in BEST_SCENARIOS if s in runs)} of the held-out phantom Dice",
-        "(mean of the CT mean and the MR mean, each a mean over organs and cases), among methods finished in all of them.",
+        f"Criterion: real scans first. Mean over the scenarios {', '.join(f'`{s}`' for s in BEST_SCENARIOS if s in runs)} "
+        "of the Dice on the real scans no run trained on",
+        "(mean of the CT mean and the MR mean, each a mean over organs and scans), among methods finished in all of them;",
+        "the held-out phantoms' mean (same form) is shown second and breaks ties only.",
         "",
-        "| rank | method | criterion | " + " | ".join(f"`{s}`" for s in rank[0][2]) + " |",
-        "|---:|---|---:|" + "---:|" * len(rank[0][2]),
+        "| rank | method | criterion (real) | " + " | ".join(f"`{s}` real" for s in rank[0][2]) + " | phantoms |",
+        "|---:|---|---:|" + "---:|" * len(rank[0][2]) + "---:|",
     ]
-    for i, (m, crit, per) in enumerate(rank, 1):
-        lines.append(f"| {i} | `{m}` | {_f(crit)} | " + " | ".join(_f(v) for v in per.values()) + " |")
-    top = [m for m, crit, _ in rank if _f(crit) == _f(rank[0][1])]
+    for i, (m, crit, per, phantom) in enumerate(rank, 1):
+        lines.append(f"| {i} | `{m}` | {_f(crit)} | " + " | ".join(_f(v) for v in per.values()) + f" | {_f(phantom)} |")
+    top = [m for m, crit, _, _ in rank if _f(crit) == _f(rank[0][1])]
     if len(top) == 1:
         lines += ["", f"**Best method by this criterion: `{top[0]}`** (mean Dice {_f(rank[0][1])})."]
     else:
-        lines += ["", f"**No single best method by this criterion: {', '.join(f'`{m}`' for m in top)} tie at {_f(rank[0][1])}.**"]
+        lines += ["", f"**Best method by this criterion: `{top[0]}`**: {', '.join(f'`{m}`' for m in top)} tie on the real scans "
+                  f"at {_f(rank[0][1])}; the held-out phantoms break the tie ({_f(rank[0][3])})."]
     return lines
 
 
@@ -464,8 +488,10 @@ def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0)
         for s in scenarios if SCENARIOS[s].scarce and BASELINE in runs[s]
     }
     rank = ranking(runs)
+    scored = {n for group in runs.values() for r in group.values() for n, c in r["results"].items() if c["kind"] == "real"}
+    real_names = ", ".join(n for n in (c[0] for c in REAL_CASES) if n in scored) or "none"
     L = [
-        "# Method comparison on the phantom bench",
+        "# Method comparison: real scans first, phantoms second",
         "",
         f"Generated by `{command}` (`training/experiments/compare_methods.py`); every number below is computed",
         "from `summary.json` and `runs/<scenario>/<method>.json` next to this file. Do not edit by hand.",
@@ -477,8 +503,8 @@ def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0)
         "## Set-up, and what this does and does not show",
         "",
         f"- Training data: {bench.n_train} synthetic CT and {bench.n_train} synthetic MR phantoms (unpaired, seed {bench.train_seed}); "
-        f"evaluation: {bench.n_test} held-out phantoms per modality (seed {bench.test_seed}) and the real sample scan(s) "
-        f"{', '.join(bench.real_cases)}.",
+        f"evaluation: {bench.n_test} held-out phantoms per modality (seed {bench.test_seed}) and the real scan(s) "
+        f"{real_names}.",
         f"- Same for every method: {bench.steps} steps, batch {bench.batch_size} per modality, patch {bench.patch_size} at "
         f"{bench.spacing:g} mm, AdamW lr {bench.lr:g} with cosine schedule ({bench.warmup_steps} warm-up steps), seed {bench.seed}, "
         f"augmentation on, {bench.threads} CPU thread(s). Encoder widths {bench.features} for every network "
@@ -488,8 +514,9 @@ def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0)
           for m, p in bench.patch_by_method.items()],
         "- **Tiny networks and few steps**: these models are far from converged (small organs may not be learnt at all);",
         "  one seed was run, so differences of a few Dice points may be noise. **Phantoms are not patients.**",
-        f"- Real scans ({', '.join(bench.real_cases)}): references are TotalSegmentator pseudo-labels (not manual), scored on the scans' own grids",
-        "  through the ordinary `Segmenter`. These runs never saw them (they are training data of the default model, not of these runs).",
+        f"- Real scans ({real_names}): references are TotalSegmentator pseudo-labels (not manual), scored on the scans' own grids",
+        "  through the ordinary `Segmenter`. No run of this bench trained on any of them (`chest_abdomen_ct_02` is the project's",
+        "  validation scan: liver and spleen scored, its kidneys are cut off; the other two train the default model, not these runs).",
         "- Dice and ASSD (mm) per organ per modality: mean over cases; a label absent from prediction and reference is skipped,",
         "  a missed organ scores Dice 0 and no ASSD (`MultiModalSegLib/metrics.py`).",
         "",
@@ -518,7 +545,7 @@ def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0)
         if s in claims:
             L += [f"### Does joint training beat `{BASELINE}` on {sc.scarce}? (held-out phantoms, mean Dice over organs)", ""]
             L += [claim_line(c) for c in claims[s]] + [""]
-        for kind, title in (("phantom", "held-out phantoms"), ("real", "real scans (pseudo-labels)")):
+        for kind, title in (("real", "real scans (pseudo-labels)"), ("phantom", "held-out phantoms")):
             L += [f"### Dice, {title}", "", *_table(runs[s], kind, "dice"), ""]
             L += [f"### ASSD (mm), {title}", "", *_table(runs[s], kind, "assd"), ""]
         plot = out / f"boxplot_{s}.png"
@@ -546,7 +573,8 @@ def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0)
     summary = {
         "bench": asdict(bench), "command": command, "runs_done": done, "runs_expected": expected,
         "cpu_s": round(cpu, 1), "data_cpu_s": round(data_cpu_s, 1),
-        "claims": claims, "ranking": [{"method": m, "criterion": c, "per_scenario": p} for m, c, p in rank],
+        "claims": claims,
+        "ranking": [{"method": m, "criterion": c, "per_scenario": p, "phantom": ph} for m, c, p, ph in rank],
         "dice_means": {
             s: {m: {k: {mod: organ_means(r, k, mod) for mod in MODALITIES} for k in ("phantom", "real")} for m, r in runs[s].items()}
             for s in scenarios
