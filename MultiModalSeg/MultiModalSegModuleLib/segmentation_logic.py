@@ -272,11 +272,14 @@ class SegmentationJob(ProcessJob):
         except json.JSONDecodeError:
             return
         if isinstance(record, dict) and "summary" in record:
-            name = f"volume '{self.volumeNode.GetName()}'"
             self.modality = str(record.get("modality") or self.modality)
-            self.warnings = [str(w).replace(str(self.inputPath), name) for w in record.get("warnings") or []]
-            summary = str(record["summary"]).replace(str(self.inputPath), name)
-            self.summary = " ".join(f"Warning: {w[:1].upper()}{w[1:]}." for w in self.warnings) + (" " if self.warnings else "") + summary
+            self.warnings = [str(w) for w in record.get("warnings") or []]
+            summary = str(record["summary"]).replace(str(self.inputPath), f"volume '{self.volumeNode.GetName()}'")
+            if "volumes_ml" in record:  # a result: said without the temporary file's path
+                volumes = ", ".join(f"{display_name(k)} {float(v):.0f} mL" for k, v in record["volumes_ml"].items())
+                summary = (f"Volume '{self.volumeNode.GetName()}': {self.modality} ({record.get('modality_reason', '')}); "
+                           f"{float(record.get('seconds', 0.0)):.1f} s; {volumes}.")  # fmt: skip
+            self.summary = " ".join([*(f"Warning: {w[:1].upper()}{w[1:]}." for w in self.warnings), summary])
         elif isinstance(record, dict) and "fraction" in record:
             message = str(record.get("message", ""))
             if message.startswith("modality "):
