@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "gpu", "mps")
 DEVICE_HELP = (
-    "auto (a CUDA GPU when there is one, else the CPU), cpu, cuda (or cuda:N for the N-th GPU; gpu means cuda) "
-    "or mps (Apple GPU, macOS; used only when asked for)"
+    "auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N (gpu means cuda), "
+    "or mps: Apple's GPU on macOS, used only when asked for"
 )
 _CUDA_INDEX = re.compile(r"cuda:\d+")
 

@@ -170,10 +170,11 @@ def result_record(index: int, total: int, path: Path, seg, written: list[Path]) 
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..atomic import check_output_folder
     from ..launch import launch_info, shard_index
 
     _check_modality(args.modality)
-    out_dir = Path(args.output)
+    out_dir = check_output_folder(args.output)
     cases = plan_inputs(args.inputs, args.series)
     check_targets(cases, out_dir, args.format, args.probabilities)
     launch = launch_info()

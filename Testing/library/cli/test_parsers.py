@@ -96,6 +96,11 @@ def test_device_help_lists_every_device(name, parser):
                 assert device in action.help, f"{name} --device help does not list {device}"
 
 
+@pytest.mark.parametrize("name, parser", [(" ".join(path), p) for path, p in ALL], ids=lambda v: v if isinstance(v, str) else "")
+def test_every_help_page_renders(name, parser):
+    assert parser.format_help().startswith("usage: ")  # a stray % in a help text would raise here
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
