@@ -1,22 +1,46 @@
-"""Device choice and mixed precision. AMP is used on CUDA only; the CPU always runs float32."""
+"""Device choice and mixed precision. AMP is used on CUDA only; the CPU always runs float32.
+
+PyTorch is imported only by the functions that need it, so :func:`check_device_name` can refuse a
+misspelt ``--device`` before the command line pays for importing it.
+"""
 
 from __future__ import annotations
 
 import contextlib
-
-import torch
+import re
+from typing import TYPE_CHECKING
 
 from .errors import InputError
 
+if TYPE_CHECKING:
+    import torch
+
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "gpu", "mps")
+DEVICE_HELP = (
+    "auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N (gpu means cuda), "
+    "or mps: Apple's GPU on macOS, used only when asked for"
+)
+_CUDA_INDEX = re.compile(r"cuda:\d+")
+
+
+def check_device_name(name: str) -> str:
+    """``name`` if it is a device choice (see :data:`DEVICE_CHOICES`, or ``cuda:N``); checks no hardware."""
+    key = str(name).lower()
+    if key in DEVICE_CHOICES or _CUDA_INDEX.fullmatch(key):
+        return name
+    raise InputError(f"unknown device {name!r}; choose one of {DEVICE_CHOICES} (or cuda:N).")
 
 
 def cuda_available() -> bool:
+    import torch
+
     return torch.cuda.is_available()
 
 
 def mps_available() -> bool:
     """Apple's Metal GPU (macOS on Apple silicon)."""
+    import torch
+
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 
@@ -27,6 +51,8 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 
     Asking for CUDA on a machine without it is an error that says so, rather than a silent CPU run.
     """
+    import torch
+
     if isinstance(name, torch.device):
         return name
     key = str(name).lower()
@@ -53,10 +79,14 @@ def use_amp(device: torch.device, amp: bool = True) -> bool:
 def autocast(device: torch.device, amp: bool = True) -> contextlib.AbstractContextManager:
     """``torch.autocast`` in float16 on CUDA when ``amp``; a no-op context elsewhere."""
     if use_amp(device, amp):
+        import torch
+
         return torch.autocast(device_type="cuda", dtype=torch.float16)
     return contextlib.nullcontext()
 
 
 def grad_scaler(device: torch.device, amp: bool = True) -> torch.amp.GradScaler:
     """A gradient scaler that is active only when AMP is (disabled scalers pass gradients through)."""
+    import torch
+
     return torch.amp.GradScaler("cuda", enabled=use_amp(device, amp))

@@ -141,10 +141,14 @@ def _as_3d_scalar(image: sitk.Image, path: Path) -> sitk.Image:
         size = image.GetSize()
     if image.GetDimension() == 3 and min(size) > 1:
         return image
-    dims = "2D" if image.GetDimension() < 3 or min(size) <= 1 else f"{image.GetDimension()}D"
+    if image.GetDimension() < 3 or min(size) <= 1:
+        raise InputError(
+            f"{path}: is 2D (size {tuple(size)}); MultiModalSeg needs one 3D volume; give the whole scan "
+            "(a DICOM series folder, or a NIfTI/NRRD file holding every slice), not a single slice."
+        )
     raise InputError(
-        f"{path}: is {dims} (size {tuple(size)}); MultiModalSeg needs one 3D volume; give a 3D scan "
-        "(split a 4D series into its 3D volumes)."
+        f"{path}: is {image.GetDimension()}D (size {tuple(size)}); MultiModalSeg needs one 3D volume; "
+        f"split the {image.GetDimension()}D series into its 3D volumes and give one of them."
     )
 
 

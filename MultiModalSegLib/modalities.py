@@ -134,6 +134,9 @@ def get_modality(name: str) -> ModalityProfile:
 
 # DICOM Modality (0008,0060) values -> registered profile names.
 DICOM_MODALITY_MAP = {"CT": "CT", "MR": "MR"}
+# The modalities detection tells apart: a given modality among them can be contradicted by it
+# (a CBCT looks like a CT, so detection says nothing about a given CBCT).
+DETECTABLE_MODALITIES = ("CT", "MR")
 
 # Intensity heuristic thresholds.
 AIR_HU = -500.0

@@ -19,7 +19,6 @@ Choices the issue leaves open, stated here:
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tempfile
 import zipfile
@@ -236,7 +235,8 @@ class SegmentationJob(ProcessJob):
         self.state = "running"
         self.error: str | None = None
         self.segmentationNode = None
-        self.summary = ""
+        self.summary = ""  # the result line; warnings first (see _on_output)
+        self.warnings: list[str] = []
         self.modality = ""
         self.tempDir = Path(tempfile.mkdtemp(prefix="MultiModalSeg-", dir=logic.tempRoot))
         self.inputPath = self.tempDir / "volume.nrrd"
@@ -265,15 +265,22 @@ class SegmentationJob(ProcessJob):
             raise SegmentationError(f"Volume '{self.volumeNode.GetName()}' could not be written to {self.inputPath}; check the disk space.")
 
     def _on_output(self, line: str) -> None:
+        """``--progress`` prints JSON lines only: progress records, then the result record, whose
+        ``warnings`` (a given modality that detection contradicts, every organ empty) lead the summary."""
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            self.summary = line.replace(str(self.inputPath), f"volume '{self.volumeNode.GetName()}'")
-            match = re.search(r": (\w+) \(", line)
-            if match:
-                self.modality = match.group(1)
             return
-        if isinstance(record, dict) and "fraction" in record:
+        if isinstance(record, dict) and "summary" in record:
+            self.modality = str(record.get("modality") or self.modality)
+            self.warnings = [str(w) for w in record.get("warnings") or []]
+            summary = str(record["summary"]).replace(str(self.inputPath), f"volume '{self.volumeNode.GetName()}'")
+            if "volumes_ml" in record:  # a result: said without the temporary file's path
+                volumes = ", ".join(f"{display_name(k)} {float(v):.0f} mL" for k, v in record["volumes_ml"].items())
+                summary = (f"Volume '{self.volumeNode.GetName()}': {self.modality} ({record.get('modality_reason', '')}); "
+                           f"{float(record.get('seconds', 0.0)):.1f} s; {volumes}.")  # fmt: skip
+            self.summary = " ".join([*(f"Warning: {w[:1].upper()}{w[1:]}." for w in self.warnings), summary])
+        elif isinstance(record, dict) and "fraction" in record:
             message = str(record.get("message", ""))
             if message.startswith("modality "):
                 self.modality = message.split()[1]
@@ -318,10 +325,10 @@ class ModelDownloadJob(ProcessJob):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            if line.startswith(f"{self.name}: "):
-                self.path = Path(line[len(self.name) + 2:].strip())
             return
-        if isinstance(record, dict) and "done" in record:
+        if isinstance(record, dict) and record.get("name") == self.name and "path" in record:  # the last line
+            self.path = Path(record["path"])
+        elif isinstance(record, dict) and "done" in record:
             done, total = int(record["done"]), record.get("total")
             text = f"{done / 1e6:.1f} MB" + (f" of {int(total) / 1e6:.1f} MB" if total else "")
             self.progress(float(record.get("fraction") or 0.0), f"downloading {self.name}: {text}")

@@ -6,15 +6,20 @@ import argparse
 import importlib
 import sys
 
+from .. import __version__
 from ..errors import MMSegError
 
 COMMANDS = ("demo", "segment", "train", "finetune", "evaluate", "phantom", "detect", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``mmseg`` parser; building it imports no heavy package (the commands import theirs when run)."""
     parser = argparse.ArgumentParser(
-        prog="mmseg", description="Segment CT and MR with one joint model; train, evaluate and package models."
+        prog="mmseg",
+        description="Segment CT and MR with one joint model; train, evaluate and package models. "
+        "Every command that writes takes --output/-o (--out is an alias); `mmseg COMMAND --help` describes each.",
     )
+    parser.add_argument("--version", action="version", version=f"mmseg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)
@@ -34,8 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    _quiet_itk()
     try:
+        check = getattr(args, "check", None)
+        if check is not None:  # what can be refused before the heavy imports (see e.g. segment.check)
+            check(args)
+        _quiet_itk()
         return int(args.func(args) or 0)
     except MMSegError as exc:
         print(f"mmseg {args.command}: error: {exc}", file=sys.stderr)

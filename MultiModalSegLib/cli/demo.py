@@ -7,17 +7,23 @@ import json
 import sys
 from pathlib import Path
 
-from ..resources import resources_dir
+from .options import DEVICE_HELP, OUTPUT_FLAGS
 
 SAMPLES = ("abdomen_ct_01", "abdomen_mr_01")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="segment the shipped CT and MR samples and score them (no network needed)")
-    p.add_argument("--output", "-o", default="mmseg-demo", help="output folder (default: ./mmseg-demo)")
+    p = sub.add_parser(
+        "demo",
+        help="segment the shipped CT and MR samples and score them (no network needed)",
+        description="Segment the shipped real CT and MR samples with the default model, offline, and score them "
+        "against their reference labels: segmentations (.seg.nrrd), overlays (.png), dice.md and metrics.json.",
+    )
+    p.add_argument(*OUTPUT_FLAGS, dest="output", metavar="FOLDER", default="mmseg-demo",
+                   help="output folder (default: ./mmseg-demo; --out is an alias)")  # fmt: skip
     p.add_argument("--model", help="bundle path or manifest name (default: the default model); a bundle path whose "
                    "sha256 is neither the manifest's nor in your trusted list is used with an 'unverified' warning")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
     p.set_defaults(func=run)
 
 
@@ -30,6 +36,7 @@ def score_sample(segmenter, case: str, modality: str = "auto"):
     from ..io import read_image, read_labelmap
     from ..labels import LABEL_REMAPS
     from ..metrics import evaluate_labels, remap_labels
+    from ..resources import resources_dir
 
     folder = resources_dir() / "SampleData" / case
     image = read_image(folder / "image.nii.gz")

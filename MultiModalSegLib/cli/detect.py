@@ -6,8 +6,6 @@ import argparse
 import sys
 
 from ..errors import InputError
-from ..io import read_image
-from ..modalities import detect_modality_reason
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,13 +15,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Print 'path: MODALITY (reason)' for each image: from its DICOM tag or its intensities.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image file or DICOM folder")
-    parser.add_argument("--series", metavar="UID", help="the SeriesInstanceUID to read in DICOM folders holding several")
+    parser.add_argument("--series", metavar="UID", help="the SeriesInstanceUID to read in DICOM folders holding several (default: a folder's only series)")
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Detect each image's modality; an unreadable image is reported and the others still run."""
+    from ..io import read_image
+    from ..modalities import detect_modality_reason
+
     failed = 0
     for path in args.images:
         try:

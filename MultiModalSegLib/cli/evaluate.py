@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import InputError
 from ..labels import ABDOMEN_LABELS, LABEL_REMAPS, LabelInfo, labels_by_name
+from .options import OUTPUT_FLAGS
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,16 +22,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--pred", required=True, type=Path, help="predicted label map file or folder")
     parser.add_argument("--ref", required=True, type=Path, help="reference label map file or folder")
     parser.add_argument(
-        "--out", type=Path, default=None,
-        help="folder for metrics.csv/json/md (default: the prediction folder; a single file writes only with --out)",
-    )
+        *OUTPUT_FLAGS, dest="out", metavar="FOLDER", type=Path, default=None,
+        help="folder for metrics.csv/json/md (default: the prediction folder; for a single file nothing is written "
+        "unless given; --out is an alias)",
+    )  # fmt: skip
     parser.add_argument(
         "--labels", default=None,
         help="comma-separated label names to score (default: " + ",".join(lab.name for lab in ABDOMEN_LABELS) + ")",
     )
     parser.add_argument(
         "--ref-remap", default=None, choices=sorted(LABEL_REMAPS),
-        help="map the reference's label ids to the model's (e.g. totalsegmentator)",
+        help="map the reference's label ids to the model's, e.g. totalsegmentator (default: none, the ids are the model's)",
     )
     parser.set_defaults(func=run)
     return parser
@@ -55,7 +58,8 @@ def _remap(name: str | None) -> dict[int, int] | None:
     return LABEL_REMAPS[name]
 
 
-def _evaluate(args: argparse.Namespace, labels: list[LabelInfo], remap: dict[int, int] | None) -> dict:
+def _evaluate(args: argparse.Namespace, labels: list[LabelInfo], remap: dict[int, int] | None) -> tuple[dict, Path | None]:
+    """The metrics per case, and the folder they were written to (None: not written)."""
     from .. import metrics
 
     pred, ref = Path(args.pred), Path(args.ref)
@@ -63,20 +67,25 @@ def _evaluate(args: argparse.Namespace, labels: list[LabelInfo], remap: dict[int
         if not path.exists():
             raise InputError(f"{flag} {path}: no such file or folder; check the path.")
     if pred.is_dir() and ref.is_dir():
-        return metrics.evaluate_folders(pred, ref, args.out or pred, labels, remap)
+        out = args.out or pred
+        return metrics.evaluate_folders(pred, ref, out, labels, remap), Path(out)
     if pred.is_file() and ref.is_file():
         results = {metrics.case_name(pred) or pred.name: metrics.evaluate_files(pred, ref, labels, remap)}
         if args.out is not None:
             metrics.write_results(results, args.out)
-        return results
+        return results, args.out
     raise InputError(f"--pred {pred} and --ref {ref} must both be files or both be folders; give matching kinds.")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate, write the metrics files and print the markdown table."""
+    """Evaluate, write the metrics files, print the markdown table (stdout) and where it went (stderr)."""
     from ..metrics import format_markdown_table
 
     labels = parse_labels(args.labels)
-    results = _evaluate(args, labels, _remap(args.ref_remap))
+    results, written = _evaluate(args, labels, _remap(args.ref_remap))
     print(format_markdown_table(results), end="")
+    if written is None:
+        print("metrics not written (one pair of files: give --output FOLDER to write them)", file=sys.stderr)
+    else:
+        print(f"metrics written to {written}: metrics.csv, metrics.json, metrics.md", file=sys.stderr)
     return 0

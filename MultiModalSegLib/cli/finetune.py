@@ -1,7 +1,7 @@
 """``mmseg finetune``: train a model further on new labelled cases and write a new versioned bundle.
 
 ```
-mmseg finetune --init BUNDLE_OR_MODEL_NAME --data DATASET [--data ...] --out NEW_BUNDLE
+mmseg finetune --init BUNDLE_OR_MODEL_NAME --data DATASET [--data ...] --output NEW_BUNDLE
                [--method M] [--few-shot MODALITY=N ...] [--phantoms N] [--heldout-phantoms K]
                [--parent-data auto|no] [--like NEW=EXISTING] [--steps N] [--lr X] [--device D]
                [--norm-stats frozen|train] [--run-dir RUN_DIR] [--restart] [--overwrite] [--quiet]
@@ -23,6 +23,8 @@ import json
 import shlex
 import sys
 from pathlib import Path
+
+from .options import DEVICE_HELP, OUTPUT_FLAGS
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -48,17 +50,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--init", required=True, help="the parent model: a bundle path or a model name from the manifest")
     p.add_argument("--data", required=True, action="append", help="dataset.json (or its folder) with the new cases; repeatable")
-    p.add_argument("--out", required=True, help="the new bundle (a folder, or a .zip file)")
+    p.add_argument(*OUTPUT_FLAGS, dest="out", metavar="BUNDLE", required=True,
+                   help="the new bundle, a folder or a .zip file (--out is an alias)")  # fmt: skip
     p.add_argument("--method", help="training method (default: the parent's; another one only if the parent's weights load into it)")
     p.add_argument("--few-shot", action="append", type=_few_shot, default=[], metavar="MODALITY=N",
-                   help="keep the labels of only N training cases of MODALITY from the data (its replay cases lose theirs)")  # fmt: skip
+                   help="keep the labels of only N training cases of MODALITY from the data (its replay cases lose theirs); repeatable (default: every label kept)")  # fmt: skip
     p.add_argument("--phantoms", type=int, metavar="N", help="training phantoms per modality mixed in (default 4, or 0 "
                    "when the parent's own training data is replayed)")  # fmt: skip
     p.add_argument("--heldout-phantoms", type=int, default=2, metavar="K", help="held-out phantoms per modality scored before/after (default 2)")
     p.add_argument("--parent-data", choices=("auto", "no"), default="auto",
                    help="auto: replay the parent's recorded training datasets when they all exist (default); no: never")  # fmt: skip
     p.add_argument("--like", action="append", type=_pair, default=[], metavar="NEW=EXISTING",
-                   help="a modality the parent lacks starts from this one's parameters (methods with add_modality)")  # fmt: skip
+                   help="a modality the parent lacks starts from this one's parameters (methods with add_modality); repeatable (default: none)")  # fmt: skip
     p.add_argument("--norm-stats", choices=("frozen", "train"), default="frozen",
                    help="frozen: keep the parent's BatchNorm statistics (default; right for a few volumes); train: update them")  # fmt: skip
     p.add_argument("--steps", type=int, default=200, help="optimiser steps (default 200)")
@@ -66,15 +69,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--validate-every", type=int, default=0, metavar="N",
                    help="also score the held-out cases every N steps (validation events in progress.jsonl; default 0: before and after only)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of sampling, few-shot choice and phantoms (default 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's choice)")
+    p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads, 0 for PyTorch's choice (default 0)")
     p.add_argument("--name", help="name of the new model (default: the parent's)")
     p.add_argument(
         "--run-dir", "--run", dest="run",
         help="run folder (default training/runs/finetune-<out name>); under torchrun write --run-dir, which torchrun does not mistake for its --run-path",
     )
     p.add_argument("--restart", action="store_true", help="discard the run folder's checkpoint and start again")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out (never the parent)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --output (never the parent)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

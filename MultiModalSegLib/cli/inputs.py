@@ -14,7 +14,6 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..dicom import choose_series, dicom_files, list_series
 from ..errors import InputError
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -61,6 +60,8 @@ def _images(folder: Path) -> list[Path]:
 
 def _folder_cases(folder: Path) -> list[tuple[Path, str]]:
     """(path, preferred name) of each case of a folder (see the module docstring)."""
+    from ..dicom import dicom_files
+
     images = _images(folder)
     if images:
         return [(p, case_name(p)) for p in images]
@@ -83,9 +84,23 @@ def _folder_cases(folder: Path) -> list[tuple[Path, str]]:
     return cases
 
 
+def _missing(item: Path) -> InputError:
+    return InputError(f"{item}: no such file or folder; check the path.")
+
+
+def check_inputs_exist(inputs: list[str]) -> None:
+    """Refuse a missing input, or a missing entry of a ``.txt`` / ``.csv`` list, before anything heavy
+    is imported (no image is read and no folder listed here)."""
+    for item in map(Path, inputs):
+        if not item.exists():
+            raise _missing(item)
+        if item.is_file() and item.suffix.lower() in (".txt", ".csv"):
+            check_inputs_exist([str(p) for p in _from_list(item)])
+
+
 def _expand_one(item: Path) -> list[tuple[Path, str]]:
     if not item.exists():
-        raise InputError(f"{item}: no such file or folder; check the path.")
+        raise _missing(item)
     if item.is_file() and item.suffix.lower() in (".txt", ".csv"):
         out = []
         for listed in _from_list(item):
@@ -99,6 +114,8 @@ def _expand_one(item: Path) -> list[tuple[Path, str]]:
 def _with_series(path: Path, name: str, series: str | None) -> list[CaseInput]:
     if not path.is_dir():
         return [CaseInput(path, name)]
+    from ..dicom import choose_series, list_series
+
     if series == ALL_SERIES:
         found = list_series(path)
         if len(found) == 1:

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import textwrap
 import time
+from typing import TYPE_CHECKING
 
-from ..download import ProgressCallback
+if TYPE_CHECKING:
+    from ..download import ProgressCallback
 
 
 def _common() -> argparse.ArgumentParser:
@@ -38,29 +42,45 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "otherwise used with an 'unverified' warning; an altered copy of a manifest model is refused.",
     )
     actions = parser.add_subparsers(dest="models_command", metavar="ACTION")
-    p = actions.add_parser("list", parents=[common], help="every model with its state")
+
+    def action(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        return actions.add_parser(name, parents=[common], help=help, description=description)
+
+    p = action("list", "every model with its state",
+               "List every model of the manifest: name, version, state (installed, downloadable, update available, "
+               "missing), size and description; * marks the default model.")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=run_list)
-    p = actions.add_parser("download", parents=[common], help="download a model (or its update) into the cache")
-    p.add_argument("name")
-    p.add_argument("--progress", action="store_true", help="print JSON progress lines on stdout instead of a bar")
+    p = action("download", "download a model (or its update) into the cache",
+               "Download a model of the manifest (or its update) into the cache; the file is installed only once "
+               "its sha256 matches the manifest's, and an interrupted download resumes.")  # fmt: skip
+    p.add_argument("name", help="model name from the manifest")
+    p.add_argument("--progress", action="store_true",
+                   help="stdout carries JSON lines only: progress records, then {\"name\": ..., \"path\": ...} "
+                   "(default: a progress bar on stderr)")  # fmt: skip
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait for the server (default 30)")
     p.set_defaults(func=run_download)
-    p = actions.add_parser("verify", parents=[common], help="check the sha256 of installed models")
+    p = action("verify", "check the sha256 of installed models",
+               "Recompute the sha256 of installed models and compare it with the manifest's; exit 1 on a mismatch.")  # fmt: skip
     p.add_argument("name", nargs="?", help="one model (default: every installed one)")
     p.set_defaults(func=run_verify)
-    p = actions.add_parser("remove", parents=[common], help="delete a downloaded model from the cache")
-    p.add_argument("name")
+    p = action("remove", "delete a downloaded model from the cache",
+               "Delete a downloaded model from the cache (models shipped with the package stay).")  # fmt: skip
+    p.add_argument("name", help="model name from the manifest")
     p.set_defaults(func=run_remove)
-    p = actions.add_parser("import", parents=[common], help="install a bundle file copied by hand (offline)")
-    p.add_argument("file")
+    p = action("import", "install a bundle file copied by hand (offline)",
+               "Install a bundle file copied by hand (no network needed); its sha256 must be a manifest model's.")  # fmt: skip
+    p.add_argument("file", help="the bundle file (.zip)")
     p.set_defaults(func=run_import)
-    p = actions.add_parser("export", parents=[common], help="copy an installed model's bundle file out")
-    p.add_argument("name")
+    p = action("export", "copy an installed model's bundle file out",
+               "Copy an installed model's bundle file out, e.g. to carry it to an offline computer "
+               "(install it there with `mmseg models import FILE`).")  # fmt: skip
+    p.add_argument("name", help="model name from the manifest")
     p.add_argument("file", help="destination file or folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing destination file")
     p.set_defaults(func=run_export)
-    p = actions.add_parser("show", parents=[common], help="print a model's card (markdown)")
+    p = action("show", "print a model's card (markdown)",
+               "Print a model's card (markdown): modalities, labels, training data, metrics, intended use, licence.")  # fmt: skip
     p.add_argument("name", help="model name, or a bundle path (its sha256 says whether it is the manifest's model)")
     p.set_defaults(func=run_show)
     p = actions.add_parser(
@@ -70,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "whose origin you know: a trusted bundle is loaded by path without a warning.",
     )  # fmt: skip
     p.add_argument("path", help="bundle file or folder")
-    p.add_argument("--list", dest="trusted_list", help="the trusted list file (default: see above)")
+    p.add_argument("--list", dest="trusted_list", help="the trusted list file (default: $MMSEG_TRUSTED_MODELS, else ~/.config/multimodalseg/trusted_models.txt)")
     p.set_defaults(func=run_trust)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
     return parser
@@ -133,12 +153,25 @@ def run_list(args: argparse.Namespace) -> int:
     for m in models:
         state = m.state + (f" (have {m.installed_version})" if m.state == "update available" else "")
         name = m.name + (" *" if m.default else "")
-        rows.append((name, m.version, state, _mb(m.size) if m.size else "", m.description[:60]))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+        rows.append((name, m.version, state, _mb(m.size) if m.size else "", m.description))
+    print(format_table(rows, shutil.get_terminal_size().columns))
     print("* default model")
     return 0
+
+
+def format_table(rows: list[tuple[str, ...]], width: int = 100, min_last: int = 30) -> str:
+    """Columns padded to their widest cell; the last column is wrapped at word boundaries to fit
+    ``width`` characters (never narrower than ``min_last``), its continuation lines aligned under it."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    indent = sum(widths) + 2 * len(widths)
+    last = max(width - indent, min_last)
+    lines = []
+    for r in rows:
+        head = "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  "
+        wrapped = textwrap.wrap(r[-1], last, break_long_words=False, break_on_hyphens=False) or [""]
+        lines.append((head + wrapped[0]).rstrip())
+        lines += [" " * indent + part for part in wrapped[1:]]
+    return "\n".join(lines)
 
 
 def run_download(args: argparse.Namespace) -> int:
@@ -146,7 +179,7 @@ def run_download(args: argparse.Namespace) -> int:
 
     progress = json_progress() if args.progress else progress_bar()
     path = download_model(args.name, args.manifest, args.cache, progress=progress, timeout=args.timeout)
-    print(f"{args.name}: {path}")
+    print(json.dumps({"name": args.name, "path": str(path)}) if args.progress else f"{args.name}: {path}")
     return 0
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..atomic import check_output_folder
 from ..errors import OutputError
+from .options import OUTPUT_FLAGS
 
 
 def _count(text: str) -> int:
@@ -21,11 +22,11 @@ def _count(text: str) -> int:
 
 def check_new_folder(out: Path) -> None:
     """Refuse, before anything is written, a folder that already holds files (a user's data set)."""
-    check_output_folder(out, "--out")
+    check_output_folder(out, "--output")
     if out.is_dir() and any(out.iterdir()):
         held = ", ".join(sorted(p.name for p in out.iterdir())[:4])
         raise OutputError(
-            f"--out {out}: folder is not empty (holds {held}); give a new or empty folder, nothing was written."
+            f"--output {out}: folder is not empty (holds {held}); give a new or empty folder, nothing was written."
         )
 
 
@@ -37,7 +38,8 @@ def register(subparsers) -> None:
         description="Write seeded synthetic unpaired abdominal CT and MR scans with label maps "
         "(imagesTr/, labelsTr/) and a dataset.json describing them.",
     )
-    parser.add_argument("--out", required=True, help="output folder: a new or empty one (created if missing)")
+    parser.add_argument(*OUTPUT_FLAGS, dest="out", metavar="FOLDER", required=True,
+                        help="output folder: a new or empty one, created if missing (--out is an alias)")  # fmt: skip
     parser.add_argument("--ct", type=_count, default=2, metavar="N", help="number of CT cases (default 2)")
     parser.add_argument("--mr", type=_count, default=2, metavar="M", help="number of MR cases (default 2)")
     parser.add_argument(

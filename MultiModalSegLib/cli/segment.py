@@ -1,9 +1,11 @@
 """``mmseg segment INPUT...``: segment images with one model load.
 
 Everything that can be refused is refused before the model loads and before anything is written:
-an unknown ``--modality``, an output path that is a file or not writable, an ambiguous DICOM folder,
-an output that would replace an input. Outputs get one name per input (see :mod:`.inputs`); the
-output folder is created only when the first result is written.
+a missing input, a misspelt ``--device`` and an output path that is a file or not writable before
+anything heavy is imported (:func:`check`); then an unknown ``--modality``, an ambiguous DICOM
+folder, an output that would replace an input. Existing outputs are skipped before the model loads.
+Outputs get one name per input (see :mod:`.inputs`); the output folder is created only when the
+first result is written.
 """
 
 from __future__ import annotations
@@ -13,8 +15,18 @@ import json
 import sys
 from pathlib import Path
 
+from ..device import check_device_name
 from ..errors import InputError, OutputError
-from .inputs import IMAGE_SUFFIXES, CaseInput, case_name, expand_inputs, is_image_file, plan_inputs
+from .inputs import (
+    IMAGE_SUFFIXES,
+    CaseInput,
+    case_name,
+    check_inputs_exist,
+    expand_inputs,
+    is_image_file,
+    plan_inputs,
+)
+from .options import DEVICE_HELP, OUTPUT_FLAGS
 
 __all__ = ["IMAGE_SUFFIXES", "OUTPUT_FORMATS", "case_name", "expand_inputs", "is_image_file", "register", "run"]
 
@@ -29,20 +41,41 @@ TRUST_HELP = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("segment", help="segment CT or MR images with a joint model")
-    p.add_argument("inputs", nargs="+", help="image files, DICOM folders, folders of images or of case folders, or .txt/.csv lists")
-    p.add_argument("--output", "-o", required=True, help="output folder (created when the first result is written)")
-    p.add_argument("--modality", default="auto", help="CT, MR, ... or auto (DICOM tag, else intensities)")
+    p = sub.add_parser(
+        "segment",
+        help="segment CT or MR images with a joint model",
+        description="Segment image files, DICOM folders, folders of them or .txt/.csv lists with one model load. "
+        "Each input gets one output in the output folder; existing outputs are skipped before the model loads. "
+        "A result in which every organ is empty, or a given --modality that detection contradicts, is reported on "
+        "stderr and in the summary line. Exit code: 0 when every input was segmented or skipped, 1 when one failed.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, DICOM folders, folders of images or of case folders, or .txt/.csv lists")  # fmt: skip
+    p.add_argument(*OUTPUT_FLAGS, dest="output", metavar="FOLDER", required=True,
+                   help="output folder, created when the first result is written (--out is an alias)")  # fmt: skip
+    p.add_argument("--modality", default="auto",
+                   help="CT, MR, ... or auto: the DICOM tag, else the intensities (default: auto); a given CT or MR "
+                   "that detection contradicts is reported")  # fmt: skip
     p.add_argument("--model", help=TRUST_HELP)
-    p.add_argument("--series", metavar="UID", help="the SeriesInstanceUID to segment in DICOM folders holding several, or 'all' for one output per series")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--quality", default="normal", choices=("normal", "fast"))
-    p.add_argument("--format", default="seg.nrrd", choices=OUTPUT_FORMATS, help="output file format")
-    p.add_argument("--probabilities", action="store_true", help="also write class probabilities")
-    p.add_argument("--no-largest-component", action="store_true", help="keep every connected piece of each organ")
+    p.add_argument("--series", metavar="UID",
+                   help="the SeriesInstanceUID to segment in DICOM folders holding several, or 'all' for one output per "
+                   "series (default: a folder's only series; a folder holding several is refused)")  # fmt: skip
+    p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
+    p.add_argument("--quality", default="normal", choices=("normal", "fast"),
+                   help="normal: overlapping windows blended with Gaussian weights; fast: larger windows side by side, "
+                   "each voxel computed about once (default: normal)")  # fmt: skip
+    p.add_argument("--format", default="seg.nrrd", choices=OUTPUT_FORMATS, help="output file format (default: seg.nrrd)")
+    p.add_argument("--probabilities", action="store_true", help="also write class probabilities (default: off)")
+    p.add_argument("--no-largest-component", action="store_true",
+                   help="keep every connected piece of each organ (default: only each organ's largest piece)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them); never an input")
-    p.add_argument("--progress", action="store_true", help="print JSON progress lines on stdout")
-    p.set_defaults(func=run)
+    p.add_argument("--strict", action="store_true",
+                   help="a result in which every organ is empty is a failure: nothing is written for it and the exit "
+                   "code is 1 (default: written, with a warning)")  # fmt: skip
+    p.add_argument("--progress", action="store_true",
+                   help="stdout carries JSON lines only: progress records ({\"fraction\": ...}), then one record per "
+                   "input ({\"summary\": ...}) (default: off, human-readable lines)")  # fmt: skip
+    p.set_defaults(func=run, check=check)
 
 
 def _targets(case: CaseInput, out_dir: Path, fmt: str, probabilities: bool) -> list[Path]:
@@ -92,24 +125,84 @@ def _check_model_modality(segmenter, name: str) -> None:
         )
 
 
+def check(args: argparse.Namespace) -> None:
+    """What is refused before anything heavy (SimpleITK, PyTorch, MONAI) is imported: a misspelt
+    ``--device``, an output folder that cannot be written, a missing input."""
+    from ..atomic import check_output_folder
+
+    check_device_name(args.device)
+    check_output_folder(args.output)
+    check_inputs_exist(args.inputs)
+
+
+def _emit(args: argparse.Namespace, line: str, record: dict) -> None:
+    """One stdout line: ``line``, or under ``--progress`` the JSON ``record`` carrying it as ``summary``."""
+    print(json.dumps({**record, "summary": line}) if args.progress else line, flush=True)
+
+
+def naming_once(path: Path, message: str) -> str:
+    """``message`` prefixed by ``path`` unless it names it already (an error names its file once)."""
+    return message if str(path) in message else f"{path}: {message}"
+
+
+def summary_line(path: Path, seg, written: list[Path]) -> str:
+    """``INPUT: MODALITY (why); seconds; organ volumes -> outputs``, then any warning in a few words."""
+    vols = ", ".join(f"{k} {v:.0f} mL" for k, v in seg.volumes_ml().items())
+    line = f"{path}: {seg.modality} ({seg.modality_reason}); {seg.seconds:.1f} s; {vols} -> {', '.join(map(str, written))}"
+    flags = []
+    if seg.modality_disagrees:
+        flags.append(f"the image looks like {seg.detected_modality}")
+    if seg.all_empty:
+        flags.append("no organ found (every label is empty)")
+    return line + (f"; warning: {'; '.join(flags)}" if flags else "")
+
+
+def result_record(index: int, total: int, path: Path, seg, written: list[Path]) -> dict:
+    """The ``--progress`` record of one segmented input (the facts of :class:`..inference.Segmentation`)."""
+    return {
+        "case": index, "cases": total, "input": str(path), "outputs": [str(w) for w in written],
+        "modality": seg.modality, "modality_reason": seg.modality_reason,
+        "detected_modality": seg.detected_modality, "detected_reason": seg.detected_reason,
+        "modality_disagrees": seg.modality_disagrees, "all_empty": seg.all_empty,
+        "seconds": round(seg.seconds, 3), "volumes_ml": {k: round(v, 3) for k, v in seg.volumes_ml().items()},
+        "warnings": seg.warnings(),
+    }  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     from ..atomic import check_output_folder
-    from ..device import resolve_device
-    from ..inference import Segmenter
-    from ..training.distributed import launch_info, shard_index, worker_device
-    from ..trust import UNVERIFIED
+    from ..launch import launch_info, shard_index
 
     _check_modality(args.modality)
     out_dir = check_output_folder(args.output)
     cases = plan_inputs(args.inputs, args.series)
     check_targets(cases, out_dir, args.format, args.probabilities)
-    device = args.device
     launch = launch_info()
     if launch is not None:  # under torchrun each rank segments cases rank::world, on its own GPU; no communication
         total = len(cases)
         cases = [cases[i] for i in shard_index(total, launch.rank, launch.world_size)]
-        device = str(worker_device(resolve_device(args.device)))
         print(f"rank {launch.rank} of {launch.world_size}: {len(cases)} of {total} inputs", file=sys.stderr)
+    todo = []
+    for i, case in enumerate(cases):
+        target = _targets(case, out_dir, args.format, False)[0]
+        if target.exists() and not args.overwrite:
+            _emit(args, f"{case.path}: {target} exists, skipped (--overwrite replaces it)",
+                  {"case": i, "cases": len(cases), "input": str(case.path), "skipped": str(target)})  # fmt: skip
+        else:
+            todo.append((i, case, target))
+    if not todo:  # every output exists: no model is loaded
+        return 0
+    return _segment(args, todo, len(cases), launched=launch is not None)
+
+
+def _segment(args: argparse.Namespace, todo: list[tuple[int, CaseInput, Path]], total: int, launched: bool) -> int:
+    """Load the model once and segment the inputs still to do; 1 when one of them failed."""
+    from ..device import resolve_device
+    from ..inference import Segmenter
+    from ..launch import worker_device
+    from ..trust import UNVERIFIED
+
+    device = str(worker_device(resolve_device(args.device))) if launched else args.device
     segmenter = Segmenter(
         args.model, device=device, quality=args.quality, largest_component=not args.no_largest_component
     )
@@ -118,21 +211,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"mmseg segment: warning: {segmenter.provenance.message}.", file=sys.stderr)
     _check_model_modality(segmenter, args.modality)
     failures = 0
-    for i, case in enumerate(cases):
-        target = _targets(case, out_dir, args.format, False)[0]
-        if target.exists() and not args.overwrite:
-            print(f"{case.path}: {target} exists, skipped (--overwrite replaces it)")
-            continue
+    for i, case, target in todo:
 
         def progress(fraction: float, message: str, i: int = i) -> None:
             if args.progress:
-                print(json.dumps({"case": i, "cases": len(cases), "fraction": round(fraction, 3), "message": message}), flush=True)
+                print(json.dumps({"case": i, "cases": total, "fraction": round(fraction, 3), "message": message}), flush=True)
 
         existed = target.exists()
         try:
             seg, written = segmenter.segment_file(
                 case.path, target, args.modality, probabilities=args.probabilities, overwrite=args.overwrite,
-                progress=progress, series=case.series,
+                progress=progress, series=case.series, refuse_empty=args.strict,
             )  # fmt: skip
         except OutputError:
             if not existed:  # a case is written whole or not at all: its new segmentation goes too
@@ -140,10 +229,14 @@ def run(args: argparse.Namespace) -> int:
             raise
         except InputError as exc:
             failures += 1
-            print(f"{case.path}: error: {exc}", file=sys.stderr)
+            message = naming_once(case.path, str(exc))
+            print(f"mmseg segment: error: {message}", file=sys.stderr)
+            if args.progress:
+                _emit(args, f"{message} (failed)", {"case": i, "cases": total, "input": str(case.path), "error": message})
             continue
-        vols = ", ".join(f"{k} {v:.0f} mL" for k, v in seg.volumes_ml().items())
-        print(f"{case.path}: {seg.modality} ({seg.modality_reason}); {seg.seconds:.1f} s; {vols} -> {', '.join(map(str, written))}")
+        for warning in seg.warnings():
+            print(f"mmseg segment: warning: {case.path}: {warning}.", file=sys.stderr)
+        _emit(args, summary_line(case.path, seg, written), result_record(i, total, case.path, seg, written))
     if failures:
-        print(f"{failures} of {len(cases)} inputs failed", file=sys.stderr)
+        print(f"{failures} of {len(todo)} inputs failed", file=sys.stderr)
     return 1 if failures else 0

@@ -6,15 +6,23 @@ import argparse
 import json
 from pathlib import Path
 
+from .options import DEVICE_HELP, OUTPUT_FLAGS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model from a JSON config (resumes an interrupted run)")
+    p = sub.add_parser(
+        "train", help="train a model from a JSON config (resumes an interrupted run)",
+        description="Train a model from a JSON config into a run folder (checkpoints, progress.jsonl, the finished "
+        "bundle); rerunning the same command resumes an interrupted run from its last checkpoint.",
+    )  # fmt: skip
     p.add_argument("--config", required=True, help="training config (see training/configs/)")
-    p.add_argument("--out", help="run folder (default: training/runs/<config name>)")
-    p.add_argument("--steps", type=int, help="override the number of steps")
-    p.add_argument("--device", help="auto, cpu or cuda (overrides the config)")
+    p.add_argument(*OUTPUT_FLAGS, dest="out", metavar="FOLDER",
+                   help="run folder (default: training/runs/<config name>; --out is an alias)")  # fmt: skip
+    p.add_argument("--steps", type=int, help="number of optimiser steps (default: the config's)")
+    p.add_argument("--device", help=f"{DEVICE_HELP} (default: the config's)")
     p.add_argument("--restart", action="store_true", help="discard the run folder's checkpoint and start again")
-    p.add_argument("--bundle", help="also copy the finished bundle here (.zip for a zip file); an existing one is refused")
+    p.add_argument("--bundle", help="also copy the finished bundle here, .zip for a zip file (default: only the run folder's bundle); "
+                   "an existing one is refused")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --bundle")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -22,8 +22,7 @@ from ..device import resolve_device
 from ..errors import BundleError, InputError
 from ..io import Volume, probabilities_path, read_image, write_image_atomic, write_segmentation
 from ..labels import LabelInfo
-from ..methods import build_inference_network
-from ..modalities import ModalityProfile, detect_modality_reason, get_modality
+from ..modalities import DETECTABLE_MODALITIES, ModalityProfile, detect_modality_reason, get_modality
 from ..preprocessing import (
     crop,
     foreground_bbox,
@@ -36,7 +35,6 @@ from ..trust import Provenance, load_model
 from .sliding_window import predict_logits
 
 Progress = Callable[[float, str], None]
-
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,13 @@ def window_size(patch_size: list[int], shape: tuple[int, ...], scale: int) -> li
 
 @dataclass
 class Segmentation:
-    """A result on the input grid: ``labels`` (uint8 Volume), their names/colours, the modality used."""
+    """A result on the input grid: ``labels`` (uint8 Volume), their names/colours, the modality used.
+
+    ``detected_modality`` / ``detected_reason``: what detection (DICOM tag, else intensities) says of
+    the image; ``None`` when the modality was given and detection cannot judge it (see
+    :data:`..modalities.DETECTABLE_MODALITIES`). :attr:`modality_disagrees` and :attr:`all_empty`
+    are the two facts a user must not miss; :meth:`warnings` says them in sentences.
+    """
 
     labels: Volume
     label_info: list[LabelInfo]
@@ -84,11 +88,40 @@ class Segmentation:
     modality_reason: str
     probabilities: np.ndarray | None
     seconds: float
+    detected_modality: str | None = None
+    detected_reason: str = ""
 
     def volumes_ml(self) -> dict[str, float]:
         voxel_ml = float(np.prod(self.labels.spacing)) / 1000.0
         counts = np.bincount(self.labels.array.ravel(), minlength=max(lab.value for lab in self.label_info) + 1)
         return {lab.name: float(counts[lab.value] * voxel_ml) for lab in self.label_info}
+
+    @property
+    def all_empty(self) -> bool:
+        """True when not one voxel carries an organ's label."""
+        return not np.isin(self.labels.array, [lab.value for lab in self.label_info]).any()
+
+    @property
+    def modality_disagrees(self) -> bool:
+        """True when the modality used is not the one detection finds (a given ``--modality``)."""
+        return self.detected_modality is not None and self.detected_modality != self.modality
+
+    def warnings(self) -> list[str]:
+        """One sentence per fact the user must not miss: a given modality that detection contradicts,
+        a result in which every organ is empty."""
+        out = []
+        if self.modality_disagrees:
+            out.append(
+                f"the modality was given as {self.modality} but the image looks like {self.detected_modality} "
+                f"({self.detected_reason}); if the result is empty or wrong, segment again with modality "
+                f"{self.detected_modality} or auto"
+            )
+        if self.all_empty:
+            cause = "the modality is the likely cause" if self.modality_disagrees else (
+                f"check that the image is a {self.modality} scan of the region the model was trained on"
+            )
+            out.append(f"no organ was found: every label ({', '.join(lab.name for lab in self.label_info)}) is empty; {cause}")
+        return out
 
 
 def keep_largest_component(labels: np.ndarray, values: list[int]) -> np.ndarray:
@@ -149,6 +182,8 @@ class Segmenter:
         self.net = self._network()
 
     def _network(self) -> torch.nn.Module:
+        from ..networks.exported import build_inference_network  # MONAI's blocks: imported when a model loads
+
         net = build_inference_network(self.bundle.metadata)
         try:
             net.load_state_dict(self.bundle.state_dict, strict=True)
@@ -203,6 +238,9 @@ class Segmenter:
         t0 = time.perf_counter()
         report = progress or (lambda f, m: None)
         name, reason = self.resolve_modality(volume, modality)
+        detected: tuple[str | None, str] = (name, reason) if modality.lower() == "auto" else (None, "")
+        if detected[0] is None and name in DETECTABLE_MODALITIES:
+            detected = detect_modality_reason(volume)
         report(0.02, f"modality {name} ({reason})")
         model_space, bbox, image = self.network_input(volume, name)
         report(0.1, "running the network")
@@ -232,7 +270,7 @@ class Segmenter:
             full[(slice(None), *bbox)] = p
             probs = probabilities_to_input_grid(full, model_space, volume)
         report(1.0, "done")
-        return Segmentation(result, self.label_info, name, reason, probs, time.perf_counter() - t0)
+        return Segmentation(result, self.label_info, name, reason, probs, time.perf_counter() - t0, *detected)
 
     def segment_file(
         self,
@@ -244,11 +282,13 @@ class Segmenter:
         overwrite: bool = False,
         progress: Progress | None = None,
         series: str | None = None,
+        refuse_empty: bool = False,
     ) -> tuple[Segmentation, list[Path]]:
         """Segment an image file or DICOM folder and write ``output`` (``.seg.nrrd``, ``.nii.gz``...).
 
         With ``probabilities``, a float ``<output stem>_probabilities.nii.gz`` (channels last) is written too.
-        ``series`` picks the SeriesInstanceUID of a DICOM folder holding several.
+        ``series`` picks the SeriesInstanceUID of a DICOM folder holding several. With ``refuse_empty``,
+        a result in which every organ is empty raises ``InputError`` and nothing is written.
         """
         output = Path(output)
         for target in (output, probabilities_path(output)) if probabilities else (output,):
@@ -256,6 +296,8 @@ class Segmenter:
                 raise InputError(f"{target} already exists; pass --overwrite to replace it, or choose another output.")
         volume = read_image(path, series)
         seg = self.segment(volume, modality, probabilities=probabilities, progress=progress)
+        if refuse_empty and seg.all_empty:
+            raise InputError(f"{path}: {'; '.join(seg.warnings())}; nothing was written.")
         written = [write_segmentation(seg.labels, output, seg.label_info, overwrite=overwrite)]
         if seg.probabilities is not None:
             written.append(write_probabilities(seg.probabilities, volume, output))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from monai.inferers import sliding_window_inference
 from torch import nn
 
 from ..device import autocast
@@ -29,6 +28,9 @@ def predict_logits(
     The image may stay on the CPU while the network runs on ``device``: MONAI moves each window
     (``sw_device``) and accumulates on the image's device, so large volumes do not need GPU memory.
     """
+    # imported here: importing any part of MONAI loads all of it, so only a volume that runs pays for it
+    from monai.inferers import sliding_window_inference
+
     device = device or next(net.parameters()).device
     if progress is not None:
         windows = _count_windows(image.shape[2:], patch_size, overlap, sw_batch_size)

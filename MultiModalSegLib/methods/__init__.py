@@ -4,7 +4,8 @@ registers itself (a new method is one new file)."""
 import importlib
 import pkgutil
 
-from .base import Method, ModalityRouter
+from ..networks.router import ModalityRouter
+from .base import Method
 from .registry import METHODS, build_inference_network, build_method, get_method, register_method
 
 _INFRASTRUCTURE = {"base", "registry"}

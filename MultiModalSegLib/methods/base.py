@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..losses import as_target, dice_ce_loss
 from ..modalities import get_modality
 from ..networks import add_modality as add_norm_sets
-from ..networks import build_network
+from ..networks.exported import build_exported_network
 
 Batch = Mapping[str, torch.Tensor]  # {"image": [B,1,...], "label": [B,1,...]}
 
@@ -72,8 +72,9 @@ class Method(nn.Module):
 
     @classmethod
     def build_inference_network(cls, network_spec: Mapping, modalities: Sequence[str]) -> nn.Module:
-        """The untrained inference network described by ``network_spec`` (a bundle's ``network``)."""
-        return build_network(network_spec["name"], **network_spec["params"])
+        """The untrained inference network described by ``network_spec`` (a bundle's ``network``): the
+        method's entry of :data:`..networks.exported.EXPORTED_NETWORKS`, which inference uses too."""
+        return build_exported_network(cls.name, network_spec, modalities)
 
     def inference_network(self) -> nn.Module:
         return self.net
@@ -152,20 +153,3 @@ class Method(nn.Module):
         _, losses = self.segmentation_losses(batches)
         losses["loss"] = sum(losses.values())
         return losses
-
-
-class ModalityRouter(nn.Module):
-    """One network per modality behind a single ``forward(image, modality)``."""
-
-    def __init__(self, networks: Mapping[str, nn.Module]) -> None:
-        super().__init__()
-        self.nets = nn.ModuleDict(dict(networks))
-
-    @property
-    def divisor(self) -> int:
-        return max(getattr(n, "divisor", 1) for n in self.nets.values())
-
-    def forward(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
-        if modality not in self.nets:
-            raise InputError(f"this model has no network for modality {modality!r}; it knows {list(self.nets)}.")
-        return self.nets[modality](x, modality)

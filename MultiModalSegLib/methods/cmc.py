@@ -9,12 +9,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..errors import ConfigError
 from ..losses import as_target
 from ..losses.cmc import cac_loss, csc_loss, ramp_down, ramp_up
-from ..networks.cmc import CMCNetwork
 from .base import Batch, Method
 from .registry import register_method
 
@@ -91,10 +89,6 @@ class CMC(Method):
         spec = super().complete_network_spec(network, modalities, n_classes)
         spec["name"] = "cmc"
         return spec
-
-    @classmethod
-    def build_inference_network(cls, network_spec: Mapping, modalities: Sequence[str]) -> nn.Module:
-        return CMCNetwork(**network_spec["params"])
 
     def _add_modality_parameters(self, new: str, like: str) -> None:
         """``new`` gets copies of ``like``'s encoder, awareness module, decoder and output head; the

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
 
-from torch import nn
-
-from ..networks import build_network
 from ..networks.norms import modality_norms
-from .base import Method, ModalityRouter
+from .base import Method
 from .registry import register_method
 
 
@@ -20,15 +16,6 @@ class Individual(Method):
     equations = "-"
     loss_summary = "Dice + CE per modality, each on its own network (weights 1, 1)"
     inference_summary = "one network per modality; the input's modality picks it"
-
-    @classmethod
-    def build_inference_network(cls, network_spec: Mapping, modalities: Sequence[str]) -> nn.Module:
-        params = dict(network_spec["params"])
-        nets = {}
-        for m in modalities:
-            params["modalities"] = [m]
-            nets[m] = build_network(network_spec["name"], **params)
-        return ModalityRouter(nets)
 
     def _add_modality_parameters(self, new: str, like: str) -> None:
         """A copy of ``like``'s whole network becomes ``new``'s (its modality-specific

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..losses import as_target
-from ..networks.mulmodseg import BACKBONES, MulModSegNet
+from ..networks.mulmodseg import BACKBONES
 from ..text_embeddings import class_embeddings
 from .base import Batch, Method
 from .registry import register_method
@@ -102,10 +102,6 @@ class MulModSeg(Method):
         self.label_names = self_label_names
         self.net.embeddings.copy_(emb)
         self.seg_loss = OneVsAllLoss()
-
-    @classmethod
-    def build_inference_network(cls, network_spec: Mapping, modalities: Sequence[str]) -> nn.Module:
-        return MulModSegNet(backbone=network_spec["name"], **network_spec["params"])
 
     def _add_modality_parameters(self, new: str, like: str) -> None:
         """The frozen class-embedding buffer ``[M, K, D]`` grows by one row for ``new``.

@@ -24,6 +24,5 @@ class XShaped(YShaped):
     """
 
     name = "x_shaped"
-    specific = ("encoder", "down", "decoder", "head")
     paper = "Dou et al., TMI 2020 (UMMKD), baseline X-shaped (after Valindria et al., WACV 2018)"
     inference_summary = "the input modality's encoder, one shared convolution at the bottom, the modality's decoder and head"

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
-
-from torch import nn
 
 from ..networks import SliceWise
-from ..networks.partly_shared import PerModality, partly_shared_network
+from ..networks.partly_shared import PerModality
 from .base import Method
 from .registry import register_method
 
@@ -27,15 +24,9 @@ class YShaped(Method):
     """
 
     name = "y_shaped"
-    specific: tuple[str, ...] = ("encoder",)
     paper = "Dou et al., TMI 2020 (UMMKD), baseline Y-shaped (late fusion)"
     equations = "-"
     inference_summary = "the input modality's encoder levels, then the shared bottleneck, decoder and head"
-
-    @classmethod
-    def build_inference_network(cls, network_spec: Mapping, modalities: Sequence[str]) -> nn.Module:
-        params = {**network_spec["params"], "modalities": list(modalities)}
-        return partly_shared_network(network_spec["name"], cls.specific, **params)
 
     def _add_modality_parameters(self, new: str, like: str) -> None:
         """Every per-modality layer group gets a copy of ``like``'s layers for ``new``; shared

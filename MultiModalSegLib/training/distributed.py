@@ -28,42 +28,16 @@ from __future__ import annotations
 
 import atexit
 import datetime
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from ..errors import ConfigError
+from ..launch import LaunchInfo, launch_info, shard_index, worker_device  # noqa: F401  (part of this module's API)
 
 TIMEOUT = datetime.timedelta(minutes=60)  # rank 0 validates and exports while the others wait
-
-
-@dataclass(frozen=True)
-class LaunchInfo:
-    """Where this process sits in a ``torchrun`` launch."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-
-
-def launch_info() -> LaunchInfo | None:
-    """The ``torchrun`` environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), or ``None`` when the
-    process was not started by a launcher (or by one with a single worker)."""
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    except ValueError as exc:
-        raise ConfigError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers ({exc}); launch with torchrun.") from exc
-    if world <= 1:
-        return None
-    if not 0 <= rank < world:
-        raise ConfigError(f"RANK={rank} is outside 0..WORLD_SIZE-1={world - 1}; launch with torchrun.")
-    return LaunchInfo(rank, world, local)
 
 
 def is_initialized() -> bool:
@@ -81,19 +55,6 @@ def world_size() -> int:
 def is_main() -> bool:
     """True on rank 0 (and in a single process): the rank that writes files."""
     return rank() == 0
-
-
-def worker_device(device: torch.device) -> torch.device:
-    """This worker's device: ``cuda:LOCAL_RANK`` for a CUDA run under ``torchrun``, else ``device``."""
-    info = launch_info()
-    if info is None or device.type != "cuda":
-        return device
-    if info.local_rank >= torch.cuda.device_count():
-        raise ConfigError(
-            f"LOCAL_RANK {info.local_rank} has no GPU (this node has {torch.cuda.device_count()}); "
-            "start at most that many processes per node (torchrun --nproc_per_node)."
-        )
-    return torch.device("cuda", info.local_rank)
 
 
 def setup(device: torch.device) -> torch.device:
@@ -161,15 +122,6 @@ def check_batch_size(batch_size: int, world: int) -> None:
             f"batch_size {batch_size} is the global batch and must be a multiple of the {world} processes; "
             f"set batch_size to a multiple of {world} or start a number of processes that divides {batch_size}."
         )
-
-
-def shard_index(n: int, rank_: int | None = None, world: int | None = None) -> list[int]:
-    """The indices ``rank::world`` of ``n`` items (for inference: each rank's share of the cases).
-    Read from the ``torchrun`` environment when not given, so no process group is needed."""
-    info = launch_info()
-    r = rank_ if rank_ is not None else (info.rank if info else 0)
-    w = world if world is not None else (info.world_size if info else 1)
-    return list(range(r, n, w))
 
 
 class TrainingStep(nn.Module):

@@ -201,3 +201,30 @@ def test_detect_modality_of_a_volume_node(mrml):
     name, reason = L.detect_modality(volume)
     assert name == "CT" and "HU" in reason
     assert "CT" in L.modality_names() and "MR" in L.modality_names()
+
+
+def test_an_empty_result_and_a_contradicted_modality_lead_the_status_text(mrml, tmp_path):
+    """The library's warnings reach the panel: the Logic reads them from the ``--progress`` result record."""
+    import torch
+
+    from MultiModalSegLib.bundle import load_bundle, save_bundle
+    from Testing.slicer.test_logic_train import tiny_bundle
+
+    bundle = load_bundle(tiny_bundle(tmp_path / "tiny.zip"))
+    state = dict(bundle.state_dict)
+    state["head.conv.conv.weight"] = torch.zeros_like(state["head.conv.conv.weight"])
+    state["head.conv.conv.bias"] = torch.tensor([10.0, -10.0, -10.0, -10.0, -10.0])  # every voxel background
+    background = save_bundle(tmp_path / "background.zip", dict(bundle.metadata), state)
+    array = np.full((24, 24, 24), -1000, np.int16)
+    array[4:20, 4:20, 4:20] = 40  # a CT: air around soft tissue
+    volume = _volume_from_array(mrml, array, "scan")
+    (tmp_path / "tmp").mkdir()
+    job = L.MultiModalSegLogic(mrml.scene, tempRoot=tmp_path / "tmp").start(volume, "MR", model=str(background))
+    job.wait()
+    assert job.state == "done" and job.segmentationNode is not None
+    assert job.modality == "MR" and len(job.warnings) == 2
+    assert job.summary.startswith("Warning: The modality was given as MR but the image looks like CT")
+    assert "Warning: No organ was found: every label (liver, spleen, kidney_right, kidney_left) is empty" in job.summary
+    assert "Volume 'scan': MR (given by the user); " in job.summary
+    assert job.summary.endswith("s; Liver 0 mL, Spleen 0 mL, Right kidney 0 mL, Left kidney 0 mL.")
+    assert str(tmp_path) not in job.summary  # no temporary path

@@ -101,14 +101,17 @@ def run_batch(
             volume = load_volume(path)
             if volume is None:
                 raise L.SegmentationError(f"{path} could not be loaded as a volume; give a NIfTI, NRRD or MHA file.")
-            segmentation = logic.process(volume, modality, model, device, quality)
+            job = logic.start(volume, modality, model, device, quality)
+            job.wait()
+            segmentation = job.segmentationNode
             save_segmentation(segmentation, target)
         except (L.SegmentationError, MMSegError) as exc:
             summary["failed"].append(case)
             log(f"[{i}/{len(paths)}] {case}: error: {exc}")
         else:
             summary["done"].append(case)
-            log(f"[{i}/{len(paths)}] {case}: {time.perf_counter() - t0:.1f} s -> {target}")
+            warnings = "".join(f"; warning: {w}" for w in job.warnings)  # every organ empty, a contradicted modality
+            log(f"[{i}/{len(paths)}] {case}: {time.perf_counter() - t0:.1f} s -> {target}{warnings}")
         finally:
             for node in (segmentation, volume):
                 if node is not None and node.GetScene() is not None:

@@ -64,6 +64,16 @@ def test_run_folders_prints_table_and_writes(folders, tmp_path, capsys):
     assert (tmp_path / "m" / "metrics.csv").exists() and (tmp_path / "m" / "metrics.md").exists()
 
 
+def test_says_where_the_metrics_went(folders, tmp_path, capsys):
+    pred, ref = folders
+    assert evaluate.run(parse(["evaluate", "--pred", str(pred), "--ref", str(ref), "-o", str(tmp_path / "m")])) == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"metrics written to {tmp_path / 'm'}: metrics.csv, metrics.json, metrics.md"
+    assert "metrics written" not in captured.out  # stdout stays the table
+    assert evaluate.run(parse(["evaluate", "--pred", str(pred / "c1.nii.gz"), "--ref", str(ref / "c1.nii.gz")])) == 0
+    assert "metrics not written" in capsys.readouterr().err and not (pred / "metrics.csv").exists()
+
+
 def test_run_folders_default_out_is_pred_dir(folders, capsys):
     pred, ref = folders
     evaluate.run(parse(["evaluate", "--pred", str(pred), "--ref", str(ref)]))
@@ -79,7 +89,7 @@ def test_run_files_with_remap(tmp_path, capsys):
                   "--ref-remap", "totalsegmentator"])
     assert evaluate.run(args) == 0
     assert "| case | 1.000 | 0.00 | 0.00 | 1.000 | 0.00 | 0.00 |" in capsys.readouterr().out
-    assert not (tmp_path / "metrics.csv").exists()  # a single file writes only with --out
+    assert not (tmp_path / "metrics.csv").exists()  # a single file writes only with --output
 
 
 def test_unknown_label_name(folders):

@@ -69,8 +69,23 @@ def test_list_download_show_verify_export_remove(server, tmp_path, capsys):
 def test_download_json_progress(server, tmp_path, capsys):
     manifest = write_manifest(tmp_path / "Models.json", [manifest_entry("abdomen-ummkd", server.url(PATH), DATA)])
     assert main(models("download", "abdomen-ummkd", "--progress", "--manifest", str(manifest), "--cache", str(tmp_path))) == 0
-    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
-    assert lines[0]["done"] == 0 and lines[-1] == {"done": len(DATA), "total": len(DATA), "fraction": 1.0}
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]  # JSON only on stdout
+    assert lines[0]["done"] == 0 and lines[-2] == {"done": len(DATA), "total": len(DATA), "fraction": 1.0}
+    assert lines[-1] == {"name": "abdomen-ummkd", "path": str(tmp_path / "abdomen-ummkd-1.0.0.zip")}
+
+
+def test_list_wraps_long_descriptions_without_cutting_words(tmp_path, capsys, monkeypatch):
+    description = " ".join(f"word{i:02d}" for i in range(40)) + " end-of-description."
+    entry = {**manifest_entry("abdomen-ummkd", "http://127.0.0.1:9/m.zip", DATA), "description": description}
+    manifest = write_manifest(tmp_path / "Models.json", [entry])
+    monkeypatch.setenv("COLUMNS", "90")
+    assert main(models("list", "--manifest", str(manifest), "--cache", str(tmp_path / "c"))) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[1:-1]  # header, rows, then "* default model"
+    assert len(table) > 1 and all(len(line) <= 90 for line in lines)
+    column = lines[0].index("DESCRIPTION")
+    assert all(line[:column].strip() == "" for line in table[1:])  # continuation lines align under the column
+    assert " ".join(line[column:].strip() for line in table) == description
 
 
 def test_offline_import_then_segment_with_no_network(tmp_path, monkeypatch, capsys):

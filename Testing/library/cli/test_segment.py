@@ -68,8 +68,11 @@ def test_bad_inputs_give_one_clear_error(tiny_bundle, tmp_path, capsys, make, me
     code, out, err = run(["segment", str(path), "--model", str(tiny_bundle), "-o", str(tmp_path / "o")], capsys)
     assert code == 1
     errors = [line for line in err.splitlines() if "error" in line]
-    assert len(errors) == 1 and message in errors[0] and path.name in errors[0]
+    assert len(errors) == 1 and message in errors[0] and errors[0].count(str(path)) == 1  # the file, named once
+    assert errors[0].startswith("mmseg segment: error: ")
     assert "Traceback" not in err
+    if message == "2D":  # a single slice: the hint is about slices, not about 4D series
+        assert "4D" not in errors[0] and "slice" in errors[0]
 
 
 def _write_4d(path):

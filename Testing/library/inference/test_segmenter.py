@@ -8,9 +8,10 @@ from conftest import REAL_CT, REAL_MR
 
 from MultiModalSegLib.data.phantoms import generate_phantom
 from MultiModalSegLib.errors import BundleError, InputError
-from MultiModalSegLib.inference import Segmenter, keep_largest_component
+from MultiModalSegLib.inference import Segmentation, Segmenter, keep_largest_component
 from MultiModalSegLib.inference.segmenter import window_size
 from MultiModalSegLib.io import Volume, read_image
+from MultiModalSegLib.labels import LabelInfo
 
 
 def assert_same_geometry(out: Volume, ref: Volume) -> None:
@@ -65,8 +66,34 @@ def test_modality_checks(segmenter):
     image = read_image(REAL_CT)
     with pytest.raises(InputError, match="unknown modality"):
         segmenter.segment(image, "PET")
-    seg = segmenter.segment(image, "mr")  # the user may override detection
+    seg = segmenter.segment(image, "mr")  # the user may override detection, and is told it disagrees
     assert seg.modality == "MR" and seg.modality_reason == "given by the user"
+    assert seg.detected_modality == "CT" and "air in HU" in seg.detected_reason and seg.modality_disagrees
+    assert seg.warnings()[0].startswith("the modality was given as MR but the image looks like CT")
+    auto = segmenter.segment(image, "auto")
+    assert auto.detected_modality == auto.modality == "CT" and not auto.modality_disagrees
+
+
+def test_all_empty_and_its_warning():
+    labels = np.zeros((4, 5, 6), np.uint8)
+    info = [LabelInfo(1, "liver", (1, 2, 3)), LabelInfo(2, "spleen", (4, 5, 6))]
+
+    def result(array, detected=None):
+        volume = Volume(array, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+        return Segmentation(volume, info, "CT", "given by the user", None, 0.1, detected, "why")
+
+    empty = result(labels)
+    assert empty.all_empty and not empty.modality_disagrees
+    assert empty.warnings() == [
+        "no organ was found: every label (liver, spleen) is empty; check that the image is a CT scan of the "
+        "region the model was trained on"
+    ]
+    labels[1, 1, 1] = 2
+    assert not result(labels).all_empty and result(labels).warnings() == []
+    labels[1, 1, 1] = 7  # a value that is no organ's
+    both = result(labels, detected="MR")
+    assert both.all_empty and both.modality_disagrees
+    assert both.warnings()[1].endswith("the modality is the likely cause")
 
 
 def test_fast_quality_and_unknown_quality(tiny_bundle):

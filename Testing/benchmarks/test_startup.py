@@ -1,0 +1,34 @@
+import importlib.util
+import json
+
+import pytest
+from conftest import REPO
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("startup", REPO / "benchmarks" / "startup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_quick_run_measures_both_sides_and_checks_the_inference_imports(tmp_path, capsys):
+    bench = load_script()
+    code = bench.main(["--quick", "--baseline", "HEAD", "--results", str(tmp_path)])
+    record = json.loads((tmp_path / "startup_quick.json").read_text())
+    assert record["repeats"] == 1 and set(record["measures"]) == set(bench.MEASURES)
+    for row in record["measures"].values():
+        for side in ("baseline", "current"):
+            assert len(row[side]["seconds"]) == 1 and row[side]["median_s"] == row[side]["best_s"] > 0
+        assert row["ratio_median"] == pytest.approx(row["baseline"]["median_s"] / row["current"]["median_s"])
+    current = record["measures"]
+    assert current["import_inference"]["current"]["imports"] == []  # no training code, no MONAI
+    assert current["skip_existing"]["current"]["loaded_model"] is False
+    assert "monai.losses" in current["load_model"]["current"]["imports"]  # MONAI's __init__ loads it: said, not hidden
+    assert not [m for m in current["load_model"]["current"]["imports"] if m.startswith("MultiModalSegLib")]
+    assert "missing.nii.gz: no such file" in current["missing_file"]["current"]["message"]
+    missing = record["acceptance"]["missing_file_median_s"]
+    assert missing["value"] == round(current["missing_file"]["current"]["median_s"], 3)
+    assert code == (0 if all(c["passed"] for c in record["acceptance"].values()) else 1)
+    assert "| `mmseg segment missing.nii.gz -o x` |" in capsys.readouterr().out

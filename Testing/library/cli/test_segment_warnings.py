@@ -1,0 +1,76 @@
+"""``mmseg segment`` says what a user must not miss: a result in which every organ is empty, a
+given ``--modality`` that detection contradicts; ``--strict`` makes an empty result a failure and
+``--progress`` keeps stdout to JSON lines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import REAL_CT, REAL_MR
+
+from MultiModalSegLib.bundle import load_bundle, save_bundle
+from MultiModalSegLib.cli import main
+
+
+@pytest.fixture(scope="module")
+def background_bundle(tiny_bundle, tmp_path_factory):
+    """The tiny model with its output layer set so that every voxel is background."""
+    bundle = load_bundle(tiny_bundle)
+    state = dict(bundle.state_dict)
+    state["head.conv.conv.weight"] = torch.zeros_like(state["head.conv.conv.weight"])
+    bias = torch.full_like(state["head.conv.conv.bias"], -10.0)
+    bias[0] = 10.0
+    state["head.conv.conv.bias"] = bias
+    return save_bundle(tmp_path_factory.mktemp("background") / "background", dict(bundle.metadata), state)
+
+
+def run(args, capsys):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_every_organ_empty_is_said_on_stderr_and_in_the_summary_line(background_bundle, tmp_path, capsys):
+    code, out, err = run(["segment", str(REAL_CT), "--model", str(background_bundle), "-o", str(tmp_path)], capsys)
+    assert code == 0  # written: the user may still want it
+    assert (tmp_path / "image.seg.nrrd").is_file()
+    assert out.strip().endswith("; warning: no organ found (every label is empty)")
+    assert f"mmseg segment: warning: {REAL_CT}: no organ was found: every label (liver, spleen, kidney_right, kidney_left) is empty" in err
+
+
+def test_strict_makes_an_empty_result_a_failure_and_writes_nothing(background_bundle, tmp_path, capsys):
+    code, out, err = run(["segment", str(REAL_CT), "--model", str(background_bundle), "-o", str(tmp_path), "--strict"], capsys)
+    assert code == 1 and out == ""
+    assert list(tmp_path.iterdir()) == []
+    (error,) = [line for line in err.splitlines() if "error" in line]
+    assert error.startswith(f"mmseg segment: error: {REAL_CT}: no organ was found") and error.count(str(REAL_CT)) == 1
+    assert error.endswith("nothing was written.")
+
+
+def test_progress_prints_json_only_with_the_facts_in_the_result_record(background_bundle, tmp_path, capsys):
+    args = ["segment", str(REAL_CT), "--model", str(background_bundle), "-o", str(tmp_path), "--progress", "--modality", "MR"]
+    code, out, _ = run(args, capsys)
+    assert code == 0
+    records = [json.loads(line) for line in out.splitlines()]  # every line is JSON
+    assert [r["fraction"] for r in records[:-1]] == sorted(r["fraction"] for r in records[:-1])
+    result = records[-1]
+    assert result["all_empty"] is True and result["modality_disagrees"] is True
+    assert (result["modality"], result["detected_modality"]) == ("MR", "CT")
+    assert result["volumes_ml"] == {"liver": 0.0, "spleen": 0.0, "kidney_right": 0.0, "kidney_left": 0.0}
+    assert len(result["warnings"]) == 2 and result["outputs"] == [str(tmp_path / "image.seg.nrrd")]
+    assert result["summary"].startswith(f"{REAL_CT}: MR (given by the user)")
+    # a rerun skips, still in JSON
+    code, out, _ = run(args, capsys)
+    (skipped,) = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and skipped["skipped"] == str(tmp_path / "image.seg.nrrd") and "skipped" in skipped["summary"]
+
+
+def test_a_given_modality_that_detection_contradicts_is_said(tiny_bundle, tmp_path, capsys):
+    code, out, err = run(["segment", str(REAL_MR), "--model", str(tiny_bundle), "-o", str(tmp_path), "--modality", "CT"], capsys)
+    assert code == 0
+    assert "the image looks like MR" in out
+    assert f"mmseg segment: warning: {REAL_MR}: the modality was given as CT but the image looks like MR" in err
+    code, out, err = run(["segment", str(REAL_MR), "--model", str(tiny_bundle), "-o", str(tmp_path / "auto")], capsys)
+    assert code == 0 and "looks like" not in out + err
