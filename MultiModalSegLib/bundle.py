@@ -456,3 +456,15 @@ def replace_metadata(path: str | Path, metadata: dict) -> Path:
                 member.compress_type, member.external_attr = info.compress_type, info.external_attr
                 dst.writestr(member, data)
     return path
+
+
+def weights_intact(path: str | Path) -> bool:
+    """True when a bundle's ``model.pt`` matches the ``model_sha256`` of its own metadata (nothing is unpickled):
+    a bundle that is intact but not the one expected is another model, not a damaged copy."""
+    path = Path(path)
+    try:
+        meta_raw, weights_raw = _read_zip_members(path) if path.is_file() else _read_folder_members(path)
+        metadata = json.loads((meta_raw or b"").decode("utf-8"))
+    except (BundleError, ValueError, OSError):
+        return False
+    return weights_raw is not None and isinstance(metadata, dict) and _sha256_bytes(weights_raw) == metadata.get("model_sha256")
