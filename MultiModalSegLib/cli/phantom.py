@@ -66,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
                   + f"; the last {args.validation} of each for validation) to {args.out}", total=total, out=str(args.out))  # fmt: skip
     bar = reporter.bar(total, "phantoms")
     path = write_phantom_dataset(args.out, args.ct, args.mr, seed=args.seed, n_validation=args.validation, extra=extra,
-                                 progress=bar.update)  # fmt: skip
+                                 progress=lambda done, _total: bar.update(done))  # fmt: skip
     bar.close()
-    reporter.result(f"phantom dataset: {path}\ntrain on it: name it in a training config's \"datasets\" "
-                    f"(e.g. \"datasets\": [\"{Path(path).resolve()}\"]) and run mmseg train --config CONFIG",
-                    dataset=str(path))  # fmt: skip
+    reporter.result(f"phantom dataset: {path}\ntrain on it: list {Path(path).resolve()} in the \"datasets\" of a training "
+                    "config and run mmseg train --config CONFIG (training/configs/phantoms_data_ummkd.json lists "
+                    "data/phantoms/dataset.json of the repository folder)", dataset=str(path))  # fmt: skip
     return 0

@@ -142,7 +142,7 @@ class Trainer:
                 counts = int(ph.get("ct", 0)), int(ph.get("mr", 0))
                 bar = self.reporter.bar(sum(counts), "writing phantoms")
                 write_phantom_dataset(
-                    target.parent, *counts, int(ph.get("seed", 0)), int(ph.get("validation", 0)), progress=bar.update
+                    target.parent, *counts, int(ph.get("seed", 0)), int(ph.get("validation", 0)), progress=lambda done, _total: bar.update(done)
                 )
                 bar.close()
             distributed.barrier()

@@ -447,7 +447,7 @@ def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> 
         folder = run / f"phantoms-ct{counts['CT']}-mr{counts['MR']}-seed{opts.seed}"
         if not (folder / "dataset.json").exists():
             bar = _reporter(opts).bar(sum(counts.values()), "writing replay phantoms")
-            write_phantom_dataset(folder, counts["CT"], counts["MR"], opts.seed, progress=bar.update)
+            write_phantom_dataset(folder, counts["CT"], counts["MR"], opts.seed, progress=lambda done, _total: bar.update(done))
             bar.close()
         spec = load_dataset(folder)
         sources.append(_Source(spec, "phantoms", replay_cases(spec)))
@@ -464,7 +464,7 @@ def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> 
         folder = run / f"heldout-ct{held['CT']}-mr{held['MR']}-seed{seed}"
         if not (folder / "dataset.json").exists():
             bar = _reporter(opts).bar(sum(held.values()), "writing held-out phantoms")
-            write_phantom_dataset(folder, held["CT"], held["MR"], seed, n_validation=max(held.values()), progress=bar.update)
+            write_phantom_dataset(folder, held["CT"], held["MR"], seed, n_validation=max(held.values()), progress=lambda done, _total: bar.update(done))
             bar.close()
         spec = load_dataset(folder)
         heldout.append(("phantoms", spec, spec.cases("validation", labelled=True)))
