@@ -14,10 +14,12 @@ and, last of all, ``finetuned`` (the new bundle and its before/after table).
 What the network trains on, per modality, through the engine's unpaired samplers:
 
 - the new data (``--data``: ``dataset.json`` files or their folders; their ``training`` split);
-- replay of old data, so that the parent's other skills are not forgotten: the parent's own
-  training datasets when its metadata records them and every one still exists (``parent_data``
-  ``"auto"``), otherwise ``phantoms`` synthetic phantoms per modality (CT and MR; seed ``seed``,
-  the seed of the default recipe, so they replay its first phantoms);
+- replay of old data, so that the parent's other skills are not forgotten: with ``parent_data``
+  ``"auto"`` the parent's own training data sets, found by the sha256 its provenance records
+  (:func:`parent_replay_data`; one not found is an error saying how to give it), or the
+  ``dataset.json`` files ``parent_data`` lists; and ``phantoms`` synthetic phantoms per modality
+  (CT and MR; seed ``seed``, the seed of the default recipe, so they replay its first phantoms)
+  in place of phantoms the parent trained on, or of everything with ``parent_data="no"``;
 - few-shot (``few_shot={"MR": 1}``): a few-shot modality keeps the labels of only N training
   cases of the new data (chosen with ``seed``); its replay and phantom cases lose their labels
   (they are kept, unlabelled, only for methods that train on unlabelled images).
@@ -28,10 +30,14 @@ the new data (group ``data``) and ``heldout_phantoms`` phantoms per modality dra
 ``HELDOUT_SEED + seed``, a seed no recipe trains on (group ``phantoms``).
 
 The new bundle is written at ``out`` (never over the parent; over an existing file or folder only
-with ``overwrite``): version = the parent's with a minor bump, ``parent`` = its name, version and
-sha256, ``training.case_files`` = sha256 of every training image and label file used,
-``metrics`` = the before/after Dice. The before/after table is also written beside it as
-``<name>.finetune.md`` and ``.json``.
+with ``overwrite``): its name is ``name`` (never a models-manifest name) or
+``<parent>-finetuned-<date>-<time>``, version = the parent's with a minor bump, ``parent`` = its
+name, version and sha256, ``training.datasets`` = each data set by name and sha256,
+``training.case_files`` = every training image and label file used by file name and sha256 (no
+path: :mod:`MultiModalSegLib.provenance`), ``metrics`` = the before/after Dice. The before/after
+table is also written beside it as ``<name>.finetune.md`` and ``.json``. When a held-out mean Dice
+falls by more than :data:`WORSE_TOLERANCE` (:func:`worse_rows`) the new model is not saved (status
+``"worse"``, the table goes to the run folder) unless ``keep_worse``.
 
 Normalisation statistics (``norm_stats``): ``"frozen"`` (default) keeps the parent's BatchNorm
 running statistics: those layers run in eval mode during fine-tuning (their affine parameters
