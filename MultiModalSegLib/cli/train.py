@@ -51,15 +51,15 @@ def check_bundle_target(target: Path, run_bundle: Path, overwrite: bool, restart
     )
 
 
-def result_text(result, out: Path) -> str:
+def result_text(result, out: Path, validation: dict | None) -> str:
     """The end of a run for a person: where it is, its last losses and its validation table."""
     from ..training.validation import validation_markdown
 
     losses = ", ".join(f"{k} {v:.4f}" for k, v in result.last_losses.items())
     lines = [f"{result.status} at step {result.step}; run folder {out}" + (f"; last losses: {losses}" if losses else "")]
-    if result.validation:
+    if validation:
         lines += ["", "Validation Dice at the last step (the run's validation cases, model space):", "",
-                  validation_markdown(result.validation), ""]  # fmt: skip
+                  validation_markdown(validation), ""]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -78,13 +78,16 @@ def run(args: argparse.Namespace) -> int:
     distributed.teardown()
     if not main:
         return 0 if result.status == "done" else 3
+    validation = result.validation
+    if validation is None and result.status == "done":  # a finished run rerun: its bundle's last validation
+        validation = load_bundle(result.bundle).metadata.get("metrics", {}).get("validation_dice")
     fields = {"status": result.status, "step": result.step, "run": str(out), "losses": result.last_losses,
-              "validation": result.validation, "bundle": str(result.bundle) if result.bundle else None}  # fmt: skip
+              "validation": validation, "bundle": str(result.bundle) if result.bundle else None}  # fmt: skip
     if result.status != "done":
-        reporter.result(result_text(result, out) + f"\nstopped at step {result.step}; run the same command again to "
+        reporter.result(result_text(result, out, validation) + f"\nstopped at step {result.step}; run the same command again to "
                         f"resume from {out}/checkpoints/last.pt", **fields)  # fmt: skip
         return 3
-    text = result_text(result, out) + f"\nbundle: {result.bundle} (model {load_bundle(result.bundle).name})"
+    text = result_text(result, out, validation) + f"\nbundle: {result.bundle} (model {load_bundle(result.bundle).name})"
     if copied:
         text += f"\ncopied to: {args.bundle} (already there)"
     elif args.bundle:
