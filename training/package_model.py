@@ -23,7 +23,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from MultiModalSegLib.bundle import file_sha256, load_bundle, save_bundle  # noqa: E402
+from MultiModalSegLib.bundle import bundle_sha256, file_sha256, load_bundle, save_bundle  # noqa: E402
 from MultiModalSegLib.cli.demo import SAMPLES, score_sample  # noqa: E402
 from MultiModalSegLib.inference import Segmenter  # noqa: E402
 from MultiModalSegLib.models import add_to_manifest  # noqa: E402
@@ -129,11 +129,20 @@ def real_scan_metrics(rows: list[dict]) -> dict:
     return {f"{r['scan']} ({r['role']}, {r['quality']})": r["metrics"] for r in rows}
 
 
-def packaged_metadata(meta: dict, real: dict, rows: list[dict], cpu_seconds: dict, train_seconds: float) -> dict:
+def packaged_metadata(meta: dict, real: dict, rows: list[dict], cpu_seconds: dict, train_seconds: float,
+                      bundle: Path | None = None) -> dict:
     """The shipped bundle's metadata from the run bundle's: the recipe's name and description (a run
     of a shipped model's recipe exports under a name of its own, see ``MultiModalSegLib.naming``), the
-    measured metrics and times; its provenance must name no path (``MultiModalSegLib.provenance``)."""
+    measured metrics and times. Its provenance must name no path (``MultiModalSegLib.provenance``): a
+    run bundle exported by an older version, which recorded paths, is rewritten the way
+    ``training/scrub_provenance.py`` rewrote the shipped ones (given its ``bundle``); what cannot be
+    rewritten is refused."""
     meta = dict(meta)
+    if bundle is not None and path_like_strings(provenance_sections(meta)):
+        sys.path.insert(0, str(REPO / "training"))
+        import scrub_provenance
+
+        meta = scrub_provenance.scrub(meta, bundle_sha256(bundle), Path(bundle).parent)
     intended = meta["training"].get("config", {}).get("bundle", {})
     meta["name"] = intended.get("name", meta["name"])
     meta["description"] = intended.get("description", meta["description"])
@@ -181,7 +190,7 @@ def main() -> int:
     real, cpu_seconds = real_sample_metrics(args.run / "bundle")
     rows = real_scan_rows(args.run / "bundle")
     train_seconds = training_seconds(records)
-    meta = packaged_metadata(meta, real, rows, cpu_seconds, train_seconds)
+    meta = packaged_metadata(meta, real, rows, cpu_seconds, train_seconds, bundle=args.run / "bundle")
     validation = meta["metrics"]["validation_dice"]
     val_cases = ", ".join(validation_case_names(meta["training"])) or "the run's validation split"
     synthesis = meta["training"].get("config", {}).get("synthesis")

@@ -209,7 +209,7 @@ class Trainer:
     def plan_text(self) -> str:
         """What the run will do, in a few lines (printed before the data is prepared)."""
         cfg = self.cfg
-        data = [Path(d["path"] if isinstance(d, dict) else d).parent.name + "/dataset.json" for d in cfg.datasets]
+        data = ["/".join(Path(d["path"] if isinstance(d, dict) else d).parts[-2:]) for d in cfg.datasets]
         if cfg.phantoms:
             ph = cfg.phantoms
             made = "" if (self.out / "phantoms" / "dataset.json").exists() else ", written first"

@@ -41,3 +41,22 @@ def test_packaging_a_run_writes_no_path(tiny_bundle, phantom_dir):
     dirty["training"]["datasets"] = [str(phantom_dir / "dataset.json")]
     with pytest.raises(SystemExit, match="records paths in its provenance"):
         package_model.packaged_metadata(dirty, {}, [], {}, 0.0)
+
+
+def test_a_run_bundle_with_paths_from_an_older_version_is_rewritten(tiny_bundle):
+    """A run exported before provenance named data by sha256 (paths of its machine and working folder)
+    is packaged with the repository data set's name and sha256 and the phantoms' settings instead."""
+    package_model = _package_model()
+    meta = copy.deepcopy(load_bundle(tiny_bundle).metadata)
+    elsewhere = "/home/builder/checkout/Resources/SampleData/dataset.json"
+    meta["training"]["datasets"] = [elsewhere, "training/runs/x/phantoms/dataset.json"]
+    meta["training"]["config"]["datasets"] = [{"path": elsewhere, "weight": 8}]
+    meta["training"]["config"]["phantoms"] = {"ct": 2, "mr": 2, "validation": 1, "seed": 0}
+    meta["training"]["config_file"] = "/home/builder/checkout/training/configs/recipe.json"
+    packaged = package_model.packaged_metadata(meta, {}, [], {}, 0.0, bundle=Path(tiny_bundle))
+    assert path_like_strings(provenance_sections(packaged)) == []
+    real, phantoms = packaged["training"]["datasets"]
+    assert (real["name"], real["sha256"]) == ("abdomen-real-samples", file_sha256(REPO / "Resources" / "SampleData" / "dataset.json"))
+    assert phantoms["origin"] == "phantom" and phantoms["phantoms"]["ct"] == 2 and phantoms["training"] == ["ct_000", "mr_000"]
+    assert packaged["training"]["config"]["datasets"] == [{"name": "abdomen-real-samples", "sha256": real["sha256"], "weight": 8}]
+    assert packaged["training"]["config_file"] == "recipe.json"
