@@ -677,6 +677,8 @@ class MultiModalSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.fillModels()
             self.selectModel(job.model)
             self.ui.trainStatusLabel.text = f"Installed model '{job.model}' and selected it above: press Apply to segment with it."
+            if job.worse:
+                self.ui.trainStatusLabel.text += " Warning: it is worse than the model it started from on " + "; ".join(job.worse) + "."
         elif job.state == "stopped":
             self.ui.trainStatusLabel.text = f"Stopped at step {job.step}; the checkpoint is kept: press Resume to continue."
         self.updateTrainButtons()

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 import jsonschema
 import torch
 
-from .atomic import publish_mode, write_error
+from .atomic import atomic_path, publish_mode, write_error
 from .errors import BundleError, OutputError
 from .labels import LabelInfo
 from .resources import schema_validator
@@ -428,3 +428,43 @@ def load_bundle(path: str | Path, *, expected_sha256: str | None = None) -> Bund
     # a network built with another default would give labels that its weights cannot produce
     metadata["network"].setdefault("params", {}).setdefault("out_channels", len(metadata["labels"]) + 1)
     return Bundle(path=path, metadata=metadata, state_dict=state_dict)
+
+
+def replace_metadata(path: str | Path, metadata: dict) -> Path:
+    """Replace a bundle's ``metadata.json`` and nothing else, in place and atomically.
+
+    Every other member (the weights, a report) keeps its bytes; in a zip every member keeps its
+    name, order, timestamp and compression, so the same change to the same bundle gives the same
+    file. ``model_sha256`` must stay that of the weights; the metadata is validated first.
+    """
+    path = Path(path)
+    bundle = load_bundle(path)  # the weights match the old metadata's sha256
+    if metadata.get("model_sha256") != bundle.metadata.get("model_sha256"):
+        raise BundleError(f"{path}: the new metadata's model_sha256 differs from the weights'; keep it unchanged.")
+    validate_metadata(metadata, source=f"Metadata for {path}")
+    check_consistency(metadata, source=f"Metadata for {path}")
+    text = (json.dumps(metadata, indent=2, sort_keys=False) + "\n").encode("utf-8")
+    if path.is_dir():
+        with atomic_path(path / METADATA_NAME, suffix=".meta") as tmp:
+            tmp.write_bytes(text)
+        return path
+    with zipfile.ZipFile(path) as src, atomic_path(path, suffix=".meta") as tmp:
+        with zipfile.ZipFile(tmp, "w") as dst:
+            for info in src.infolist():
+                data = text if PurePosixPath(info.filename).name == METADATA_NAME and info.filename.count("/") <= 1 else src.read(info)
+                member = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+                member.compress_type, member.external_attr = info.compress_type, info.external_attr
+                dst.writestr(member, data)
+    return path
+
+
+def weights_intact(path: str | Path) -> bool:
+    """True when a bundle's ``model.pt`` matches the ``model_sha256`` of its own metadata (nothing is unpickled):
+    a bundle that is intact but not the one expected is another model, not a damaged copy."""
+    path = Path(path)
+    try:
+        meta_raw, weights_raw = _read_zip_members(path) if path.is_file() else _read_folder_members(path)
+        metadata = json.loads((meta_raw or b"").decode("utf-8"))
+    except (BundleError, ValueError, OSError):
+        return False
+    return weights_raw is not None and isinstance(metadata, dict) and _sha256_bytes(weights_raw) == metadata.get("model_sha256")

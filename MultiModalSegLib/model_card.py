@@ -65,6 +65,14 @@ def _seconds(title: str, values: dict[str, float]) -> list[str]:
     return [f"- {title}: " + "; ".join(f"{k}: {v:.2f} s" for k, v in values.items())]
 
 
+def _dataset_text(record: dict | str) -> str:
+    """A data set of the provenance: its name, cases and sha256 (an older bundle's path: its last two parts)."""
+    if not isinstance(record, dict):
+        return "/".join(Path(str(record)).parts[-2:])  # folder/dataset.json
+    kind = "phantoms, " if record.get("origin") == "phantom" else ""
+    return f"{record.get('name')} ({kind}{len(record.get('training', []))} training cases, sha256 {str(record.get('sha256'))[:12]}...)"
+
+
 def _training_summary(metadata: dict | None, entry: ModelEntry | None) -> list[str]:
     lines = []
     if entry is not None and entry.training_data:
@@ -74,8 +82,7 @@ def _training_summary(metadata: dict | None, entry: ModelEntry | None) -> list[s
     if training.get("cases"):
         lines.append("- cases per modality: " + ", ".join(f"{k}: {v}" for k, v in training["cases"].items()))
     if training.get("datasets"):
-        names = ["/".join(Path(str(d)).parts[-2:]) for d in training["datasets"]]  # folder/dataset.json
-        lines.append("- data sets: " + ", ".join(names))
+        lines.append("- data sets: " + ", ".join(_dataset_text(d) for d in training["datasets"]))
     for key, label in (("steps", "steps"), ("seed", "seed"), ("device", "device"), ("date", "date")):
         if key in training:
             lines.append(f"- {label}: {training[key]}")

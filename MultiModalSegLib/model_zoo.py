@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .atomic import atomic_path
-from .bundle import bundle_sha256
+from .bundle import bundle_sha256, weights_intact
 from .download import FileLock, ProgressCallback
 from .errors import BundleError
 from .models import (
@@ -153,10 +153,20 @@ def _match_entry(path: Path, metadata: dict, sha: str, entries: list[ModelEntry]
     by_name = [e for e in entries if e.name == name]
     if by_name:
         e = by_name[0]
+        if weights_intact(path):  # a whole bundle, only not the manifest's: another model with the same name
+            made = (f"fine-tuned from {metadata['parent'].get('name')} {metadata['parent'].get('version')}"
+                    if isinstance(metadata.get("parent"), dict) else f"trained {metadata.get('training', {}).get('date', 'on an unknown date')}")  # fmt: skip
+            raise BundleError(
+                f"{path} is a different model that has the same name as the manifest's model '{name}' (a name clash, not "
+                f"a damaged file: its weights are intact; it is version {metadata.get('version')}, {made}, sha256 "
+                f"{sha[:12]}..., the manifest's '{name}' is version {e.version}, sha256 {e.sha256[:12]}...); it was not "
+                "imported. Use it directly with --model PATH, or give the models you make a name of their own "
+                "(mmseg finetune --name, the \"bundle\" name of a training config)."
+            )
         raise BundleError(
             f"{path} is model '{name}' version {metadata.get('version')} with sha256 {sha}, but the models manifest "
-            f"expects version {e.version} with sha256 {e.sha256}; it was not imported. Fetch the file named by "
-            f"{e.url or e.file} again (the copy may be damaged or another version)."
+            f"expects version {e.version} with sha256 {e.sha256}, and its weights do not match its own metadata; it was "
+            f"not imported. Fetch the file named by {e.url or e.file} again (the copy is damaged)."
         )
     known = ", ".join(e.name for e in entries) or "none"
     raise BundleError(

@@ -69,7 +69,13 @@ def _dataset_path(recorded: str) -> Path | None:
 
 def trained_case_names(metadata: dict) -> set[str]:
     """Names of the cases of the bundle's training datasets that its recipe did not exclude
-    (training split only: validation cases are scored, not trained on)."""
+    (training split only: validation cases are scored, not trained on): from the data set records of
+    its provenance (name, sha256, cases), or, for an older bundle that recorded paths, from the files."""
+    records = metadata.get("training", {}).get("datasets", [])
+    if records and all(isinstance(r, dict) for r in records):
+        from MultiModalSegLib.provenance import trained_case_names as recorded_names
+
+        return recorded_names(metadata)
     config = metadata.get("training", {}).get("config", {})
     names: set[str] = set()
     for entry in config.get("datasets", []):

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         init=args.init, data=[str(data)], out=run / "abdomen-ummkd-fewshot-mr1.zip", few_shot={"MR": 1},
         phantoms=settings["phantoms"], heldout_phantoms=settings["heldout_phantoms"], parent_data="no",
         steps=settings["steps"], lr=settings["lr"], device=args.device, run_dir=run, quiet=args.quiet, restart=args.restart, norm_stats=args.norm_stats,
-        overwrite=True, threads=args.threads, command="python training/finetune_fewshot.py" + (" --quick" if args.quick else ""),
+        overwrite=True, threads=args.threads, keep_worse=True,  # an experiment: its report states the result either way
     ))  # fmt: skip
     if result.status != "done":
         print(f"stopped at step {result.step}; run the same command again to resume")

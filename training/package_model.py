@@ -23,11 +23,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from MultiModalSegLib.bundle import file_sha256, load_bundle, save_bundle  # noqa: E402
+from MultiModalSegLib.bundle import bundle_sha256, file_sha256, load_bundle, save_bundle  # noqa: E402
 from MultiModalSegLib.cli.demo import SAMPLES, score_sample  # noqa: E402
 from MultiModalSegLib.inference import Segmenter  # noqa: E402
 from MultiModalSegLib.models import add_to_manifest  # noqa: E402
+from MultiModalSegLib.provenance import path_like_strings, provenance_sections  # noqa: E402
 from MultiModalSegLib.training.progress import read_progress  # noqa: E402
+from MultiModalSegLib.training.validation import validation_markdown  # noqa: E402
 
 
 def loss_plot(records: list[dict], path: Path) -> None:
@@ -66,14 +68,6 @@ def training_seconds(records: list[dict]) -> float:
     return total + session
 
 
-def validation_table(dice: dict) -> str:
-    organs = [k for k in next(iter(dice.values())) if k != "mean"]
-    lines = ["| modality | " + " | ".join(organs) + " | mean |", "|---" * (len(organs) + 2) + "|"]
-    for modality, row in dice.items():
-        lines.append(f"| {modality} | " + " | ".join(f"{row[o]:.3f}" for o in [*organs, "mean"]) + " |")
-    return "\n".join(lines)
-
-
 def real_sample_metrics(bundle_path: Path, repeats: int = 2) -> tuple[dict, dict]:
     """Metrics against the shipped pseudo-labels, and the best of ``repeats`` CPU timings."""
     seg = Segmenter(bundle_path, device="cpu")
@@ -105,18 +99,18 @@ def manifest_metrics(metrics: dict) -> dict:
     return out
 
 
-def validation_case_names(config: dict) -> list[str]:
-    """The validation cases a run's config names: its datasets' validation splits and its validation phantoms."""
-    from MultiModalSegLib.data.dataset import load_dataset
-
+def validation_case_names(training: dict) -> list[str]:
+    """The validation cases of a run, from its bundle's data set records: real cases by name, phantoms by count."""
     names = []
-    for entry in config.get("datasets", []):
-        entry = entry if isinstance(entry, dict) else {"path": entry}
-        if Path(entry["path"]).exists():
-            excluded = set(entry.get("exclude", []))
-            names += [c.name for c in load_dataset(entry["path"]).cases("validation") if c.name not in excluded]
-    n_phantoms = int(config.get("phantoms", {}).get("validation", 0))
-    return names + ([f"{n_phantoms} phantoms per modality"] if n_phantoms else [])
+    for record in training.get("datasets", []):
+        if not isinstance(record, dict):
+            continue
+        if record.get("origin") == "phantom":
+            n = int(record.get("phantoms", {}).get("validation", 0))
+            names += [f"{n} phantoms per modality"] if n else []
+        else:
+            names += record.get("validation", [])
+    return names
 
 
 def real_scan_rows(bundle_path: Path) -> list[dict]:
@@ -135,6 +129,45 @@ def real_scan_metrics(rows: list[dict]) -> dict:
     return {f"{r['scan']} ({r['role']}, {r['quality']})": r["metrics"] for r in rows}
 
 
+def packaged_metadata(meta: dict, real: dict, rows: list[dict], cpu_seconds: dict, train_seconds: float,
+                      bundle: Path | None = None) -> dict:
+    """The shipped bundle's metadata from the run bundle's: the recipe's name and description (a run
+    of a shipped model's recipe exports under a name of its own, see ``MultiModalSegLib.naming``), the
+    measured metrics and times. Its provenance must name no path (``MultiModalSegLib.provenance``): a
+    run bundle exported by an older version, which recorded paths, is rewritten the way
+    ``training/scrub_provenance.py`` rewrote the shipped ones (given its ``bundle``); what cannot be
+    rewritten is refused."""
+    meta = dict(meta)
+    if bundle is not None and path_like_strings(provenance_sections(meta)):
+        sys.path.insert(0, str(REPO / "training"))
+        import scrub_provenance
+
+        meta = scrub_provenance.scrub(meta, bundle_sha256(bundle), Path(bundle).parent)
+    intended = meta["training"].get("config", {}).get("bundle", {})
+    meta["name"] = intended.get("name", meta["name"])
+    meta["description"] = intended.get("description", meta["description"])
+    validation = meta.get("metrics", {}).get("validation_dice") or {}
+    val_cases = ", ".join(validation_case_names(meta["training"])) or "the run's validation split"
+    synthesis = meta["training"].get("config", {}).get("synthesis")
+    meta["metrics"] = {
+        "real_scans": real_scan_metrics(rows),
+        "real_scans_source": "the real labelled scans of the development data (evaluate_real_scans.py) against "
+        "TotalSegmentator pseudo-labels; role per scan from this model's training provenance",
+        "validation_dice": validation,
+        "validation_source": f"the run's validation cases ({val_cases}), model space, last validation of the run",
+    }
+    if not synthesis:  # the older recipes' real samples were training cases
+        meta["metrics"]["real_samples"] = {c: {o: {k: (None if v is None or np.isnan(v) else round(v, 4)) for k, v in m.items()} for o, m in r.items()} for c, r in real.items()}
+        meta["metrics"]["real_samples_source"] = "Resources/SampleData against TotalSegmentator pseudo-labels; these two scans were also training cases"
+    meta["training"] = {**meta["training"], "cpu_seconds_measured": cpu_seconds,
+                        "training_hours": {"device": meta["training"]["device"], "wall_hours": round(train_seconds / 3600, 2)}}  # fmt: skip
+    left = path_like_strings(provenance_sections(meta))
+    if left:
+        raise SystemExit(f"the run's bundle records paths in its provenance ({'; '.join(left)}); it cannot be shipped. "
+                         "Retrain it with this version of MultiModalSeg or rewrite it with training/scrub_provenance.py.")  # fmt: skip
+    return meta
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True, type=Path)
@@ -148,7 +181,7 @@ def main() -> int:
 
     bundle = load_bundle(args.run / "bundle")
     meta = dict(bundle.metadata)
-    name = meta["name"]
+    name = meta["training"].get("config", {}).get("bundle", {}).get("name", meta["name"])  # the recipe's name
     records = read_progress(args.run / "progress.jsonl")
     report_dir = REPO / "training" / "reports" / name
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -156,25 +189,14 @@ def main() -> int:
 
     real, cpu_seconds = real_sample_metrics(args.run / "bundle")
     rows = real_scan_rows(args.run / "bundle")
-    validation = meta.get("metrics", {}).get("validation_dice") or {}
-    val_cases = ", ".join(validation_case_names(meta["training"].get("config", {}))) or "the run's validation split"
     train_seconds = training_seconds(records)
+    meta = packaged_metadata(meta, real, rows, cpu_seconds, train_seconds, bundle=args.run / "bundle")
+    validation = meta["metrics"]["validation_dice"]
+    val_cases = ", ".join(validation_case_names(meta["training"])) or "the run's validation split"
     synthesis = meta["training"].get("config", {}).get("synthesis")
-    meta["metrics"] = {
-        "real_scans": real_scan_metrics(rows),
-        "real_scans_source": "../shared/data against TotalSegmentator pseudo-labels (training/evaluate_real_scans.py); "
-        "role per scan from this model's training provenance",
-        "validation_dice": validation,
-        "validation_source": f"the run's validation cases ({val_cases}), model space, last validation of the run",
-    }
-    if not synthesis:  # the older recipes' real samples were training cases
-        meta["metrics"]["real_samples"] = {c: {o: {k: (None if v is None or np.isnan(v) else round(v, 4)) for k, v in m.items()} for o, m in r.items()} for c, r in real.items()}
-        meta["metrics"]["real_samples_source"] = "Resources/SampleData against TotalSegmentator pseudo-labels; these two scans were also training cases"
-    meta["training"]["cpu_seconds_measured"] = cpu_seconds
-    meta["training"]["training_hours"] = {"device": meta["training"]["device"], "wall_hours": round(train_seconds / 3600, 2)}
     cfg = meta["training"].get("config", {})
-    config_file = Path(meta["training"].get("config_file") or "training/configs/abdomen_ummkd_default.json")
-    config_arg = config_file.relative_to(REPO) if config_file.is_absolute() and config_file.is_relative_to(REPO) else config_file
+    config_name = meta["training"].get("config_file") or "abdomen_ummkd_default.json"  # recorded by name
+    config_arg = f"training/configs/{config_name}" if (REPO / "training" / "configs" / config_name).is_file() else config_name
     run_arg = args.run.resolve().relative_to(REPO) if args.run.resolve().is_relative_to(REPO) else args.run
     warm = next((r for r in records if r["event"] == "warm_start"), None)
     warm_line = (
@@ -236,7 +258,7 @@ def main() -> int:
         "",
         "Last validation:",
         "",
-        validation_table(validation) if validation else "(no validation cases)",
+        validation_markdown(validation),
         "",
         "## CPU inference seconds (best of 2, this machine)",
         "",

@@ -495,7 +495,9 @@ def finetuneCommand(init: Path, settings: TrainingSettings, dataset: Path, runDi
     """``mmseg finetune`` as a list of arguments, run with Slicer's Python (``init``: the bundle path)."""
     command = [L.slicer_python(), "-m", "MultiModalSegLib", "finetune", "--init", str(init), "--data", str(dataset.parent),
                "--steps", str(int(settings.steps)), "--device", settings.device or "auto", "--run-dir", str(runDir),
-               "--out", str(outBundle), "--name", name, "--quiet"]
+               "--out", str(outBundle), "--name", name, "--quiet",
+               "--keep-worse",  # the panel plots the held-out Dice before and after and warns (TrainingJob.worse)
+               "--parent-data-root", str(runDir.parent.parent)]  # the data of models fine-tuned here before, found by sha256
     if settings.method:
         command += ["--method", settings.method]
     for modality, n in settings.fewShot.items():
@@ -530,6 +532,7 @@ class TrainingJob(L.ProcessJob):
         self.state = "running"
         self.error = None
         self.model: str | None = None
+        self.worse: list[str] = []  # held-out groups where the new model is worse than its parent ("phantoms CT 0.83 -> 0.72 (-0.11)")
         self.step = 0
         self.steps = 0
         self.history: dict = {"loss": [], "dice": {}}
@@ -622,6 +625,9 @@ class TrainingJob(L.ProcessJob):
             raise TrainingError(self._last_error() or self._exit_sentence("training"))
         if not self.outBundle.exists():
             raise TrainingError(f"The training ended without writing the model {self.outBundle}; see the Python console.")
+        table = self.outBundle.parent / f"{self.outBundle.name.removesuffix('.zip')}.finetune.json"
+        if table.is_file():
+            self.worse = list(json.loads(table.read_text(encoding="utf-8")).get("worse") or [])
         if self.install:
             self.progress(0.97, "installing the new model")
             self.model = installTrainedModel(self.logic, self.outBundle, self.modelName)["name"]

@@ -51,15 +51,26 @@ def register(subparsers) -> None:
         "--validation", type=_count, default=0, metavar="K",
         help="put the last K cases of each modality in the validation split (default 0)",
     )  # fmt: skip
+    parser.add_argument("--progress", action="store_true", help="JSON lines only on stdout (plan, progress, result); text on stderr")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the dataset and print where its ``dataset.json`` is."""
+    """Write the dataset (a bar per case on stderr) and print where its ``dataset.json`` is and how to train on it."""
     from ..data.phantoms import write_phantom_dataset
+    from ..reporting import Reporter
 
     check_new_folder(Path(args.out))
+    reporter = Reporter(json_lines=args.progress)
     extra = {"CBCT": args.cbct} if args.cbct else None
-    path = write_phantom_dataset(args.out, args.ct, args.mr, seed=args.seed, n_validation=args.validation, extra=extra)
-    print(f"phantom dataset: {path}")
+    total = args.ct + args.mr + args.cbct
+    reporter.plan(f"writing {total} phantoms ({args.ct} CT, {args.mr} MR" + (f", {args.cbct} CBCT" if args.cbct else "")
+                  + f"; the last {args.validation} of each for validation) to {args.out}", total=total, out=str(args.out))  # fmt: skip
+    bar = reporter.bar(total, "phantoms")
+    path = write_phantom_dataset(args.out, args.ct, args.mr, seed=args.seed, n_validation=args.validation, extra=extra,
+                                 progress=lambda done, _total: bar.update(done))  # fmt: skip
+    bar.close()
+    reporter.result(f"phantom dataset: {path}\ntrain on it: list {Path(path).resolve()} in the \"datasets\" of a training "
+                    "config and run mmseg train --config CONFIG (training/configs/phantoms_data_ummkd.json lists "
+                    "data/phantoms/dataset.json of the repository folder)", dataset=str(path))  # fmt: skip
     return 0

@@ -1,9 +1,13 @@
-"""``mmseg train --config FILE``: train a model; rerunning the same command resumes it."""
+"""``mmseg train --config FILE``: train a model; rerunning the same command resumes it.
+
+The plan and progress bars (writing phantoms, reading cases, training steps) go to stderr; the
+result, the last validation Dice per modality and organ as a table, to stdout. ``--progress``
+makes stdout JSON lines only (``plan``, ``progress``, ``result`` events).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from .options import DEVICE_HELP, OUTPUT_FLAGS
@@ -24,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bundle", help="also copy the finished bundle here, .zip for a zip file (default: only the run folder's bundle); "
                    "an existing one is refused")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --bundle")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no plan and no progress bars")
+    p.add_argument("--progress", action="store_true", help="JSON lines only on stdout (plan, progress, result); text on stderr")
     p.set_defaults(func=run)
 
 
@@ -54,28 +59,49 @@ def check_bundle_target(target: Path, run_bundle: Path, overwrite: bool, restart
     )
 
 
+def result_text(result, out: Path, validation: dict | None) -> str:
+    """The end of a run for a person: where it is, its last losses and its validation table."""
+    from ..training.validation import validation_markdown
+
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in result.last_losses.items())
+    lines = [f"{result.status} at step {result.step}; run folder {out}" + (f"; last losses: {losses}" if losses else "")]
+    if validation:
+        lines += ["", "Validation Dice at the last step (the run's validation cases, model space):", "",
+                  validation_markdown(validation), ""]  # fmt: skip
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..bundle import load_bundle, save_bundle
+    from ..reporting import Reporter
     from ..training import Trainer, distributed, load_config
 
+    reporter = Reporter(json_lines=args.progress, quiet=args.quiet)
     overrides = {k: v for k, v in (("steps", args.steps), ("device", args.device)) if v is not None}
     cfg = load_config(args.config, overrides)
     out = Path(args.out) if args.out else Path("training") / "runs" / cfg.name
     copied = check_bundle_target(Path(args.bundle), out / "bundle", args.overwrite, args.restart) if args.bundle else False
-    result = Trainer(cfg, out, restart=args.restart, quiet=args.quiet).run()
+    result = Trainer(cfg, out, restart=args.restart, quiet=args.quiet, reporter=reporter).run()
     main = distributed.is_main()  # under torchrun rank 0 alone reports and copies the bundle
     distributed.teardown()
     if not main:
         return 0 if result.status == "done" else 3
-    print(json.dumps({"status": result.status, "step": result.step, "run": str(out), "losses": result.last_losses}))
+    validation = result.validation
+    if validation is None and result.status == "done":  # a finished run rerun: its bundle's last validation
+        validation = load_bundle(result.bundle).metadata.get("metrics", {}).get("validation_dice")
+    fields = {"status": result.status, "step": result.step, "run": str(out), "losses": result.last_losses,
+              "validation": validation, "bundle": str(result.bundle) if result.bundle else None}  # fmt: skip
     if result.status != "done":
-        print(f"stopped at step {result.step}; run the same command again to resume from {out}/checkpoints/last.pt")
+        reporter.result(result_text(result, out, validation) + f"\nstopped at step {result.step}; run the same command again to "
+                        f"resume from {out}/checkpoints/last.pt", **fields)  # fmt: skip
         return 3
-    print(f"bundle: {result.bundle}")
+    text = result_text(result, out, validation) + f"\nbundle: {result.bundle} (model {load_bundle(result.bundle).name})"
     if copied:
-        print(f"copied to: {args.bundle} (already there)")
+        text += f"\ncopied to: {args.bundle} (already there)"
     elif args.bundle:
         b = load_bundle(result.bundle)
         extra = {p.name: p for p in Path(result.bundle).iterdir() if p.name not in ("metadata.json", "model.pt")}
-        print(f"copied to: {save_bundle(args.bundle, b.metadata, b.state_dict, extra_files=extra, overwrite=args.overwrite)}")
+        fields["copied_to"] = str(save_bundle(args.bundle, b.metadata, b.state_dict, extra_files=extra, overwrite=args.overwrite))
+        text += f"\ncopied to: {fields['copied_to']}"
+    reporter.result(text, **fields)
     return 0

@@ -11,7 +11,7 @@ displacement field, then sampled on the image grid.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -693,6 +693,30 @@ def _check_counts(n_ct: int, n_mr: int, n_validation: int, extra: Mapping[str, i
             )
 
 
+def phantom_dataset_document(
+    n_ct: int, n_mr: int, seed: int = 0, n_validation: int = 0, *, extra: Mapping[str, int] | None = None
+) -> dict:
+    """The ``dataset.json`` document that :func:`write_phantom_dataset` writes for these counts (its
+    bytes are ``json.dumps(document, indent=2) + "\\n"``), without generating any image."""
+    extra = _check_extra(extra)
+    _check_counts(n_ct, n_mr, n_validation, extra)
+    splits: dict[str, list] = {"training": [], "validation": [], "test": []}
+    for modality, count in (("CT", n_ct), ("MR", n_mr), *extra.items()):
+        for i in range(count):
+            rel = f"{modality.lower()}_{i:03d}.nii.gz"
+            split = "validation" if i >= count - n_validation else "training"
+            splits[split].append({"image": f"imagesTr/{rel}", "label": f"labelsTr/{rel}", "modality": modality})
+    labels = {"0": "background", **{str(lab.value): lab.name for lab in ABDOMEN_LABELS}}
+    kinds = "CT and MR" if not extra else f"CT, MR and {', '.join(extra)}"
+    return {
+        "name": "abdomen-phantoms",
+        "description": f"Synthetic unpaired abdominal {kinds} phantoms (MultiModalSeg generator, seed {seed})",
+        "licence": "CC0-1.0",
+        "labels": labels,
+        **splits,
+    }
+
+
 def write_phantom_dataset(
     out_dir: str | Path,
     n_ct: int,
@@ -701,36 +725,25 @@ def write_phantom_dataset(
     n_validation: int = 0,
     *,
     extra: Mapping[str, int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write an unpaired CT + MR phantom dataset (NIfTI + ``dataset.json``); return the json path.
 
     The last ``n_validation`` cases of each modality go to the ``validation`` split. ``extra``
     adds cases of other modalities, e.g. ``{"CBCT": 3}`` (files ``cbct_000.nii.gz``, ...), after
     the CT and MR ones; without it the output is exactly that of a CT + MR dataset.
+    ``progress(done, total)`` is called after each case is written.
     """
-    extra = _check_extra(extra)
-    _check_counts(n_ct, n_mr, n_validation, extra)
+    data = phantom_dataset_document(n_ct, n_mr, seed, n_validation, extra=extra)
     out = Path(out_dir)
-    splits: dict[str, list] = {"training": [], "validation": [], "test": []}
-    for modality, count in (("CT", n_ct), ("MR", n_mr), *extra.items()):
-        for i in range(count):
-            rel = f"{modality.lower()}_{i:03d}.nii.gz"
-            image, label = generate_phantom(modality, patient_seed(seed, modality, i))
-            write_image_atomic(image.to_sitk(), out / "imagesTr" / rel)
-            write_labelmap(label, out / "labelsTr" / rel)
-            split = "validation" if i >= count - n_validation else "training"
-            splits[split].append(
-                {"image": f"imagesTr/{rel}", "label": f"labelsTr/{rel}", "modality": modality}
-            )
-    labels = {"0": "background", **{str(lab.value): lab.name for lab in ABDOMEN_LABELS}}
-    kinds = "CT and MR" if not extra else f"CT, MR and {', '.join(extra)}"
-    data = {
-        "name": "abdomen-phantoms",
-        "description": f"Synthetic unpaired abdominal {kinds} phantoms (MultiModalSeg generator, seed {seed})",
-        "licence": "CC0-1.0",
-        "labels": labels,
-        **splits,
-    }
+    cases = [(m, i) for m, count in (("CT", n_ct), ("MR", n_mr), *_check_extra(extra).items()) for i in range(count)]
+    for done, (modality, i) in enumerate(cases, 1):
+        rel = f"{modality.lower()}_{i:03d}.nii.gz"
+        image, label = generate_phantom(modality, patient_seed(seed, modality, i))
+        write_image_atomic(image.to_sitk(), out / "imagesTr" / rel)
+        write_labelmap(label, out / "labelsTr" / rel)
+        if progress is not None:
+            progress(done, len(cases))
     path = out / "dataset.json"
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
     return path

@@ -13,7 +13,6 @@ import datetime
 import inspect
 import math
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..bundle import save_bundle
+from ..bundle import file_sha256, save_bundle
 from ..data.dataset import Case, labelled_subset, load_dataset
 from ..data.loading import PreparedCase, prepare_case
 from ..data.phantoms import write_phantom_dataset
@@ -33,10 +32,13 @@ from ..device import autocast, grad_scaler, resolve_device
 from ..errors import ConfigError
 from ..methods import build_method, get_method
 from ..modalities import get_modality
+from ..naming import derived_model_name
+from ..provenance import config_record, dataset_file_record
+from ..reporting import Reporter
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .progress import ProgressBar, ProgressLog, format_seconds
+from .progress import ProgressLog, format_seconds
 from .schedules import build_scheduler
 from .validation import validate
 
@@ -103,9 +105,12 @@ class Trainer:
     def __init__(
         self, config: TrainConfig, out_dir: str | Path, *, restart: bool = False, quiet: bool = False,
         init_state: Callable[[torch.nn.Module], torch.nn.Module | None] | None = None,
+        reporter: Reporter | None = None,
     ) -> None:
         """``init_state(method)``, when given, runs once the method is built and before a resume: it loads
-        starting weights (fine-tuning) and may return a replacement method (e.g. one with an added modality)."""
+        starting weights (fine-tuning) and may return a replacement method (e.g. one with an added modality).
+        ``reporter`` tells the person (or, with JSON lines, a program) the plan and the progress; default:
+        text and bars on stderr, bars off when ``quiet``."""
         self.cfg = config
         self.init_state = init_state
         self.out = Path(out_dir)
@@ -116,6 +121,7 @@ class Trainer:
         self.device = distributed.setup(resolve_device(config.device))
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0
+        self.reporter = (reporter or Reporter(quiet=quiet)) if self.is_main else Reporter.silent()
         if restart and self.is_main:
             for p in (self.ckpt_path, self.out / "progress.jsonl"):
                 p.unlink(missing_ok=True)
@@ -126,17 +132,22 @@ class Trainer:
         self.modalities = [get_modality(m).name for m in config.modalities]
 
     # ----- data
-    def _cases(self) -> tuple[list[Case], list[Case], list[str]]:
+    def _cases(self) -> tuple[list[Case], list[Case], list[dict]]:
+        """Training and validation cases of every data set, and each data set's provenance record."""
         entries = [d if isinstance(d, dict) else {"path": d} for d in self.cfg.datasets]
         if self.cfg.phantoms:
             ph = self.cfg.phantoms
             target = self.out / "phantoms" / "dataset.json"
             if not target.exists() and self.is_main:
+                counts = int(ph.get("ct", 0)), int(ph.get("mr", 0))
+                bar = self.reporter.bar(sum(counts), "writing phantoms")
                 write_phantom_dataset(
-                    target.parent, int(ph.get("ct", 0)), int(ph.get("mr", 0)), int(ph.get("seed", 0)), int(ph.get("validation", 0))
+                    target.parent, *counts, int(ph.get("seed", 0)), int(ph.get("validation", 0)), progress=lambda done, _total: bar.update(done)
                 )
+                bar.close()
             distributed.barrier()
-            entries.append({"path": str(target), "origin": "phantom"})
+            recipe = {k: int(ph.get(k, 0)) for k in ("ct", "mr", "validation", "seed")}
+            entries.append({"path": str(target), "origin": "phantom", "phantoms": recipe})
         model_values = {lab.name: lab.value for lab in self.labels}
         train, val = [], []
         for entry in entries:
@@ -152,17 +163,22 @@ class Trainer:
                         remap = _model_remap(c, spec.labels, model_values)
                         into.append(Case(c.name, c.image, c.modality, c.label, remap, weight,
                                          origin=entry.get("origin", "real"), remap_is_table=c.label_remap is None))
-        paths = [e["path"] for e in entries]
+        records = [
+            dataset_file_record(e["path"], origin=e.get("origin", "real"), exclude=e.get("exclude", ()),
+                                modalities=self.modalities, phantoms=e.get("phantoms"))  # fmt: skip
+            for e in entries
+        ]
         for modality, n in self.cfg.few_shot.items():
             modality = get_modality(modality).name
             mine = [c for c in train if c.modality == modality]
             kept = labelled_subset(mine, int(n), self.cfg.seed)
             train = [c for c in train if c.modality != modality] + kept
-        return train, val, paths
+        return train, val, records
 
-    def _prepare(self, cases: list[Case], labelled: bool = True) -> list[PreparedCase]:
+    def _prepare(self, cases: list[Case], labelled: bool = True, what: str = "reading training cases") -> list[PreparedCase]:
         values = [lab.value for lab in self.labels]
-        return [prepare_case(c, self.cfg.spacing, values) for c in cases if c.labelled == labelled]
+        mine = [c for c in cases if c.labelled == labelled]
+        return self.reporter.each(mine, what, lambda c: prepare_case(c, self.cfg.spacing, values)) if mine else []
 
     def _mixed_samplers(self, train: list[Case], prepared: list[PreparedCase]) -> dict[str, MixedSampler]:
         """Per modality, a :class:`MixedSampler` of its real cases, its phantoms and images synthesised
@@ -172,7 +188,8 @@ class Trainer:
         wanted = {origins[s] for s in cfg.synthesis.get("sources", list(origins))}
         values = [lab.value for lab in self.labels]
         labelled = [c for c in train if c.labelled]
-        sources = [prepare_source(c, cfg.spacing, values) for c in labelled if c.origin in wanted]
+        wanted_cases = [c for c in labelled if c.origin in wanted]
+        sources = self.reporter.each(wanted_cases, "reading label maps for synthesis", lambda c: prepare_source(c, cfg.spacing, values))
         pairs = list(zip(labelled, prepared, strict=True))
         samplers = {}
         for i, modality in enumerate(self.modalities):
@@ -189,12 +206,31 @@ class Trainer:
             samplers[modality] = MixedSampler(kinds, shares, cfg.batch_size, cfg.seed, i)
         return samplers
 
+    def plan_text(self) -> str:
+        """What the run will do, in a few lines (printed before the data is prepared)."""
+        cfg = self.cfg
+        data = ["/".join(Path(d["path"] if isinstance(d, dict) else d).parts[-2:]) for d in cfg.datasets]
+        if cfg.phantoms:
+            ph = cfg.phantoms
+            made = "" if (self.out / "phantoms" / "dataset.json").exists() else ", written first"
+            data.append(f"{ph.get('ct', 0)} CT + {ph.get('mr', 0)} MR phantoms (seed {ph.get('seed', 0)}{made})")
+        steps = f"{cfg.steps} steps" + (", resuming from its checkpoint" if self.ckpt_path.exists() else "")
+        return (
+            f"training {cfg.bundle.get('name', cfg.name)}: method {cfg.method}, {steps}, batch {cfg.batch_size} per "
+            f"modality ({', '.join(self.modalities)}), patch {'x'.join(map(str, cfg.patch_size))} at "
+            f"{'x'.join(f'{s:g}' for s in cfg.spacing)} mm, on {self.device}\n"
+            f"  data: {'; '.join(data)}\n  run folder: {self.out} (progress.jsonl, checkpoints; a STOP file or Ctrl-C "
+            "stops it, the same command resumes)"
+        )
+
     def build(self) -> None:
         cfg = self.cfg
         distributed.check_batch_size(cfg.batch_size, self.world)
-        train, val, self.dataset_paths = self._cases()
+        self.reporter.plan(self.plan_text(), name=cfg.bundle.get("name", cfg.name), method=cfg.method, steps=cfg.steps,
+                           run=str(self.out))  # fmt: skip
+        train, val, self.dataset_records = self._cases()
         prepared = self._prepare(train)
-        self.val_cases = self._prepare(val)
+        self.val_cases = self._prepare(val, what="reading validation cases")
         self.samplers = self._mixed_samplers(train, prepared) if cfg.synthesis else {}
         for i, modality in enumerate(self.modalities if not cfg.synthesis else []):
             mine = [p for p in prepared if p.modality == modality]
@@ -206,7 +242,7 @@ class Trainer:
         # semi-supervised methods also get each modality's unlabelled cases (few_shot's surplus included)
         self.unlabelled_samplers = {}
         if getattr(get_method(cfg.method), "uses_unlabelled", False):
-            unlabelled = self._prepare(train, labelled=False)
+            unlabelled = self._prepare(train, labelled=False, what="reading unlabelled cases")
             for i, modality in enumerate(self.modalities):
                 mine = [p for p in unlabelled if p.modality == modality]
                 if mine:
@@ -346,7 +382,7 @@ class Trainer:
             self.build()
         cfg = self.cfg
         log = ProgressLog(self.out / "progress.jsonl") if self.is_main else _NullLog()
-        bar = ProgressBar(cfg.steps, every=cfg.log_every, stream=sys.stderr if not self.quiet and self.is_main else _Null())
+        bar = self.reporter.bar(cfg.steps, "training", every=cfg.log_every, start=self.step)
         stop_file = self.out / "STOP"
         if self.is_main:
             stop_file.unlink(missing_ok=True)
@@ -368,7 +404,8 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     log.write("step", step=self.step, steps=cfg.steps, losses=losses, lr=lr, elapsed_s=round(elapsed, 2), eta_s=round(eta, 1))
-                bar.update(self.step, f"loss {losses['loss']:.4f} lr {lr:.2e} eta {format_seconds(eta)}")
+                bar.update(self.step, f"loss {losses['loss']:.4f} lr {lr:.2e} eta {format_seconds(eta)}",
+                           loss=round(losses["loss"], 5), lr=lr, eta_s=round(eta, 1))  # fmt: skip
                 if self.is_main and self.val_cases and (self.step % cfg.validate_every == 0 or self.step == cfg.steps):
                     val = validate(self.method.inference_network(), self.val_cases, self.labels, cfg.patch_size, self.device, cfg.amp)
                     log.write("validation", step=self.step, dice=val, cases=[c.name for c in self.val_cases])
@@ -396,13 +433,27 @@ class Trainer:
         return TrainResult(status, self.step, bundle, losses, val)
 
     # ----- packaging
+    def bundle_name_and_description(self) -> tuple[str, str]:
+        """The config's name and description, unless a models-manifest model has that name: then a
+        name of its own (:func:`~MultiModalSegLib.naming.derived_model_name`) and a description saying
+        what it is, so that a run of a shipped model's recipe is never taken for the shipped model."""
+        b = self.cfg.bundle
+        name = b.get("name", self.cfg.name)
+        description = b.get("description", f"{self.cfg.method} model trained by mmseg train")
+        new = derived_model_name(name, "trained")
+        if new != name:
+            description = (f"{self.cfg.method} model trained by mmseg train ({self.step} steps) from the recipe of "
+                           f"{name}; not the model {name} of the models manifest")  # fmt: skip
+        return new, description
+
     def metadata(self, validation: dict | None, seconds: float) -> dict:
         cfg = self.cfg
         b = cfg.bundle
+        name, description = self.bundle_name_and_description()
         return {
-            "name": b.get("name", cfg.name),
+            "name": name,
             "version": b.get("version", "0.1.0"),
-            "description": b.get("description", f"{cfg.method} model trained by mmseg train"),
+            "description": description,
             "method": cfg.method,
             "network": self.method.network_spec,
             "modalities": {m: get_modality(m).to_dict() for m in self.modalities},
@@ -411,13 +462,13 @@ class Trainer:
             "patch_size": [int(p) for p in cfg.patch_size],
             "inference": {"overlap": 0.5, "sw_batch_size": 2, "mode": "gaussian"},
             "training": {
-                "datasets": self.dataset_paths,
+                "datasets": self.dataset_records,
                 "cases": self.case_counts,
                 "steps": self.step,
                 "seed": cfg.seed,
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "config": {k: v for k, v in cfg.to_dict().items() if k != "source"},
-                "config_file": cfg.source,
+                "config": self._config_record(),
+                **self._config_file_record(),
                 "seconds_this_run": round(seconds, 1),
                 "device": str(self.device),
                 "library_version": __version__,
@@ -426,6 +477,19 @@ class Trainer:
             "licence": b.get("licence", "Apache-2.0"),
             "authors": b.get("authors", ["MultiModalSeg contributors"]),
         }
+
+    def _config_record(self) -> dict:
+        record = config_record(self.cfg.to_dict(), self.dataset_records)
+        if getattr(self, "warm_start", None):  # the warm start's bundle by the sha256 it was loaded with
+            record["init"] = {**record["init"], "sha256": self.warm_start["sha256"]}
+        return record
+
+    def _config_file_record(self) -> dict:
+        """The recipe file by name and sha256 (its path stays on the builder's machine)."""
+        source = Path(self.cfg.source) if self.cfg.source else None
+        if source is None or not source.is_file():
+            return {"config_file": None}
+        return {"config_file": source.name, "config_sha256": file_sha256(source)}
 
     def export(self, validation: dict | None, seconds: float) -> Path:
         state = {k: v.detach().cpu() for k, v in self.method.inference_network().state_dict().items()}
@@ -451,14 +515,3 @@ class _NullLog:
 
     def close(self) -> None:
         pass
-
-
-class _Null:
-    def write(self, _s: str) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False

@@ -14,10 +14,12 @@ and, last of all, ``finetuned`` (the new bundle and its before/after table).
 What the network trains on, per modality, through the engine's unpaired samplers:
 
 - the new data (``--data``: ``dataset.json`` files or their folders; their ``training`` split);
-- replay of old data, so that the parent's other skills are not forgotten: the parent's own
-  training datasets when its metadata records them and every one still exists (``parent_data``
-  ``"auto"``), otherwise ``phantoms`` synthetic phantoms per modality (CT and MR; seed ``seed``,
-  the seed of the default recipe, so they replay its first phantoms);
+- replay of old data, so that the parent's other skills are not forgotten: with ``parent_data``
+  ``"auto"`` the parent's own training data sets, found by the sha256 its provenance records
+  (:func:`parent_replay_data`; one not found is an error saying how to give it), or the
+  ``dataset.json`` files ``parent_data`` lists; and ``phantoms`` synthetic phantoms per modality
+  (CT and MR; seed ``seed``, the seed of the default recipe, so they replay its first phantoms)
+  in place of phantoms the parent trained on, or of everything with ``parent_data="no"``;
 - few-shot (``few_shot={"MR": 1}``): a few-shot modality keeps the labels of only N training
   cases of the new data (chosen with ``seed``); its replay and phantom cases lose their labels
   (they are kept, unlabelled, only for methods that train on unlabelled images).
@@ -28,10 +30,14 @@ the new data (group ``data``) and ``heldout_phantoms`` phantoms per modality dra
 ``HELDOUT_SEED + seed``, a seed no recipe trains on (group ``phantoms``).
 
 The new bundle is written at ``out`` (never over the parent; over an existing file or folder only
-with ``overwrite``): version = the parent's with a minor bump, ``parent`` = its name, version and
-sha256, ``training.case_files`` = sha256 of every training image and label file used,
-``metrics`` = the before/after Dice. The before/after table is also written beside it as
-``<name>.finetune.md`` and ``.json``.
+with ``overwrite``): its name is ``name`` (never a models-manifest name) or
+``<parent>-finetuned-<date>-<time>``, version = the parent's with a minor bump, ``parent`` = its
+name, version and sha256, ``training.datasets`` = each data set by name and sha256,
+``training.case_files`` = every training image and label file used by file name and sha256 (no
+path: :mod:`MultiModalSegLib.provenance`), ``metrics`` = the before/after Dice. The before/after
+table is also written beside it as ``<name>.finetune.md`` and ``.json``. When a held-out mean Dice
+falls by more than :data:`WORSE_TOLERANCE` (:func:`worse_rows`) the new model is not saved (status
+``"worse"``, the table goes to the run folder) unless ``keep_worse``.
 
 Normalisation statistics (``norm_stats``): ``"frozen"`` (default) keeps the parent's BatchNorm
 running statistics: those layers run in eval mode during fine-tuning (their affine parameters
@@ -51,6 +57,7 @@ the new modality's own parameters, initialised from ``like``'s, and list it in
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 import types
@@ -72,13 +79,18 @@ from ..methods import get_method
 from ..methods.registry import build_inference_network
 from ..modalities import get_modality, modality_names
 from ..models import resolve_model
+from ..naming import check_new_model_name, timestamp
 from ..networks.norms import modality_norms
+from ..provenance import dataset_file_record, find_dataset, missing_dataset_error, project_data_roots
+from ..reporting import Reporter
 from . import distributed
 from .config import config_from_dict
 from .engine import Trainer, _finite, _model_remap, build_configured_method
 from .progress import ProgressLog, read_progress
 from .validation import validate
 
+DEFAULT_LR = 5e-5  # the rate of the few-shot evidence (training/reports/finetune-fewshot): 5e-4 lost Dice on CT and MR
+WORSE_TOLERANCE = 0.02  # a held-out mean Dice that falls by more than this counts as worse (see is_worse)
 DEFAULT_PHANTOMS = 4  # training phantoms per modality when the parent's own data is not at hand
 DEFAULT_HELDOUT_PHANTOMS = 2  # held-out phantoms per modality
 HELDOUT_SEED = 90001  # + seed: the held-out phantoms' dataset seed (no recipe trains on it)
@@ -96,10 +108,11 @@ class FinetuneOptions:
     few_shot: dict[str, int] = field(default_factory=dict)
     phantoms: int | None = None  # training phantoms per modality; None: DEFAULT_PHANTOMS unless parent data is used
     heldout_phantoms: int = DEFAULT_HELDOUT_PHANTOMS
-    parent_data: str = "auto"  # "auto": replay the parent's recorded datasets when all exist; "no": never
+    parent_data: str | list[str] = "auto"  # "auto": the parent's data sets found by sha256; "no": none; or dataset.json paths
+    parent_data_roots: list[str] = field(default_factory=list)  # more folders where "auto" looks for them
     like: dict[str, str] = field(default_factory=dict)  # new modality -> existing one it starts from
     steps: int = 200
-    lr: float = 5e-4
+    lr: float = DEFAULT_LR
     warmup_steps: int | None = None  # default: a tenth of the steps, at most 10
     device: str = "auto"
     run_dir: Path | None = None  # default: training/runs/finetune-<out name>
@@ -108,16 +121,17 @@ class FinetuneOptions:
     overwrite: bool = False
     seed: int = 0
     threads: int = 0
-    name: str | None = None  # default: the parent's name
+    name: str | None = None  # default: "<parent name>-finetuned-<date>-<time>"; never a models-manifest name
     checkpoint_every: int = 10
     validate_every: int = 0  # > 0: score the held-out cases every N steps too ("validation" events), 0: before and after only
     norm_stats: str = "frozen"  # "frozen": keep the parent's BatchNorm statistics; "train": update them
-    command: str | None = None  # the command line, recorded in the bundle
+    keep_worse: bool = False  # save the new model even when it is worse than its parent on the held-out cases
+    reporter: Reporter | None = None  # the plan and progress (default: text on stderr, bars unless quiet)
 
 
 @dataclass
 class FinetuneResult:
-    status: str  # "done" or "stopped"
+    status: str  # "done", "stopped", or "worse" (not saved: worse than the parent, no keep_worse)
     step: int
     run_dir: Path
     bundle: Path | None = None
@@ -125,6 +139,7 @@ class FinetuneResult:
     after: dict | None = None
     table_md: Path | None = None
     table_json: Path | None = None
+    worse: list[str] = field(default_factory=list)  # held-out rows where the new model is worse than its parent
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -301,6 +316,47 @@ def _check_modalities(path: str | Path) -> None:
                 )
 
 
+def _parent_data_choice(parent_data: str | list[str] | tuple[str, ...]) -> str | list[str]:
+    """``"auto"``, ``"no"`` or a list of dataset.json paths, from the option's value(s)."""
+    values = [parent_data] if isinstance(parent_data, str) else list(parent_data) or ["auto"]
+    words = [v for v in values if v in ("auto", "no")]
+    if words and len(values) > 1:
+        raise ConfigError(f"--parent-data {' '.join(values)}: give auto, no, or one or more dataset.json paths, not both.")
+    return words[0] if words else values
+
+
+def parent_replay_data(parent: Bundle, parent_data: str | list[str] = "auto", roots: list[str] | tuple = ()) -> tuple[list[Path], bool]:
+    """The data sets to replay of ``parent``'s training data, and whether it also trained on phantoms.
+
+    ``"auto"``: each recorded data set with training cases is found by its sha256 under ``roots``
+    and :func:`~MultiModalSegLib.provenance.project_data_roots`; one that is not found (or is recorded
+    only by a path, as older bundles did) is an error saying how to give it. Phantoms the parent
+    generated are not looked for: the fine-tune replays fresh ones. ``"no"``: nothing. A list of
+    paths: those dataset.json files (or folders), used as given.
+    """
+    choice = _parent_data_choice(parent_data)
+    records = parent.metadata.get("training", {}).get("datasets", []) or []
+    phantoms = any(isinstance(r, dict) and r.get("origin") == "phantom" for r in records)
+    if choice == "no":
+        return [], phantoms
+    if isinstance(choice, list):
+        paths = [Path(p).expanduser() for p in choice]
+        for p in paths:
+            if not (p / "dataset.json" if p.is_dir() else p).is_file():
+                raise ConfigError(f"--parent-data {p}: no dataset.json there; give the parent's training data set file or its folder.")
+        return paths, phantoms
+    search = [Path(r).expanduser() for r in roots] + project_data_roots()
+    found = []
+    for record in records:
+        if isinstance(record, dict) and (record.get("origin") == "phantom" or not record.get("training")):
+            continue  # regenerated as fresh phantoms, or a data set only scored during training
+        path = find_dataset(record["sha256"], search) if isinstance(record, dict) and record.get("sha256") else None
+        if path is None:
+            raise missing_dataset_error(parent.name, record, search)
+        found.append(path)
+    return found, phantoms
+
+
 def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> _Plan:
     method_name = opts.method or parent.method
     cls = get_method(method_name)
@@ -365,26 +421,23 @@ def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> 
                 seen.add(c.image)
         return out
 
-    # replay: the parent's own training data when every recorded dataset still exists
-    recorded = [d["path"] if isinstance(d, dict) else d for d in parent.metadata.get("training", {}).get("datasets", [])]
-    found = [Path(p) for p in recorded if (Path(p) / "dataset.json" if Path(p).is_dir() else Path(p)).is_file()]
-    if opts.parent_data not in ("auto", "no"):
-        raise ConfigError(f"--parent-data {opts.parent_data!r}: give auto or no.")
-    use_parent = bool(opts.parent_data == "auto" and recorded and len(found) == len(recorded))
-    if opts.parent_data == "auto" and recorded and not use_parent:
-        notes.append(f"the parent's training data {sorted(set(recorded) - {str(p) for p in found})} is not here; replaying phantoms")
-    replay: dict = {"parent_data": [str(p) for p in found] if use_parent else []}
-    if use_parent:
-        for p in found:
-            spec = load_dataset(p)
-            if [n for v, n in spec.labels.items() if v and n not in model_labels]:
-                notes.append(f"{spec.path}: labels differ from the model's; not replayed")
-                continue
-            sources.append(_Source(spec, "parent", replay_cases(spec)))
+    # replay: the parent's own training data sets, found by sha256 (or given), so that it keeps what it knew
+    found, parent_phantoms = parent_replay_data(parent, opts.parent_data, opts.parent_data_roots)
+    replay: dict = {"parent_data": []}
+    for p in found:
+        spec = load_dataset(p)
+        if [n for v, n in spec.labels.items() if v and n not in model_labels]:
+            notes.append(f"the parent's data set '{spec.name}': labels differ from the model's; not replayed")
+            continue
+        sources.append(_Source(spec, "parent", replay_cases(spec)))
+        replay["parent_data"].append({"name": spec.name, "sha256": file_sha256(spec.path)})
+    use_parent = bool(replay["parent_data"])
 
     # phantoms: training replay, and held-out
     phantom_ok = set(model_labels) == set(PHANTOM_LABELS)
-    n_train = opts.phantoms if opts.phantoms is not None else (0 if use_parent else DEFAULT_PHANTOMS)
+    n_train = opts.phantoms if opts.phantoms is not None else (0 if use_parent and not parent_phantoms else DEFAULT_PHANTOMS)
+    if parent_phantoms and opts.parent_data != "no" and n_train:
+        notes.append(f"the parent's phantoms are replayed as {n_train} fresh phantoms per modality")
     for what, n in (("--phantoms", opts.phantoms or 0), ("--heldout-phantoms", opts.heldout_phantoms)):
         if n < 0:
             raise ConfigError(f"{what} {n}: give a count of 0 or more.")
@@ -399,7 +452,9 @@ def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> 
     if sum(counts.values()):
         folder = run / f"phantoms-ct{counts['CT']}-mr{counts['MR']}-seed{opts.seed}"
         if not (folder / "dataset.json").exists():
-            write_phantom_dataset(folder, counts["CT"], counts["MR"], opts.seed)
+            bar = _reporter(opts).bar(sum(counts.values()), "writing replay phantoms")
+            write_phantom_dataset(folder, counts["CT"], counts["MR"], opts.seed, progress=lambda done, _total: bar.update(done))
+            bar.close()
         spec = load_dataset(folder)
         sources.append(_Source(spec, "phantoms", replay_cases(spec)))
 
@@ -414,7 +469,9 @@ def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> 
         seed = HELDOUT_SEED + opts.seed
         folder = run / f"heldout-ct{held['CT']}-mr{held['MR']}-seed{seed}"
         if not (folder / "dataset.json").exists():
-            write_phantom_dataset(folder, held["CT"], held["MR"], seed, n_validation=max(held.values()))
+            bar = _reporter(opts).bar(sum(held.values()), "writing held-out phantoms")
+            write_phantom_dataset(folder, held["CT"], held["MR"], seed, n_validation=max(held.values()), progress=lambda done, _total: bar.update(done))
+            bar.close()
         spec = load_dataset(folder)
         heldout.append(("phantoms", spec, spec.cases("validation", labelled=True)))
     replay["heldout_phantoms"] = {**held, "seed": HELDOUT_SEED + opts.seed}
@@ -543,16 +600,64 @@ def _init_hook(plan: _Plan, cfg, opts: FinetuneOptions):
 
 
 def _case_files(plan: _Plan, uses_unlabelled: bool) -> list[dict]:
+    """Every training image and label used, by file name and sha256, with its case and data set."""
     out = []
     for source in plan.sources:
         for c, labelled in source.training:
             if not labelled and not uses_unlabelled:
                 continue
-            row = {"name": c.name, "modality": c.modality, "source": source.kind, "image": str(c.image), "image_sha256": file_sha256(c.image)}
+            row = {"name": c.name, "modality": c.modality, "source": source.kind, "dataset": source.spec.name,
+                   "image": Path(c.image).name, "image_sha256": file_sha256(c.image)}  # fmt: skip
             if labelled and c.label is not None:
-                row.update(label=str(c.label), label_sha256=file_sha256(c.label))
+                row.update(label=Path(c.label).name, label_sha256=file_sha256(c.label))
             out.append(row)
     return out
+
+
+def _reporter(opts: FinetuneOptions) -> Reporter:
+    return opts.reporter or Reporter(quiet=opts.quiet)
+
+
+def new_model_name(opts: FinetuneOptions, parent: Bundle, run: Path) -> str:
+    """``--name`` (never a models-manifest name), else the name a resumed run already chose, else
+    ``<parent name>-finetuned-<date>-<time>``."""
+    if opts.name:
+        return check_new_model_name(opts.name)
+    if not opts.restart:
+        chosen = [r.get("name") for r in read_progress(run / "progress.jsonl") if r.get("event") == "finetune"]
+        if chosen and chosen[-1]:
+            return chosen[-1]
+    base = re.sub(r"-finetuned-\d{8}-\d{6}$", "", parent.name)
+    return f"{base}-finetuned-{timestamp()}"
+
+
+def worse_rows(before: dict, after: dict, tolerance: float = WORSE_TOLERANCE) -> list[str]:
+    """The held-out groups and modalities whose mean Dice fell by more than ``tolerance``, as
+    ``"phantoms CT 0.828 -> 0.716 (-0.112)"``. With a few held-out cases per modality a change of
+    0.01-0.02 is within their noise (``training/reports/finetune-fewshot``); more is a worse model."""
+    rows = []
+    for group, mods in after.items():
+        for modality, row in mods.items():
+            b = before.get(group, {}).get(modality, {}).get("mean")
+            a = row.get("mean")
+            if a is not None and b is not None and a < b - tolerance:
+                rows.append(f"{group} {modality} {b:.3f} -> {a:.3f} ({a - b:+.3f})")
+    return rows
+
+
+def _source_records(plan: _Plan, uses_unlabelled: bool) -> list[dict]:
+    """Each data set the fine-tune trained on, by name and sha256 (the originals, not the run's lists)."""
+    records = []
+    for source in plan.sources:
+        used = [(c, labelled) for c, labelled in source.training if labelled or uses_unlabelled]
+        if not used:
+            continue
+        origin = "phantom" if source.kind == "phantoms" else "real"
+        phantoms = plan.replay["phantoms"] if source.kind == "phantoms" else None
+        record = dataset_file_record(source.spec.path, origin=origin, phantoms=phantoms)
+        record.update(role=source.kind, training=[c.name for c, _ in used], unlabelled=[c.name for c, lab in used if not lab])
+        records.append(record)
+    return records
 
 
 def finetune(opts: FinetuneOptions) -> FinetuneResult:
@@ -563,15 +668,25 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     parent, parent_sha = load_parent(opts.init)
     check_output(out, parent, opts.overwrite)
     run = Path(opts.run_dir) if opts.run_dir else default_run_dir(out)
+    name = new_model_name(opts, parent, run)
     run.mkdir(parents=True, exist_ok=True)
     # under torchrun rank 0 plans first (it writes the phantoms and data lists) and alone logs, scores and writes
     distributed.setup(resolve_device(opts.device))
     main = distributed.is_main()
+    reporter = _reporter(opts) if main else Reporter.silent()
+    opts = dataclasses.replace(opts, reporter=reporter)
+    version = bump_minor(parent.metadata["version"])
     if not main:
         distributed.barrier()
+    reporter.plan(
+        f"fine-tuning {parent.name} {parent.metadata['version']} into {name} {version}: {opts.steps} steps at lr {opts.lr:g}"
+        f"{' (method ' + opts.method + ')' if opts.method else ''}, data {', '.join(str(d) for d in opts.data)}\n"
+        f"  run folder: {run} (a STOP file or Ctrl-C stops it, the same command resumes); new bundle: {out}",
+        parent=parent.name, name=name, version=version, steps=opts.steps, lr=opts.lr, run=str(run), out=str(out),
+    )  # fmt: skip
     plan = _plan(opts, run, parent, parent_sha)
-    name = opts.name or parent.name
-    version = bump_minor(parent.metadata["version"])
+    for note in plan.notes:
+        reporter.note(f"note: {note}")
     datasets = [
         str(_write_dataset(run / "data" / f"{i:02d}-{s.kind}.json", s.spec, s.training)) for i, s in enumerate(plan.sources) if s.training
     ]
@@ -579,13 +694,14 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
         distributed.barrier()
     cfg = _config(opts, plan, run, datasets, name, version)
     load_parent_weights(_parent_shaped_method(plan, cfg), parent)  # fail before any data is prepared
-    trainer = Trainer(cfg, run, restart=opts.restart, quiet=opts.quiet, init_state=_init_hook(plan, cfg, opts))
+    trainer = Trainer(cfg, run, restart=opts.restart, quiet=opts.quiet, init_state=_init_hook(plan, cfg, opts),
+                      reporter=reporter if main else None)  # fmt: skip
     if not main:  # another torchrun rank: it trains its share of each batch, nothing more
         result = trainer.run()
         return FinetuneResult(result.status, result.step, run)
     parent_info = {"name": parent.name, "version": parent.metadata["version"], "sha256": parent_sha}
     log = ProgressLog(run / "progress.jsonl")
-    log.write("finetune", parent=parent_info, method=plan.method, out=str(out), data=[str(p) for p in opts.data],
+    log.write("finetune", parent=parent_info, name=name, method=plan.method, out=str(out), data=[str(p) for p in opts.data],
               few_shot=opts.few_shot, replay=plan.replay, new_modalities=plan.new_modalities, notes=plan.notes)  # fmt: skip
     log.close()
     trainer.build()
@@ -598,6 +714,8 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     if cached.get("key") == key:  # a resumed run: the parent was scored already
         before = cached["dice"]
     else:
+        if heldout:
+            reporter.plan(f"scoring the parent on {len(heldout)} held-out cases")
         before = evaluate_bundle(parent, heldout, device)
         write_text_atomic(before_file, json.dumps({"key": key, "dice": before}, indent=2) + "\n")
     if opts.validate_every > 0:  # the Trainer scores the held-out cases every N steps (a live Dice curve)
@@ -609,36 +727,48 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
         return FinetuneResult(result.status, result.step, run, before=before)
 
     trained = load_bundle(result.bundle)
+    if heldout:
+        reporter.plan(f"scoring the new model on {len(heldout)} held-out cases")
     after = evaluate_bundle(trained, heldout, device)
     _log(run, "evaluation", phase="after", dice=after, cases=counts)
+    title = f"{name} {version}: fine-tuned from {parent.name} {parent.metadata['version']}, held-out Dice before and after"
+    md = before_after_table(before, after, counts, [lab.name for lab in parent.labels], title)
+    worse = worse_rows(before, after)
+    if worse and not opts.keep_worse:
+        md_path, json_path = run / "finetune-table.md", run / "finetune-table.json"
+        write_text_atomic(md_path, md)
+        write_text_atomic(json_path, json.dumps({"name": name, "version": version, "parent": parent_info, "cases": counts,
+                                                 "before": before, "after": after, "worse": worse}, indent=2) + "\n")  # fmt: skip
+        _log(run, "refused", reason="worse than the parent on the held-out cases", worse=worse, table=str(md_path))
+        return FinetuneResult("worse", result.step, run, None, before, after, md_path, json_path, worse)
     meta = copy.deepcopy(trained.metadata)
     uses_unlabelled = bool(getattr(get_method(plan.method), "uses_unlabelled", False))
     meta["parent"] = parent_info
+    meta["training"]["datasets"] = _source_records(plan, uses_unlabelled)
     meta["training"]["case_files"] = _case_files(plan, uses_unlabelled)
     meta["training"]["finetune"] = {
         "parent": parent_info,
-        "data": [str(Path(p).resolve()) for p in opts.data],
+        "data": [dataset_file_record(p) for p in opts.data],
         "few_shot": {k: int(v) for k, v in opts.few_shot.items()},
         "replay": plan.replay,
         "new_modalities": plan.new_modalities,
         "norm_stats": opts.norm_stats,
+        "lr": opts.lr,
         "notes": plan.notes,
     }
-    if opts.command:
-        meta["training"]["command"] = opts.command
     meta["metrics"] = {"heldout_dice_before": before, "heldout_dice_after": after, "heldout_cases": counts}
+    if worse:
+        meta["metrics"]["worse_than_parent"] = worse  # kept with --keep-worse
     for key_name in ("model_sha256", "format_version"):
         meta.pop(key_name, None)
     bundle_path = save_bundle(out, meta, trained.state_dict, overwrite=opts.overwrite)
-    title = f"{name} {version}: fine-tuned from {parent.name} {parent.metadata['version']}, held-out Dice before and after"
-    md = before_after_table(before, after, counts, [lab.name for lab in parent.labels], title)
     md_path, json_path = table_paths(out)
     write_text_atomic(md_path, md)
     summary = {"bundle": str(bundle_path), "name": name, "version": version, "parent": parent_info,
-               "cases": counts, "before": before, "after": after}  # fmt: skip
+               "cases": counts, "before": before, "after": after, "worse": worse}  # fmt: skip
     write_text_atomic(json_path, json.dumps(summary, indent=2) + "\n")
     _log(run, "finetuned", bundle=str(bundle_path), table=str(md_path), version=version)
-    return FinetuneResult("done", result.step, run, bundle_path, before, after, md_path, json_path)
+    return FinetuneResult("done", result.step, run, bundle_path, before, after, md_path, json_path, worse)
 
 
 def _log(run: Path, event: str, **fields) -> None:

@@ -38,3 +38,15 @@ def validate(
             not np.isnan(r[lab.name]) for r in rows) else float("nan") for lab in labels}
         summary[modality]["mean"] = float(np.nanmean(list(summary[modality].values())))
     return summary
+
+
+def validation_markdown(dice: dict[str, dict[str, float | None]]) -> str:
+    """Markdown table of :func:`validate`'s result: a row per modality, a column per organ and the mean."""
+    if not dice:
+        return "(no validation cases)"
+    organs = [k for k in next(iter(dice.values())) if k != "mean"]
+    lines = ["| modality | " + " | ".join(organs) + " | mean |", "|---" * (len(organs) + 2) + "|"]
+    for modality, row in dice.items():
+        cells = ["-" if row.get(o) is None or np.isnan(row[o]) else f"{row[o]:.3f}" for o in [*organs, "mean"]]
+        lines.append(f"| {modality} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -3,6 +3,8 @@ export, remove, verify and invalid manifest entries."""
 
 from __future__ import annotations
 
+import zipfile
+
 import pytest
 
 from MultiModalSegLib.bundle import load_bundle
@@ -99,8 +101,17 @@ def test_import_hand_copied_file_makes_model_usable_offline(tmp_path):
 def test_import_refuses_other_version_or_unknown_model(tmp_path, v2):
     cache = tmp_path / "cache"
     manifest = write_manifest(tmp_path / "Models.json", [manifest_entry("abdomen-ummkd", "https://x.org/a.zip", DATA)])
-    with pytest.raises(BundleError, match=r"version 1\.1\.0 .* expects version 1\.0\.0 .*not imported"):
+    # an intact bundle of another model under the manifest model's name: a name clash, said as one
+    clash = r"a different model that has the same name as the manifest's model 'abdomen-ummkd' \(a name clash, not a damaged"
+    with pytest.raises(BundleError, match=clash + r".*version 1\.1\.0.*is version 1\.0\.0.*not imported.*--model PATH.*--name"):
         import_model(tmp_path / "v2.zip", manifest, cache)
+    damaged = tmp_path / "damaged.zip"  # a readable zip whose weights no longer match its own metadata
+    with zipfile.ZipFile(SHIPPED_BUNDLE) as src, zipfile.ZipFile(damaged, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info.filename, data[:-16] + bytes(16) if info.filename.endswith("model.pt") else data)
+    with pytest.raises(BundleError, match=r"weights do not match its own metadata.*\(the copy is damaged\)"):
+        import_model(damaged, manifest, cache)
     other = write_manifest(tmp_path / "Other.json", [manifest_entry("liver-only", "https://x.org/b.zip", b"x")])
     with pytest.raises(BundleError, match=r"matches no model .*known: liver-only.*--model PATH"):
         import_model(SHIPPED_BUNDLE, other, cache)

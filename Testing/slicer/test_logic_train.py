@@ -274,6 +274,9 @@ def test_train_stop_resume_install_and_apply(scene, zoo, tmp_path):
 
     # installed: listed by the model zoo and in the manifest, and applicable at once
     assert job.model == "tiny-finetuned"
+    # a model worse than its parent is kept (the panel shows the Dice before and after) and said to be worse
+    summary = json.loads(job.outBundle.with_name("tiny-finetuned.finetune.json").read_text())
+    assert "--keep-worse" in job.command and job.worse == summary["worse"]
     listed = {m["name"]: m for m in logic.listModels()}
     assert listed["tiny-finetuned"]["state"] == "installed" and listed["tiny-init"]["default"]
     assert Path(listed["tiny-finetuned"]["path"]).read_bytes() == job.outBundle.read_bytes()

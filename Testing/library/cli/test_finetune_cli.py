@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ from MultiModalSegLib.training.progress import read_progress
 
 def _command(parent: Path, data: Path, out: Path, run: Path, *extra: str) -> list[str]:
     return ["finetune", "--init", str(parent), "--data", str(data), "--out", str(out), "--run", str(run), "--steps", "2",
-            "--lr", "1e-3", "--phantoms", "0", "--heldout-phantoms", "0", "--device", "cpu", "--threads", "2", "--quiet", *extra]  # fmt: skip
+            "--lr", "1e-3", "--phantoms", "0", "--heldout-phantoms", "0", "--device", "cpu", "--threads", "2", "--quiet",
+            "--parent-data", "no", "--keep-worse", *extra]  # fmt: skip
 
 
 def test_stop_then_resume_with_the_same_command(tiny_bundle, phantom_dir, tmp_path, monkeypatch, capsys):
@@ -31,12 +33,16 @@ def test_stop_then_resume_with_the_same_command(tiny_bundle, phantom_dir, tmp_pa
     monkeypatch.setattr(Trainer, "train_step", step_then_stop)
     assert main(command) == 3
     printed = capsys.readouterr().out
-    assert json.loads(printed.splitlines()[0])["status"] == "stopped" and "run the same command again" in printed
+    assert printed.startswith("stopped at step 1; run the same command again")  # text for a person, no raw JSON
     assert (run / "checkpoints" / "last.pt").is_file() and not out.exists()
     monkeypatch.setattr(Trainer, "train_step", original)
 
-    assert main(command) == 0
-    printed = capsys.readouterr().out
+    assert main([*command, "--progress"]) == 0  # the same run; --progress: stdout is JSON lines only
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert lines[0]["event"] == "plan" and lines[-1]["event"] == "result" and lines[-1]["status"] == "done"
+    assert {"task": "training", "done": 2, "total": 2} .items() <= [e for e in lines if e["event"] == "progress"][-1].items()
+    printed = captured.err  # the table, for a person, on stderr
     assert "| held-out | modality | cases | organ | Dice before | Dice after | change |" in printed
     events = read_progress(run / "progress.jsonl")
     kinds = [e["event"] for e in events]
@@ -86,3 +92,27 @@ def test_run_dir_passes_through_torchrun_and_both_spellings_name_the_run_folder(
     for spelling in ("--run-dir", "--run"):
         args = parser.parse_args(["finetune", "--init", "P", "--data", "D", "--out", "O", spelling, "R"])
         assert args.run == "R"
+
+
+def test_a_worse_model_is_not_saved_without_keep_worse(phantom_dir, tmp_path, capsys):
+    """The tiny CT+MR model that segments phantoms, fine-tuned 2 steps at an absurd rate, loses Dice on
+    the held-out phantoms: the command says so loudly, saves nothing and exits 1; the same command
+    with --keep-worse reuses the finished run and saves it, recording the loss in its metrics."""
+    parent = Path(__file__).parents[1] / "training" / "data" / "tiny-ctmr-ummkd"
+    out, run = tmp_path / "worse.zip", tmp_path / "run"
+    command = ["finetune", "--init", str(parent), "--data", str(phantom_dir), "--out", str(out), "--run", str(run),
+               "--steps", "2", "--lr", "0.3", "--phantoms", "0", "--heldout-phantoms", "1", "--parent-data", "no",
+               "--device", "cpu", "--threads", "2", "--quiet"]  # fmt: skip
+    assert main(command) == 1
+    captured = capsys.readouterr()
+    assert "WARNING: the new model is WORSE than its parent on the held-out cases (mean Dice " in captured.err
+    assert re.search(r"phantoms (CT|MR) \d\.\d{3} -> \d\.\d{3} \(-\d\.\d{3}\)", captured.err)
+    assert "it was NOT saved" in captured.err and "--keep-worse" in captured.err
+    assert "| phantoms | CT | 1 | **mean** |" in captured.out and not out.exists()
+    assert (run / "finetune-table.md").is_file()
+    assert main([*command, "--keep-worse"]) == 0
+    assert "saved because of --keep-worse" in capsys.readouterr().err
+    bundle = load_bundle(out)
+    assert bundle.metadata["metrics"]["worse_than_parent"] and bundle.metadata["training"]["finetune"]["lr"] == 0.3
+    kinds = [e["event"] for e in read_progress(run / "progress.jsonl")]
+    assert kinds.count("refused") == 1 and kinds[-1] == "finetuned"

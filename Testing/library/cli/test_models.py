@@ -13,6 +13,7 @@ from MultiModalSegLib.io import Volume
 from Testing.library.model_server import (
     SHIPPED_BUNDLE,
     ModelServer,
+    bundle_version,
     closed_port,
     manifest_entry,
     write_manifest,
@@ -117,6 +118,18 @@ def test_import_of_wrong_file_is_an_error(tmp_path, capsys):
     manifest = write_manifest(tmp_path / "Models.json", [manifest_entry("other", "https://x.org/o.zip", b"o")])
     assert main(models("import", str(SHIPPED_BUNDLE), "--manifest", str(manifest), "--cache", str(tmp_path))) == 1
     assert "matches no model of the models manifest" in capsys.readouterr().err
+
+
+def test_import_explains_a_name_clash_as_one(tmp_path, capsys):
+    """A model made elsewhere under a manifest model's name (same name, other weights or version) is a
+    name clash, said as one, not a damaged copy to fetch again."""
+    manifest = write_manifest(tmp_path / "Models.json", [manifest_entry("abdomen-ummkd", "https://x.org/a.zip", DATA)])
+    other = tmp_path / "mine.zip"
+    bundle_version(SHIPPED_BUNDLE, other, "1.1.0")
+    assert main(models("import", str(other), "--manifest", str(manifest), "--cache", str(tmp_path / "cache"))) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(a name clash, not a damaged file: its weights are intact" in err
+    assert "version 1.1.0" in err and "--model PATH" in err and "fetch" not in err.lower()
 
 
 def test_invalid_manifest_entry_is_an_error(tmp_path, capsys):

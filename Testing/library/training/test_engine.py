@@ -95,9 +95,10 @@ def test_sigterm_stops_cleanly_and_the_same_command_resumes(phantom_dir, tmp_pat
     assert stopped["event"] == "stopped"
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == stopped["step"]
-    done = subprocess.run([*cmd, "--steps", str(stopped["step"] + 2)], cwd=REPO, env=env, capture_output=True, text=True)
+    done = subprocess.run([*cmd, "--steps", str(stopped["step"] + 2), "--progress"], cwd=REPO, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.splitlines()[0])["step"] == stopped["step"] + 2
+    result = json.loads(done.stdout.splitlines()[-1])  # --progress: JSON lines, the result last
+    assert result["event"] == "result" and result["step"] == stopped["step"] + 2
 
 
 def test_validation_and_bundle_metadata(phantom_dir, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 
 from MultiModalSegLib.bundle import bundle_sha256, file_sha256, load_bundle
 from MultiModalSegLib.errors import BundleError, ConfigError
+from MultiModalSegLib.provenance import path_like_strings, provenance_sections
 from MultiModalSegLib.training.finetune import FinetuneOptions, bump_minor, finetune, table_paths
 from MultiModalSegLib.training.progress import read_progress
 
@@ -20,8 +22,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def _options(parent: Path, data: list, out: Path, run: Path, **kw) -> FinetuneOptions:
-    base = dict(init=str(parent), data=[str(d) for d in data], out=out, run_dir=run, steps=2, lr=1e-3,
-                phantoms=0, heldout_phantoms=0, quiet=True, threads=2, device="cpu")  # fmt: skip
+    base = dict(init=str(parent), data=[str(d) for d in data], out=out, run_dir=run, steps=2, lr=1e-3, parent_data="no",
+                phantoms=0, heldout_phantoms=0, quiet=True, threads=2, device="cpu", keep_worse=True)  # fmt: skip
     base.update(kw)
     return FinetuneOptions(**base)
 
@@ -48,12 +50,19 @@ def test_new_bundle_has_provenance_and_parent_is_untouched(finetuned, tiny_bundl
     assert new.metadata["labels"] == parent.metadata["labels"] and new.metadata["method"] == "ummkd"
     assert new.state_dict.keys() == parent.state_dict.keys()
     assert any(not torch.equal(new.state_dict[k], parent.state_dict[k]) for k in parent.state_dict)
-    # every training file used, with its sha256: the phantom set's training split (1 CT, 1 MR)
+    # every training file used, by name with its sha256: the phantom set's training split (1 CT, 1 MR)
     files = new.metadata["training"]["case_files"]
     assert sorted(f["modality"] for f in files) == ["CT", "MR"]
     for f in files:
-        assert f["image_sha256"] == file_sha256(f["image"]) and f["label_sha256"] == file_sha256(f["label"])
-        assert Path(f["image"]).parent.parent == phantom_dir
+        assert f["image_sha256"] == file_sha256(phantom_dir / "imagesTr" / f["image"])
+        assert f["label_sha256"] == file_sha256(phantom_dir / "labelsTr" / f["label"]) and f["dataset"] == "abdomen-phantoms"
+    # provenance names data sets and files, never a path of this machine or of the working folder
+    assert path_like_strings(provenance_sections(new.metadata)) == []
+    data_sha = file_sha256(phantom_dir / "dataset.json")
+    assert [(r["name"], r["sha256"], r["role"]) for r in new.metadata["training"]["datasets"]] == [("abdomen-phantoms", data_sha, "data")]
+    assert new.metadata["training"]["finetune"]["data"][0]["sha256"] == data_sha
+    # a name of its own: the parent's with "-finetuned-<date>-<time>"
+    assert re.fullmatch(rf"{parent.name}-finetuned-\d{{8}}-\d{{6}}", new.name)
     # held-out = the data's validation split, scored before and after, per modality per organ
     metrics = new.metadata["metrics"]
     assert metrics["heldout_cases"] == {"data": {"CT": 1, "MR": 1}}
@@ -210,10 +219,77 @@ def test_plan_replays_the_parents_data_and_few_shot_strips_its_labels(tiny_bundl
     mr = [e for e in doc["validation"] if e["modality"] == "MR"]  # a case the parent did not train on
     data = _dataset(tmp_path / "mr", phantom_dir, training=mr, validation=[])
     parent, sha = load_parent(str(tiny_bundle))
-    plan = _plan(_options(tiny_bundle, [data], tmp_path / "new", tmp_path / "run", phantoms=None, few_shot={"MR": 1}), tmp_path / "run", parent, sha)
+    # --parent-data auto finds the parent's data set by its sha256 under --parent-data-root
+    opts = _options(tiny_bundle, [data], tmp_path / "new", tmp_path / "run", phantoms=None, few_shot={"MR": 1},
+                    parent_data="auto", parent_data_roots=[str(phantom_dir.parent)])  # fmt: skip
+    plan = _plan(opts, tmp_path / "run", parent, sha)
     kinds = {s.kind: [(c.name, c.modality, labelled) for c, labelled in s.training] for s in plan.sources}
     assert kinds["data"] == [("mr_001", "MR", True)]
     assert sorted(kinds["parent"]) == [("ct_000", "CT", True), ("mr_000", "MR", False)]
-    assert "phantoms" not in kinds and plan.replay["parent_data"] == [str(phantom_dir / "dataset.json")]
+    assert "phantoms" not in kinds
+    assert plan.replay["parent_data"] == [{"name": "abdomen-phantoms", "sha256": file_sha256(phantom_dir / "dataset.json")}]
     plan = _plan(_options(tiny_bundle, [data], tmp_path / "new", tmp_path / "run", parent_data="no", phantoms=None), tmp_path / "run", parent, sha)
     assert plan.replay["phantoms"] == {"CT": 4, "MR": 4, "seed": 0} and "parent" not in {s.kind for s in plan.sources}
+
+
+def test_parent_data_not_found_is_one_error_saying_how_to_give_it(tiny_bundle, phantom_dir, tmp_path):
+    """The tiny parent trained on the phantom set; with nowhere to find it, ``auto`` refuses before any work,
+    naming the data set and its sha256 and the three ways out; given by path, it is replayed."""
+    from MultiModalSegLib.training.finetune import parent_replay_data
+
+    parent = load_bundle(tiny_bundle)
+    with pytest.raises(ConfigError) as err:
+        finetune(_options(tiny_bundle, [phantom_dir], tmp_path / "new", tmp_path / "run", parent_data="auto"))
+    message = str(err.value)
+    assert "'abdomen-phantoms' (dataset.json sha256 " + file_sha256(phantom_dir / "dataset.json")[:12] in message
+    assert "--parent-data PATH" in message and "--parent-data-root DIR" in message and "--parent-data no" in message
+    assert not (tmp_path / "new").exists()
+    assert parent_replay_data(parent, [str(phantom_dir)]) == ([phantom_dir], False)
+    assert parent_replay_data(parent, "no") == ([], False)
+    with pytest.raises(ConfigError, match="not both"):
+        parent_replay_data(parent, ["auto", str(phantom_dir)])
+    # an older bundle recorded a path, not a sha256: never used as it stands (it may name another checkout)
+    legacy = type("B", (), {"name": "old", "metadata": {"training": {"datasets": [str(phantom_dir / "dataset.json")]}}})()
+    with pytest.raises(ConfigError, match="recorded only by its path"):
+        parent_replay_data(legacy, "auto", [str(phantom_dir)])
+
+
+def test_the_default_models_data_is_found_by_sha256_in_the_sample_data():
+    """The shipped models record the sample data set by sha256 (no path): ``auto`` finds it in
+    Resources/SampleData; their phantoms are replayed as fresh ones."""
+    from MultiModalSegLib.models import read_bundle_metadata
+    from MultiModalSegLib.training.finetune import parent_replay_data
+
+    for zip_path in sorted((REPO / "Resources" / "Models").glob("*.zip")):
+        meta = read_bundle_metadata(zip_path)
+        parent = type("B", (), {"name": meta["name"], "metadata": meta})()
+        found, phantoms = parent_replay_data(parent, "auto")
+        assert found == [REPO / "Resources" / "SampleData" / "dataset.json"] and phantoms, zip_path.name
+
+
+def test_worse_rows():
+    from MultiModalSegLib.training.finetune import WORSE_TOLERANCE, worse_rows
+
+    before = {"phantoms": {"CT": {"mean": 0.828}, "MR": {"mean": 0.749}}}
+    assert worse_rows(before, {"phantoms": {"CT": {"mean": 0.812}, "MR": {"mean": 0.761}}}) == []  # the report's default run
+    assert worse_rows(before, {"phantoms": {"CT": {"mean": 0.716}, "MR": {"mean": 0.749}}}) == ["phantoms CT 0.828 -> 0.716 (-0.112)"]
+    assert worse_rows(before, {"phantoms": {"CT": {"mean": 0.828 - WORSE_TOLERANCE - 0.001}}}) != []
+    assert worse_rows({}, {"data": {"CBCT": {"mean": 0.5}}}) == []  # nothing to compare with
+
+
+def test_default_lr_is_the_measured_rate():
+    """The default learning rate is the one the few-shot report measured (5e-5), in the library and the command."""
+    from MultiModalSegLib.cli.finetune import DEFAULT_LR as CLI_LR
+    from MultiModalSegLib.training.finetune import DEFAULT_LR
+
+    committed = json.loads((REPO / "training" / "reports" / "finetune-fewshot" / "before_after.json").read_text())
+    assert DEFAULT_LR == CLI_LR == committed["settings"]["lr"] == FinetuneOptions(init="x", data=[], out=Path("y")).lr
+
+
+def test_name_of_a_manifest_model_is_refused(tiny_bundle, phantom_dir, tmp_path):
+    from MultiModalSegLib.models import load_manifest
+
+    shipped = load_manifest()[0].name
+    with pytest.raises(ConfigError, match=f"--name {shipped}: a model of the models manifest has this name"):
+        finetune(_options(tiny_bundle, [phantom_dir], tmp_path / "new", tmp_path / "run", name=shipped))
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,68 @@
+"""What the README tells a new user to run holds together: the Train section's phantom command writes
+the data set its next command trains on, the Python example saves a result, and every folder its
+commands create inside the repository is git-ignored."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from MultiModalSegLib.training import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def _blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, re.S)
+
+
+def _commands() -> list[list[str]]:
+    """Every ``mmseg`` / ``torchrun`` command of the README's bash blocks, as argument lists."""
+    out = []
+    for block in _blocks("bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #")[0].strip()
+            if line.startswith(("mmseg ", "torchrun ")):
+                out.append(shlex.split(line))
+    return out
+
+
+def test_the_phantom_command_writes_what_the_next_train_command_uses():
+    section = README.split("### Train")[1].split("```bash")[1].split("```")[0]
+    lines = [shlex.split(line.split("  #")[0]) for line in section.strip().splitlines()]
+    phantom, train = lines[0], lines[1]
+    assert phantom[:2] == ["mmseg", "phantom"] and train[:2] == ["mmseg", "train"]
+    written = (REPO / phantom[phantom.index("--out") + 1] / "dataset.json").resolve()
+    config = load_config(REPO / train[train.index("--config") + 1])
+    assert written in [Path(d["path"] if isinstance(d, dict) else d) for d in config.datasets]
+    assert "--steps" in train  # the README shows how to make a run short
+
+
+def test_the_python_example_saves_a_result():
+    example = next(b for b in _blocks("python") if "Segmenter" in b)
+    assert "write_segmentation(seg.labels, " in example and "segment_file(" in example
+    compile(example, "README.md", "exec")  # valid Python
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    first = Path(path).parts[0]
+    return any(p.strip("/") == first or path.startswith(p.rstrip("/") + "/") or path.rstrip("/") == p.rstrip("/")
+               for p in patterns)  # fmt: skip
+
+
+def test_folders_the_readme_commands_create_are_git_ignored():
+    patterns = [line.strip() for line in (REPO / ".gitignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    created = set()
+    for args in _commands():
+        for option in ("--out", "--output", "-o"):
+            if option in args:
+                created.add(args[args.index(option) + 1])
+        if args[:2] == ["mmseg", "demo"] and "--output" not in args and "-o" not in args:
+            created.add("mmseg-demo")
+        if args[:2] == ["mmseg", "train"] and "--out" not in args:
+            created.add("training/runs/x")
+    relative = {c for c in created if not Path(c).is_absolute()}
+    assert {"data/phantoms", "training/runs/abdomen-ummkd", "metrics/"} <= relative
+    assert [c for c in sorted(relative) if not _ignored(c, patterns)] == []

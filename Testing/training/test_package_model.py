@@ -1,0 +1,62 @@
+"""``training/package_model.py`` ships a run's bundle with clean provenance: the recipe's name, data sets
+by name and sha256, and a refusal for a bundle that still records a path."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from MultiModalSegLib.bundle import file_sha256, load_bundle
+from MultiModalSegLib.provenance import path_like_strings, provenance_sections
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _package_model():
+    spec = importlib.util.spec_from_file_location("package_model", REPO / "training" / "package_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_packaging_a_run_writes_no_path(tiny_bundle, phantom_dir):
+    package_model = _package_model()
+    run_meta = load_bundle(tiny_bundle).metadata
+    # what the training engine recorded: the data set by name and sha256, the cases trained on and scored
+    [record] = run_meta["training"]["datasets"]
+    assert record["sha256"] == file_sha256(phantom_dir / "dataset.json") and record["origin"] == "real"
+    assert record["training"] == ["ct_000", "mr_000"] and record["validation"] == ["ct_001", "mr_001"]
+    derived = copy.deepcopy(run_meta)
+    derived["name"] = "tiny-trained-20260101-000000"  # as a run of a manifest model's recipe exports it
+    derived["training"]["config"]["bundle"] = {"name": "tiny", "description": "the recipe's model"}
+    meta = package_model.packaged_metadata(derived, {}, [], {"ct": 1.0}, 3600.0)
+    assert meta["name"] == "tiny" and meta["description"] == "the recipe's model"
+    assert path_like_strings(provenance_sections(meta)) == []
+    assert package_model.validation_case_names(meta["training"]) == ["ct_001", "mr_001"]
+    assert meta["training"]["training_hours"]["wall_hours"] == 1.0
+    dirty = copy.deepcopy(run_meta)
+    dirty["training"]["datasets"] = [str(phantom_dir / "dataset.json")]
+    with pytest.raises(SystemExit, match="records paths in its provenance"):
+        package_model.packaged_metadata(dirty, {}, [], {}, 0.0)
+
+
+def test_a_run_bundle_with_paths_from_an_older_version_is_rewritten(tiny_bundle):
+    """A run exported before provenance named data by sha256 (paths of its machine and working folder)
+    is packaged with the repository data set's name and sha256 and the phantoms' settings instead."""
+    package_model = _package_model()
+    meta = copy.deepcopy(load_bundle(tiny_bundle).metadata)
+    elsewhere = "/home/builder/checkout/Resources/SampleData/dataset.json"
+    meta["training"]["datasets"] = [elsewhere, "training/runs/x/phantoms/dataset.json"]
+    meta["training"]["config"]["datasets"] = [{"path": elsewhere, "weight": 8}]
+    meta["training"]["config"]["phantoms"] = {"ct": 2, "mr": 2, "validation": 1, "seed": 0}
+    meta["training"]["config_file"] = "/home/builder/checkout/training/configs/recipe.json"
+    packaged = package_model.packaged_metadata(meta, {}, [], {}, 0.0, bundle=Path(tiny_bundle))
+    assert path_like_strings(provenance_sections(packaged)) == []
+    real, phantoms = packaged["training"]["datasets"]
+    assert (real["name"], real["sha256"]) == ("abdomen-real-samples", file_sha256(REPO / "Resources" / "SampleData" / "dataset.json"))
+    assert phantoms["origin"] == "phantom" and phantoms["phantoms"]["ct"] == 2 and phantoms["training"] == ["ct_000", "mr_000"]
+    assert packaged["training"]["config"]["datasets"] == [{"name": "abdomen-real-samples", "sha256": real["sha256"], "weight": 8}]
+    assert packaged["training"]["config_file"] == "recipe.json"
