@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(an error says which is missing); no: replay none (phantoms instead); DATASET: a dataset.json "
                         "(or its folder) to replay, repeatable")  # fmt: skip
     p.add_argument("--parent-data-root", action="append", default=[], metavar="DIR",
-                   help="another folder where --parent-data auto looks for the parent's data sets (a few levels deep); repeatable")  # fmt: skip
+                   help="another folder where --parent-data auto looks for the parent's data sets (a few levels deep); repeatable (default: none)")  # fmt: skip
     p.add_argument("--like", action="append", type=_pair, default=[], metavar="NEW=EXISTING",
                    help="a modality the parent lacks starts from this one's parameters (methods with add_modality); repeatable (default: none)")  # fmt: skip
     p.add_argument("--norm-stats", choices=("frozen", "train"), default="frozen",
