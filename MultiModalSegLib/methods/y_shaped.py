@@ -9,7 +9,7 @@ from torch import nn
 
 from ..networks import SliceWise
 from ..networks.partly_shared import PerModality, partly_shared_network
-from .base import Method
+from .base import Method, checked_batch_forward
 from .registry import register_method
 
 
@@ -24,6 +24,11 @@ class YShaped(Method):
     the choice here. Each modality's skip
     connections come from its own encoder. Shared layers keep one BatchNorm for both modalities
     (as in Joint); the loss is the sum of the modalities' Dice + CE.
+
+    As for Joint, a step forwards the modalities' patches as one mixed batch by default
+    (``batch_forward="mixed"``): each modality's own layers run on its items, the shared layers on
+    the whole batch, so the shared BatchNorm layers train and infer with the statistics of the
+    CT+MR mixture; ``"per_modality"`` forwards each modality alone.
     """
 
     name = "y_shaped"
@@ -31,6 +36,11 @@ class YShaped(Method):
     paper = "Dou et al., TMI 2020 (UMMKD), baseline Y-shaped (late fusion)"
     equations = "-"
     inference_summary = "the input modality's encoder levels, then the shared bottleneck, decoder and head"
+    loss_summary = "Dice + CE per modality, summed (weights 1, 1); CT and MR patches in one mixed batch through the shared layers"
+
+    def __init__(self, network: Mapping, modalities: Sequence[str], n_classes: int, batch_forward: str = "mixed") -> None:
+        super().__init__(network, modalities, n_classes)
+        self.batch_forward = checked_batch_forward(self, batch_forward)
 
     @classmethod
     def build_inference_network(cls, network_spec: Mapping, modalities: Sequence[str]) -> nn.Module:
