@@ -192,6 +192,8 @@ METHOD_TITLES = {
             "CMC: Zhou et al., cross-modal consistency for unpaired multi-modal segmentation, MICCAI 2024"),
     "individual": ("One separate network per modality (baseline)", "Baseline: a network per modality, nothing shared"),
     "joint": ("One network for all modalities (baseline)", "Baseline: one network trained on every modality"),
+    "joint_kd": ("One network for all modalities, knowledge distillation (baseline)",
+                 "Baseline: Joint+KD, one network with UMMKD's knowledge distillation (Dou et al. 2020)"),
     "y_shaped": ("Separate encoders, shared decoder (baseline)", "Baseline: Y-shaped network (Dou et al. 2020)"),
     "x_shaped": ("Separate encoders and decoders, shared middle (baseline)", "Baseline: X-shaped network (Dou et al. 2020)"),
 }

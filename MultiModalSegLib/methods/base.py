@@ -9,13 +9,29 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..losses import as_target, dice_ce_loss
 from ..modalities import get_modality
+from ..networks import SliceWise, UNet
 from ..networks import add_modality as add_norm_sets
 from ..networks.exported import build_exported_network
 
 Batch = Mapping[str, torch.Tensor]  # {"image": [B,1,...], "label": [B,1,...]}
+BATCH_FORWARDS = ("mixed", "per_modality")
+
+
+def checked_batch_forward(method: Method, batch_forward: str) -> str:
+    """``batch_forward`` of a baseline (see :meth:`Method.mixed_logits`), validated: ``"mixed"``
+    needs a U-Net-family network (whose modality-specific layers can split a mixed batch)."""
+    if batch_forward not in BATCH_FORWARDS:
+        raise ConfigError(f"{method.name}: batch_forward {batch_forward!r} is unknown; choose one of {list(BATCH_FORWARDS)}.")
+    inner = method.net.net if isinstance(method.net, SliceWise) else method.net
+    if batch_forward == "mixed" and not isinstance(inner, UNet):
+        raise ConfigError(
+            f"{method.name}: a mixed CT+MR batch needs a U-Net network ('unet3d', 'unet2d', 'unet2.5d'), "
+            f"not {method.network_spec['name']!r}; set method_params batch_forward to 'per_modality'."
+        )
+    return batch_forward
 
 
 class Method(nn.Module):
@@ -141,11 +157,29 @@ class Method(nn.Module):
     def logits(self, image: torch.Tensor, modality: str) -> torch.Tensor:
         return self.net(image, modality)
 
+    def mixed_logits(self, batches: Mapping[str, Batch]) -> dict[str, torch.Tensor]:
+        """Every modality's logits from *one* forward pass of all the images concatenated along the
+        batch axis (in the order of ``batches``), so that a shared BatchNorm normalises with the
+        statistics of the mixed batch, as in UMMKD's Joint ("half of the batch as CT and the other
+        half as MRI"); modality-specific layers still see only their own modality's items
+        (:data:`..networks.norms.Segments`)."""
+        names = list(batches)
+        images = [batches[m]["image"] for m in names]
+        if len({tuple(x.shape[1:]) for x in images}) > 1:
+            shapes = {m: tuple(x.shape[1:]) for m, x in zip(names, images, strict=True)}
+            raise InputError(f"a mixed CT+MR batch needs patches of one shape, got {shapes}; use batch_forward 'per_modality'.")
+        segments = tuple((m, x.shape[0]) for m, x in zip(names, images, strict=True))
+        logits = self.net(torch.cat(images), segments)
+        return dict(zip(names, torch.split(logits, [n for _, n in segments]), strict=True))
+
     def segmentation_losses(self, batches: Mapping[str, Batch]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Per-modality logits and Dice+CE losses (``L_seg`` of every paper)."""
+        """Per-modality logits and Dice+CE losses (``L_seg`` of every paper); the logits come from
+        one forward per modality, or from one forward of the mixed batch when the method's
+        ``batch_forward`` is ``"mixed"`` (:meth:`mixed_logits`). The losses are per modality either way."""
+        mixed = self.mixed_logits(batches) if getattr(self, "batch_forward", "per_modality") == "mixed" and len(batches) > 1 else None
         logits, losses = {}, {}
         for modality, batch in batches.items():
-            logits[modality] = self.logits(batch["image"], modality)
+            logits[modality] = mixed[modality] if mixed is not None else self.logits(batch["image"], modality)
             losses[f"seg_{modality}"] = self.seg_loss(logits[modality], as_target(batch["label"]))
         return logits, losses
 

@@ -12,7 +12,15 @@ import torch
 
 from ..errors import ConfigError
 from ..losses import as_target
-from ..losses.cmc import cac_loss, csc_loss, ramp_down, ramp_up
+from ..losses.cmc import (
+    CAC_PAIRINGS,
+    REDUCTIONS,
+    csc_loss,
+    paired_cac_loss,
+    prototype_cac_loss,
+    ramp_down,
+    ramp_up,
+)
 from .base import Batch, Method
 from .registry import register_method
 
@@ -35,8 +43,19 @@ class CMC(Method):
       another patient's patch), *single* fuses ``F_mia^m`` with itself, the path the exported
       network runs on one volume of one modality.
     - ``L_CSC`` (Eq. 1) between ``F_ds`` of the modalities' labelled batches.
-    - ``L_CAC`` (Eq. 3) between the predictions (cross-fusion path) on the modalities' unlabelled
-      batches; 0 when a modality has no unlabelled case.
+    - ``L_CAC`` (Eq. 3) on the modalities' unlabelled batches (cross-fusion path); absent when a
+      modality has no unlabelled case. ``cac_pairing="prototypes"`` (default, for unpaired scans):
+      per class, the mean of ``F_mia`` weighted by the predicted probability of the class, class
+      ``k`` of one modality the positive of class ``k`` of the other
+      (:func:`..losses.cmc.prototype_cac_loss`); ``"paired"``: the paper's pairing of sample ``j``
+      with sample ``j`` by the Dice similarity of their predictions, which means something only
+      for paired data (the same patients, registered), not for unpaired scans, where those are two
+      random patches of different patients.
+
+    ``reduction`` (``"mean"``, default, or ``"sum"``) is how Eq. 1 and Eq. 3 combine their
+    channels / samples / classes: averaged, ``alpha`` and ``beta`` weigh a per-item loss whatever
+    the network's width or the batch size, as the paper's ramp weights are meant (see
+    :mod:`..losses.cmc`); ``"sum"`` is the equations as printed.
 
     Total: ``L_Sup + alpha * L_CSC + beta * L_CAC`` with the ramp-up ``alpha = 0.1 exp(-5 (1 -
     t/t_max))`` and ramp-down ``beta = 0.1 exp(-5 t/t_max)``; ``t`` counts optimiser steps (the
@@ -53,7 +72,10 @@ class CMC(Method):
     default_norm = "instance"
     paper = "Zhou et al., MICCAI 2024 (CMC)"
     equations = "Eq. 1 (L_CSC), 2 (L_Sup), 3 (L_CAC), ramp-up / ramp-down weights"
-    loss_summary = "L_Sup (Dice + CE) + alpha L_CSC + beta L_CAC; alpha = 0.1 exp(-5 (1 - t)), beta = 0.1 exp(-5 t)"
+    loss_summary = (
+        "L_Sup (Dice + CE) + alpha L_CSC + beta L_CAC; alpha = 0.1 exp(-5 (1 - t)), beta = 0.1 exp(-5 t); "
+        "L_CSC, L_CAC averaged over channels / classes; L_CAC between class prototypes (unpaired scans)"
+    )
     inference_summary = "the input modality's encoder, awareness module, fusion fed with its own features twice, and decoder"
     uses_unlabelled = True  # the engine adds "<modality>:unlabelled" batches (images only)
 
@@ -68,10 +90,17 @@ class CMC(Method):
         cac_temperature: float = 1.0,
         single_input_weight: float = 0.5,
         pretrained_encoder: str | None = None,
+        cac_pairing: str = "prototypes",
+        reduction: str = "mean",
     ) -> None:
         super().__init__(network, modalities, n_classes)
         if not 0.0 <= single_input_weight <= 1.0:
             raise ConfigError(f"cmc: single_input_weight must lie in [0, 1], got {single_input_weight}.")
+        if cac_pairing not in CAC_PAIRINGS:
+            raise ConfigError(f"cmc: cac_pairing {cac_pairing!r} is unknown; choose one of {list(CAC_PAIRINGS)} ('paired' for paired data only).")
+        if reduction not in REDUCTIONS:
+            raise ConfigError(f"cmc: reduction {reduction!r} is unknown; choose one of {list(REDUCTIONS)}.")
+        self.cac_pairing, self.reduction = cac_pairing, reduction
         self.csc_weight = csc_weight
         self.cac_weight = cac_weight
         self.csc_temperature = csc_temperature
@@ -140,9 +169,13 @@ class CMC(Method):
 
     def cross_logits(self, images: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Predictions of each modality's batch fused with its partner modality's batch."""
+        return self._cross(images)[0]
+
+    def _cross(self, images: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(cross-fusion predictions, ``F_mia``) of each modality's batch."""
         skips, aware = self._encode_all(images)
         partner = self._partners(list(images))
-        return {m: self.net.decode(self.net.fuse(aware[m], aware[partner[m]]), skips[m], m) for m in images}
+        return {m: self.net.decode(self.net.fuse(aware[m], aware[partner[m]]), skips[m], m) for m in images}, aware
 
     def supervised(self, batches: Mapping[str, Batch]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """``L_Sup`` per modality (cross and single-input paths mixed) and the ``F_ds`` maps."""
@@ -165,15 +198,22 @@ class CMC(Method):
         pairs = list(itertools.combinations(f_ds, 2))
         if not pairs:
             return torch.zeros((), device=next(iter(f_ds.values())).device)
-        return torch.stack([csc_loss(f_ds[a], f_ds[b], self.csc_temperature) for a, b in pairs]).mean()
+        return torch.stack([csc_loss(f_ds[a], f_ds[b], self.csc_temperature, self.reduction) for a, b in pairs]).mean()
 
     def cac(self, unlabelled: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         """``L_CAC`` (Eq. 3) on unlabelled batches, averaged over modality pairs; ``None`` without a pair."""
         if len(unlabelled) < 2:
             return None
-        logits = self.cross_logits(unlabelled)
+        logits, aware = self._cross(unlabelled)
         pairs = list(itertools.combinations(logits, 2))
-        return torch.stack([cac_loss(logits[a], logits[b], self.cac_temperature) for a, b in pairs]).mean()
+        if self.cac_pairing == "paired":
+            terms = [paired_cac_loss(logits[a], logits[b], self.cac_temperature, self.reduction) for a, b in pairs]
+        else:
+            terms = [
+                prototype_cac_loss(aware[a], logits[a], aware[b], logits[b], self.cac_temperature, self.reduction)
+                for a, b in pairs
+            ]
+        return torch.stack(terms).mean()
 
     def training_step(self, batches: Mapping[str, Batch]) -> dict[str, torch.Tensor]:
         labelled = {k: b for k, b in batches.items() if not k.endswith(UNLABELLED)}

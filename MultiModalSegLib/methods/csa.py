@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..losses import as_target, dice_ce_loss
-from ..losses.class_affinity import REGION_NORMS, csa_loss
+from ..losses.class_affinity import MIN_REGION, REGION_NORMS, csa_loss
 from ..networks import SliceWise, UNet
 from .base import Batch, Method
 from .registry import register_method
@@ -48,7 +48,12 @@ class CSA(Method):
     ground truth"); the default is the first two decoder blocks (adjacent, the deepest decoder
     layers, at 1/4 and 1/2 resolution in a four-level U-Net). The affinity is between the
     channels of the two layers: ``A^c`` is ``M x N`` (channels of ``l`` by channels of ``k``).
-    ``region_norm`` is ``S^c`` of Eq. 3 (see :func:`..losses.class_affinity.csa_loss` for every
+    ``region_norm`` is Eq. 3's ``S^c``: ``"none"`` (default) keeps the plain cosine, which is the
+    size invariance the paper asks of ``S^c`` (a cosine does not depend on the region's size, while
+    dividing it by ``S^c`` makes it grow without bound for a class that covers a fraction of a
+    coarse voxel); ``"count"`` / ``"fraction"`` give the literal reading. ``min_region`` (1 voxel
+    of the comparison grid, summed over the batch) leaves out a class too small to have an
+    affinity structure (see :mod:`..losses.class_affinity` for the reasoning and every other
     choice made there). With more than two modalities ``L_CSA`` is averaged over all pairs.
     Works with ``unet3d`` and the slice-wise ``unet2d`` / ``unet2.5d`` (whose feature maps keep
     every slice, so masks are resized in-plane only). Nothing of the loss exists at inference: the
@@ -71,7 +76,8 @@ class CSA(Method):
         beta: float = 1.0,
         lam: float = 0.5,
         layers: Sequence[str] = ("decoder.0", "decoder.1"),
-        region_norm: str = "count",
+        region_norm: str = "none",
+        min_region: float = MIN_REGION,
     ) -> None:
         super().__init__(network, modalities, n_classes)
         if not self.network_spec["params"]["norm"].startswith("modality_"):
@@ -90,6 +96,9 @@ class CSA(Method):
             raise ConfigError(f"csa region_norm {region_norm!r} is unknown; choose one of {list(REGION_NORMS)}.")
         self.alpha, self.beta, self.lam = alpha, beta, lam
         self.region_norm = region_norm
+        if not float(min_region) >= 0:
+            raise ConfigError(f"csa min_region must be 0 or more voxels of the comparison grid, got {min_region!r}.")
+        self.min_region = float(min_region)
         self.seg_loss = dice_ce_loss(alpha, beta)  # alpha * Dice + beta * CE, per modality
 
     def training_step(self, batches: Mapping[str, Batch]) -> dict[str, torch.Tensor]:
@@ -104,7 +113,8 @@ class CSA(Method):
             csa = torch.stack(
                 [
                     csa_loss(
-                        pairs_of_maps[a], batches[a]["label"], pairs_of_maps[b], batches[b]["label"], self.n_classes, self.region_norm
+                        pairs_of_maps[a], batches[a]["label"], pairs_of_maps[b], batches[b]["label"], self.n_classes,
+                        self.region_norm, self.min_region,
                     )
                     for a, b in pairs
                 ]

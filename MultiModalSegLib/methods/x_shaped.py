@@ -20,7 +20,7 @@ class XShaped(YShaped):
     bottom of the U is the choice here: about 1.7x Joint for a four-level U-Net (the generated
     methods table gives the ratio for its reference network), whereas sharing the whole deepest
     level would give about 1.5x. The shared layer keeps one BatchNorm for both modalities; the
-    loss is the sum of the modalities' Dice + CE.
+    loss is the sum of the modalities' Dice + CE. Batches are mixed as for ``y_shaped``.
     """
 
     name = "x_shaped"

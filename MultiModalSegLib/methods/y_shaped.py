@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 
 from ..networks import SliceWise
 from ..networks.partly_shared import PerModality
-from .base import Method
+from .base import Method, checked_batch_forward
 from .registry import register_method
 
 
@@ -21,12 +22,22 @@ class YShaped(Method):
     the choice here. Each modality's skip
     connections come from its own encoder. Shared layers keep one BatchNorm for both modalities
     (as in Joint); the loss is the sum of the modalities' Dice + CE.
+
+    As for Joint, a step forwards the modalities' patches as one mixed batch by default
+    (``batch_forward="mixed"``): each modality's own layers run on its items, the shared layers on
+    the whole batch, so the shared BatchNorm layers train and infer with the statistics of the
+    CT+MR mixture; ``"per_modality"`` forwards each modality alone.
     """
 
     name = "y_shaped"
     paper = "Dou et al., TMI 2020 (UMMKD), baseline Y-shaped (late fusion)"
     equations = "-"
     inference_summary = "the input modality's encoder levels, then the shared bottleneck, decoder and head"
+    loss_summary = "Dice + CE per modality, summed (weights 1, 1); CT and MR patches in one mixed batch through the shared layers"
+
+    def __init__(self, network: Mapping, modalities: Sequence[str], n_classes: int, batch_forward: str = "mixed") -> None:
+        super().__init__(network, modalities, n_classes)
+        self.batch_forward = checked_batch_forward(self, batch_forward)
 
     def _add_modality_parameters(self, new: str, like: str) -> None:
         """Every per-modality layer group gets a copy of ``like``'s layers for ``new``; shared

@@ -54,6 +54,7 @@ EXPORTED_NETWORKS: dict[str, Builder] = {
     "csa": shared_network,
     "individual": one_network_per_modality,
     "joint": shared_network,
+    "joint_kd": shared_network,
     "lssc": shared_network,
     "mulmodseg": mulmodseg_network,
     "ummkd": shared_network,

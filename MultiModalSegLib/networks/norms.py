@@ -10,18 +10,37 @@ parameters. The layers are registered in MONAI's ``Norm`` factory as ``modality_
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from monai.networks.layers.factories import Norm
 from torch import nn
+
+Segments = tuple[tuple[str, int], ...]  # a mixed batch: (modality, number of items), in batch order
+
+
+def is_segments(modality: object) -> bool:
+    """Whether ``modality`` describes a mixed batch (:data:`Segments`) rather than one modality."""
+    return isinstance(modality, tuple) and all(isinstance(s, tuple) and len(s) == 2 for s in modality)
+
+
+def run_by_segments(blocks: Mapping[str, nn.Module], segments: Segments, *args: torch.Tensor) -> torch.Tensor:
+    """Each modality's block on its own items of a mixed batch (every argument split along the
+    batch axis by ``segments``), the outputs concatenated back in batch order."""
+    unknown = [m for m, _ in segments if m not in blocks]
+    if unknown:
+        raise KeyError(f"modalities {unknown} have no layers here (known: {list(blocks)})")
+    sizes = [n for _, n in segments]
+    pieces = [torch.split(a, sizes) for a in args]
+    return torch.cat([blocks[m](*(p[i] for p in pieces)) for i, (m, _) in enumerate(segments)])
 
 
 class ModalityNorm(nn.Module):
     """One ``base`` normalisation layer per modality; ``active`` picks the one used in ``forward``.
 
     The active modality is set on the whole network at once with :func:`set_modality` (networks
-    do it in their ``forward(x, modality)``), because a batch holds one modality.
+    do it in their ``forward(x, modality)``). It is one modality's name, or for a batch that mixes
+    modalities a :data:`Segments` tuple: each modality's layers then normalise its own items.
     """
 
     def __init__(
@@ -63,6 +82,8 @@ class ModalityNorm(nn.Module):
                 "A modality-specific normalisation layer was called without a modality; "
                 "call the network as net(image, modality)."
             )
+        if is_segments(self.active):
+            return run_by_segments(self.norms, self.active, x)
         if self.active not in self.norms:
             raise KeyError(f"modality {self.active!r} has no normalisation layers here (known: {self.modalities})")
         return self.norms[self.active](x)
@@ -75,8 +96,9 @@ def modality_norms(module: nn.Module) -> Iterator[ModalityNorm]:
     return (m for m in module.modules() if isinstance(m, ModalityNorm))
 
 
-def set_modality(module: nn.Module, modality: str | None) -> None:
-    """Make every :class:`ModalityNorm` inside ``module`` use ``modality``'s layers."""
+def set_modality(module: nn.Module, modality: str | Segments | None) -> None:
+    """Make every :class:`ModalityNorm` inside ``module`` use ``modality``'s layers (or, given
+    :data:`Segments`, each modality's layers on its part of the batch)."""
     for layer in modality_norms(module):
         layer.active = modality
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
+from .norms import is_segments, run_by_segments
 from .slicewise import SliceWise
 from .unet import UNet
 
@@ -26,7 +27,8 @@ GROUPS = ("encoder", "down", "middle", "decoder", "head")
 
 
 class PerModality(nn.Module):
-    """One copy of a block per modality; :attr:`active` picks the one ``forward`` runs."""
+    """One copy of a block per modality; :attr:`active` picks the one ``forward`` runs (for a
+    mixed batch, :data:`.norms.Segments`: each modality's copy runs on its own items)."""
 
     def __init__(self, blocks: Mapping[str, nn.Module]) -> None:
         super().__init__()
@@ -34,6 +36,11 @@ class PerModality(nn.Module):
         self.active: str | None = None
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        if is_segments(self.active):
+            try:
+                return run_by_segments(self.blocks, self.active, *args)  # type: ignore[arg-type]
+            except KeyError as err:
+                raise InputError(f"this model has no layers for some modality of the batch: {err.args[0]}.") from err
         if self.active not in self.blocks:
             raise InputError(f"this model has no layers for modality {self.active!r}; it knows {list(self.blocks)}.")
         return self.blocks[self.active](*args)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .norms import is_segments
+
 
 class SliceWise(nn.Module):
     """Wrap a 2D network so it maps ``[B, 1, Z, Y, X]`` volumes to ``[B, C, Z, Y, X]`` logits.
@@ -31,15 +33,20 @@ class SliceWise(nn.Module):
             x = torch.cat([padded[:, :, i : i + z] for i in range(2 * self.context + 1)], dim=1)
         return x.permute(0, 2, 1, 3, 4).reshape(b * z, x.shape[1], y, xs)
 
+    @staticmethod
+    def _per_slice(modality, z: int):
+        """A mixed batch's segments counted in slices (each volume gives ``z`` slices, in order)."""
+        return tuple((m, n * z) for m, n in modality) if is_segments(modality) else modality
+
     def forward(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
         b, _, z = x.shape[:3]
-        out = self.net(self._slices(x), modality)
+        out = self.net(self._slices(x), self._per_slice(modality, z))
         return out.reshape(b, z, out.shape[1], *out.shape[2:]).permute(0, 2, 1, 3, 4)
 
     def features_dict(self, x: torch.Tensor, modality: str | None = None) -> dict:
         """The 2D network's features, each reshaped back to ``[B, C, Z, Y, X]``."""
         b, _, z = x.shape[:3]
-        feats = self.net.features_dict(self._slices(x), modality)
+        feats = self.net.features_dict(self._slices(x), self._per_slice(modality, z))
 
         def to3d(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(b, z, t.shape[1], *t.shape[2:]).permute(0, 2, 1, 3, 4)

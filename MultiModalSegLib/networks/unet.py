@@ -2,7 +2,9 @@
 
 ``norm`` is ``"batch"``, ``"instance"``, ``"modality_batch"`` or ``"modality_instance"`` (see
 :mod:`.norms`). The network is called as ``net(image, modality)``; the modality only matters for
-modality-specific normalisation. :meth:`UNet.features` exposes encoder and decoder feature maps
+modality-specific normalisation; it may also be a :data:`.norms.Segments` tuple, for a batch that
+concatenates several modalities' images (each modality-specific layer then acts on its own items,
+shared layers on the whole batch). :meth:`UNet.features` exposes encoder and decoder feature maps
 for methods whose losses act on them.
 """
 

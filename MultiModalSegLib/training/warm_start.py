@@ -1,7 +1,7 @@
 """Warm start: begin training one method from another method's exported U-Net weights.
 
-The U-Net family of methods (``joint``, ``ummkd``, ``csa``, ``y_shaped``, ``x_shaped``,
-``individual``, ``mulmodseg``) hold the same U-Net layers, arranged differently: shared, with one
+The U-Net family of methods (``joint``, ``joint_kd``, ``ummkd``, ``csa``, ``y_shaped``,
+``x_shaped``, ``individual``, ``mulmodseg``) hold the same U-Net layers, arranged differently: shared, with one
 normalisation per modality (``...norm1.norms.MR.weight``), with whole blocks per modality
 (``encoder.0.blocks.CT...``), one network per modality (``nets.MR.encoder...``), one encoder,
 decoder and head per modality around new modules (``cmc``: ``encoders.CT.0...``, whose awareness

@@ -31,8 +31,12 @@ def test_committed_readme_is_what_the_script_generates(table):
 
 def test_every_method_of_the_papers_is_in_the_table(table):
     text = table.README.read_text(encoding="utf-8")
-    for name in ("individual", "joint", "y_shaped", "x_shaped", "ummkd", "csa", "lssc", "mulmodseg", "cmc"):
+    for name in ("individual", "joint", "joint_kd", "y_shaped", "x_shaped", "ummkd", "csa", "lssc", "mulmodseg", "cmc"):
         assert f"| `{name}` |" in text
+
+
+def test_joint_kd_is_joint_with_a_loss_term(counts, table):
+    assert table.counts("joint_kd") == counts["joint"]
 
 
 def test_ummkd_and_csa_add_only_normalisation_parameters_over_joint(counts):

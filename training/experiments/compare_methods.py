@@ -70,7 +70,7 @@ REAL_CASES = (
     ("abdomen_mr_01", "MR", SAMPLES, tuple(ORGANS)),
 )
 MODALITIES = ("CT", "MR")
-METHOD_ORDER = ("individual", "joint", "y_shaped", "x_shaped", "ummkd", "csa", "lssc", "mulmodseg", "cmc")
+METHOD_ORDER = ("individual", "joint", "joint_kd", "y_shaped", "x_shaped", "ummkd", "csa", "lssc", "mulmodseg", "cmc")
 BASELINE = "individual"
 COMMAND = "nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python training/experiments/compare_methods.py --jobs 2"
 RESULTS_SELECTION = HERE / "results_selection"

@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from MultiModalSegLib.losses.cmc import cac_loss, csc_loss, dice_similarity, ramp_down, ramp_up
+from MultiModalSegLib.losses.cmc import (
+    cac_loss,
+    class_prototypes,
+    csc_loss,
+    dice_similarity,
+    paired_cac_loss,
+    prototype_cac_loss,
+    ramp_down,
+    ramp_up,
+)
 
 
 def _np_info_nce(sim: np.ndarray, t: float) -> float:
@@ -97,6 +106,84 @@ def test_cac_gradients_reach_both_predictions():
     lb = torch.randn(2, 3, 4, 4, 4, requires_grad=True)
     cac_loss(la, lb).backward()
     assert la.grad.abs().sum() > 0 and lb.grad.abs().sum() > 0
+
+
+def test_sum_reduction_is_the_printed_equations_and_mean_divides_by_the_items():
+    torch.manual_seed(2)
+    a, b = torch.randn(2, 6, 3, 3, 3), torch.randn(2, 6, 3, 3, 3)
+    torch.testing.assert_close(csc_loss(a, b, reduction="sum"), 6 * csc_loss(a, b))
+    la, lb = torch.randn(3, 3, 4, 4, 4), torch.randn(3, 3, 4, 4, 4)
+    torch.testing.assert_close(paired_cac_loss(la, lb, reduction="sum"), 3 * paired_cac_loss(la, lb))
+    assert cac_loss is paired_cac_loss
+    with pytest.raises(ValueError, match="reduction"):
+        csc_loss(a, b, reduction="max")
+
+
+def hard_logits(label: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Logits whose softmax is (to float precision) the one-hot of ``label`` [B, 1, *S]."""
+    return 60.0 * torch.nn.functional.one_hot(label[:, 0], n_classes).movedim(-1, 1).float()
+
+
+def test_class_prototypes_by_hand():
+    label = torch.zeros(1, 1, 2, 2, 2, dtype=torch.long)
+    label[0, 0, 0] = 1  # four voxels of class 1, four of class 0, none of class 2
+    features = torch.arange(16, dtype=torch.float32).reshape(1, 2, 2, 2, 2)
+    protos, mass = class_prototypes(features, hard_logits(label, 3))
+    torch.testing.assert_close(mass, torch.tensor([4.0, 4.0, 0.0]))
+    torch.testing.assert_close(protos[1], torch.tensor([1.5, 9.5]))  # mean of 0..3 and of 8..11
+    torch.testing.assert_close(protos[0], torch.tensor([5.5, 13.5]))
+    # a coarser feature grid: the probabilities are averaged over each feature voxel
+    protos, mass = class_prototypes(torch.ones(1, 2, 1, 1, 1), hard_logits(label, 3))
+    torch.testing.assert_close(mass, torch.tensor([0.5, 0.5, 0.0]))
+
+
+def anatomy(seed: int, batch: int, swap: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unpaired patches: random class layouts; each class has its own feature direction (the two
+    foreground directions exchanged when ``swap``), plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    label = torch.randint(0, 3, (batch, 1, 4, 4, 4), generator=g)
+    directions = torch.eye(3)[[0, 2, 1]] if swap else torch.eye(3)
+    features = directions[label[:, 0]].movedim(-1, 1) + 0.1 * torch.randn(batch, 3, 4, 4, 4, generator=g)
+    return features, hard_logits(label, 3)
+
+
+def test_prototype_cac_rewards_shared_anatomy_and_ignores_which_patch_is_which():
+    fa, la = anatomy(0, batch=3)
+    fb, lb = anatomy(1, batch=2)  # another batch size, other patients
+    matched = float(prototype_cac_loss(fa, la, fb, lb))
+    swapped = float(prototype_cac_loss(fa, la, *anatomy(1, batch=2, swap=True)))
+    assert matched < math.log(3) < swapped  # chance level log K between them
+    order = torch.tensor([1, 0])  # the samples of b in another order: the same loss
+    assert float(prototype_cac_loss(fa, la, fb[order], lb[order])) == pytest.approx(matched, rel=1e-6)
+    assert float(prototype_cac_loss(fb, lb, fa, la)) == pytest.approx(matched, rel=1e-6)  # symmetric
+    # the paper's pairing, on these unpaired patches, depends on the order it is given them
+    _, lb3 = anatomy(1, batch=3)
+    paired = float(paired_cac_loss(la, lb3))
+    assert abs(float(paired_cac_loss(la, lb3[torch.tensor([2, 0, 1])])) - paired) > 1e-3
+
+
+def test_prototype_cac_leaves_out_classes_without_predicted_mass():
+    fa, la = anatomy(2, batch=2)
+    fb, lb = anatomy(3, batch=2)
+    la2, lb2 = la.clone(), lb.clone()
+    la2[:, 2], lb2[:, 2] = -60.0, -60.0  # class 2 predicted nowhere: two classes remain
+    two = prototype_cac_loss(fa, la2, fb, lb2)
+    assert 0 < float(two) < math.log(2)
+    la2[:, 1] = -60.0  # only the background left: no negative, no loss (still in the graph)
+    fa.requires_grad_(True)
+    none = prototype_cac_loss(fa, la2, fb, lb2)
+    assert float(none.detach()) == 0.0
+    none.backward()
+    assert torch.equal(fa.grad, torch.zeros_like(fa))
+
+
+def test_prototype_cac_gradients_reach_features_and_predictions():
+    fa, la = anatomy(4, batch=2)
+    fb, lb = anatomy(5, batch=2)
+    fa.requires_grad_(True)
+    la = (la / 30).requires_grad_(True)  # soft predictions: the class weights can move
+    prototype_cac_loss(fa, la, fb, lb).backward()
+    assert fa.grad.abs().sum() > 0 and la.grad.abs().sum() > 0
 
 
 def test_ramp_weights_at_start_middle_and_end():

@@ -26,7 +26,7 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
     "mulmodseg": (UNET, {"embedding": "onehot", "label_names": LABEL_NAMES, "controller_hidden": 8}),
     "cmc": ({"name": "cmc", "params": {"features": [4, 8]}}, {}),
 }
-SHARES_EVERYTHING = {"joint"}  # no modality-specific parameter at all: CT and MR give the same output
+SHARES_EVERYTHING = {"joint", "joint_kd"}  # no modality-specific parameter at all: CT and MR give the same output
 
 
 def trained(name: str, **params) -> torch.nn.Module:

@@ -116,7 +116,44 @@ def test_pretrained_encoder_is_loaded_into_every_encoder(tmp_path):
         _method(pretrained_encoder=str(tmp_path / "missing.pt"))
 
 
+def test_cac_pairs_class_prototypes_by_default_and_sample_j_for_paired_data():
+    from MultiModalSegLib.losses.cmc import paired_cac_loss, prototype_cac_loss
+
+    batches = _batches(3)
+    unlabelled = {m: batches[f"{m}:unlabelled"]["image"] for m in ("CT", "MR")}
+    for pairing in ("prototypes", "paired"):
+        method = _method(cac_pairing=pairing) if pairing != "prototypes" else _method()
+        assert method.cac_pairing == pairing and method.reduction == "mean"
+        torch.manual_seed(0)
+        got = method.cac(unlabelled)
+        with torch.no_grad():
+            logits, aware = method._cross(unlabelled)
+            expected = (prototype_cac_loss(aware["CT"], logits["CT"], aware["MR"], logits["MR"]) if pairing == "prototypes"
+                        else paired_cac_loss(logits["CT"], logits["MR"]))
+        torch.testing.assert_close(got.detach(), expected)
+        assert float(expected) > 0
+
+
+def test_mean_reduction_keeps_the_ramp_weights_below_the_supervised_loss():
+    """At its largest weight (alpha = 0.1, the end of training) the averaged L_CSC moves the
+    encoders less than L_Sup; summed over the channels (the printed Eq. 1) it moves them more."""
+    ratios = {}
+    for reduction in ("mean", "sum"):
+        method = _method(reduction=reduction)
+        losses, f_ds = method.supervised(_batches(4, unlabelled=False))
+        encoders = [p for name, p in method.named_parameters() if name.startswith("net.encoders.")]
+        g_sup = torch.autograd.grad(sum(losses.values()), encoders, retain_graph=True)
+        g_csc = torch.autograd.grad(0.1 * method.csc(f_ds), encoders)
+        ratios[reduction] = float(torch.stack([g.norm() for g in g_csc]).norm() / torch.stack([g.norm() for g in g_sup]).norm())
+    assert ratios["mean"] < 1.0 < ratios["sum"]
+    assert ratios["sum"] == pytest.approx(16 * ratios["mean"], rel=1e-4)  # 16 channels in F_ds
+
+
 def test_bad_configuration_is_refused():
+    with pytest.raises(ConfigError, match="cac_pairing"):
+        _method(cac_pairing="sample")
+    with pytest.raises(ConfigError, match="reduction"):
+        _method(reduction="max")
     with pytest.raises(ConfigError, match="single_input_weight"):
         _method(single_input_weight=2.0)
     with pytest.raises(ConfigError, match="network name"):

@@ -40,7 +40,8 @@ def test_defaults_are_the_papers():
     method = make()
     assert (method.alpha, method.beta, method.lam) == (1.0, 1.0, 0.5)
     assert method.layers == [("decoder", 0), ("decoder", 1)]
-    assert method.region_norm == "count"
+    assert method.region_norm == "none"  # the size-invariant cosine (see losses.class_affinity)
+    assert method.min_region == 1.0
     assert method.network_spec["params"]["norm"] == "modality_batch"
     norms = [m for m in method.modules() if isinstance(m, ModalityNorm)]
     assert norms and all(n.modalities == MODALITIES for n in norms)
@@ -72,6 +73,56 @@ def test_total_is_alpha_dice_plus_beta_ce_plus_lambda_csa(alpha, beta, lam):
     torch.testing.assert_close(out["loss"], out["seg_CT"] + out["seg_MR"] + lam * out["csa"])
 
 
+def make4(seed: int, **params) -> CSA:
+    """A CSA model with four classes (background, a large one, two tiny ones)."""
+    torch.manual_seed(seed)
+    return build_method("csa", NET, MODALITIES, 4, **params)
+
+
+def small_class_batches(seed: int) -> dict[str, dict[str, torch.Tensor]]:
+    """Four classes: 1 a block, 2 and 3 one label voxel per image each, i.e. 1/8 of a voxel of the
+    compared decoder.0 grid (half resolution): the case that blew the literal Eq. 3 up."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for i, m in enumerate(MODALITIES):
+        label = torch.zeros(2, 1, 8, 16, 16)
+        label[:, :, 2:6, 4:12, 4:12] = 1
+        for b in range(2):
+            z, y, x = (int(v) for v in torch.randint(0, 6, (3,), generator=g))
+            label[b, 0, z, y, x] = 2
+            label[b, 0, z + 1, y + 8, x + 8] = 3
+        out[m] = {"image": torch.rand(2, 1, 8, 16, 16, generator=g) + 0.5 * label + i, "label": label}
+    return out
+
+
+def gradient_ratio(method: CSA, data: dict) -> tuple[float, float, float]:
+    """(L_CSA, summed segmentation loss, |grad lambda L_CSA| / |grad L_seg| on the shared kernels)."""
+    out = method.train().training_step(data)
+    kernels = [p for name, p in method.net.named_parameters() if "conv" in name and "head" not in name]
+    seg = out["seg_CT"] + out["seg_MR"]
+    g_seg = torch.autograd.grad(seg, kernels, retain_graph=True, allow_unused=True)
+    g_csa = torch.autograd.grad(method.lam * out["csa"], kernels, allow_unused=True)
+
+    def norm(grads) -> float:
+        return float(sum(g.pow(2).sum() for g in grads if g is not None)) ** 0.5
+
+    return float(out["csa"].detach()), float(seg.detach()), norm(g_csa) / norm(g_seg)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_csa_term_stays_below_the_segmentation_loss_when_a_class_covers_a_fraction_of_a_voxel(seed):
+    csa, seg, ratio = gradient_ratio(make4(seed), small_class_batches(seed))
+    assert 0.0 <= csa <= 4.0 and 0.5 * csa < seg
+    assert ratio < 1.0, f"lambda L_CSA moves the shared kernels {ratio:.2f}x as much as L_seg"
+    # Even with every class compared (no size guard), the term stays in its range and its gradient
+    # of the order of the segmentation loss's.
+    csa, seg, ratio = gradient_ratio(make4(seed, min_region=0.0), small_class_batches(seed))
+    assert 0.0 <= csa <= 4.0 and ratio < 1.0
+    # Dividing by the region's relative size instead (a literal reading) makes the term dominate.
+    _, _, literal = gradient_ratio(make4(seed, region_norm="fraction", min_region=0.0), small_class_batches(seed))
+    assert literal > 2.0
+
+
 def test_configured_layers_are_the_ones_compared():
     method = make(layers=["encoder.2", "decoder.-1"], region_norm="none").train()
     assert method.layers == [("encoder", 2), ("decoder", 1)]
@@ -98,8 +149,8 @@ def test_csa_gradients_reach_the_shared_convolutions_and_both_norm_sets_not_the_
         assert any(n.norms[m].weight.grad is not None and n.norms[m].weight.grad.abs().sum() > 0 for n in norms), m
     head = net.head.conv.conv.weight  # after the compared layers: the affinity term cannot reach it
     assert head.grad is None or float(head.grad.abs().sum()) == 0.0
-    # With the paper's size normalisation the term is small but still trains the shared kernels.
-    method = make().train()
+    # The literal size normalisation (cosine / S^c) gives a small term that still trains the kernels.
+    method = make(region_norm="count").train()
     method.training_step(batches(3))["csa"].backward()
     assert method.inference_network().encoder[0].conv1.conv.weight.grad.abs().sum() > 0
 
@@ -130,6 +181,8 @@ def test_bad_configurations_are_config_errors():
         make(layers=["decoder.1", "decoder.-1"])
     with pytest.raises(ConfigError, match="region_norm"):
         make(region_norm="area")
+    with pytest.raises(ConfigError, match="min_region"):
+        make(min_region=-1)
     with pytest.raises(ConfigError, match="modality"):
         make({"name": "unet3d", "params": {"features": [4, 8, 16], "norm": "batch"}})
 

@@ -99,6 +99,39 @@ def test_ummkd_total_is_segmentation_plus_half_alpha_kd(alpha):
     assert abs(float(kd_t2) - float(kd)) > 1e-6
 
 
+def test_ummkd_l2_term_is_eta_times_the_squared_norm_of_every_parameter():
+    data = batches(4)
+    plain = make("ummkd").train().training_step(data)
+    assert "l2" not in plain  # eta 0 by default: the configs use the optimiser's weight decay
+    method = make("ummkd", l2_weight=1e-2).train()
+    out = method.training_step(data)
+    squares = sum(float(p.detach().pow(2).sum()) for p in method.net.parameters())
+    assert float(out["l2"].detach()) == pytest.approx(squares, rel=1e-5)
+    torch.testing.assert_close(out["loss"], out["seg_CT"] + out["seg_MR"] + 0.25 * out["kd"] + 1e-2 * out["l2"])
+    torch.testing.assert_close(out["loss"].detach(), plain["loss"].detach() + 1e-2 * out["l2"].detach())
+    # its gradient is 2 eta Theta on every parameter (here the only term)
+    method.zero_grad()
+    (1e-2 * out["l2"]).backward()
+    for p in method.net.parameters():
+        torch.testing.assert_close(p.grad, 2e-2 * p.detach())
+
+
+def test_ummkd_class_balanced_cross_entropy_is_an_option():
+    from MultiModalSegLib.losses import class_balanced_cross_entropy, dice_ce_loss
+
+    data = batches(5)
+    method = make("ummkd", ce_weighting="class_balanced").train()
+    out = method.training_step(data)
+    with torch.no_grad():
+        logits = method.inference_network()(data["CT"]["image"], "CT")
+        target = as_target(data["CT"]["label"])
+        expected = dice_ce_loss(1.0, 0.0)(logits, target) + class_balanced_cross_entropy(logits, target)
+    torch.testing.assert_close(out["seg_CT"].detach(), expected, rtol=1e-4, atol=1e-6)
+    for bad in ({"ce_weighting": "median"}, {"l2_weight": -1.0}):
+        with pytest.raises(ConfigError):
+            make("ummkd", **bad)
+
+
 def test_ummkd_kd_term_gets_gradient():
     method = make("ummkd").train()
     out = method.training_step(batches(3))
