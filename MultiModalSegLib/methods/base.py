@@ -95,6 +95,11 @@ class Method(nn.Module):
     def inference_network(self) -> nn.Module:
         return self.net
 
+    def pretraining_network(self) -> nn.Module:
+        """The network self-supervised pretraining trains (``training.pretraining``), called as
+        ``net(image, modality)``; the trained network ``self.net`` unless a method says otherwise."""
+        return self.net
+
     # ----- a further modality
 
     def add_modality(self, new: str, like: str) -> list[str]:

@@ -64,7 +64,10 @@ class CSA(Method):
     default_norm = "modality_batch"
     paper = "affinity-guided FCN with class-specific affinity (CSA)"
     equations = "Eq. 1 (modality BN), 2-3 (class-specific affinity), 4 (L_CSA), 5 (total)"
-    loss_summary = "alpha (Dice_1 + Dice_2) + beta (CE_1 + CE_2) + lambda L_CSA; alpha 1, beta 1, lambda 0.5"
+    loss_summary = (
+        "alpha (Dice_1 + Dice_2) + beta (CE_1 + CE_2) + lambda L_CSA; alpha 1, beta 1, lambda 0.5; "
+        "Eq. 3's affinity a plain (size-invariant) cosine, without 1/S^c"
+    )
     inference_summary = "the shared U-Net with the input modality's BatchNorm set"
 
     def __init__(

@@ -31,6 +31,9 @@ class TrainConfig:
     maps (:mod:`..data.synthesis`) with those shares; empty: real and phantom cases alike, by weight.
     ``init``: ``{"bundle": PATH, "sha256": HEX}`` starts the network from that bundle's weights
     (:mod:`.warm_start`: any U-Net-family method from any other; the sha256 is checked first).
+    ``pretrain``: ``{"task": "masked_reconstruction", "steps": N, "lr": L, ...}`` pretrains the
+    method's network self-supervised on the run's training images before training
+    (:mod:`.pretraining`; e.g. LSSC's Transformer, whose paper starts from ImageNet weights).
     """
 
     name: str = "model"
@@ -61,6 +64,7 @@ class TrainConfig:
     threads: int = 0
     bundle: dict = field(default_factory=dict)
     init: dict = field(default_factory=dict)
+    pretrain: dict = field(default_factory=dict)
     source: str | None = None  # the config file, for provenance
 
     @property
@@ -79,6 +83,8 @@ class TrainConfig:
         d = self.to_dict()
         for key in ("steps", "validate_every", "checkpoint_every", "log_every", "device", "threads", "source"):
             d.pop(key)
+        if not d["pretrain"]:  # absent from configs older than the key: their checkpoints still resume
+            d.pop("pretrain")
         return d
 
 
@@ -104,6 +110,10 @@ def config_from_dict(raw: dict, base: Path | None = None) -> TrainConfig:
     if cfg.init and (set(cfg.init) - {"bundle", "sha256"} or "bundle" not in cfg.init):
         raise ConfigError(f"\"init\" must be {{\"bundle\": PATH, \"sha256\": HEX}} (sha256 optional); got {cfg.init}.")
     _check_synthesis(cfg.synthesis)
+    if cfg.pretrain:
+        from .pretraining import PretrainSpec
+
+        PretrainSpec.from_config(cfg.pretrain)
     cfg.label_info  # noqa: B018  (validates the label set)
     return cfg
 

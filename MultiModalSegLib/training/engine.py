@@ -256,6 +256,8 @@ class Trainer:
             self.method = (self.init_state(self.method) or self.method).to(self.device)
         # warm start from another bundle's weights (logged at the run's first start); a checkpoint still wins
         self.warm_start = self._warm_start() if self.init_state is None and self.cfg.init else None
+        # self-supervised pretraining of the network (a fresh run only: a checkpoint holds its result)
+        self.pretrained = self._pretrain() if cfg.pretrain and not self.ckpt_path.exists() else None
         # per-parameter learning rates when the method asks for them (Method.lr_scales, e.g. a fine-tune that adds a modality)
         groups = self.method.parameter_groups(cfg.lr) if hasattr(self.method, "parameter_groups") else self.method.parameters()
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -364,6 +366,13 @@ class Trainer:
         self.scaler.update()
         return {k: float(v.detach()) for k, v in losses.items()}
 
+    def _pretrain(self) -> dict:
+        from .pretraining import PretrainSpec, pretrain_network
+
+        spec = PretrainSpec.from_config(self.cfg.pretrain)
+        network = self.method.pretraining_network()
+        return pretrain_network(network, self.batches, spec, self.device, self.cfg.amp, self.cfg.seed)
+
     def _warm_start(self) -> dict:
         from ..bundle import bundle_sha256, load_bundle
         from .warm_start import warm_start_method
@@ -389,6 +398,8 @@ class Trainer:
         distributed.barrier()
         if self.warm_start and self.step == 0:
             log.write("warm_start", **self.warm_start)
+        if getattr(self, "pretrained", None) and self.step == 0:
+            log.write("pretrain", **self.pretrained)
         log.write(
             "start", step=self.step, steps=cfg.steps, cases=self.case_counts, device=str(self.device), method=cfg.method, processes=self.world
         )

@@ -148,3 +148,23 @@ def test_committed_readme_blocks_are_the_committed_reports(bench, tmp_path):
                          (module.RESULTS_SELECTION, module.SELECTION_MARKERS)):
         assert markers[0] in readme.read_text()
         assert not module.update_readme(out, readme, markers), f"stale README block: rerun {out} --report-only"
+
+
+def test_every_bench_run_is_a_valid_training_config_and_lssc_gets_its_recipe(tmp_path):
+    """Without running anything: each (bench, method) config loads, and the selection bench trains
+    ``lssc`` with its recipe (``training/configs/abdomen_lssc.json``: warm-up, rate, pretraining)."""
+    from MultiModalSegLib.methods import METHODS
+    from MultiModalSegLib.training.config import config_from_dict, load_config
+
+    spec = importlib.util.spec_from_file_location("compare_methods_configs", REPO / "training" / "experiments" / "compare_methods.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["compare_methods_configs"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    assert set(module.METHOD_ORDER) == set(METHODS)  # every registered method is benched
+    for bench in (module.FULL, module.SELECTION):
+        for method in module.METHOD_ORDER:
+            config_from_dict(module.run_config(bench, module.SCENARIOS["balanced"], method, tmp_path / "dataset.json"))
+    lssc = config_from_dict(module.run_config(module.SELECTION, module.SCENARIOS["balanced"], "lssc", tmp_path / "dataset.json"))
+    recipe = load_config(REPO / "training" / "configs" / "abdomen_lssc.json")
+    assert lssc.pretrain == recipe.pretrain and lssc.lr == recipe.lr
+    assert lssc.schedule["warmup_steps"] == recipe.schedule["warmup_steps"]
