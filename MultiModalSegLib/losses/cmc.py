@@ -9,14 +9,15 @@ similarity matrix a negative, averaged over the two directions (a -> b and b -> 
 symmetric in the modalities.
 
 **Reduction.** Eq. 1 sums over the ``C`` channels and Eq. 3 over the ``M`` samples. Read as sums,
-the terms grow with ``C`` and ``M``, and so does the effective weight of ``alpha = beta = 0.1``: on
-this library's reference networks (64 or 128 channels at the bottleneck) ``0.1 * L_CSC`` summed
-moves the encoders about 45-60 times as much as ``L_Sup`` does at initialisation. The authors' released code averages (its
-CSC term is a mean over the batch, its CAC a mean Dice similarity), and the ramp weights are meant
-to keep the consistency terms below a supervised loss of order one. ``reduction="mean"`` (default)
-averages over channels / samples / classes, so ``alpha`` and ``beta`` weigh a per-item loss of
-order ``log C`` and mean what the paper's ramp says whatever the width or batch; ``"sum"`` is the
-printed sums.
+the terms grow with ``C`` and ``M``, and so does the effective weight of ``alpha = beta = 0.1``:
+summed over the channels, ``0.1 * L_CSC`` already moves the encoders more than ``L_Sup`` does at
+initialisation on a 16-channel bottleneck, averaged it moves them less
+(``Testing/library/methods/test_cmc.py``), and this library's reference networks have 64 or 128
+channels. The authors' released code averages (its CSC term is a mean over the batch, its CAC a
+mean Dice similarity), and the ramp weights are meant to keep the consistency terms below a
+supervised loss of order one. ``reduction="mean"`` (default) averages over channels / samples /
+classes, so ``alpha`` and ``beta`` weigh a per-item loss of order ``log C`` whatever the width or
+batch, as the paper's ramp means them; ``"sum"`` is the printed sums.
 
 **Positives for unpaired scans** (Eq. 3). The paper pairs prediction ``j`` of modality a with
 prediction ``j`` of modality b: that means something for its paired data (the same patient,
