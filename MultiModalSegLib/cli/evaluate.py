@@ -60,12 +60,11 @@ def _remap(name: str | None) -> dict[int, int] | None:
 
 def _evaluate(args: argparse.Namespace, labels: list[LabelInfo], remap: dict[int, int] | None) -> tuple[dict, Path | None]:
     """The metrics per case, and the folder they were written to (None: not written)."""
-    from .. import metrics
-
     pred, ref = Path(args.pred), Path(args.ref)
     for path, flag in ((pred, "--pred"), (ref, "--ref")):
         if not path.exists():
             raise InputError(f"{flag} {path}: no such file or folder; check the path.")
+    from .. import metrics  # MONAI's metrics: imported once the inputs exist
     if pred.is_dir() and ref.is_dir():
         out = args.out or pred
         return metrics.evaluate_folders(pred, ref, out, labels, remap), Path(out)
