@@ -56,7 +56,9 @@ def test_first_open_without_torch_monai_jsonschema_offers_install_then_fills_the
     assert out["missing_after"] == [] and "are installed" in out["dependencies_text_after"]
     assert out["models_after"] and out["apply_enabled_after"] and out["errors"] == []
     # the manifest's default model is the one selected and saved, as the CLI and the self-test use
-    assert out["selected_model"] == out["default_model"] == out["saved_model"] == "abdomen-cmc"
+    models = json.loads((REPO / "Resources" / "Models.json").read_text())["models"]
+    manifest_default = next(m["name"] for m in models if m.get("default"))
+    assert out["selected_model"] == out["default_model"] == out["saved_model"] == manifest_default
     assert out["estimate"].startswith("About ") and "s per step" in out["estimate"]
 
 

@@ -35,16 +35,16 @@ def test_unknown_bundle_warns_until_trusted_and_genuine_copy_is_verified(tmp_pat
     mine = tampered_copy(tmp_path / "mine.zip", name="my-model", version="0.0.1")
     code, _, err = run(["segment", scan, "--model", mine, "-o", tmp_path / "a"], capsys)
     assert code == 0, err
-    warnings = [line for line in err.splitlines() if "warning" in line]
+    warnings = [line for line in err.splitlines() if "warning" in line and "model bundle" in line]
     assert len(warnings) == 1 and "unverified" in warnings[0] and "mine.zip" in warnings[0]
 
     code, out, err = run(["models", "trust", mine], capsys)
     assert code == 0, err
     assert bundle_sha256(mine) in (tmp_path / "trusted.txt").read_text()
     code, _, err = run(["segment", scan, "--model", mine, "-o", tmp_path / "b"], capsys)
-    assert code == 0 and "warning" not in err
+    assert code == 0 and "unverified" not in err
 
     copy = tmp_path / "copy-of-genuine.zip"
     copy.write_bytes(zoo.read_bytes())
     code, _, err = run(["segment", scan, "--model", copy, "-o", tmp_path / "c"], capsys)
-    assert code == 0 and "warning" not in err
+    assert code == 0 and "unverified" not in err
