@@ -66,3 +66,16 @@ def test_folders_the_readme_commands_create_are_git_ignored():
     relative = {c for c in created if not Path(c).is_absolute()}
     assert {"data/phantoms", "training/runs/abdomen-ummkd", "metrics/"} <= relative
     assert [c for c in sorted(relative) if not _ignored(c, patterns)] == []
+
+
+def test_ci_runs_the_readme_test_command_then_the_slow_tests_time_boxed():
+    """``.ci/run`` calls the README's test command as written (every test not marked slow), then the
+    ``slow`` tests in a step of their own under a time limit; ``slow`` is a registered marker."""
+    section = README.split("**Run the test suite**", 1)[1]
+    command = _blocks("bash")[[b in section for b in _blocks("bash")].index(True)].strip()
+    assert command.endswith('pytest -q -m "not slow"') and "pip install torch==2.13.0" in command
+    lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    assert command in lines
+    slow = next(line for line in lines if line.endswith("-m slow"))
+    assert lines.index(slow) > lines.index(command) and re.match(r"timeout \d+ ", slow)
+    assert "slow:" in (REPO / "pyproject.toml").read_text()

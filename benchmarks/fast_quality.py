@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.results_files import save_results  # noqa: E402
+from training.real_scans import REAL_SCANS, SHARED_DATA  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data"
-SCANS = (("chest_abdomen_ct_02", "CT"), ("abdomen_ct_01", "CT"), ("abdomen_mr_01", "MR"))
+SHARED = SHARED_DATA
 LIMIT = 1 / 3
 
 
@@ -34,7 +34,7 @@ def _timed(fn) -> tuple[float, float, object]:
     return time.process_time() - c0, time.perf_counter() - w0, out
 
 
-def measure(model: str | None, repeats: int, data: Path = SHARED, scans=SCANS) -> list[dict]:
+def measure(model: str | None, repeats: int, data: Path = SHARED, scans=REAL_SCANS) -> list[dict]:
     import numpy as np
 
     from MultiModalSegLib.inference import Segmenter
@@ -44,8 +44,9 @@ def measure(model: str | None, repeats: int, data: Path = SHARED, scans=SCANS) -
 
     segmenters = {q: Segmenter(model, device="cpu", amp=False, quality=q) for q in ("normal", "fast")}
     rows = []
-    for name, modality in scans:
-        volume = read_image(data / name / "image.nii.gz")
+    for scan in scans:
+        name, modality = scan.name, scan.modality
+        volume = read_image(scan.image(data))
         best: dict[str, list[float]] = {q: [float("inf"), float("inf")] for q in segmenters}
         labels = {}
         for r in range(repeats):

@@ -32,24 +32,20 @@ import numpy as np  # noqa: E402
 
 from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS, LABEL_REMAPS  # noqa: E402
+from training.real_scans import REAL_SCANS, SHARED_DATA  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data"
+SHARED = SHARED_DATA
 ORGANS = [lab.name for lab in ABDOMEN_LABELS]
 QUALITIES = ("normal", "fast")
 README_MARKERS = ("<!-- real-scans:begin -->", "<!-- real-scans:end -->")
 ROLE_ORDER = {"validation": 0, "left out": 1, "train": 2}
 
 
-SCANS = (
-    {"name": "chest_abdomen_ct_02", "modality": "CT", "organs": ["liver", "spleen"], "project_role": "validation"},
-    {"name": "abdomen_ct_01", "modality": "CT", "organs": ORGANS, "project_role": "train"},
-    {"name": "abdomen_mr_01", "modality": "MR", "organs": ORGANS, "project_role": "train"},
-)
-
-
 def real_scans(root: Path = SHARED) -> list[dict]:
-    """The real labelled scans: name, modality, organs scored, project role, image and label paths."""
-    return [{**s, "image": root / s["name"] / "image.nii.gz", "label": root / s["name"] / "label_totalseg.nii.gz"} for s in SCANS]
+    """The real labelled scans (:data:`training.real_scans.REAL_SCANS`) as dicts: name, modality,
+    organs scored, project role, image and label paths below ``root``."""
+    return [{"name": s.name, "modality": s.modality, "organs": list(s.organs), "project_role": s.project_role,
+             "image": s.image(root), "label": s.label(root)} for s in REAL_SCANS]
 
 
 def _dataset_path(recorded: str) -> Path | None:

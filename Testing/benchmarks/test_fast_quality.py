@@ -2,6 +2,8 @@ import importlib.util
 
 from conftest import REPO, SAMPLES
 
+from training.real_scans import real_scan
+
 
 def load_script():
     spec = importlib.util.spec_from_file_location("fast_quality", REPO / "benchmarks" / "fast_quality.py")
@@ -12,7 +14,7 @@ def load_script():
 
 def test_both_qualities_are_timed_side_by_side_and_compared(tiny_bundle):
     bench = load_script()
-    (row,) = bench.measure(str(tiny_bundle), 2, data=SAMPLES, scans=(("abdomen_mr_01", "MR"),))
+    (row,) = bench.measure(str(tiny_bundle), 2, data=SAMPLES, scans=(real_scan("abdomen_mr_01"),))
     assert row["scan"] == "abdomen_mr_01" and row["size_xyz"] == [117, 91, 20]
     assert min(row["normal_cpu_s"], row["fast_cpu_s"]) > 0
     assert abs(row["ratio_cpu"] - row["fast_cpu_s"] / row["normal_cpu_s"]) < 0.01 * max(1.0, row["ratio_cpu"])

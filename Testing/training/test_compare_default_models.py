@@ -24,6 +24,7 @@ def _load(name: str, path: Path):
     return module
 
 
+@pytest.mark.slow
 def test_two_models_side_by_side(phantom_dir, tiny_bundle, tmp_path):
     from MultiModalSegLib.training import Trainer
     from MultiModalSegLib.training.config import config_from_dict

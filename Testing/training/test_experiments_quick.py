@@ -17,15 +17,22 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory):
+def compare_methods():
+    """The bench script as a module, nothing run."""
     spec = importlib.util.spec_from_file_location("compare_methods", REPO / "training" / "experiments" / "compare_methods.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["compare_methods"] = module
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench(compare_methods, tmp_path_factory):
+    """The quick bench, run once (about 20 s on an idle 2-core machine): its module and results folder."""
     root = tmp_path_factory.mktemp("bench")
     out = root / "results"
-    assert module.main(["--quick", "--out", str(out), "--work", str(root / "work")]) == 0
-    return module, out
+    assert compare_methods.main(["--quick", "--out", str(out), "--work", str(root / "work")]) == 0
+    return compare_methods, out
 
 
 def _runs(out: Path) -> dict[str, dict]:
@@ -38,6 +45,7 @@ def _organ_mean(run: dict, modality: str, organ: str, kind: str = "phantom") -> 
     return float(np.mean(values)) if values else float("nan")
 
 
+@pytest.mark.slow
 def test_report_structure_and_files(bench):
     module, out = bench
     report = (out / "report.md").read_text()
@@ -66,6 +74,7 @@ def test_report_structure_and_files(bench):
     assert len(rows) == 4  # Dice and ASSD, phantoms and real scans
 
 
+@pytest.mark.slow
 def test_claim_lines_and_best_method_follow_from_the_numbers(bench):
     module, out = bench
     report = (out / "report.md").read_text()
@@ -99,6 +108,7 @@ def test_claim_lines_and_best_method_follow_from_the_numbers(bench):
         assert f"**Best method by this criterion: `{winner}`**: " in report and " tie on the real scans at " in report
 
 
+@pytest.mark.slow
 def test_numbers_come_from_the_run(bench):
     """Re-segment the real MR scan with a run's bundle and recompute its Dice here in NumPy."""
     from MultiModalSegLib.inference.segmenter import Segmenter
@@ -124,6 +134,7 @@ def test_numbers_come_from_the_run(bench):
     assert run["steps"] == module.QUICK.steps and run["train_cpu_s"] > 0
 
 
+@pytest.mark.slow
 def test_readme_block_is_the_report_ranking(bench, tmp_path):
     module, out = bench
     readme = tmp_path / "README.md"
@@ -139,9 +150,9 @@ def test_readme_block_is_the_report_ranking(bench, tmp_path):
     assert not module.update_readme(out, readme)  # nothing left to change
 
 
-def test_committed_readme_blocks_are_the_committed_reports(bench, tmp_path):
+def test_committed_readme_blocks_are_the_committed_reports(compare_methods, tmp_path):
     """The README's method-comparison and method-selection blocks are what the committed results give."""
-    module, _ = bench
+    module = compare_methods
     readme = tmp_path / "README.md"
     readme.write_text((REPO / "README.md").read_text(encoding="utf-8"), encoding="utf-8")
     for out, markers in ((module.RESULTS, (module.README_BEGIN, module.README_END)),

@@ -31,7 +31,12 @@ def _loss_on(trainer: Trainer, step: int) -> float:
         return float(trainer.method.training_step(batches)["loss"])
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+# The default model's method and the shared-everything baseline run in every test run; the other
+# methods' end-to-end runs (10-40 s each) are ``slow`` (CI's second step).
+QUICK = {"ummkd", "joint"}
+
+
+@pytest.mark.parametrize("name", [m if m in QUICK else pytest.param(m, marks=pytest.mark.slow) for m in sorted(METHODS)])
 def test_method_trains_exports_and_segments_ct_and_mr(name, phantom_dir, tmp_path, capsys):
     cfg = config_from_dict(tiny_config(phantom_dir, method=name, steps=STEPS, lr=0.01, **TINY_OVERRIDES.get(name, {})))
     trainer = Trainer(cfg, tmp_path / "run", quiet=True)

@@ -1,14 +1,15 @@
-"""How coarse may ``--quality fast`` run? CPU seconds and Dice on the real scans, side by side.
+"""What may ``--quality fast`` change? CPU seconds and Dice of sliding-window variants on the real scans.
 
-    python benchmarks/fast_spacing_sweep.py [--model NAME_OR_BUNDLE] [--scales 1.0 1.1 1.15 1.2] [--threads 1]
+    python benchmarks/fast_variants.py [--model NAME_OR_BUNDLE] [--repeats 2] [--threads 1]
 
-For each real labelled scan of ``../shared/data``, the ``normal`` Segmenter and one ``fast``
-Segmenter per spacing scale (the network runs at the model's voxel size times the scale: fewer
-voxels, objects slightly smaller than in training) segment the scan in turn; the best CPU seconds
-of ``--repeats`` alternating runs and the Dice against the scan's reference labels are kept, and
-each fast variant's CPU ratio and Dice change against ``normal`` are printed in one table. The
-training recipes scale patches by up to 10 % (real scans) and 15 % (synthesised images), which
-bounds the scales worth trying. Results: ``benchmarks/results/fast_spacing_sweep.{json,md}``.
+For each real labelled scan (``training/real_scans.py``), the ``normal`` Segmenter and one Segmenter
+per candidate ``fast`` variant segment the scan in turn (the order flips every repeat); the best CPU
+seconds of ``--repeats`` runs and the Dice against the scan's reference labels are kept, and each
+variant's CPU ratio and Dice change against ``normal`` are printed in one table. The variants
+(:data:`VARIANTS`): windows of the training patch or up to twice it, overlap 0 or 0.25, constant or
+Gaussian blending, and the network run on a 10 % or 20 % coarser grid (the training recipes scale
+patches by up to 10 % for real scans and 15 % for synthesised images, which bounds the scales worth
+trying). Results: ``benchmarks/results/fast_variants.{json,md}``.
 """
 
 from __future__ import annotations
@@ -24,29 +25,42 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.fast_quality import _timed  # noqa: E402
 from benchmarks.results_files import save_results  # noqa: E402
+from training.real_scans import REAL_SCANS, SHARED_DATA  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data"
-SCANS = (("chest_abdomen_ct_02", "CT", ("liver", "spleen")),
-         ("abdomen_ct_01", "CT", ("liver", "spleen", "kidney_right", "kidney_left")),
-         ("abdomen_mr_01", "MR", ("liver", "spleen", "kidney_right", "kidney_left")))
+SHARED = SHARED_DATA
 
 
-def measure(model: str | None, scales: list[float], repeats: int, data: Path = SHARED, scans=SCANS) -> list[dict]:
+def variants() -> dict:
+    """Name -> :class:`Quality`: ``normal``, the shipped ``fast``, and the candidates."""
+    from MultiModalSegLib.inference import QUALITIES, Quality
+
+    fast = QUALITIES["fast"]
+    return {
+        "normal": QUALITIES["normal"],
+        "fast (shipped)": fast,
+        "patch windows, overlap 0": Quality(window_scale=1, overlap=0.0, mode="constant"),
+        "patch windows, overlap 0.25, Gaussian": Quality(window_scale=1, overlap=0.25, mode="gaussian"),
+        "2x windows, overlap 0.25, Gaussian": Quality(window_scale=2, overlap=0.25, mode="gaussian"),
+        "fast on a 1.1x grid": dataclasses.replace(fast, spacing_scale=1.1),
+        "fast on a 1.2x grid": dataclasses.replace(fast, spacing_scale=1.2),
+    }
+
+
+def measure(model: str | None, repeats: int, data: Path = SHARED, scans=REAL_SCANS, names: list[str] | None = None) -> list[dict]:
     import numpy as np
 
-    from MultiModalSegLib.inference import QUALITIES, Segmenter
-    from MultiModalSegLib.io import read_image, read_labelmap
-    from MultiModalSegLib.labels import ABDOMEN_LABELS, LABEL_REMAPS
-    from MultiModalSegLib.metrics import dice_scores, remap_labels
+    from MultiModalSegLib.inference import Segmenter
+    from MultiModalSegLib.io import read_image
+    from MultiModalSegLib.labels import ABDOMEN_LABELS
+    from MultiModalSegLib.metrics import dice_scores
 
-    variants = {"normal": QUALITIES["normal"]}
-    variants |= {f"fast x{k:g}": dataclasses.replace(QUALITIES["fast"], spacing_scale=k) for k in scales}
-    segmenters = {name: Segmenter(model, device="cpu", amp=False, quality=q) for name, q in variants.items()}
+    chosen = {k: q for k, q in variants().items() if k == "normal" or names is None or k in names}
+    segmenters = {name: Segmenter(model, device="cpu", amp=False, quality=q) for name, q in chosen.items()}
     rows = []
-    for name, modality, organs in scans:
-        volume = read_image(data / name / "image.nii.gz")
-        ref = remap_labels(read_labelmap(data / name / "label_totalseg.nii.gz", reference=volume).array,
-                           LABEL_REMAPS["totalsegmentator"])
+    for scan in scans:
+        name, modality, organs = scan.name, scan.modality, scan.organs
+        volume = read_image(scan.image(data))
+        ref = scan.reference(volume, data)
         best = {v: float("inf") for v in segmenters}
         dice = {}
         for r in range(repeats):
@@ -75,14 +89,13 @@ def markdown(record: dict) -> str:
                      f"{r['mean_dice']:.3f} | {r['mean_dice_change']:+.3f} |")
     lines += ["", f"Model {record['model']}; {record['threads']} PyTorch thread(s); best of {record['repeats']} "
               f"alternating runs; {record['machine']}. Dice against the TotalSegmentator reference labels. "
-              "Regenerate: `python benchmarks/fast_spacing_sweep.py`."]
+              "Regenerate: `python benchmarks/fast_variants.py`."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="manifest name or bundle (default: the default model)")
-    p.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.1, 1.15, 1.2], help="default: 1.0 1.1 1.15 1.2")
     p.add_argument("--repeats", type=int, default=2, help="default: 2")
     p.add_argument("--threads", type=int, default=1, help="default: 1")
     p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results", help="default: benchmarks/results")
@@ -97,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "model": f"{meta['name']} {meta['version']}", "threads": args.threads, "repeats": args.repeats,
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores",
-        "rows": measure(args.model, args.scales, args.repeats),
+        "rows": measure(args.model, args.repeats),
     }
     text = markdown(record)
-    save_results(args.results, "fast_spacing_sweep", record, text)
+    save_results(args.results, "fast_variants", record, text)
     print(text)
     return 0
 
