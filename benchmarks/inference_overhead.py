@@ -94,14 +94,15 @@ def child(image_path: str, model: str | None, device: str, qualities: list[str],
         _, _, image = seg.network_input(volume, name)
 
         def raw(seg=seg, image=image, name=name) -> None:
+            window, overlap, mode, sw_batch_size = seg.sliding_window(tuple(image.shape[2:]))  # what segment() runs
             with torch.inference_mode(), autocast(seg.device, seg.amp):
                 sliding_window_inference(
                     image,
-                    roi_size=tuple(seg.window_for(image.shape[2:])),
-                    sw_batch_size=seg.sw_batch_size,
+                    roi_size=tuple(window),
+                    sw_batch_size=sw_batch_size,
                     predictor=lambda x: seg.net(x, name),
-                    overlap=seg.overlap,
-                    mode=seg.mode,
+                    overlap=overlap,
+                    mode=mode,
                     sw_device=seg.device,
                     device=image.device,
                 )

@@ -62,8 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "series (default: a folder's only series; a folder holding several is refused)")  # fmt: skip
     p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
     p.add_argument("--quality", default="normal", choices=("normal", "fast"),
-                   help="normal: overlapping windows blended with Gaussian weights; fast: larger windows side by side, "
-                   "each voxel computed about once (default: normal)")  # fmt: skip
+                   help="normal: overlapping windows blended with Gaussian weights; fast: training-size windows side by side, "
+                   "each voxel computed about once (a small volume, where that saves little, runs as normal) (default: normal)")  # fmt: skip
     p.add_argument("--format", default="seg.nrrd", choices=OUTPUT_FORMATS, help="output file format (default: seg.nrrd)")
     p.add_argument("--probabilities", action="store_true", help="also write class probabilities (default: off)")
     p.add_argument("--no-largest-component", action="store_true",

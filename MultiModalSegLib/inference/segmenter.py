@@ -32,7 +32,7 @@ from ..preprocessing import (
     uncrop,
 )
 from ..trust import Provenance, load_model
-from .sliding_window import predict_logits
+from .sliding_window import count_windows, predict_logits
 
 Progress = Callable[[float, str], None]
 
@@ -40,22 +40,29 @@ Progress = Callable[[float, str], None]
 @dataclass(frozen=True)
 class Quality:
     """How the sliding window runs. Both qualities work at the model's own voxel size (a network
-    trained at 3 mm segments nothing at 6 mm). ``fast`` runs windows of up to ``window_scale`` times
-    the training patch per axis, sized to tile the cropped volume with the least waste, side by
-    side without overlap and without Gaussian weighting: each voxel is computed about once instead
-    of up to eight times at overlap 0.5."""
+    trained at 3 mm segments nothing at 6 mm). ``fast`` tiles the cropped volume with windows of the
+    training patch side by side, without overlap and without Gaussian weighting: each voxel is
+    computed about once instead of up to eight times at overlap 0.5, and every window holds as much
+    of the body as the training patches did (the networks' instance normalisation sees the
+    statistics it was trained on). ``window_scale`` > 1 lets windows grow to that many times the
+    patch per axis (fewer, larger windows). ``min_saving``: a quality whose windows would not compute
+    at least that many times fewer voxels than the bundle's own settings (a small volume, e.g. a
+    20-slice MR) runs with the bundle's settings instead: there is little time to gain there, and the
+    overlapping windows are the more accurate. ``benchmarks/fast_variants.py`` measures the
+    candidates on the real scans."""
 
     window_scale: int = 1
     overlap: float | None = None  # None: the bundle's
     mode: str | None = None  # None: the bundle's
     spacing_scale: float = 1.0  # the network runs at the model's spacing times this
+    min_saving: float = 1.0  # 1: always this quality's windows
 
     def network_spacing(self, model_spacing: list[float]) -> list[float]:
         """The voxel size (x, y, z mm) the network runs at for a model trained at ``model_spacing``."""
         return [float(s) * self.spacing_scale for s in model_spacing]
 
 
-QUALITIES = {"normal": Quality(), "fast": Quality(window_scale=2, overlap=0.0, mode="constant")}
+QUALITIES = {"normal": Quality(), "fast": Quality(overlap=0.0, mode="constant", min_saving=2.0)}
 WINDOW_MULTIPLE = 16  # window sides are multiples of this (the U-Nets downsample by up to 2**4)
 
 
@@ -170,10 +177,13 @@ class Segmenter:
         if not isinstance(quality, Quality) and quality not in QUALITIES:
             raise InputError(f"unknown quality {quality!r}; choose one of {list(QUALITIES)}.")
         self.quality = quality if isinstance(quality, Quality) else QUALITIES[quality]
-        default_overlap = inference.get("overlap", 0.5) if self.quality.overlap is None else self.quality.overlap
-        self.overlap = default_overlap if overlap is None else overlap
-        self.sw_batch_size = sw_batch_size or (1 if self.quality.window_scale > 1 else inference.get("sw_batch_size", 2))
-        self.mode = self.quality.mode or inference.get("mode", "gaussian")
+        # the bundle's own sliding window (normal quality: overlap, blending, windows per batch), then this quality's
+        bundle_overlap = inference.get("overlap", 0.5) if overlap is None else overlap
+        self.bundle_window = (bundle_overlap, inference.get("mode", "gaussian"), sw_batch_size or inference.get("sw_batch_size", 2))
+        quality_overlap = bundle_overlap if self.quality.overlap is None else self.quality.overlap
+        self.overlap = quality_overlap if overlap is None else overlap
+        self.sw_batch_size = sw_batch_size or (1 if self.quality.window_scale > 1 else self.bundle_window[2])
+        self.mode = self.quality.mode or self.bundle_window[1]
         self.largest_component = largest_component
         self.spacing = [float(s) for s in meta["spacing"]]
         self.patch_size = list(meta["patch_size"])
@@ -198,8 +208,20 @@ class Segmenter:
         return net.to(self.device).eval()
 
     def window_for(self, shape: tuple[int, ...]) -> list[int]:
-        """The sliding window for a cropped model-space volume of ``shape`` (z, y, x) at this quality."""
+        """This quality's sliding window for a cropped model-space volume of ``shape`` (z, y, x)."""
         return window_size(self.patch_size, tuple(shape), self.quality.window_scale)
+
+    def sliding_window(self, shape: tuple[int, ...]) -> tuple[list[int], float, str, int]:
+        """Window, overlap, blending mode and windows per batch for a cropped model-space volume of
+        ``shape`` (z, y, x): this quality's, or the bundle's own where this quality would not save
+        ``min_saving`` times the computed voxels (see :class:`Quality`)."""
+        window = self.window_for(shape)
+        if self.quality.min_saving > 1:
+            own = count_windows(shape, window, self.overlap) * int(np.prod(window))
+            bundle = count_windows(shape, self.patch_size, self.bundle_window[0]) * int(np.prod(self.patch_size))
+            if own * self.quality.min_saving > bundle:
+                return list(self.patch_size), *self.bundle_window
+        return window, self.overlap, self.mode, self.sw_batch_size
 
     @property
     def modalities(self) -> list[str]:
@@ -244,14 +266,15 @@ class Segmenter:
         report(0.02, f"modality {name} ({reason})")
         model_space, bbox, image = self.network_input(volume, name)
         report(0.1, "running the network")
+        window, overlap, mode, sw_batch_size = self.sliding_window(tuple(image.shape[2:]))
         logits = predict_logits(
             self.net,
             image,
             name,
-            self.window_for(image.shape[2:]),
-            overlap=self.overlap,
-            sw_batch_size=self.sw_batch_size,
-            mode=self.mode,
+            window,
+            overlap=overlap,
+            sw_batch_size=sw_batch_size,
+            mode=mode,
             device=self.device,
             amp=self.amp,
             progress=lambda f: report(0.1 + 0.75 * f, "running the network"),

@@ -33,7 +33,7 @@ def predict_logits(
 
     device = device or next(net.parameters()).device
     if progress is not None:
-        windows = _count_windows(image.shape[2:], patch_size, overlap, sw_batch_size)
+        windows = count_windows(image.shape[2:], patch_size, overlap, sw_batch_size)
         done = [0]
 
         def predictor(x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +61,8 @@ def predict_logits(
     return torch.as_tensor(logits).float()
 
 
-def _count_windows(shape: Sequence[int], patch: Sequence[int], overlap: float, sw_batch_size: int) -> int:
+def count_windows(shape: Sequence[int], patch: Sequence[int], overlap: float, sw_batch_size: int = 1) -> int:
+    """How many windows (batches of ``sw_batch_size`` windows) MONAI's sliding window runs over ``shape``."""
     n = 1
     for s, p in zip(shape, patch, strict=True):
         step = max(int(p * (1 - overlap)), 1)

@@ -16,13 +16,13 @@ def test_variants_are_scored_against_normal_on_the_same_scan(tiny_bundle):
     bench = load_script()
     assert {"normal", "fast (shipped)"} <= set(bench.variants())
     rows = bench.measure(str(tiny_bundle), 1, data=SAMPLES, scans=(real_scan("abdomen_mr_01"),),
-                         names=["patch windows, overlap 0"])
+                         names=["2x windows, overlap 0"])
     by = {r["variant"]: r for r in rows}
-    assert set(by) == {"normal", "patch windows, overlap 0"}
+    assert set(by) == {"normal", "2x windows, overlap 0"}
     assert by["normal"]["ratio_cpu"] == 1.0 and by["normal"]["mean_dice_change"] == 0.0
-    other = by["patch windows, overlap 0"]
+    other = by["2x windows, overlap 0"]
     assert abs(other["ratio_cpu"] - other["cpu_s"] / by["normal"]["cpu_s"]) < 0.01 * max(1.0, other["ratio_cpu"])
     assert set(other["dice"]) == {"liver", "spleen", "kidney_right", "kidney_left"}
     assert abs(other["mean_dice_change"] - (other["mean_dice"] - by["normal"]["mean_dice"])) < 1e-3
     table = bench.markdown({"model": "tiny", "threads": 1, "repeats": 1, "machine": "x", "rows": rows})
-    assert "| abdomen_mr_01 | patch windows, overlap 0 |" in table
+    assert "| abdomen_mr_01 | 2x windows, overlap 0 |" in table

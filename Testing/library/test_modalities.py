@@ -112,3 +112,19 @@ def test_detection_of_integer_and_float_voxels_agrees():
     for low in (-1024, -300, 0):  # CT by air, CT by fat, MR
         values = rng.integers(low, 1500, size=(20, 30, 40)).astype(np.int16)
         assert detect_modality_reason(_volume(values)) == detect_modality_reason(_volume(values.astype(np.float32)))
+
+
+def test_a_large_volume_is_judged_on_a_regular_subsample_with_the_same_verdict():
+    from MultiModalSegLib.modalities import DETECTION_VOXELS, _detection_sample
+
+    rng = np.random.default_rng(0)
+    ct = rng.normal(40, 30, (140, 128, 128)).astype(np.int16)
+    ct[:, :, :6] = -1000  # 4.7 % air at one side
+    sample = _detection_sample(ct)
+    assert sample.size <= DETECTION_VOXELS < ct.size and np.shares_memory(sample, ct)
+    assert _detection_sample(ct[:10]).size == ct[:10].size  # a small volume is read whole
+    volume = Volume(ct, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    name, reason = detect_modality_reason(volume)
+    assert name == "CT" and "5% of voxels below -500" in reason
+    mr = Volume(np.abs(ct).astype(np.float32), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert detect_modality_reason(mr)[0] == "MR"

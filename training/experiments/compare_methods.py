@@ -56,20 +56,18 @@ import numpy as np  # noqa: E402
 from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
 from MultiModalSegLib.errors import ConfigError, InputError  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS, LABEL_REMAPS  # noqa: E402
+from training.real_scans import REAL_SCANS, SHARED_DATA  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 WORK = REPO / "training" / "runs" / "experiments"
 SAMPLES = REPO / "Resources" / "SampleData"
-SHARED = REPO.parent / "shared" / "data"
+SHARED = SHARED_DATA
 ORGANS = [lab.name for lab in ABDOMEN_LABELS]
-# Real scans no bench run trains on: (name, modality, folder, organs scored). The validation CT
-# runs from the neck to L3 and cuts both kidneys off, so only its liver and spleen are scored.
-REAL_CASES = (
-    ("chest_abdomen_ct_02", "CT", SHARED, ("liver", "spleen")),
-    ("abdomen_ct_01", "CT", SAMPLES, tuple(ORGANS)),
-    ("abdomen_mr_01", "MR", SAMPLES, tuple(ORGANS)),
-)
+# Real scans no bench run trains on (training/real_scans.py: name, modality, organs scored): the
+# validation CT from ../shared/data, the two training scans of the default models from their copies
+# in Resources/SampleData (the bench's runs train on phantoms only).
+REAL_CASES = tuple((r.name, r.modality, SHARED if r.project_role == "validation" else SAMPLES, r.organs) for r in REAL_SCANS)
 MODALITIES = ("CT", "MR")
 METHOD_ORDER = ("individual", "joint", "joint_kd", "y_shaped", "x_shaped", "ummkd", "csa", "lssc", "mulmodseg", "cmc")
 BASELINE = "individual"

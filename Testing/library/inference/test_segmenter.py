@@ -4,6 +4,7 @@ import shutil
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from conftest import REAL_CT, REAL_MR
 
 from MultiModalSegLib.data.phantoms import generate_phantom
@@ -154,6 +155,32 @@ def test_fast_windows_grow_up_to_the_volume():
     assert window_size(patch, (200, 300, 300), 2) == [80, 80, 80]
     assert window_size(patch, (111, 100, 120), 2) == [64, 112, 128]
     assert window_size(patch, (40, 100, 40), 2) == [48, 112, 64]  # smaller than the patch: the patch
+
+
+def test_fast_tiles_with_patch_windows_unless_that_saves_too_little(tiny_bundle, monkeypatch):
+    """Fast: training-patch windows side by side, constant blending; on a volume where that would
+    not halve the computed voxels (a 20-slice MR), the bundle's own overlapping windows."""
+    from MultiModalSegLib.inference.sliding_window import count_windows
+
+    fast = Segmenter(tiny_bundle, device="cpu", quality="fast")
+    normal = Segmenter(tiny_bundle, device="cpu", quality="normal")
+    patch = list(fast.patch_size)
+    big = tuple(4 * p for p in patch)  # overlap 0.5: 7 windows per axis against 4
+    assert count_windows(big, patch, 0.0) == 64 and count_windows(big, patch, 0.5) == 343
+    assert fast.sliding_window(big) == (patch, 0.0, "constant", fast.sw_batch_size)
+    assert normal.sliding_window(big) == (patch, *normal.bundle_window)
+    small = (patch[0] // 2, patch[1] + 2, 2 * patch[2] + 2)  # fast 1 x 2 x 3 windows, normal 1 x 2 x 4
+    assert count_windows(small, patch, 0.0) == 6 and count_windows(small, patch, 0.5) == 8
+    assert fast.sliding_window(small) == (patch, *normal.bundle_window) == normal.sliding_window(small)
+    # what segment() runs is what sliding_window() says
+    seen = []
+    monkeypatch.setattr("MultiModalSegLib.inference.segmenter.predict_logits",
+                        lambda net, image, modality, window, **kw: seen.append((window, kw["overlap"], kw["mode"])) or
+                        torch.zeros((1, len(fast.label_info) + 1, *image.shape[2:])))
+    image = read_image(REAL_CT)
+    fast.segment(image, "CT")
+    _, _, tensor = fast.network_input(image, "CT")
+    assert seen == [fast.sliding_window(tuple(tensor.shape[2:]))[:3]]
 
 
 def test_a_quality_may_run_the_network_on_a_coarser_grid(tiny_bundle):
