@@ -45,7 +45,7 @@ from ..preprocessing import crop, foreground_bbox, to_model_space
 from .dataset import Case
 from .loading import PreparedCase, remap_label_array
 from .sampling import ModalitySampler, extract_patch
-from .tissues import CT_HU, MR_SIGNAL, intensity_classes, tissue_of
+from .tissues import CT_ARTERIAL_GAIN, CT_HU, MR_SIGNAL, intensity_classes, tissue_of
 
 CT_LIKE = ("CT", "CBCT")
 MR_WEIGHTINGS = tuple(MR_SIGNAL)
@@ -112,22 +112,30 @@ def _measured_hu(structures: np.ndarray, hu: np.ndarray) -> dict[int, tuple[floa
 
 def draw_intensities(structures: np.ndarray, modality: str, rng: np.random.Generator,
                      measured_hu: dict[int, tuple[float, float]] | None = None,
-                     weighting: str | None = None) -> tuple[np.ndarray, str]:
+                     weighting: str | None = None, arterial_share: float = 0.0) -> tuple[np.ndarray, str]:
     """A Gaussian intensity per structure (Sec. 3.1 of SynthSeg): HU for CT-like modalities,
     relative signal in about [0, 1] otherwise. Returns the image and the contrast drawn.
-    ``weighting`` fixes the MR weighting (a key of ``MR_SIGNAL``, or ``"random"``) instead of drawing it."""
+    ``weighting`` fixes the MR weighting (a key of ``MR_SIGNAL``, or ``"random"``) instead of drawing it.
+    CT phases: the source's measured HU (half the draws when known), else portal-venous (60 %) or
+    native; ``arterial_share`` of the draws that are not measured become arterial-phase images
+    (:data:`~.tissues.CT_ARTERIAL_GAIN`). With ``arterial_share`` 0 the random draws are those of a
+    sampler without the arterial phase, item for item."""
     ids = np.unique(structures)
     means = np.zeros(256, dtype=np.float32)
     spreads = np.zeros(256, dtype=np.float32)
     if modality in CT_LIKE:
         venous = rng.random() < 0.6
         use_measured = bool(measured_hu) and rng.random() < 0.5
-        contrast = "CT measured" if use_measured else ("CT portal-venous" if venous else "CT native")
+        arterial = arterial_share > 0 and not use_measured and rng.random() < arterial_share
+        contrast = "CT measured" if use_measured else (
+            "CT arterial" if arterial else "CT portal-venous" if venous else "CT native")
         for i in ids:
             tissue = tissue_of(int(i))
             base, spread, enhancement = CT_HU[tissue]
             if use_measured and int(i) in measured_hu:
                 base, spread = measured_hu[int(i)]
+            elif arterial:
+                base += rng.uniform(*CT_ARTERIAL_GAIN[tissue])
             elif venous:
                 base += enhancement * rng.uniform(0.5, 1.3)
             jitter = 40.0 if tissue in ("air", "lung", "bone", "dense") else 12.0
@@ -281,9 +289,11 @@ class SynthSampler(ModalitySampler):
         foreground_ratio: float = 0.67,
         seed: int = 0,
         stream: int = 0,
+        ct_arterial_share: float = 0.0,
     ) -> None:
         if not sources:
             raise ConfigError("synthesis needs at least one labelled source case.")
+        self.ct_arterial_share = float(ct_arterial_share)
         self.sources = list(sources)
         super().__init__([s.as_case() for s in self.sources], patch_size, batch_size, foreground_ratio, True, seed, stream)
         self.modality = get_modality(modality).name
@@ -308,7 +318,7 @@ class SynthSampler(ModalitySampler):
         label = np.rint(np.asarray(item["label"][0])).astype(np.uint8)
         ct_like = self.modality in CT_LIKE
         measured = source.measured_hu if source.modality in CT_LIKE else None
-        image, contrast = draw_intensities(structures, self.modality, rng, measured)
+        image, contrast = draw_intensities(structures, self.modality, rng, measured, arterial_share=self.ct_arterial_share)
         image = ndimage.gaussian_filter(image, sigma=rng.uniform(0.0, 0.8))
         if not ct_like:
             self.bias.set_random_state(seed=seed + 1)

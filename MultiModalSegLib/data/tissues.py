@@ -35,6 +35,18 @@ CT_HU: dict[str, tuple[float, float, float]] = {
     "dense": (300.0, 150.0, 0.0),
 }
 
+# Arterial (late arterial / corticomedullary) phase, about 30-40 s after an iodine bolus: HU added to
+# a tissue's native value, drawn uniformly in (low, high). The aorta and the heart's chambers are
+# brightest, the renal cortex and the spleen (often mottled) enhance strongly, the liver, fed mostly by
+# the portal vein, only a little; so the organs' order differs from the portal-venous phase's.
+CT_ARTERIAL_GAIN: dict[str, tuple[float, float]] = {
+    "air": (0.0, 0.0), "lung": (0.0, 0.0), "fat": (0.0, 0.0), "muscle": (0.0, 20.0),
+    "liver": (0.0, 35.0), "spleen": (50.0, 170.0), "kidney": (80.0, 240.0), "bowel": (10.0, 60.0),
+    "fluid": (0.0, 0.0), "gland": (30.0, 110.0), "vessel": (150.0, 380.0), "bone": (0.0, 0.0),
+    "cartilage": (0.0, 0.0), "cord": (0.0, 10.0), "heart": (100.0, 330.0), "soft": (0.0, 30.0),
+    "dense": (0.0, 0.0),
+}
+
 # MR weightings: tissue class -> relative signal. "T1c" is a T1 in the portal-venous phase after
 # gadolinium; the four Dixon images are water, fat, in-phase and opposed-phase.
 MR_SIGNAL: dict[str, dict[str, float]] = {

@@ -29,6 +29,8 @@ class TrainConfig:
     {"real": a, "synthetic": b, "phantom": c}, "MR": {...}}}`` draws each item of a modality's batch
     from its real cases, its phantoms or images synthesised from the labelled training cases' label
     maps (:mod:`..data.synthesis`) with those shares; empty: real and phantom cases alike, by weight.
+    ``"ct_arterial_share": s`` turns that share of the synthesised CT images that are not drawn at
+    the source's measured HU into arterial-phase images (default 0).
     ``init``: ``{"bundle": PATH, "sha256": HEX}`` starts the network from that bundle's weights
     (:mod:`.warm_start`: any U-Net-family method from any other; the sha256 is checked first).
     ``pretrain``: ``{"task": "masked_reconstruction", "steps": N, "lr": L, ...}`` pretrains the
@@ -126,7 +128,10 @@ def _check_synthesis(synthesis: dict) -> None:
     """One sentence for a malformed ``synthesis`` block (see :class:`TrainConfig`)."""
     if not synthesis:
         return
-    unknown = sorted(set(synthesis) - {"sources", "mix"})
+    unknown = sorted(set(synthesis) - {"sources", "mix", "ct_arterial_share"})
+    share = synthesis.get("ct_arterial_share", 0.0)
+    if not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
+        unknown.append(f"ct_arterial_share {share!r} (a share between 0 and 1)")
     sources = synthesis.get("sources", list(SYNTHESIS_SOURCES))
     bad_sources = sorted(set(sources) - set(SYNTHESIS_SOURCES)) if isinstance(sources, list) else [sources]
     mix = synthesis.get("mix", {})

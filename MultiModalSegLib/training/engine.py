@@ -199,7 +199,8 @@ class Trainer:
                 if mine:
                     kinds[kind] = ModalitySampler(mine, cfg.patch_size, cfg.batch_size, cfg.foreground_ratio, cfg.augment, cfg.seed, i)
             if sources:
-                kinds["synthetic"] = SynthSampler(sources, modality, cfg.patch_size, cfg.batch_size, cfg.spacing, cfg.foreground_ratio, cfg.seed, i)
+                kinds["synthetic"] = SynthSampler(sources, modality, cfg.patch_size, cfg.batch_size, cfg.spacing, cfg.foreground_ratio, cfg.seed, i,
+                                                  ct_arterial_share=float(cfg.synthesis.get("ct_arterial_share", 0.0)))
             shares = cfg.synthesis["mix"].get(modality)
             if shares is None:
                 raise ConfigError(f"\"synthesis\" has no mix for modality {modality}; add \"{modality}\": {{KIND: share}}.")

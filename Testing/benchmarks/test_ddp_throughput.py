@@ -4,6 +4,8 @@ import json
 import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # timed runs of whole pipelines: CI's second step
+
 
 def load_script():
     spec = importlib.util.spec_from_file_location("ddp_throughput", REPO / "benchmarks" / "ddp_throughput.py")

@@ -1,8 +1,11 @@
 import importlib.util
 
+import pytest
 from conftest import REPO, SAMPLES
 
 from training.real_scans import real_scan
+
+pytestmark = pytest.mark.slow  # timed runs of whole pipelines: CI's second step
 
 
 def load_script():

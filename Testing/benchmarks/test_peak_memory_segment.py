@@ -1,7 +1,10 @@
 import importlib.util
 import json
 
+import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # timed runs of whole pipelines: CI's second step
 
 
 def load_script():

@@ -2,9 +2,12 @@ import importlib.util
 import json
 import statistics
 
+import pytest
 from conftest import REPO
 
 from MultiModalSegLib.methods import METHODS
+
+pytestmark = pytest.mark.slow  # timed runs of whole pipelines: CI's second step
 
 
 def load_script():

@@ -227,6 +227,7 @@ def wait_for(job, condition, seconds=60.0):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_train_stop_resume_install_and_apply(scene, zoo, tmp_path):
     _, manifest = zoo
     shipped_manifest, shipped_files = manifest.read_text(), sorted(manifest.parent.rglob("*"))

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from MultiModalSegLib.cli import main
 
 
@@ -16,6 +18,7 @@ def test_demo_writes_segmentations_overlays_and_a_dice_table(tiny_bundle, tmp_pa
     assert "liver Dice" in (out / "dice.md").read_text()
 
 
+@pytest.mark.slow
 def test_demo_reports_each_case_and_json_lines_with_progress(tiny_bundle, tmp_path, capsys):
     """The plan first, a bar per case on stderr (plain lines when stderr is not a terminal); with
     --progress stdout holds JSON lines only: plan, progress per case, the result with the metrics."""

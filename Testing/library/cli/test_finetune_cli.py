@@ -94,6 +94,7 @@ def test_run_dir_passes_through_torchrun_and_both_spellings_name_the_run_folder(
         assert args.run == "R"
 
 
+@pytest.mark.slow
 def test_a_worse_model_is_not_saved_without_keep_worse(phantom_dir, tmp_path, capsys):
     """The tiny CT+MR model that segments phantoms, fine-tuned 2 steps at an absurd rate, loses Dice on
     the held-out phantoms: the command says so loudly, saves nothing and exits 1; the same command

@@ -13,6 +13,7 @@ def run(args, capsys):
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_segments_several_inputs_with_one_model_load(tiny_bundle, tmp_path, capsys):
     code, out, _ = run(["segment", str(REAL_CT), str(REAL_MR), "--model", str(tiny_bundle), "-o", str(tmp_path / "a"), "--format", "nii.gz"], capsys)
     # both inputs are named image.nii.gz: each output is prefixed by its folder, neither replaces the other

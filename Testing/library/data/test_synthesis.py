@@ -70,6 +70,31 @@ def test_ct_intensities_stay_near_hounsfield_units(ct_source):
     assert image[ct_source.structures == UNLABELLED_BASE].mean() < -800  # air stays air
 
 
+def test_arterial_phase_orders_the_organs_as_an_arterial_ct_does(ct_source):
+    """Arterial draws: kidneys and spleen far brighter than the liver, whatever the seed; with a
+    share of 0 every draw is the one of a sampler without the arterial phase."""
+    s = ct_source.structures
+    phases = set()
+    for seed in range(12):
+        image, contrast = draw_intensities(s, "CT", np.random.default_rng(seed), None, arterial_share=1.0)
+        assert contrast == "CT arterial"
+        liver, spleen, kidney = (float(np.median(image[s == k])) for k in (5, 1, 2))
+        assert kidney > liver + 40 and spleen > liver and liver < 140
+        plain, p_contrast = draw_intensities(s, "CT", np.random.default_rng(seed), ct_source.measured_hu)
+        same, s_contrast = draw_intensities(s, "CT", np.random.default_rng(seed), ct_source.measured_hu, arterial_share=0.0)
+        assert np.array_equal(plain, same) and p_contrast == s_contrast
+        phases.add(draw_intensities(s, "CT", np.random.default_rng(seed), ct_source.measured_hu, arterial_share=0.5)[1])
+    assert {"CT arterial", "CT measured"} <= phases
+
+
+def test_a_bad_arterial_share_is_refused():
+    from MultiModalSegLib.training.config import _check_synthesis
+
+    _check_synthesis({"mix": {"CT": {"synthetic": 1}}, "ct_arterial_share": 0.3})
+    with pytest.raises(ConfigError, match="ct_arterial_share"):
+        _check_synthesis({"mix": {"CT": {"synthetic": 1}}, "ct_arterial_share": 1.5})
+
+
 def test_slab_keeps_the_slices_around_the_centre_and_nothing_else():
     image = np.ones((40, 8, 8), np.float32)
     label = np.ones((40, 8, 8), np.uint8)

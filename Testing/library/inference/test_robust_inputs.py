@@ -97,6 +97,7 @@ def test_a_coronal_mr_acquisition_is_segmented(default_model, mr, mr_labels):
     assert agreement and np.mean(list(agreement.values())) > 0.7, agreement
 
 
+@pytest.mark.slow
 def test_fast_quality_keeps_the_ct_segmentation(default_model):
     ct = read_image(REAL_CT)
     normal = default_model.segment(ct, "CT").labels.array

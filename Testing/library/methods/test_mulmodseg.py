@@ -155,6 +155,7 @@ def test_bad_input():
         make().net(batch(0)["image"], "PET")
 
 
+@pytest.mark.slow
 def test_alternating_training_steps_once_per_modality_and_resumes_exactly(phantom_dir, tmp_path):
     cfg = config_from_dict(
         tiny_config(phantom_dir, method="mulmodseg", method_params={"embedding": "onehot", "controller_hidden": 16})

@@ -21,6 +21,7 @@ def step_losses(run_dir):
     return {r["step"]: r["losses"]["loss"] for r in read_progress(run_dir / "progress.jsonl") if r["event"] == "step"}
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(phantom_dir, tmp_path):
     cfg = config_from_dict(tiny_config(phantom_dir, steps=40, checkpoint_every=100, lr=0.01))
     Trainer(cfg, tmp_path, quiet=True).run()
@@ -50,6 +51,7 @@ def test_resume_gives_the_same_next_step_as_an_uninterrupted_run(phantom_dir, tm
     np.testing.assert_allclose(resumed, expected[3:], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_configuration(phantom_dir, tmp_path):
     Trainer(config_from_dict(tiny_config(phantom_dir, steps=3)), tmp_path, quiet=True).run()
     other = config_from_dict(tiny_config(phantom_dir, steps=3, lr=0.5))
@@ -78,6 +80,7 @@ def test_stop_file_ends_the_run_with_a_checkpoint(phantom_dir, tmp_path):
     assert again.step == result.step
 
 
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_and_the_same_command_resumes(phantom_dir, tmp_path):
     config = write_json(tmp_path / "cfg.json", tiny_config(phantom_dir, steps=400, checkpoint_every=1000))
     out = tmp_path / "run"

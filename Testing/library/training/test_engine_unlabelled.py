@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from conftest import tiny_config, write_json
 
@@ -28,6 +29,7 @@ def _trainer(tmp_path, dataset, **overrides):
     return trainer
 
 
+@pytest.mark.slow
 def test_unlabelled_cases_flow_from_dataset_json_into_the_batches(phantom_dir, tmp_path):
     trainer = _trainer(tmp_path, _dataset(phantom_dir, tmp_path), method="cmc")
     assert trainer.case_counts == {"CT": 2, "MR": 2, "CT:unlabelled": 1, "MR:unlabelled": 1}

@@ -21,6 +21,8 @@ from MultiModalSegLib.data.phantoms import write_phantom_dataset
 from MultiModalSegLib.io import read_image
 from MultiModalSegLib.training.finetune import FinetuneOptions, finetune
 
+pytestmark = pytest.mark.slow  # fine-tunes a whole model: CI's second step
+
 REPO = Path(__file__).resolve().parents[3]
 PARENT = Path(__file__).parent / "data" / "tiny-ctmr-ummkd"
 STEPS = 12

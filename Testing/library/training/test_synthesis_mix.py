@@ -56,8 +56,9 @@ def test_excluding_an_unknown_case_is_refused(tmp_path):
         Trainer(cfg, tmp_path, quiet=True).build()
 
 
-def test_the_default_recipe_never_trains_on_the_validation_scans():
-    recipe = json.loads((SAMPLES.parents[1] / "training" / "configs" / "abdomen_synth_default.json").read_text())
+@pytest.mark.parametrize("recipe_file", ["abdomen_synth_default.json", "abdomen_synth_v4.json"])
+def test_the_default_recipes_never_train_on_the_validation_scans(recipe_file):
+    recipe = json.loads((SAMPLES.parents[1] / "training" / "configs" / recipe_file).read_text())
     trained = [d for d in recipe["datasets"] if "real_validation" not in d["path"]]
     assert all("abdomen_mr_01" in d.get("exclude", []) for d in trained)
     names = {c["name"] for d in trained for c in json.loads((SAMPLES / "dataset.json").read_text())["training"]}
