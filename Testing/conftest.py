@@ -1,9 +1,13 @@
-"""Shared fixtures: paths to the shipped sample scans and a tiny UMMKD model trained on phantoms."""
+"""Shared fixtures: paths to the shipped sample scans, a tiny UMMKD model trained on phantoms, and the
+repository's scripts loaded as modules."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -14,6 +18,18 @@ REAL_CT = SAMPLES / "abdomen_ct_01" / "image.nii.gz"
 REAL_MR = SAMPLES / "abdomen_mr_01" / "image.nii.gz"
 
 torch.set_num_threads(2)
+
+
+def load_script(relative: str, name: str | None = None) -> ModuleType:
+    """The repository's script ``relative`` (``benchmarks/startup.py``, ``training/x.py``) as a module
+    called ``name`` (default: its stem), registered in ``sys.modules`` (dataclasses look it up there)."""
+    path = REPO / relative
+    name = name or path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_config(data_dir: Path, **overrides) -> dict:

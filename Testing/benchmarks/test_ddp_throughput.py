@@ -1,21 +1,13 @@
-import importlib.util
 import json
 
 import pytest
-from conftest import REPO
+from conftest import load_script
 
 pytestmark = pytest.mark.slow  # timed runs of whole pipelines: CI's second step
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("ddp_throughput", REPO / "benchmarks" / "ddp_throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_quick_run_measures_one_and_two_processes_and_their_ratio(tmp_path, capsys):
-    bench = load_script()
+    bench = load_script("benchmarks/ddp_throughput.py")
     assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "ddp_throughput_quick.json").read_text())
     quick = bench.SETTINGS["quick"]

@@ -1,22 +1,14 @@
-import importlib.util
 
 import pytest
-from conftest import REPO, SAMPLES
+from conftest import SAMPLES, load_script
 
 from training.real_scans import real_scan
 
 pytestmark = pytest.mark.slow  # timed runs of whole pipelines: CI's second step
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("fast_quality", REPO / "benchmarks" / "fast_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_both_qualities_are_timed_side_by_side_and_compared(tiny_bundle):
-    bench = load_script()
+    bench = load_script("benchmarks/fast_quality.py")
     (row,) = bench.measure(str(tiny_bundle), 2, data=SAMPLES, scans=(real_scan("abdomen_mr_01"),))
     assert row["scan"] == "abdomen_mr_01" and row["size_xyz"] == [117, 91, 20]
     assert min(row["normal_cpu_s"], row["fast_cpu_s"]) > 0

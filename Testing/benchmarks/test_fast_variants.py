@@ -1,22 +1,14 @@
-import importlib.util
 
 import pytest
-from conftest import REPO, SAMPLES
+from conftest import SAMPLES, load_script
 
 from training.real_scans import real_scan
 
 pytestmark = pytest.mark.slow  # timed runs of whole pipelines: CI's second step
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("fast_variants", REPO / "benchmarks" / "fast_variants.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_variants_are_scored_against_normal_on_the_same_scan(tiny_bundle):
-    bench = load_script()
+    bench = load_script("benchmarks/fast_variants.py")
     assert {"normal", "fast (shipped)"} <= set(bench.variants())
     rows = bench.measure(str(tiny_bundle), 1, data=SAMPLES, scans=(real_scan("abdomen_mr_01"),),
                          names=["2x windows, overlap 0"])

@@ -1,21 +1,13 @@
-import importlib.util
 import json
 
 import pytest
-from conftest import REPO
+from conftest import load_script
 
 pytestmark = pytest.mark.slow  # timed runs of whole pipelines: CI's second step
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("inference_overhead", REPO / "benchmarks" / "inference_overhead.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_quick_run_measures_both_and_reports_their_ratio(tiny_bundle, tmp_path, capsys):
-    bench = load_script()
+    bench = load_script("benchmarks/inference_overhead.py")
     code = bench.main(["--quick", "--model", str(tiny_bundle), "--device", "cpu", "--threads", "1", "--results", str(tmp_path)])
     record = json.loads((tmp_path / "inference_overhead_quick.json").read_text())
     assert code == 0 and record["passed"] and record["device"] == "cpu" and record["repeats"] == 1
@@ -43,7 +35,7 @@ def test_quick_run_measures_both_and_reports_their_ratio(tiny_bundle, tmp_path, 
 
 
 def test_acceptance_checks_can_fail():
-    bench = load_script()
+    bench = load_script("benchmarks/inference_overhead.py")
 
     def size(xyz, overhead, rss):
         runs = [{"overhead": 1.0, "overhead_cpu": 1.1}, {"overhead": 2 * overhead, "overhead_cpu": overhead}]

@@ -1,21 +1,13 @@
-import importlib.util
 import json
 
 import pytest
-from conftest import REPO
+from conftest import load_script
 
 pytestmark = pytest.mark.slow  # timed runs of whole pipelines: CI's second step
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("peak_memory_segment", REPO / "benchmarks" / "peak_memory_segment.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_benchmark_measures_a_child_process(tiny_bundle, tmp_path, capsys):
-    bench = load_script()
+    bench = load_script("benchmarks/peak_memory_segment.py")
     code = bench.main(["--size", "96", "96", "48", "--model", str(tiny_bundle), "--results", str(tmp_path)])
     record = json.loads((tmp_path / "peak_memory_segment_96x96x48.json").read_text())
     assert code == 0 and record["within_limit"]

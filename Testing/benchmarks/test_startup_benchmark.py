@@ -1,20 +1,12 @@
-import importlib.util
 import json
 
 import pytest
-from conftest import REPO
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("startup", REPO / "benchmarks" / "startup.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 @pytest.mark.slow
 def test_quick_run_measures_both_sides_and_checks_the_inference_imports(tmp_path, capsys):
-    bench = load_script()
+    bench = load_script("benchmarks/startup.py")
     code = bench.main(["--quick", "--baseline", "HEAD", "--results", str(tmp_path)])
     record = json.loads((tmp_path / "startup_quick.json").read_text())
     assert record["repeats"] == 1 and set(record["measures"]) == set(bench.MEASURES)

@@ -1,30 +1,22 @@
-import importlib.util
 import json
 import statistics
 
 import pytest
-from conftest import REPO
+from conftest import load_script
 
 from MultiModalSegLib.methods import METHODS
 
 pytestmark = pytest.mark.slow  # timed runs of whole pipelines: CI's second step
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("training_speed", REPO / "benchmarks" / "training_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_methods_come_from_the_registry_joint_first():
-    bench = load_script()
+    bench = load_script("benchmarks/training_speed.py")
     names = bench.registered_methods()
     assert names[0] == "joint" and sorted(names) == sorted(METHODS)
 
 
 def test_every_method_gets_its_own_network_at_the_same_widths(tmp_path):
-    bench = load_script()
+    bench = load_script("benchmarks/training_speed.py")
     configs = {m: bench.method_config(m, bench.FULL, tmp_path / "dataset.json", "cpu", 1) for m in METHODS}
     assert {c["patch_size"] == bench.FULL["patch_size"] and c["batch_size"] == 2 for c in configs.values()} == {True}
     assert configs["joint"]["network"] == {"name": "unet3d", "params": {"features": [8, 16, 32, 64]}}
@@ -32,7 +24,7 @@ def test_every_method_gets_its_own_network_at_the_same_widths(tmp_path):
 
 
 def test_quick_run_times_methods_on_the_same_batches(tmp_path):
-    bench = load_script()
+    bench = load_script("benchmarks/training_speed.py")
     code = bench.main(["--quick", "--methods", "ummkd", "--device", "cpu", "--threads", "1", "--results", str(tmp_path)])
     record = json.loads((tmp_path / "training_speed_quick.json").read_text())
     assert code == 0 and record["same_labelled_batches"] and record["reference"] == "joint"

@@ -3,12 +3,12 @@ name and sha256, never a builder's path; a recorded data set is found again by i
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from MultiModalSegLib.bundle import bundle_sha256, file_sha256
 from MultiModalSegLib.data.phantoms import phantom_dataset_document
@@ -60,9 +60,7 @@ def test_the_manifest_and_the_recipe_name_the_rewritten_files():
 
 
 def test_the_rewrite_script_finds_nothing_left_to_rewrite(capsys):
-    spec = importlib.util.spec_from_file_location("scrub_provenance", REPO / "training" / "scrub_provenance.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("training/scrub_provenance.py")
     assert script.main(["--check"]) == 0
     assert capsys.readouterr().out.count("provenance names no path") == len(script.DEFAULT_BUNDLES)
 

@@ -3,25 +3,15 @@ recomputed here from the per-case numbers it saved."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from Testing.conftest import tiny_config
+from Testing.conftest import load_script, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -32,7 +22,7 @@ def test_two_models_side_by_side(phantom_dir, tiny_bundle, tmp_path):
     other = Trainer(config_from_dict(tiny_config(phantom_dir, method="joint", steps=2,
                                                  bundle={"name": "tiny-joint", "version": "2.0.0"})),
                     tmp_path / "run", quiet=True).run().bundle
-    module = _load("compare_default_models", REPO / "training" / "compare_default_models.py")
+    module = load_script("training/compare_default_models.py")
     out = tmp_path / "out"
     assert module.main(["--models", str(tiny_bundle), str(other), "--phantoms", "1", "--repeats", "1",
                         "--out", str(out), "--work", str(tmp_path / "work")]) == 0
@@ -60,7 +50,7 @@ def test_two_models_side_by_side(phantom_dir, tiny_bundle, tmp_path):
 
 
 def test_committed_readme_block_is_the_committed_comparison():
-    module = _load("compare_default_models", REPO / "training" / "compare_default_models.py")
+    module = load_script("training/compare_default_models.py")
     doc = json.loads((module.OUT / "comparison.json").read_text())
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     begin, end = module.README_MARKERS

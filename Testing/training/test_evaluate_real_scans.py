@@ -3,20 +3,16 @@ README block regenerated from the committed per-scan numbers."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
+
+from Testing.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("evaluate_real_scans", REPO / "training" / "evaluate_real_scans.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["evaluate_real_scans"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("training/evaluate_real_scans.py")
 
 
 def test_roles_come_from_the_models_own_provenance():

@@ -3,15 +3,15 @@ method recomputed here from the runs' numbers, and those numbers re-measured fro
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from Testing.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,11 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def compare_methods():
     """The bench script as a module, nothing run."""
-    spec = importlib.util.spec_from_file_location("compare_methods", REPO / "training" / "experiments" / "compare_methods.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compare_methods"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("training/experiments/compare_methods.py")
 
 
 @pytest.fixture(scope="module")
@@ -167,10 +163,7 @@ def test_every_bench_run_is_a_valid_training_config_and_lssc_gets_its_recipe(tmp
     from MultiModalSegLib.methods import METHODS
     from MultiModalSegLib.training.config import config_from_dict, load_config
 
-    spec = importlib.util.spec_from_file_location("compare_methods_configs", REPO / "training" / "experiments" / "compare_methods.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compare_methods_configs"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    module = load_script("training/experiments/compare_methods.py", "compare_methods_configs")
     assert set(module.METHOD_ORDER) == set(METHODS)  # every registered method is benched
     for bench in (module.FULL, module.SELECTION):
         for method in module.METHOD_ORDER:

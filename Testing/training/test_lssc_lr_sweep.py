@@ -3,20 +3,16 @@ the JSON holds the runs the recipe rests on."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
+
+from Testing.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("lssc_lr_sweep", REPO / "training" / "lssc_lr_sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lssc_lr_sweep"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("training/lssc_lr_sweep.py")
 
 
 def test_committed_report_is_rendered_from_the_committed_json():

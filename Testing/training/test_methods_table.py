@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+
+from Testing.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def table():
-    spec = importlib.util.spec_from_file_location("methods_table", REPO / "training" / "methods_table.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["methods_table"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("training/methods_table.py")
 
 
 @pytest.fixture(scope="module")

@@ -4,22 +4,19 @@ by name and sha256, and a refusal for a bundle that still records a path."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from MultiModalSegLib.bundle import file_sha256, load_bundle
 from MultiModalSegLib.provenance import path_like_strings, provenance_sections
+from Testing.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _package_model():
-    spec = importlib.util.spec_from_file_location("package_model", REPO / "training" / "package_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("training/package_model.py")
 
 
 def test_packaging_a_run_writes_no_path(tiny_bundle, phantom_dir):

@@ -3,7 +3,6 @@ and the few-shot claim from the default model (slow)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 from MultiModalSegLib.bundle import bundle_sha256, file_sha256, load_bundle
 from MultiModalSegLib.errors import BundleError, ConfigError
@@ -191,9 +191,7 @@ def test_few_shot_from_the_default_model(tmp_path):
     labelled real MR plus CT phantoms; MR Dice on held-out phantom MR goes up and CT Dice on
     held-out phantom CT drops by at most 0.02; the numbers reproduce the committed table
     (``training/reports/finetune-fewshot/before_after.json``); the only labelled MR is the real sample."""
-    spec = importlib.util.spec_from_file_location("finetune_fewshot", REPO / "training" / "finetune_fewshot.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("training/finetune_fewshot.py")
     args = ["--run", str(tmp_path / "run"), "--out-dir", str(tmp_path / "report"), "--quiet", "--device", "cpu"]
     assert script.main(args) == 0
     report = json.loads((tmp_path / "report" / "before_after.json").read_text())

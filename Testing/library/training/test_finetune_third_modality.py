@@ -9,11 +9,11 @@ the full learning rate, every other parameter at a tenth of it (``Method.added_m
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 from MultiModalSegLib.bundle import load_bundle
 from MultiModalSegLib.cli import main
@@ -84,9 +84,7 @@ def test_segments_a_cbct_volume(finetuned, capsys):
 
 
 def test_fixture_script_quick_mode(tmp_path):
-    spec = importlib.util.spec_from_file_location("tiny_ctmr_parent", REPO / "training" / "tiny_ctmr_parent.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("training/tiny_ctmr_parent.py")
     threads = torch.get_num_threads()
     try:
         assert script.main(["--quick", "--quiet", "--out", str(tmp_path / "parent"), "--run", str(tmp_path / "run")]) == 0
