@@ -76,6 +76,8 @@ def test_ci_runs_the_readme_test_command_then_the_slow_tests_time_boxed():
     assert command.endswith('pytest -q -m "not slow"') and "pip install torch==2.13.0" in command
     lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
     assert command in lines
-    slow = next(line for line in lines if line.endswith("-m slow"))
-    assert lines.index(slow) > lines.index(command) and re.match(r"timeout \d+ ", slow)
+    slow = next(line for line in lines if "pytest -q -m slow" in line)
+    assert lines.index(slow) > lines.index(command)
+    box = re.search(r"timeout --signal=INT --kill-after=\d+ (\d+) ", slow)  # pytest reports where it stopped
+    assert box and 600 <= int(box.group(1)) <= 2700  # room for a busy machine, inside CI's 90 minutes
     assert "slow:" in (REPO / "pyproject.toml").read_text()
