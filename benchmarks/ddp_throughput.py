@@ -41,6 +41,8 @@ from MultiModalSegLib.data.phantoms import write_phantom_dataset  # noqa: E402
 from MultiModalSegLib.training import Trainer, distributed  # noqa: E402
 from MultiModalSegLib.training.config import config_from_dict  # noqa: E402
 
+JOIN_SECONDS = 1800  # one measurement, every process together
+
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 SETTINGS = {
@@ -109,8 +111,15 @@ def measure(world: int, raw: dict, work: Path, warmup: int) -> dict:
     procs = [fork.Process(target=_rank, args=(r, world, port, raw, run_dir, warmup, report)) for r in range(world)]
     for p in procs:
         p.start()
+    deadline = time.monotonic() + JOIN_SECONDS
     for p in procs:
-        p.join(1800)
+        p.join(max(1.0, deadline - time.monotonic()))
+    stuck = [p for p in procs if p.is_alive()]
+    for p in stuck:  # a rank that never returns (e.g. a lost peer) must not hold the caller forever
+        p.kill()
+        p.join()
+    if stuck:
+        raise SystemExit(f"the {world}-process measurement did not finish within {JOIN_SECONDS} s; stopped it")
     if not report.exists():
         raise SystemExit(f"the {world}-process measurement wrote no report (exit codes {[p.exitcode for p in procs]})")
     result = json.loads(report.read_text())

@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 from conftest import load_script
@@ -28,3 +29,13 @@ def test_quick_run_measures_one_and_two_processes_and_their_ratio(tmp_path, caps
     md = (tmp_path / "ddp_throughput_quick.md").read_text()
     assert f"**{record['ratio_2_over_1_median']}**" in md and md.count("| 0 | ") == 2
     assert "ratio (2 processes / 1 process" in capsys.readouterr().out
+
+
+def test_a_process_that_never_returns_is_stopped_with_a_clear_error(tmp_path, monkeypatch):
+    bench = load_script("benchmarks/ddp_throughput.py", name="ddp_throughput_stuck")
+    monkeypatch.setattr(bench, "JOIN_SECONDS", 2)
+    monkeypatch.setattr(bench, "_rank", lambda *args: time.sleep(120))  # forked: the child runs it
+    started = time.monotonic()
+    with pytest.raises(SystemExit, match="did not finish within 2 s"):
+        bench.measure(2, {"steps": 2, "batch_size": 1}, tmp_path, 0)
+    assert time.monotonic() - started < 60
