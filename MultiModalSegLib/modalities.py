@@ -10,6 +10,14 @@ from .errors import InputError
 from .io import Volume
 
 KINDS = ("window", "percentile")
+# Which voxels the percentiles of a "percentile" profile are taken over.
+#   "all": every voxel of the image. Air (about 0 in MR) sets the low end and the brightest tissue the
+#          high end, so every tissue keeps its own value, organs darker than fat included.
+#   "above_mean": the voxels above the image mean (profiles written before "foreground" existed).
+#          On a T1-weighted or Dixon in-phase abdomen the bright subcutaneous fat lifts the mean above
+#          the liver, spleen and kidneys: all three were clipped to 0, the value of air.
+FOREGROUNDS = ("all", "above_mean")
+LEGACY_FOREGROUND = "above_mean"  # a profile without the key (a bundle from before it) keeps its behaviour
 
 
 @dataclass(frozen=True)
@@ -17,9 +25,9 @@ class ModalityProfile:
     """How one modality's intensities are mapped to [0, 1] before entering the network.
 
     ``kind`` is ``"window"`` (clip to ``params["low"]..params["high"]``, scale linearly) or
-    ``"percentile"`` (foreground = voxels above the image mean; clip to the
-    ``params["low_percentile"]`` and ``params["high_percentile"]`` percentiles of the foreground
-    intensities, scale linearly).
+    ``"percentile"`` (clip to the ``params["low_percentile"]`` and ``params["high_percentile"]``
+    percentiles of the voxels chosen by ``params["foreground"]``, scale linearly; see
+    :data:`FOREGROUNDS`).
     """
 
     name: str
@@ -30,6 +38,15 @@ class ModalityProfile:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise InputError(f"modality {self.name!r}: unknown kind {self.kind!r}; use one of {list(KINDS)}.")
+        if self.kind == "percentile" and self.foreground not in FOREGROUNDS:
+            raise InputError(
+                f"modality {self.name!r}: unknown foreground {self.foreground!r}; use one of {list(FOREGROUNDS)}."
+            )
+
+    @property
+    def foreground(self) -> str:
+        """For ``percentile`` profiles: the voxels the percentiles are taken over."""
+        return str(self.params.get("foreground", LEGACY_FOREGROUND))
 
     def normalize(self, array: np.ndarray) -> np.ndarray:
         """Intensities scaled to float32 in [0, 1]; background maps to about 0."""
@@ -38,7 +55,7 @@ class ModalityProfile:
             low, high = float(self.params["low"]), float(self.params["high"])
         else:
             low, high = _foreground_percentiles(
-                data, float(self.params["low_percentile"]), float(self.params["high_percentile"])
+                data, float(self.params["low_percentile"]), float(self.params["high_percentile"]), self.foreground
             )
         return _scale(data, low, high)
 
@@ -55,14 +72,14 @@ class ModalityProfile:
         return cls(str(d["name"]), str(d["kind"]), dict(d.get("params", {})), str(d.get("description", "")))
 
 
-def _foreground_percentiles(data: np.ndarray, low_pct: float, high_pct: float) -> tuple[float, float]:
-    """Percentiles of the voxels above the image mean (all voxels when none are above it)."""
+def _foreground_percentiles(
+    data: np.ndarray, low_pct: float, high_pct: float, foreground: str = "all"
+) -> tuple[float, float]:
+    """Percentiles of the voxels named by ``foreground`` (all voxels when none are above the mean)."""
     if data.size == 0:
         return 0.0, 0.0
-    foreground = data[data > data.mean()]
-    if foreground.size == 0:
-        foreground = data.ravel()
-    low, high = np.percentile(foreground, [low_pct, high_pct])
+    voxels = data[data > data.mean()] if foreground == "above_mean" else data.ravel()
+    low, high = np.percentile(voxels if voxels.size else data.ravel(), [low_pct, high_pct])
     return float(low), float(high)
 
 
@@ -83,8 +100,8 @@ CT = ModalityProfile(
 MR = ModalityProfile(
     "MR",
     "percentile",
-    {"low_percentile": 0.5, "high_percentile": 99.5},
-    "MR, arbitrary units: 0.5-99.5 percentiles of the voxels above the image mean.",
+    {"low_percentile": 0.5, "high_percentile": 99.5, "foreground": "all"},
+    "MR, arbitrary units: 0.5-99.5 percentiles of all voxels (air to the brightest tissue).",
 )
 
 # Cone-beam CT (e.g. the on-board imager of a radiotherapy linac): reconstructed in Hounsfield units

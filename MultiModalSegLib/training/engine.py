@@ -280,12 +280,25 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "torch_rng": torch.get_rng_state(),
-            "identity": repr(sorted(self.cfg.identity().items())),
+            "identity": self._identity(),
         }
+
+    def _identity(self) -> str:
+        """The configuration's identity and the intensity profiles the run normalises with: a library
+        whose default profile changed must not resume a run begun with the former one."""
+        profiles = {m: get_modality(m).to_dict()["params"] for m in self.modalities}
+        return repr([*sorted(self.cfg.identity().items()), ("intensity_profiles", profiles)])
 
     def _resume(self) -> None:
         state = load_checkpoint(self.ckpt_path)
-        if state.get("identity") != repr(sorted(self.cfg.identity().items())):
+        stored = state.get("identity")
+        if stored != self._identity():
+            if stored == repr(sorted(self.cfg.identity().items())):
+                raise ConfigError(
+                    f"{self.ckpt_path} was written before runs recorded their intensity profiles, and the MR profile "
+                    "has changed since (percentiles of all voxels, not of those above the mean): resuming would "
+                    "change the run halfway. Start it again with --restart, or finish it with the version that began it."
+                )
             raise ConfigError(
                 f"{self.ckpt_path} was written by a different configuration; use another output folder or --restart."
             )

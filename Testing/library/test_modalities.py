@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from MultiModalSegLib.errors import InputError
-from MultiModalSegLib.io import Volume, read_image
+from MultiModalSegLib.io import Volume, read_image, read_labelmap
+from MultiModalSegLib.labels import LABEL_REMAPS
+from MultiModalSegLib.metrics import remap_labels
 from MultiModalSegLib.modalities import (
     MODALITIES,
     ModalityProfile,
@@ -45,10 +47,34 @@ def test_mr_percentiles_real_scan():
     array = read_image(MR_PATH).array
     out = get_modality("MR").normalize(array)
     assert out.dtype == np.float32 and out.min() == 0.0 and out.max() == 1.0
-    assert out[array <= 0].max() == 0.0  # background
-    foreground = array[array > array.mean()]
-    assert np.mean(out[array > array.mean()] == 1.0) == pytest.approx(0.005, abs=0.005)
-    assert foreground.size > 0
+    assert out[array <= 0].max() < 0.01  # background (the scan has small negative values too)
+    assert np.mean(out == 1.0) == pytest.approx(0.005, abs=0.003)  # the top 0.5 % of all voxels
+
+
+def test_mr_organs_darker_than_fat_keep_their_contrast():
+    """The sample MR is T1-like: subcutaneous fat (about 330-520) lifts the image mean (194) above the
+    liver (about 97), spleen and kidneys (20-30). Percentiles of all voxels keep each organ apart from
+    air and from the others; the former profile (voxels above the mean) put all three at 0, like air."""
+    array = read_image(MR_PATH).array
+    volume = read_image(MR_PATH)
+    totalseg = read_labelmap(DATA / "abdomen_mr_01" / "label_totalseg.nii.gz", reference=volume).array
+    labels = remap_labels(totalseg, LABEL_REMAPS["totalsegmentator"])
+    new = get_modality("MR").normalize(array)
+    old = ModalityProfile("MR", "percentile", {"low_percentile": 0.5, "high_percentile": 99.5}).normalize(array)
+    air = np.median(new[array <= np.percentile(array, 5)])
+    liver, spleen = np.median(new[labels == 1]), np.median(new[labels == 2])
+    assert air < spleen - 0.02 and spleen < liver - 0.05 and liver < 0.5
+    assert np.median(old[labels == 1]) == np.median(old[labels == 2]) == 0.0  # what the old profile did
+
+
+def test_percentile_foreground_is_stated_and_checked():
+    assert get_modality("MR").params["foreground"] == "all"
+    legacy = ModalityProfile.from_dict({"name": "MR", "kind": "percentile", "params": {"low_percentile": 1, "high_percentile": 99}})
+    assert legacy.foreground == "above_mean"  # bundles written before the key keep their normalisation
+    array = np.concatenate([np.zeros(50), np.full(30, 10.0), np.full(20, 100.0)]).astype(np.float32)
+    assert legacy.normalize(array)[60] == 0.0 and get_modality("MR").normalize(array)[60] == pytest.approx(0.1)
+    with pytest.raises(InputError, match="unknown foreground 'body'"):
+        ModalityProfile("MR", "percentile", {"low_percentile": 1, "high_percentile": 99, "foreground": "body"})
 
 
 def test_mr_synthetic_and_constant():

@@ -12,6 +12,7 @@ import torch
 from conftest import REPO, tiny_config, write_json
 
 from MultiModalSegLib.errors import ConfigError
+from MultiModalSegLib.modalities import MODALITIES, ModalityProfile
 from MultiModalSegLib.training import Trainer, load_config
 from MultiModalSegLib.training.config import config_from_dict
 from MultiModalSegLib.training.progress import read_progress
@@ -57,6 +58,25 @@ def test_resume_refuses_a_different_configuration(phantom_dir, tmp_path):
     other = config_from_dict(tiny_config(phantom_dir, steps=3, lr=0.5))
     with pytest.raises(ConfigError, match="different configuration"):
         Trainer(other, tmp_path, quiet=True).build()
+
+
+def test_resume_refuses_a_changed_intensity_profile(phantom_dir, tmp_path, monkeypatch):
+    """A run normalises with the profiles of the library that began it; a changed default profile (or
+    a checkpoint from before runs recorded them) is refused rather than changing the run halfway."""
+    cfg = config_from_dict(tiny_config(phantom_dir, steps=2))
+    Trainer(cfg, tmp_path, quiet=True).run()
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    state = torch.load(ckpt, weights_only=False)
+    assert "intensity_profiles" in state["identity"] and "'foreground': 'all'" in state["identity"]
+    legacy = ModalityProfile("MR", "percentile", {"low_percentile": 0.5, "high_percentile": 99.5})
+    monkeypatch.setitem(MODALITIES, "MR", legacy)
+    with pytest.raises(ConfigError, match="different configuration"):
+        Trainer(cfg, tmp_path, quiet=True).build()
+    monkeypatch.undo()
+    state["identity"] = repr(sorted(cfg.identity().items()))  # as checkpoints were written before
+    torch.save(state, ckpt)
+    with pytest.raises(ConfigError, match="before runs recorded their intensity profiles"):
+        Trainer(cfg, tmp_path, quiet=True).build()
 
 
 def test_stop_file_ends_the_run_with_a_checkpoint(phantom_dir, tmp_path):
