@@ -2,6 +2,7 @@
 
     python training/synthesis_grid.py --out training/reports/abdomen-synth/synthesised_samples.png
     python training/synthesis_grid.py --ct-arterial-share 0.35 --columns 10 --out training/reports/abdomen-synth-v4/synthesised_samples.png
+    python training/synthesis_grid.py --ct-arterial-share 0.35 --columns 10 --out training/reports/abdomen-synth-v5/synthesised_samples.png
 
 Each column is one item of a :class:`~MultiModalSegLib.data.synthesis.SynthSampler` (the middle
 slice of its patch along z, with the model's labels outlined), drawn exactly as training draws it.
@@ -39,7 +40,7 @@ def main() -> None:
     spec = load_dataset(args.dataset)
     case = next(c for c in spec.cases("training") if c.name == args.case)
     source = prepare_source(case, [args.spacing] * 3, [lab.value for lab in ABDOMEN_LABELS])
-    fig, axes = plt.subplots(2, args.columns, figsize=(2.2 * args.columns, 4.8))
+    fig, axes = plt.subplots(2, args.columns, figsize=(2.2 * args.columns, 5.4))
     for row, modality in enumerate(("CT", "MR")):
         sampler = SynthSampler([source], modality, args.patch, args.columns, [args.spacing] * 3, 1.0, seed=7, stream=row,
                                ct_arterial_share=args.ct_arterial_share)
