@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import read_image, read_labelmap
-from ..modalities import get_modality
+from ..modalities import ModalityProfile, get_modality
 from ..preprocessing import crop, foreground_bbox, to_model_space
 from .dataset import Case
 
@@ -69,10 +69,13 @@ def remap_label_array(
     return array.astype(np.uint8)
 
 
-def prepare_case(case: Case, spacing: Sequence[float], label_values: Sequence[int]) -> PreparedCase:
-    """Read, normalise (modality profile), reorient, resample and crop one case."""
+def prepare_case(
+    case: Case, spacing: Sequence[float], label_values: Sequence[int], profile: ModalityProfile | None = None
+) -> PreparedCase:
+    """Read, normalise (``profile``, default the library's profile of the case's modality), reorient,
+    resample and crop one case."""
     image = read_image(case.image)
-    image.array = get_modality(case.modality).normalize(image.array)
+    image.array = (profile or get_modality(case.modality)).normalize(image.array)
     model_image = to_model_space(image, spacing)
     label = None
     if case.label is not None:

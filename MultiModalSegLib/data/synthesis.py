@@ -40,7 +40,7 @@ from scipy import ndimage
 
 from ..errors import ConfigError
 from ..io import read_image, read_labelmap
-from ..modalities import get_modality
+from ..modalities import ModalityProfile, get_modality
 from ..preprocessing import crop, foreground_bbox, to_model_space
 from .dataset import Case
 from .loading import PreparedCase, remap_label_array
@@ -71,8 +71,11 @@ class SynthSource:
         return PreparedCase(self.name, self.modality, self.structures, self.label)
 
 
-def prepare_source(case: Case, spacing: Sequence[float], label_values: Sequence[int]) -> SynthSource:
-    """Read a labelled case and build its generation map in model space (cropped to the body).
+def prepare_source(
+    case: Case, spacing: Sequence[float], label_values: Sequence[int], profile: ModalityProfile | None = None
+) -> SynthSource:
+    """Read a labelled case and build its generation map in model space (cropped to the body, found
+    on the image normalised by ``profile``, default the library's profile of its modality).
 
     The case's label file is read twice over: raw (every structure it holds) for generation, and
     through its remap table for the model's labels.
@@ -90,7 +93,7 @@ def prepare_source(case: Case, spacing: Sequence[float], label_values: Sequence[
     modality = get_modality(case.modality).name
     structures = np.where(structures > 0, structures, intensity_classes(hu, structures == 0, modality))
     target = remap_label_array(raw_model.array, case.label_remap, label_values, str(case.label))
-    bbox = foreground_bbox(get_modality(modality).normalize(hu), threshold=0.05, margin=4)
+    bbox = foreground_bbox((profile or get_modality(modality)).normalize(hu), threshold=0.05, margin=4)
     structures, target, hu = crop(structures, bbox), crop(target, bbox), crop(hu, bbox)
     measured = _measured_hu(structures, hu) if modality in CT_LIKE else {}
     return SynthSource(case.name, modality, np.ascontiguousarray(structures), np.ascontiguousarray(target), measured)
@@ -290,6 +293,7 @@ class SynthSampler(ModalitySampler):
         seed: int = 0,
         stream: int = 0,
         ct_arterial_share: float = 0.0,
+        profile: ModalityProfile | None = None,
     ) -> None:
         if not sources:
             raise ConfigError("synthesis needs at least one labelled source case.")
@@ -297,7 +301,7 @@ class SynthSampler(ModalitySampler):
         self.sources = list(sources)
         super().__init__([s.as_case() for s in self.sources], patch_size, batch_size, foreground_ratio, True, seed, stream)
         self.modality = get_modality(modality).name
-        self.profile = get_modality(self.modality)
+        self.profile = profile or get_modality(self.modality)  # the run's profile (a fine-tune keeps its parent's)
         self.spacing = tuple(float(s) for s in spacing)
         self.spatial = spatial_transform()
         self.bias = RandBiasFieldd("image", degree=3, coeff_range=(0.0, 0.4), prob=0.7)

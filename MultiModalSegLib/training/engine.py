@@ -15,7 +15,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from ..data.synthesis import MixedSampler, SynthSampler, prepare_source
 from ..device import autocast, grad_scaler, resolve_device
 from ..errors import ConfigError
 from ..methods import build_method, get_method
-from ..modalities import get_modality
+from ..modalities import ModalityProfile, get_modality
 from ..naming import derived_model_name
 from ..provenance import config_record, dataset_file_record
 from ..reporting import Reporter
@@ -106,11 +106,15 @@ class Trainer:
         self, config: TrainConfig, out_dir: str | Path, *, restart: bool = False, quiet: bool = False,
         init_state: Callable[[torch.nn.Module], torch.nn.Module | None] | None = None,
         reporter: Reporter | None = None,
+        profiles: Mapping[str, ModalityProfile] | None = None,
     ) -> None:
         """``init_state(method)``, when given, runs once the method is built and before a resume: it loads
         starting weights (fine-tuning) and may return a replacement method (e.g. one with an added modality).
         ``reporter`` tells the person (or, with JSON lines, a program) the plan and the progress; default:
-        text and bars on stderr, bars off when ``quiet``."""
+        text and bars on stderr, bars off when ``quiet``. ``profiles``: intensity profiles by modality
+        that replace the library's (fine-tuning passes its parent's, so the parent's weights see the inputs
+        they were trained on); the bundle and the checkpoint record the profiles used. A warm start
+        (``init`` in the config) is a new run and uses the library's profiles."""
         self.cfg = config
         self.init_state = init_state
         self.out = Path(out_dir)
@@ -130,6 +134,9 @@ class Trainer:
             torch.set_num_threads(config.threads)
         self.labels = config.label_info
         self.modalities = [get_modality(m).name for m in config.modalities]
+        # intensity profiles: the library's, except those given (a fine-tune keeps its parent's normalisation)
+        given = {get_modality(m).name: p for m, p in (profiles or {}).items()}
+        self.profiles = {m: given.get(m) or get_modality(m) for m in self.modalities}
 
     # ----- data
     def _cases(self) -> tuple[list[Case], list[Case], list[dict]]:
@@ -178,7 +185,7 @@ class Trainer:
     def _prepare(self, cases: list[Case], labelled: bool = True, what: str = "reading training cases") -> list[PreparedCase]:
         values = [lab.value for lab in self.labels]
         mine = [c for c in cases if c.labelled == labelled]
-        return self.reporter.each(mine, what, lambda c: prepare_case(c, self.cfg.spacing, values)) if mine else []
+        return self.reporter.each(mine, what, lambda c: prepare_case(c, self.cfg.spacing, values, self.profiles[c.modality])) if mine else []
 
     def _mixed_samplers(self, train: list[Case], prepared: list[PreparedCase]) -> dict[str, MixedSampler]:
         """Per modality, a :class:`MixedSampler` of its real cases, its phantoms and images synthesised
@@ -189,7 +196,7 @@ class Trainer:
         values = [lab.value for lab in self.labels]
         labelled = [c for c in train if c.labelled]
         wanted_cases = [c for c in labelled if c.origin in wanted]
-        sources = self.reporter.each(wanted_cases, "reading label maps for synthesis", lambda c: prepare_source(c, cfg.spacing, values))
+        sources = self.reporter.each(wanted_cases, "reading label maps for synthesis", lambda c: prepare_source(c, cfg.spacing, values, self.profiles[c.modality]))
         pairs = list(zip(labelled, prepared, strict=True))
         samplers = {}
         for i, modality in enumerate(self.modalities):
@@ -200,7 +207,8 @@ class Trainer:
                     kinds[kind] = ModalitySampler(mine, cfg.patch_size, cfg.batch_size, cfg.foreground_ratio, cfg.augment, cfg.seed, i)
             if sources:
                 kinds["synthetic"] = SynthSampler(sources, modality, cfg.patch_size, cfg.batch_size, cfg.spacing, cfg.foreground_ratio, cfg.seed, i,
-                                                  ct_arterial_share=float(cfg.synthesis.get("ct_arterial_share", 0.0)))
+                                                  ct_arterial_share=float(cfg.synthesis.get("ct_arterial_share", 0.0)),
+                                                  profile=self.profiles[modality])
             shares = cfg.synthesis["mix"].get(modality)
             if shares is None:
                 raise ConfigError(f"\"synthesis\" has no mix for modality {modality}; add \"{modality}\": {{KIND: share}}.")
@@ -286,7 +294,7 @@ class Trainer:
     def _identity(self) -> str:
         """The configuration's identity and the intensity profiles the run normalises with: a library
         whose default profile changed must not resume a run begun with the former one."""
-        profiles = {m: get_modality(m).to_dict()["params"] for m in self.modalities}
+        profiles = {m: self.profiles[m].to_dict()["params"] for m in self.modalities}
         return repr([*sorted(self.cfg.identity().items()), ("intensity_profiles", profiles)])
 
     def _resume(self) -> None:
@@ -481,7 +489,7 @@ class Trainer:
             "description": description,
             "method": cfg.method,
             "network": self.method.network_spec,
-            "modalities": {m: get_modality(m).to_dict() for m in self.modalities},
+            "modalities": {m: self.profiles[m].to_dict() for m in self.modalities},
             "labels": [lab.to_dict() for lab in self.labels],
             "spacing": [float(s) for s in cfg.spacing],
             "patch_size": [int(p) for p in cfg.patch_size],

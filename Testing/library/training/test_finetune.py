@@ -12,8 +12,9 @@ import pytest
 import torch
 from conftest import load_script
 
-from MultiModalSegLib.bundle import bundle_sha256, file_sha256, load_bundle
+from MultiModalSegLib.bundle import bundle_sha256, file_sha256, load_bundle, replace_metadata
 from MultiModalSegLib.errors import BundleError, ConfigError
+from MultiModalSegLib.modalities import ModalityProfile
 from MultiModalSegLib.provenance import path_like_strings, provenance_sections
 from MultiModalSegLib.training.finetune import FinetuneOptions, bump_minor, finetune, table_paths
 from MultiModalSegLib.training.progress import read_progress
@@ -291,3 +292,29 @@ def test_name_of_a_manifest_model_is_refused(tiny_bundle, phantom_dir, tmp_path)
     with pytest.raises(ConfigError, match=f"--name {shipped}: a model of the models manifest has this name"):
         finetune(_options(tiny_bundle, [phantom_dir], tmp_path / "new", tmp_path / "run", name=shipped))
     assert not (tmp_path / "run").exists()
+
+
+def test_fine_tuning_keeps_the_parents_intensity_profiles(tiny_bundle, phantom_dir, tmp_path):
+    """A parent trained under a former MR profile (percentiles of the voxels above the mean) is fine-tuned
+    on inputs normalised as it was trained, and its child records that profile, not the library's."""
+    parent = tmp_path / "legacy"
+    shutil.copytree(tiny_bundle, parent)
+    metadata = load_bundle(parent).metadata
+    legacy = {"low_percentile": 0.5, "high_percentile": 99.5}
+    metadata["modalities"]["MR"]["params"] = dict(legacy)
+    replace_metadata(parent, metadata)
+    seen = []
+    original = ModalityProfile.normalize
+
+    def spy(profile, array):
+        seen.append((profile.name, profile.foreground))
+        return original(profile, array)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ModalityProfile, "normalize", spy)
+        result = finetune(_options(parent, [phantom_dir], tmp_path / "child.zip", tmp_path / "run"))
+    assert result.status == "done"
+    child = load_bundle(tmp_path / "child.zip")
+    assert child.metadata["modalities"]["MR"]["params"] == legacy
+    assert child.metadata["modalities"]["CT"] == metadata["modalities"]["CT"]
+    assert ("MR", "above_mean") in seen and ("MR", "all") not in seen  # training data and held-out scoring alike
