@@ -70,17 +70,12 @@ def synthetic_rows(items: int, seed: int, spacing: float, patch: list[int]) -> l
 
 
 def real_rows() -> list[str]:
-    from MultiModalSegLib.io import read_labelmap
-    from MultiModalSegLib.labels import LABEL_REMAPS
-    from MultiModalSegLib.metrics import remap_labels
-
     lines = []
     for scan in REAL_SCANS:
         if scan.modality != "MR":
             continue
         volume = read_image(scan.image())
-        label = remap_labels(read_labelmap(scan.label(), reference=volume).array, LABEL_REMAPS["totalsegmentator"])
-        medians = organ_medians(get_modality("MR").normalize(volume.array), label)
+        medians = organ_medians(get_modality("MR").normalize(volume.array), scan.reference(volume))
         lines.append(f"| real, {scan.name} (whole volume) | 1 | " + " | ".join(
             "-" if medians[n] is None else f"{medians[n]:.2f}" for n in ORGANS) + " |")
     return lines
