@@ -72,6 +72,11 @@ class ModalityProfile:
         return cls(str(d["name"]), str(d["kind"]), dict(d.get("params", {})), str(d.get("description", "")))
 
 
+def recorded_profiles(metadata: dict) -> dict[str, ModalityProfile]:
+    """The intensity profiles a bundle's ``metadata`` records, by modality (those it was trained with)."""
+    return {name: ModalityProfile.from_dict(p) for name, p in metadata["modalities"].items()}
+
+
 def _foreground_percentiles(
     data: np.ndarray, low_pct: float, high_pct: float, foreground: str = "all"
 ) -> tuple[float, float]:

@@ -22,7 +22,12 @@ from ..device import resolve_device
 from ..errors import BundleError, InputError
 from ..io import Volume, probabilities_path, read_image, write_image_atomic, write_segmentation
 from ..labels import LabelInfo
-from ..modalities import DETECTABLE_MODALITIES, ModalityProfile, detect_modality_reason, get_modality
+from ..modalities import (
+    DETECTABLE_MODALITIES,
+    detect_modality_reason,
+    get_modality,
+    recorded_profiles,
+)
 from ..preprocessing import (
     crop,
     foreground_bbox,
@@ -188,7 +193,7 @@ class Segmenter:
         self.spacing = [float(s) for s in meta["spacing"]]
         self.patch_size = list(meta["patch_size"])
         self.label_info = self.bundle.labels
-        self.profiles = {name: ModalityProfile.from_dict(p) for name, p in meta["modalities"].items()}
+        self.profiles = recorded_profiles(meta)
         self.net = self._network()
 
     def _network(self) -> torch.nn.Module:

@@ -77,7 +77,7 @@ from ..errors import BundleError, ConfigError
 from ..labels import ABDOMEN_LABELS
 from ..methods import get_method
 from ..methods.registry import build_inference_network
-from ..modalities import ModalityProfile, get_modality, modality_names
+from ..modalities import get_modality, modality_names, recorded_profiles
 from ..models import resolve_model
 from ..naming import check_new_model_name, timestamp
 from ..networks.norms import modality_norms
@@ -486,7 +486,7 @@ def _prepare_heldout(plan: _Plan) -> list[tuple[str, PreparedCase]]:
     that before and after are scored on the same inputs; a new modality gets the library's profile."""
     model_values = {lab.name: lab.value for lab in plan.parent.labels}
     spacing = plan.parent.metadata["spacing"]
-    profiles = parent_profiles(plan.parent)
+    profiles = recorded_profiles(plan.parent.metadata)
     out = []
     for group, spec, cases in plan.heldout:
         for c in cases:
@@ -494,11 +494,6 @@ def _prepare_heldout(plan: _Plan) -> list[tuple[str, PreparedCase]]:
             case = Case(c.name, c.image, c.modality, c.label, remap, remap_is_table=c.label_remap is None)
             out.append((group, prepare_case(case, spacing, list(model_values.values()), profiles.get(c.modality))))
     return out
-
-
-def parent_profiles(parent: Bundle) -> dict[str, ModalityProfile]:
-    """The intensity profiles the parent was trained with, by modality (its bundle records them)."""
-    return {m: ModalityProfile.from_dict(p) for m, p in parent.metadata["modalities"].items()}
 
 
 def evaluate_bundle(bundle: Bundle, cases: list[tuple[str, PreparedCase]], device: torch.device) -> dict:
@@ -703,7 +698,7 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     cfg = _config(opts, plan, run, datasets, name, version)
     load_parent_weights(_parent_shaped_method(plan, cfg), parent)  # fail before any data is prepared
     # the parent's intensity profiles: its weights meet the inputs they were trained on (a new modality gets the library's)
-    profiles = parent_profiles(parent)
+    profiles = recorded_profiles(parent.metadata)
     trainer = Trainer(cfg, run, restart=opts.restart, quiet=opts.quiet, init_state=_init_hook(plan, cfg, opts),
                       reporter=reporter if main else None, profiles=profiles)  # fmt: skip
     if not main:  # another torchrun rank: it trains its share of each batch, nothing more
