@@ -21,7 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
 
-from real_scans import REAL_SCANS  # noqa: E402
+from real_scans import REAL_SCANS, SHARED_DATA  # noqa: E402
 
 from MultiModalSegLib.data.dataset import load_dataset  # noqa: E402
 from MultiModalSegLib.data.synthesis import SynthSampler, prepare_source  # noqa: E402
@@ -29,6 +29,7 @@ from MultiModalSegLib.io import read_image  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
 from MultiModalSegLib.modalities import get_modality  # noqa: E402
 
+SAMPLE_DATA = ROOT / "Resources" / "SampleData"
 ORGANS = {"liver": (1,), "spleen": (2,), "kidneys": (3, 4)}
 
 
@@ -74,8 +75,10 @@ def real_rows() -> list[str]:
     for scan in REAL_SCANS:
         if scan.modality != "MR":
             continue
-        volume = read_image(scan.image())
-        medians = organ_medians(get_modality("MR").normalize(volume.array), scan.reference(volume))
+        # the repository's copy (Resources/SampleData, with its attribution) when it ships one, else ../shared/data
+        root = SAMPLE_DATA if scan.image(SAMPLE_DATA).exists() else SHARED_DATA
+        volume = read_image(scan.image(root))
+        medians = organ_medians(get_modality("MR").normalize(volume.array), scan.reference(volume, root))
         lines.append(f"| real, {scan.name} (whole volume) | 1 | " + " | ".join(
             "-" if medians[n] is None else f"{medians[n]:.2f}" for n in ORGANS) + " |")
     return lines
