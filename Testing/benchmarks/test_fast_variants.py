@@ -16,7 +16,10 @@ def test_variants_are_scored_against_normal_on_the_same_scan(tiny_bundle):
     assert set(by) == {"normal", "2x windows, overlap 0"}
     assert by["normal"]["ratio_cpu"] == 1.0 and by["normal"]["mean_dice_change"] == 0.0
     other = by["2x windows, overlap 0"]
-    assert abs(other["ratio_cpu"] - other["cpu_s"] / by["normal"]["cpu_s"]) < 0.01 * max(1.0, other["ratio_cpu"])
+    # cpu_s is rounded to 1 ms and the ratio to 0.001: the ratio of the rounded times may differ by
+    # up to half a millisecond in each, relative to the normal time (tens of ms on this tiny model)
+    rounding = 0.0005 * (1.0 + other["ratio_cpu"]) / by["normal"]["cpu_s"] + 0.0005
+    assert abs(other["ratio_cpu"] - other["cpu_s"] / by["normal"]["cpu_s"]) <= rounding + 1e-9
     assert set(other["dice"]) == {"liver", "spleen", "kidney_right", "kidney_left"}
     assert abs(other["mean_dice_change"] - (other["mean_dice"] - by["normal"]["mean_dice"])) < 1e-3
     table = bench.markdown({"model": "tiny", "threads": 1, "repeats": 1, "machine": "x", "rows": rows})
