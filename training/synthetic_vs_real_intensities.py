@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "training"))
 from real_scans import REAL_SCANS, SHARED_DATA  # noqa: E402
 
 from MultiModalSegLib.data.dataset import load_dataset  # noqa: E402
-from MultiModalSegLib.data.synthesis import SynthSampler, prepare_source  # noqa: E402
+from MultiModalSegLib.data.synthesis import DEFAULT_GAMMA, SynthSampler, prepare_source  # noqa: E402
 from MultiModalSegLib.io import read_image  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
 from MultiModalSegLib.modalities import get_modality  # noqa: E402
@@ -48,11 +48,11 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
-def synthetic_rows(items: int, seed: int, spacing: float, patch: list[int]) -> list[str]:
+def synthetic_rows(items: int, seed: int, spacing: float, patch: list[int], gamma: dict | None = None) -> list[str]:
     spec = load_dataset(ROOT / "Resources" / "SampleData" / "dataset.json")
     case = next(c for c in spec.cases("training") if c.name == "abdomen_ct_01")
     source = prepare_source(case, [spacing] * 3, [lab.value for lab in ABDOMEN_LABELS])
-    sampler = SynthSampler([source], "MR", patch, 1, [spacing] * 3, 0.7, seed=seed, stream=1)
+    sampler = SynthSampler([source], "MR", patch, 1, [spacing] * 3, 0.7, seed=seed, stream=1, gamma=gamma)
     rng = np.random.default_rng([seed, 1])
     by_contrast: dict[str, dict[str, list[float]]] = {}
     for _ in range(items):
@@ -90,18 +90,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--spacing", type=float, default=3.0, help="mm (default: 3, the default model's)")
     parser.add_argument("--patch", type=int, nargs=3, default=[48, 64, 64], help="the default model's patch")
+    parser.add_argument("--gamma-range", type=float, nargs=2, default=list(DEFAULT_GAMMA["range"]), metavar=("LOW", "HIGH"),
+                        help="the random gamma of the synthesised MR, as a recipe's synthesis.gamma.MR.range (default: %(default)s)")
+    parser.add_argument("--gamma-prob", type=float, default=DEFAULT_GAMMA["prob"],
+                        help="how often that gamma is applied (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="write the table here too")
     args = parser.parse_args(argv)
+    gamma = {"range": tuple(args.gamma_range), "prob": args.gamma_prob}
     profile = get_modality("MR")
     header = [
         f"MR profile: {profile.description} Medians of each organ's normalised values per item; per contrast "
-        "the median over items (min-max). Regenerate: `python training/synthetic_vs_real_intensities.py "
-        f"--items {args.items} --seed {args.seed}`.",
+        f"the median over items (min-max). Synthesised MR gamma: {gamma['range'][0]:g}-{gamma['range'][1]:g} with "
+        f"probability {gamma['prob']:g}. Regenerate: `python training/synthetic_vs_real_intensities.py "
+        f"--items {args.items} --seed {args.seed} --gamma-range {gamma['range'][0]:g} {gamma['range'][1]:g} "
+        f"--gamma-prob {gamma['prob']:g}`.",
         "",
         "| images | items | liver | spleen | kidneys |",
         "|---|---:|---:|---:|---:|",
     ]
-    text = "\n".join([*header, *synthetic_rows(args.items, args.seed, args.spacing, args.patch), *real_rows()]) + "\n"
+    text = "\n".join([*header, *synthetic_rows(args.items, args.seed, args.spacing, args.patch, gamma), *real_rows()]) + "\n"
     print(text, end="")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

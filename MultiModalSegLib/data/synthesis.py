@@ -18,7 +18,10 @@ and bowel gas are structures too. For each patch (SynthSeg's generative model, S
    spacing of 1 to 7 mm (blur of that width, down- and up-sampling on that axis), sometimes a slab
    of 10 to 40 slices or a narrowed in-plane field of view, with nothing outside;
 5. noise, the modality's own intensity profile (the one inference uses), then a random gamma
-   (MONAI ``RandGaussianNoised``, ``RandAdjustContrastd``).
+   (MONAI ``RandGaussianNoised``, ``RandAdjustContrastd``; range and probability set per run,
+   :data:`DEFAULT_GAMMA` by default). A gamma above 1 darkens the mid-tones against the brightest
+   tissue: whole-volume MR normalisation puts organs near 0 when fat dominates the image (a T1
+   or a Dixon fat image), an appearance a fixed weighting table alone rarely draws.
 
 Everything random is drawn from the item's seed, which the stateless samplers of
 :mod:`.sampling` derive from ``(seed, stream, step)``: a resumed run draws the same images.
@@ -275,6 +278,9 @@ def spatial_transform() -> Rand3DElasticd:
     )
 
 
+DEFAULT_GAMMA: dict[str, tuple[float, float] | float] = {"range": (0.7, 1.5), "prob": 0.5}
+
+
 class SynthSampler(ModalitySampler):
     """Patches of ``modality`` synthesised from label-map sources (see the module docstring).
 
@@ -294,6 +300,7 @@ class SynthSampler(ModalitySampler):
         stream: int = 0,
         ct_arterial_share: float = 0.0,
         profile: ModalityProfile | None = None,
+        gamma: dict | None = None,
     ) -> None:
         if not sources:
             raise ConfigError("synthesis needs at least one labelled source case.")
@@ -306,7 +313,8 @@ class SynthSampler(ModalitySampler):
         self.spatial = spatial_transform()
         self.bias = RandBiasFieldd("image", degree=3, coeff_range=(0.0, 0.4), prob=0.7)
         self.noise = RandGaussianNoised("image", prob=0.5, std=0.03)
-        self.gamma = RandAdjustContrastd("image", gamma=(0.7, 1.5), prob=0.5)
+        gamma = {**DEFAULT_GAMMA, **(gamma or {})}
+        self.gamma = RandAdjustContrastd("image", gamma=tuple(float(g) for g in gamma["range"]), prob=float(gamma["prob"]))
 
     def synthesize(self, index: int, center: Sequence[int], seed: int) -> tuple[np.ndarray, np.ndarray, str]:
         """The normalised image, the label patch and the contrast drawn, for one item."""

@@ -30,7 +30,9 @@ class TrainConfig:
     from its real cases, its phantoms or images synthesised from the labelled training cases' label
     maps (:mod:`..data.synthesis`) with those shares; empty: real and phantom cases alike, by weight.
     ``"ct_arterial_share": s`` turns that share of the synthesised CT images that are not drawn at
-    the source's measured HU into arterial-phase images (default 0).
+    the source's measured HU into arterial-phase images (default 0). ``"gamma": {"MR": {"range":
+    [low, high], "prob": p}}`` sets the random gamma of a modality's synthesised images (default
+    range 0.7-1.5, probability 0.5).
     ``init``: ``{"bundle": PATH, "sha256": HEX}`` starts the network from that bundle's weights
     (:mod:`.warm_start`: any U-Net-family method from any other; the sha256 is checked first).
     ``pretrain``: ``{"task": "masked_reconstruction", "steps": N, "lr": L, ...}`` pretrains the
@@ -124,14 +126,30 @@ SYNTHESIS_SOURCES = ("datasets", "phantoms")
 MIX_KINDS = ("real", "synthetic", "phantom")
 
 
+def _valid_gamma(spec: object) -> bool:
+    """Whether ``spec`` is ``{"range": [low, high], "prob": p}`` (either key may be left out)."""
+    if not isinstance(spec, dict) or set(spec) - {"range", "prob"}:
+        return False
+    low_high = spec.get("range", [0.7, 1.5])
+    prob = spec.get("prob", 0.5)
+    return (isinstance(low_high, list | tuple) and len(low_high) == 2
+            and all(isinstance(v, int | float) for v in low_high) and 0 < low_high[0] <= low_high[1]
+            and isinstance(prob, int | float) and 0.0 <= prob <= 1.0)
+
+
 def _check_synthesis(synthesis: dict) -> None:
     """One sentence for a malformed ``synthesis`` block (see :class:`TrainConfig`)."""
     if not synthesis:
         return
-    unknown = sorted(set(synthesis) - {"sources", "mix", "ct_arterial_share"})
+    unknown = sorted(set(synthesis) - {"sources", "mix", "ct_arterial_share", "gamma"})
     share = synthesis.get("ct_arterial_share", 0.0)
     if not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
         unknown.append(f"ct_arterial_share {share!r} (a share between 0 and 1)")
+    gamma = synthesis.get("gamma", {})
+    for modality, spec in (gamma.items() if isinstance(gamma, dict) else [("gamma", gamma)]):
+        if not _valid_gamma(spec):
+            unknown.append(f"gamma of {modality}: {spec!r} (use {{\"range\": [low, high], \"prob\": p}} with "
+                           "0 < low <= high and p between 0 and 1)")
     sources = synthesis.get("sources", list(SYNTHESIS_SOURCES))
     bad_sources = sorted(set(sources) - set(SYNTHESIS_SOURCES)) if isinstance(sources, list) else [sources]
     mix = synthesis.get("mix", {})

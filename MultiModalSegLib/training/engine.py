@@ -208,7 +208,8 @@ class Trainer:
             if sources:
                 kinds["synthetic"] = SynthSampler(sources, modality, cfg.patch_size, cfg.batch_size, cfg.spacing, cfg.foreground_ratio, cfg.seed, i,
                                                   ct_arterial_share=float(cfg.synthesis.get("ct_arterial_share", 0.0)),
-                                                  profile=self.profiles[modality])
+                                                  profile=self.profiles[modality],
+                                                  gamma=cfg.synthesis.get("gamma", {}).get(modality))
             shares = cfg.synthesis["mix"].get(modality)
             if shares is None:
                 raise ConfigError(f"\"synthesis\" has no mix for modality {modality}; add \"{modality}\": {{KIND: share}}.")

@@ -95,6 +95,35 @@ def test_a_bad_arterial_share_is_refused():
         _check_synthesis({"mix": {"CT": {"synthetic": 1}}, "ct_arterial_share": 1.5})
 
 
+def test_a_bad_gamma_is_refused():
+    from MultiModalSegLib.training.config import _check_synthesis
+
+    _check_synthesis({"mix": {"MR": {"synthetic": 1}}, "gamma": {"MR": {"range": [0.7, 3.0], "prob": 0.8}}})
+    for bad in ({"range": [2.0, 1.0]}, {"range": [0.0, 1.0]}, {"prob": 1.5}, {"range": [1.0]}, {"low": 1}, [0.7, 3.0]):
+        with pytest.raises(ConfigError, match="gamma of MR"):
+            _check_synthesis({"mix": {"MR": {"synthetic": 1}}, "gamma": {"MR": bad}})
+
+
+def test_a_gamma_above_one_darkens_the_organs_against_the_brightest_tissue(ct_source):
+    """The same items (same seeds) under gamma 1 and gamma 3: organs sit lower under 3, never higher."""
+    plain = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, seed=2, stream=1, gamma={"range": (1.0, 1.0), "prob": 1.0})
+    dark = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, seed=2, stream=1, gamma={"range": (3.0, 3.0), "prob": 1.0})
+    default = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, seed=2, stream=1)
+    assert default.gamma.adjuster.gamma == (0.7, 1.5) and default.gamma.prob == 0.5
+    rng = np.random.default_rng(0)
+    lower = 0
+    for _ in range(6):
+        index, center, seed = plain.draw(rng)
+        a, label, contrast = plain.synthesize(index, center, seed)
+        b, label_b, contrast_b = dark.synthesize(index, center, seed)
+        assert np.array_equal(label, label_b) and contrast == contrast_b  # only the gamma differs
+        organs = label > 0
+        if organs.any():
+            assert float(np.median(b[organs])) <= float(np.median(a[organs])) + 1e-6
+            lower += float(np.median(b[organs])) < float(np.median(a[organs])) - 0.05
+    assert lower >= 3
+
+
 def test_slab_keeps_the_slices_around_the_centre_and_nothing_else():
     image = np.ones((40, 8, 8), np.float32)
     label = np.ones((40, 8, 8), np.uint8)
