@@ -72,6 +72,19 @@ class ModalityProfile:
         return cls(str(d["name"]), str(d["kind"]), dict(d.get("params", {})), str(d.get("description", "")))
 
 
+def with_params(profile: ModalityProfile, overrides: dict) -> ModalityProfile:
+    """``profile`` with some of its parameters replaced (a recipe that pins the profile it was trained
+    with, e.g. ``{"foreground": "above_mean"}``); the description says so. Unknown keys are refused."""
+    unknown = sorted(set(overrides) - set(profile.params) - {"foreground"})
+    if unknown or (overrides and profile.kind != "percentile" and "foreground" in overrides):
+        raise InputError(f"modality {profile.name!r}: cannot set {unknown or ['foreground']}; its parameters are "
+                         f"{sorted(profile.params)}.")
+    if not overrides:
+        return profile
+    params = {**profile.params, **overrides}
+    return ModalityProfile(profile.name, profile.kind, params, f"{profile.description} Pinned by the recipe: {params}.")
+
+
 def recorded_profiles(metadata: dict) -> dict[str, ModalityProfile]:
     """The intensity profiles a bundle's ``metadata`` records, by modality (those it was trained with)."""
     return {name: ModalityProfile.from_dict(p) for name, p in metadata["modalities"].items()}

@@ -9,8 +9,9 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..labels import ABDOMEN_LABELS, LabelInfo
+from ..modalities import ModalityProfile, get_modality, with_params
 
 LABEL_SETS = {"abdomen": ABDOMEN_LABELS}
 
@@ -33,6 +34,9 @@ class TrainConfig:
     the source's measured HU into arterial-phase images (default 0). ``"gamma": {"MR": {"range":
     [low, high], "prob": p}}`` sets the random gamma of a modality's synthesised images (default
     range 0.7-1.5, probability 0.5).
+    ``intensity_profiles``: ``{"MR": {"foreground": "above_mean"}}`` replaces parameters of the
+    library's intensity profile of a modality for this run (a recipe pins the profile a shipped model
+    was trained with, so that it still reproduces that model; default: the library's profiles).
     ``init``: ``{"bundle": PATH, "sha256": HEX}`` starts the network from that bundle's weights
     (:mod:`.warm_start`: any U-Net-family method from any other; the sha256 is checked first).
     ``pretrain``: ``{"task": "masked_reconstruction", "steps": N, "lr": L, ...}`` pretrains the
@@ -55,6 +59,7 @@ class TrainConfig:
     augment: bool = True
     few_shot: dict = field(default_factory=dict)
     synthesis: dict = field(default_factory=dict)
+    intensity_profiles: dict = field(default_factory=dict)
     lr: float = 2e-3
     weight_decay: float = 1e-4
     schedule: dict = field(default_factory=lambda: {"name": "cosine", "warmup_steps": 20})
@@ -87,8 +92,9 @@ class TrainConfig:
         d = self.to_dict()
         for key in ("steps", "validate_every", "checkpoint_every", "log_every", "device", "threads", "source"):
             d.pop(key)
-        if not d["pretrain"]:  # absent from configs older than the key: their checkpoints still resume
-            d.pop("pretrain")
+        for key in ("pretrain", "intensity_profiles"):  # absent from configs older than the key: they still resume
+            if not d[key]:
+                d.pop(key)
         return d
 
 
@@ -114,12 +120,31 @@ def config_from_dict(raw: dict, base: Path | None = None) -> TrainConfig:
     if cfg.init and (set(cfg.init) - {"bundle", "sha256"} or "bundle" not in cfg.init):
         raise ConfigError(f"\"init\" must be {{\"bundle\": PATH, \"sha256\": HEX}} (sha256 optional); got {cfg.init}.")
     _check_synthesis(cfg.synthesis)
+    configured_profiles(cfg)
     if cfg.pretrain:
         from .pretraining import PretrainSpec
 
         PretrainSpec.from_config(cfg.pretrain)
     cfg.label_info  # noqa: B018  (validates the label set)
     return cfg
+
+
+def configured_profiles(cfg: TrainConfig) -> dict[str, ModalityProfile]:
+    """The intensity profile of each of the run's modalities: the library's, with the recipe's
+    ``intensity_profiles`` parameters in place of its own."""
+    pinned = cfg.intensity_profiles
+    if not isinstance(pinned, dict) or any(not isinstance(v, dict) for v in pinned.values()):
+        raise ConfigError(f"\"intensity_profiles\" must be {{MODALITY: {{PARAMETER: value}}}}; got {pinned!r}.")
+    try:
+        names = {get_modality(m).name: params for m, params in pinned.items()}
+        unused = sorted(set(names) - {get_modality(m).name for m in cfg.modalities})
+        if unused:
+            raise ConfigError(f"\"intensity_profiles\" names {unused}, which the run does not train; "
+                              f"its modalities are {cfg.modalities}.")
+        return {get_modality(m).name: with_params(get_modality(m), names.get(get_modality(m).name, {}))
+                for m in cfg.modalities}
+    except InputError as error:
+        raise ConfigError(f"\"intensity_profiles\": {error}") from None
 
 
 SYNTHESIS_SOURCES = ("datasets", "phantoms")

@@ -37,7 +37,7 @@ from ..provenance import config_record, dataset_file_record
 from ..reporting import Reporter
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, configured_profiles
 from .progress import ProgressLog, format_seconds
 from .schedules import build_scheduler
 from .validation import validate
@@ -134,9 +134,11 @@ class Trainer:
             torch.set_num_threads(config.threads)
         self.labels = config.label_info
         self.modalities = [get_modality(m).name for m in config.modalities]
-        # intensity profiles: the library's, except those given (a fine-tune keeps its parent's normalisation)
+        # intensity profiles: the recipe's (the library's unless it pins some), except those given (a fine-tune
+        # keeps its parent's normalisation)
         given = {get_modality(m).name: p for m, p in (profiles or {}).items()}
-        self.profiles = {m: given.get(m) or get_modality(m) for m in self.modalities}
+        configured = configured_profiles(config)
+        self.profiles = {m: given.get(m) or configured[m] for m in self.modalities}
 
     # ----- data
     def _cases(self) -> tuple[list[Case], list[Case], list[dict]]:

@@ -23,3 +23,48 @@ def test_config_is_valid(path):
     for entry in cfg.datasets:
         path = Path(entry["path"] if isinstance(entry, dict) else entry)
         assert path.is_file() or path.is_relative_to(README_DATA), path
+
+
+def test_the_recipes_of_shipped_models_reproduce_their_intensity_profiles():
+    """A shipped model's recipe normalises as that model was trained (the library's MR profile changed since)."""
+    from MultiModalSegLib.modalities import ModalityProfile
+    from MultiModalSegLib.models import load_manifest, read_bundle_metadata
+    from MultiModalSegLib.resources import resources_dir
+    from MultiModalSegLib.training.config import configured_profiles
+
+    for entry in load_manifest():
+        meta = read_bundle_metadata(resources_dir() / entry.file)
+        cfg = load_config(REPO / "training" / "configs" / meta["training"]["config_file"])
+        configured = configured_profiles(cfg)
+        for name, recorded in meta["modalities"].items():
+            trained = ModalityProfile.from_dict(recorded)
+            assert configured[name].kind == trained.kind, (entry.name, name)
+            assert {**configured[name].params, "foreground": configured[name].foreground} == \
+                {**trained.params, "foreground": trained.foreground}, (entry.name, name)
+
+
+def test_a_recipe_pins_an_intensity_profile_and_bad_pins_are_refused(tmp_path):
+    import json
+
+    from MultiModalSegLib.errors import ConfigError
+    from MultiModalSegLib.modalities import get_modality
+    from MultiModalSegLib.training.config import config_from_dict, configured_profiles
+
+    base = {"datasets": [str(REPO / "Resources" / "SampleData" / "dataset.json")], "modalities": ["CT", "MR"]}
+    plain = configured_profiles(config_from_dict(base))
+    assert plain == {"CT": get_modality("CT"), "MR": get_modality("MR")}
+    cfg = config_from_dict({**base, "intensity_profiles": {"mr": {"foreground": "above_mean"}}})
+    pinned = configured_profiles(cfg)
+    assert pinned["MR"].foreground == "above_mean" and pinned["MR"].params["high_percentile"] == 99.5
+    assert "Pinned by the recipe" in pinned["MR"].description and pinned["CT"] == get_modality("CT")
+    assert "intensity_profiles" in cfg.identity() and "intensity_profiles" not in config_from_dict(base).identity()
+    for bad, words in (({"MR": {"foreground": "brightest"}}, "unknown foreground"), ({"MR": {"gain": 2}}, "cannot set"),
+                       ({"CT": {"foreground": "all"}}, "cannot set"), ({"CBCT": {"low": 0}}, "does not train"),
+                       ({"XR": {}}, "unknown modality"), ({"MR": "all"}, "MODALITY")):
+        with pytest.raises(ConfigError, match=words):
+            config_from_dict({**base, "intensity_profiles": bad})
+    # the trainer normalises with the pinned profile
+    from MultiModalSegLib.training.engine import Trainer
+
+    trainer = Trainer(cfg, tmp_path / "run", quiet=True)
+    assert trainer.profiles["MR"].foreground == "above_mean" and json.dumps(trainer.profiles["MR"].to_dict())
