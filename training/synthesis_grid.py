@@ -3,6 +3,7 @@
     python training/synthesis_grid.py --out training/reports/abdomen-synth/synthesised_samples.png
     python training/synthesis_grid.py --ct-arterial-share 0.35 --columns 10 --out training/reports/abdomen-synth-v4/synthesised_samples.png
     python training/synthesis_grid.py --ct-arterial-share 0.35 --columns 10 --out training/reports/abdomen-synth-v5/synthesised_samples.png
+    python training/synthesis_grid.py --recipe training/configs/abdomen_synth_v6.json --columns 10 --out training/reports/abdomen-synth-v6/synthesised_samples.png
 
 Each column is one item of a :class:`~MultiModalSegLib.data.synthesis.SynthSampler` (the middle
 slice of its patch along z, with the model's labels outlined), drawn exactly as training draws it.
@@ -11,6 +12,7 @@ slice of its patch along z, with the model's labels outlined), drawn exactly as 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import matplotlib
@@ -36,14 +38,18 @@ def main() -> None:
     parser.add_argument("--patch", type=int, nargs=3, default=[48, 96, 96])
     parser.add_argument("--ct-arterial-share", type=float, default=0.0,
                         help="share of arterial-phase CT images, as a recipe's synthesis block sets it (default: 0)")
+    parser.add_argument("--recipe", type=Path, default=None,
+                        help="draw with this training config's synthesis settings (arterial share, gamma per modality)")
     args = parser.parse_args()
+    synthesis = json.loads(args.recipe.read_text()).get("synthesis", {}) if args.recipe else {}
+    arterial = float(synthesis.get("ct_arterial_share", args.ct_arterial_share))
     spec = load_dataset(args.dataset)
     case = next(c for c in spec.cases("training") if c.name == args.case)
     source = prepare_source(case, [args.spacing] * 3, [lab.value for lab in ABDOMEN_LABELS])
     fig, axes = plt.subplots(2, args.columns, figsize=(2.2 * args.columns, 5.4))
     for row, modality in enumerate(("CT", "MR")):
         sampler = SynthSampler([source], modality, args.patch, args.columns, [args.spacing] * 3, 1.0, seed=7, stream=row,
-                               ct_arterial_share=args.ct_arterial_share)
+                               ct_arterial_share=arterial, gamma=synthesis.get("gamma", {}).get(modality))
         rng = np.random.default_rng([7, row])
         for col in range(args.columns):
             index, center, seed = sampler.draw(rng)
