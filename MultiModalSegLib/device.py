@@ -1,4 +1,5 @@
-"""Device choice and mixed precision. AMP is used on CUDA only; the CPU always runs float32.
+"""Device choice and mixed precision. AMP (float16) is used on CUDA only; the CPU runs float32,
+except where a caller asks for bfloat16 (``--quality fast``) and the processor computes it natively.
 
 PyTorch is imported only by the functions that need it, so :func:`check_device_name` can refuse a
 misspelt ``--device`` before the command line pays for importing it.
@@ -76,12 +77,27 @@ def use_amp(device: torch.device, amp: bool = True) -> bool:
     return bool(amp) and device.type == "cuda"
 
 
-def autocast(device: torch.device, amp: bool = True) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` in float16 on CUDA when ``amp``; a no-op context elsewhere."""
+def cpu_bfloat16_native() -> bool:
+    """Whether this processor computes bfloat16 in hardware (x86 AVX512-BF16 or AMX). Elsewhere
+    PyTorch emulates it, more slowly than float32, so it is not worth asking for."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(check()) for check in checks if callable(check))
+
+
+def autocast(device: torch.device, amp: bool = True, cpu_bfloat16: bool = False) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` in float16 on CUDA when ``amp``; in bfloat16 on the CPU when ``cpu_bfloat16``
+    and the processor computes it natively (:func:`cpu_bfloat16_native`); a no-op context elsewhere."""
     if use_amp(device, amp):
         import torch
 
         return torch.autocast(device_type="cuda", dtype=torch.float16)
+    if cpu_bfloat16 and device.type == "cpu" and cpu_bfloat16_native():
+        import torch
+
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

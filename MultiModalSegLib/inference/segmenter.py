@@ -53,21 +53,24 @@ class Quality:
     patch per axis (fewer, larger windows). ``min_saving``: a quality whose windows would not compute
     at least that many times fewer voxels than the bundle's own settings (a small volume, e.g. a
     20-slice MR) runs with the bundle's settings instead: there is little time to gain there, and the
-    overlapping windows are the more accurate. ``benchmarks/fast_variants.py`` measures the
-    candidates on the real scans."""
+    overlapping windows are the more accurate. ``cpu_bfloat16``: on a CPU that computes bfloat16 in
+    hardware (x86 AVX512-BF16 or AMX), the network runs in bfloat16 (about twice as fast; elsewhere
+    float32, see :func:`~MultiModalSegLib.device.cpu_bfloat16_native`). ``benchmarks/fast_variants.py``
+    measures the candidates on the real scans."""
 
     window_scale: int = 1
     overlap: float | None = None  # None: the bundle's
     mode: str | None = None  # None: the bundle's
     spacing_scale: float = 1.0  # the network runs at the model's spacing times this
     min_saving: float = 1.0  # 1: always this quality's windows
+    cpu_bfloat16: bool = False
 
     def network_spacing(self, model_spacing: list[float]) -> list[float]:
         """The voxel size (x, y, z mm) the network runs at for a model trained at ``model_spacing``."""
         return [float(s) * self.spacing_scale for s in model_spacing]
 
 
-QUALITIES = {"normal": Quality(), "fast": Quality(overlap=0.0, mode="constant", min_saving=2.0)}
+QUALITIES = {"normal": Quality(), "fast": Quality(overlap=0.0, mode="constant", min_saving=2.0, cpu_bfloat16=True)}
 WINDOW_MULTIPLE = 16  # window sides are multiples of this (the U-Nets downsample by up to 2**4)
 
 
@@ -283,6 +286,7 @@ class Segmenter:
             device=self.device,
             amp=self.amp,
             progress=lambda f: report(0.1 + 0.75 * f, "running the network"),
+            cpu_bfloat16=self.quality.cpu_bfloat16,
         )
         report(0.88, "mapping back to the input grid")
         labels = uncrop(logits.argmax(1)[0].numpy().astype(np.uint8), bbox, model_space.array.shape)

@@ -22,8 +22,12 @@ def predict_logits(
     device: torch.device | None = None,
     amp: bool = True,
     progress: Callable[[float], None] | None = None,
+    cpu_bfloat16: bool = False,
 ) -> torch.Tensor:
     """Logits ``[1, C, Z, Y, X]`` for a normalised model-space image ``[1, 1, Z, Y, X]``.
+
+    ``cpu_bfloat16``: on a CPU that computes bfloat16 natively, run the network in it (about twice
+    as fast); windows are still blended in float32.
 
     The image may stay on the CPU while the network runs on ``device``: MONAI moves each window
     (``sw_device``) and accumulates on the image's device, so large volumes do not need GPU memory.
@@ -37,7 +41,7 @@ def predict_logits(
         done = [0]
 
         def predictor(x: torch.Tensor) -> torch.Tensor:
-            out = net(x, modality)
+            out = net(x, modality).float()
             done[0] += 1
             progress(min(done[0] / windows, 1.0))
             return out
@@ -45,9 +49,9 @@ def predict_logits(
     else:
 
         def predictor(x: torch.Tensor) -> torch.Tensor:
-            return net(x, modality)
+            return net(x, modality).float()
 
-    with torch.inference_mode(), autocast(device, amp):
+    with torch.inference_mode(), autocast(device, amp, cpu_bfloat16):
         logits = sliding_window_inference(
             image,
             roi_size=tuple(patch_size),

@@ -26,3 +26,31 @@ def test_amp_only_on_cuda():
 def test_cuda_without_gpu_is_refused():
     with pytest.raises(InputError, match="no CUDA GPU"):
         resolve_device("gpu")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_bfloat16_only_when_asked_and_native(monkeypatch, native):
+    import MultiModalSegLib.device as device
+
+    monkeypatch.setattr(device, "cpu_bfloat16_native", lambda: native)
+    cpu = torch.device("cpu")
+    with autocast(cpu, cpu_bfloat16=True):
+        y = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert y.dtype == (torch.bfloat16 if native else torch.float32)
+    with autocast(cpu):  # not asked: float32 whatever the processor
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    with autocast(cpu, amp=True, cpu_bfloat16=False):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_cpu_bfloat16_native_reads_the_processor(monkeypatch):
+    from MultiModalSegLib.device import cpu_bfloat16_native
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert cpu_bfloat16_native() is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert cpu_bfloat16_native() is True
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert cpu_bfloat16_native() is False  # a PyTorch without the checks: float32

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import shutil
 
@@ -197,3 +198,40 @@ def test_a_quality_may_run_the_network_on_a_coarser_grid(tiny_bundle):
         assert abs(c - p / 2) <= 1
     seg = coarse.segment(image, "CT")
     assert_same_geometry(seg.labels, image)  # still returned on the input's own grid
+
+
+def test_fast_runs_the_network_in_bfloat16_where_the_cpu_computes_it(tiny_bundle, monkeypatch):
+    """fast asks for CPU bfloat16, normal never; on a processor without it (or with it emulated here)
+    the labels barely move: the windows are blended in float32."""
+    import MultiModalSegLib.device as device
+    from MultiModalSegLib.inference import QUALITIES
+
+    assert QUALITIES["fast"].cpu_bfloat16 and not QUALITIES["normal"].cpu_bfloat16
+    dtypes = []
+
+    def spy(net):
+        original = net.forward
+
+        def forward(x, modality=None):
+            out = original(x, modality)
+            dtypes.append(out.dtype)
+            return out
+        net.forward = forward
+
+    image = read_image(REAL_CT)
+    monkeypatch.setattr(device, "cpu_bfloat16_native", lambda: True)  # emulated where the CPU lacks it: slower, same numbers
+    fast = Segmenter(tiny_bundle, device="cpu", quality="fast")
+    plain = Segmenter(tiny_bundle, device="cpu", quality=dataclasses.replace(QUALITIES["fast"], cpu_bfloat16=False))
+    spy(fast.net)
+    low = fast.segment(image, "CT").labels.array
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    spy(plain.net)
+    dtypes.clear()
+    full = plain.segment(image, "CT").labels.array
+    assert set(dtypes) == {torch.float32}
+    assert np.mean(low == full) > 0.98
+    monkeypatch.setattr(device, "cpu_bfloat16_native", lambda: False)
+    dtypes.clear()
+    spy(fast.net)
+    fast.segment(image, "CT")
+    assert set(dtypes) == {torch.float32}
