@@ -54,13 +54,11 @@ def test_shipped_manifest_is_valid():
 def test_shipped_models_match_their_bundles():
     """Every shipped entry's sha256 is its file's, and its metrics summary is computed from the
     bundle's own metadata (by ``training/package_model.py``), not typed into the manifest."""
-    import importlib.util
+    from Testing.conftest import load_script
 
     from MultiModalSegLib.bundle import file_sha256, load_bundle
 
-    spec = importlib.util.spec_from_file_location("package_model", resources_dir().parent / "training" / "package_model.py")
-    package_model = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(package_model)
+    package_model = load_script("training/package_model.py")
     entries = [e for e in load_manifest() if e.file]
     assert sum(e.default for e in load_manifest()) == 1
     for e in entries:

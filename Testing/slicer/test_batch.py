@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import sys
 
 import pytest
 
 from MultiModalSegLib.io import read_segmentation_info
+from Testing.conftest import load_script as load_repo_script
 from Testing.slicer.conftest import REPO, Scene
 
 SCRIPT = REPO / "MultiModalSeg" / "Resources" / "Scripts" / "batch_segment.py"
@@ -16,10 +16,7 @@ REAL_MR = REPO / "Resources" / "SampleData" / "abdomen_mr_01" / "image.nii.gz"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("batch_segment", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_repo_script(str(SCRIPT.relative_to(REPO)))
 
 
 @pytest.fixture(scope="module")
