@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from MultiModalSegLib.training import load_config
 
@@ -81,3 +84,23 @@ def test_ci_runs_the_readme_test_command_then_the_slow_tests_time_boxed():
     box = re.search(r"timeout --signal=INT --kill-after=\d+ (\d+) ", slow)  # pytest reports where it stopped
     assert box and 600 <= int(box.group(1)) <= 2700  # room for a busy machine, inside CI's 90 minutes
     assert "slow:" in (REPO / "pyproject.toml").read_text()
+
+
+@pytest.mark.parametrize("failing", ["pip", "ruff", "pytest"])
+def test_ci_fails_when_any_part_of_the_readme_command_fails(tmp_path, failing):
+    """A failure inside the README command's && chain (set-up, lint or tests) fails the whole CI run,
+    even when the slow step after it passes."""
+    section = README.split("**Run the test suite**", 1)[1]
+    command = _blocks("bash")[[b in section for b in _blocks("bash")].index(True)].strip()
+    parts = {"pip": "true", "ruff": "true", "pytest": "true"}
+    parts[failing] = "false"
+    stand_in = f"true && {parts['pip']} && {parts['ruff']} && {parts['pytest']}"
+    script = (REPO / ".ci" / "run").read_text().replace(command, stand_in)
+    script = "\n".join("true" if "pytest -q -m slow" in line else line for line in script.splitlines())
+    script = script.replace('cd "$(dirname "$0")/.."', "cd .")
+    (tmp_path / "run").write_text(script)
+    result = subprocess.run(["bash", str(tmp_path / "run")], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0, result.stdout + result.stderr
+    passing = script.replace(stand_in, "true && true && true && true")
+    (tmp_path / "run").write_text(passing)
+    assert subprocess.run(["bash", str(tmp_path / "run")], cwd=tmp_path).returncode == 0

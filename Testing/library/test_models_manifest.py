@@ -54,9 +54,8 @@ def test_shipped_manifest_is_valid():
 def test_shipped_models_match_their_bundles():
     """Every shipped entry's sha256 is its file's, and its metrics summary is computed from the
     bundle's own metadata (by ``training/package_model.py``), not typed into the manifest."""
-    from Testing.conftest import load_script
-
     from MultiModalSegLib.bundle import file_sha256, load_bundle
+    from Testing.conftest import load_script
 
     package_model = load_script("training/package_model.py")
     entries = [e for e in load_manifest() if e.file]
