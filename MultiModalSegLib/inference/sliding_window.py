@@ -36,20 +36,15 @@ def predict_logits(
     from monai.inferers import sliding_window_inference
 
     device = device or next(net.parameters()).device
-    if progress is not None:
-        windows = count_windows(image.shape[2:], patch_size, overlap, sw_batch_size)
-        done = [0]
+    windows = count_windows(image.shape[2:], patch_size, overlap, sw_batch_size) if progress is not None else 0
+    done = [0]
 
-        def predictor(x: torch.Tensor) -> torch.Tensor:
-            out = net(x, modality).float()
+    def predictor(x: torch.Tensor) -> torch.Tensor:
+        out = net(x, modality).float()  # bfloat16 / float16 windows are blended in float32
+        if progress is not None:
             done[0] += 1
             progress(min(done[0] / windows, 1.0))
-            return out
-
-    else:
-
-        def predictor(x: torch.Tensor) -> torch.Tensor:
-            return net(x, modality).float()
+        return out
 
     with torch.inference_mode(), autocast(device, amp, cpu_bfloat16):
         logits = sliding_window_inference(

@@ -136,13 +136,13 @@ def configured_profiles(cfg: TrainConfig) -> dict[str, ModalityProfile]:
     if not isinstance(pinned, dict) or any(not isinstance(v, dict) for v in pinned.values()):
         raise ConfigError(f"\"intensity_profiles\" must be {{MODALITY: {{PARAMETER: value}}}}; got {pinned!r}.")
     try:
+        trained = {p.name: p for p in (get_modality(m) for m in cfg.modalities)}
         names = {get_modality(m).name: params for m, params in pinned.items()}
-        unused = sorted(set(names) - {get_modality(m).name for m in cfg.modalities})
+        unused = sorted(set(names) - set(trained))
         if unused:
             raise ConfigError(f"\"intensity_profiles\" names {unused}, which the run does not train; "
                               f"its modalities are {cfg.modalities}.")
-        return {get_modality(m).name: with_params(get_modality(m), names.get(get_modality(m).name, {}))
-                for m in cfg.modalities}
+        return {name: with_params(profile, names.get(name, {})) for name, profile in trained.items()}
     except InputError as error:
         raise ConfigError(f"\"intensity_profiles\": {error}") from None
 
@@ -152,14 +152,14 @@ MIX_KINDS = ("real", "synthetic", "phantom")
 
 
 def _valid_gamma(spec: object) -> bool:
-    """Whether ``spec`` is ``{"range": [low, high], "prob": p}`` (either key may be left out)."""
+    """Whether ``spec`` is ``{"range": [low, high], "prob": p}`` (either key may be left out: the
+    synthesiser's default stands in)."""
     if not isinstance(spec, dict) or set(spec) - {"range", "prob"}:
         return False
-    low_high = spec.get("range", [0.7, 1.5])
-    prob = spec.get("prob", 0.5)
-    return (isinstance(low_high, list | tuple) and len(low_high) == 2
-            and all(isinstance(v, int | float) for v in low_high) and 0 < low_high[0] <= low_high[1]
-            and isinstance(prob, int | float) and 0.0 <= prob <= 1.0)
+    low_high, prob = spec.get("range"), spec.get("prob")
+    range_ok = low_high is None or (isinstance(low_high, list | tuple) and len(low_high) == 2
+                                    and all(isinstance(v, int | float) for v in low_high) and 0 < low_high[0] <= low_high[1])
+    return range_ok and (prob is None or (isinstance(prob, int | float) and 0.0 <= prob <= 1.0))
 
 
 def _check_synthesis(synthesis: dict) -> None:
