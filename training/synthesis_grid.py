@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from MultiModalSegLib.data.dataset import load_dataset  # noqa: E402
-from MultiModalSegLib.data.synthesis import SynthSampler, prepare_source  # noqa: E402
+from MultiModalSegLib.data.synthesis import SynthSampler, prepare_source, recipe_options  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--ct-arterial-share", type=float, default=0.0,
                         help="share of arterial-phase CT images, as a recipe's synthesis block sets it (default: 0)")
     parser.add_argument("--recipe", type=Path, default=None,
-                        help="draw with this training config's synthesis settings (arterial share, gamma per modality)")
+                        help="draw with this training config's synthesis settings (arterial share, MR random share, scale, gamma)")
     args = parser.parse_args()
     synthesis = json.loads(args.recipe.read_text()).get("synthesis", {}) if args.recipe else {}
     arterial = float(synthesis.get("ct_arterial_share", args.ct_arterial_share))
@@ -49,7 +49,7 @@ def main() -> None:
     fig, axes = plt.subplots(2, args.columns, figsize=(2.2 * args.columns, 5.4))
     for row, modality in enumerate(("CT", "MR")):
         sampler = SynthSampler([source], modality, args.patch, args.columns, [args.spacing] * 3, 1.0, seed=7, stream=row,
-                               ct_arterial_share=arterial, gamma=synthesis.get("gamma", {}).get(modality))
+                               **{**recipe_options(synthesis, modality), "ct_arterial_share": arterial})
         rng = np.random.default_rng([7, row])
         for col in range(args.columns):
             index, center, seed = sampler.draw(rng)

@@ -55,6 +55,7 @@ MR_WEIGHTINGS = tuple(MR_SIGNAL)
 RANDOM_MR_SHARE = 0.25  # share of MR samples with fully random structure means (SynthSeg's prior)
 SLAB_SHARE = 0.25  # share of samples cut to a slab of 10 to 40 slices
 NARROW_FOV_SHARE = 0.15  # share of samples with a narrowed in-plane field of view
+DEFAULT_SCALE = 0.15  # random scaling of the label patch: a factor in 1 +- 0.15 per axis
 SLICE_AXIS_P = (0.6, 0.25, 0.15)  # slice axis z (axial), y (coronal), x (sagittal); array order z, y, x
 
 
@@ -118,14 +119,17 @@ def _measured_hu(structures: np.ndarray, hu: np.ndarray) -> dict[int, tuple[floa
 
 def draw_intensities(structures: np.ndarray, modality: str, rng: np.random.Generator,
                      measured_hu: dict[int, tuple[float, float]] | None = None,
-                     weighting: str | None = None, arterial_share: float = 0.0) -> tuple[np.ndarray, str]:
+                     weighting: str | None = None, arterial_share: float = 0.0,
+                     random_share: float = RANDOM_MR_SHARE) -> tuple[np.ndarray, str]:
     """A Gaussian intensity per structure (Sec. 3.1 of SynthSeg): HU for CT-like modalities,
     relative signal in about [0, 1] otherwise. Returns the image and the contrast drawn.
     ``weighting`` fixes the MR weighting (a key of ``MR_SIGNAL``, or ``"random"``) instead of drawing it.
     CT phases: the source's measured HU (half the draws when known), else portal-venous (60 %) or
     native; ``arterial_share`` of the draws that are not measured become arterial-phase images
     (:data:`~.tissues.CT_ARTERIAL_GAIN`). With ``arterial_share`` 0 the random draws are those of a
-    sampler without the arterial phase, item for item."""
+    sampler without the arterial phase, item for item. ``random_share`` of the MR draws take fully
+    random means (SynthSeg's prior) instead of a weighting's table; the rest of the draws do not
+    depend on it."""
     ids = np.unique(structures)
     means = np.zeros(256, dtype=np.float32)
     spreads = np.zeros(256, dtype=np.float32)
@@ -149,7 +153,7 @@ def draw_intensities(structures: np.ndarray, modality: str, rng: np.random.Gener
             spreads[i] = max(spread * rng.uniform(0.5, 1.5), 2.0)
     else:
         if weighting is None:
-            weighting = "random" if rng.random() < RANDOM_MR_SHARE else str(rng.choice(MR_WEIGHTINGS))
+            weighting = "random" if rng.random() < random_share else str(rng.choice(MR_WEIGHTINGS))
         if weighting != "random" and weighting not in MR_SIGNAL:
             raise ConfigError(f"unknown MR weighting {weighting!r}; use one of {[*MR_WEIGHTINGS, 'random']}.")
         contrast = f"MR {weighting}"
@@ -262,9 +266,10 @@ def _fit(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 # --------------------------------------------------------------------------- sampler
 
 
-def spatial_transform() -> Rand3DElasticd:
-    """Affine (rotation mostly in the axial plane, scaling, shearing) and elastic deformation of
-    the label patch, nearest-neighbour. No left-right flips: they would swap the kidneys."""
+def spatial_transform(scale: float = DEFAULT_SCALE) -> Rand3DElasticd:
+    """Affine (rotation mostly in the axial plane, scaling by a factor in ``1 +- scale`` per axis,
+    shearing) and elastic deformation of the label patch, nearest-neighbour. No left-right flips:
+    they would swap the kidneys."""
     return Rand3DElasticd(
         ("structures", "label"),
         sigma_range=(5.0, 8.0),
@@ -272,13 +277,23 @@ def spatial_transform() -> Rand3DElasticd:
         prob=0.8,
         rotate_range=(0.3, 0.1, 0.1),
         shear_range=(0.05, 0.05, 0.05),
-        scale_range=(0.15, 0.15, 0.15),
+        scale_range=(scale, scale, scale),
         mode="nearest",
         padding_mode="zeros",
     )
 
 
 DEFAULT_GAMMA: dict[str, tuple[float, float] | float] = {"range": (0.7, 1.5), "prob": 0.5}
+
+
+def recipe_options(synthesis: dict, modality: str) -> dict:
+    """The :class:`SynthSampler` keywords a recipe's ``synthesis`` block sets for ``modality``
+    (see :class:`~..training.config.TrainConfig`); keys it leaves out keep the defaults."""
+    options: dict = {"gamma": synthesis.get("gamma", {}).get(modality)}
+    for key in ("ct_arterial_share", "mr_random_share", "scale"):
+        if key in synthesis:
+            options[key] = float(synthesis[key])
+    return options
 
 
 class SynthSampler(ModalitySampler):
@@ -301,16 +316,19 @@ class SynthSampler(ModalitySampler):
         ct_arterial_share: float = 0.0,
         profile: ModalityProfile | None = None,
         gamma: dict | None = None,
+        mr_random_share: float = RANDOM_MR_SHARE,
+        scale: float = DEFAULT_SCALE,
     ) -> None:
         if not sources:
             raise ConfigError("synthesis needs at least one labelled source case.")
         self.ct_arterial_share = float(ct_arterial_share)
+        self.mr_random_share = float(mr_random_share)
         self.sources = list(sources)
         super().__init__([s.as_case() for s in self.sources], patch_size, batch_size, foreground_ratio, True, seed, stream)
         self.modality = get_modality(modality).name
         self.profile = profile or get_modality(self.modality)  # the run's profile (a fine-tune keeps its parent's)
         self.spacing = tuple(float(s) for s in spacing)
-        self.spatial = spatial_transform()
+        self.spatial = spatial_transform(float(scale))
         self.bias = RandBiasFieldd("image", degree=3, coeff_range=(0.0, 0.4), prob=0.7)
         self.noise = RandGaussianNoised("image", prob=0.5, std=0.03)
         gamma = {**DEFAULT_GAMMA, **(gamma or {})}
@@ -330,7 +348,8 @@ class SynthSampler(ModalitySampler):
         label = np.rint(np.asarray(item["label"][0])).astype(np.uint8)
         ct_like = self.modality in CT_LIKE
         measured = source.measured_hu if source.modality in CT_LIKE else None
-        image, contrast = draw_intensities(structures, self.modality, rng, measured, arterial_share=self.ct_arterial_share)
+        image, contrast = draw_intensities(structures, self.modality, rng, measured, arterial_share=self.ct_arterial_share,
+                                            random_share=self.mr_random_share)
         image = ndimage.gaussian_filter(image, sigma=rng.uniform(0.0, 0.8))
         if not ct_like:
             self.bias.set_random_state(seed=seed + 1)

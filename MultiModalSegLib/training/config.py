@@ -33,7 +33,9 @@ class TrainConfig:
     ``"ct_arterial_share": s`` turns that share of the synthesised CT images that are not drawn at
     the source's measured HU into arterial-phase images (default 0). ``"gamma": {"MR": {"range":
     [low, high], "prob": p}}`` sets the random gamma of a modality's synthesised images (default
-    range 0.7-1.5, probability 0.5).
+    range 0.7-1.5, probability 0.5). ``"mr_random_share": s`` gives that share of the synthesised MR
+    images fully random structure means instead of a weighting's table (default 0.25);
+    ``"scale": s`` scales the label patches by a random factor in ``1 +- s`` per axis (default 0.15).
     ``intensity_profiles``: ``{"MR": {"foreground": "above_mean"}}`` replaces parameters of the
     library's intensity profile of a modality for this run (a recipe pins the profile a shipped model
     was trained with, so that it still reproduces that model; default: the library's profiles).
@@ -166,10 +168,14 @@ def _check_synthesis(synthesis: dict) -> None:
     """One sentence for a malformed ``synthesis`` block (see :class:`TrainConfig`)."""
     if not synthesis:
         return
-    unknown = sorted(set(synthesis) - {"sources", "mix", "ct_arterial_share", "gamma"})
-    share = synthesis.get("ct_arterial_share", 0.0)
-    if not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
-        unknown.append(f"ct_arterial_share {share!r} (a share between 0 and 1)")
+    unknown = sorted(set(synthesis) - {"sources", "mix", "ct_arterial_share", "mr_random_share", "scale", "gamma"})
+    for key in ("ct_arterial_share", "mr_random_share"):
+        share = synthesis.get(key, 0.0)
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
+            unknown.append(f"{key} {share!r} (a share between 0 and 1)")
+    scale = synthesis.get("scale", 0.0)
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0.0 <= scale < 1.0:
+        unknown.append(f"scale {scale!r} (the largest relative change of size, at least 0 and below 1, e.g. 0.3)")
     gamma = synthesis.get("gamma", {})
     for modality, spec in (gamma.items() if isinstance(gamma, dict) else [("gamma", gamma)]):
         if not _valid_gamma(spec):

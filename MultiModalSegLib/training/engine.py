@@ -27,7 +27,7 @@ from ..data.dataset import Case, labelled_subset, load_dataset
 from ..data.loading import PreparedCase, prepare_case
 from ..data.phantoms import write_phantom_dataset
 from ..data.sampling import ModalitySampler, UnlabelledSampler
-from ..data.synthesis import MixedSampler, SynthSampler, prepare_source
+from ..data.synthesis import MixedSampler, SynthSampler, prepare_source, recipe_options
 from ..device import autocast, grad_scaler, resolve_device
 from ..errors import ConfigError
 from ..methods import build_method, get_method
@@ -209,9 +209,7 @@ class Trainer:
                     kinds[kind] = ModalitySampler(mine, cfg.patch_size, cfg.batch_size, cfg.foreground_ratio, cfg.augment, cfg.seed, i)
             if sources:
                 kinds["synthetic"] = SynthSampler(sources, modality, cfg.patch_size, cfg.batch_size, cfg.spacing, cfg.foreground_ratio, cfg.seed, i,
-                                                  ct_arterial_share=float(cfg.synthesis.get("ct_arterial_share", 0.0)),
-                                                  profile=self.profiles[modality],
-                                                  gamma=cfg.synthesis.get("gamma", {}).get(modality))
+                                                  profile=self.profiles[modality], **recipe_options(cfg.synthesis, modality))
             shares = cfg.synthesis["mix"].get(modality)
             if shares is None:
                 raise ConfigError(f"\"synthesis\" has no mix for modality {modality}; add \"{modality}\": {{KIND: share}}.")

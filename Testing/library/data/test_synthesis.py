@@ -12,7 +12,9 @@ from MultiModalSegLib.data.synthesis import (
     SynthSampler,
     draw_intensities,
     prepare_source,
+    recipe_options,
     simulate_acquisition,
+    spatial_transform,
 )
 from MultiModalSegLib.data.tissues import UNLABELLED_BASE, intensity_classes, tissue_of
 from MultiModalSegLib.errors import ConfigError
@@ -102,6 +104,53 @@ def test_a_bad_gamma_is_refused():
     for bad in ({"range": [2.0, 1.0]}, {"range": [0.0, 1.0]}, {"prob": 1.5}, {"range": [1.0]}, {"low": 1}, [0.7, 3.0]):
         with pytest.raises(ConfigError, match="gamma of MR"):
             _check_synthesis({"mix": {"MR": {"synthetic": 1}}, "gamma": {"MR": bad}})
+
+
+def test_mr_random_share_sets_how_often_mr_means_are_fully_random(ct_source):
+    """Share 1: every MR draw random; share 0: none; the default share draws what 0.25 draws, item for item."""
+    s = ct_source.structures
+    contrasts = {share: [draw_intensities(s, "MR", np.random.default_rng(seed), random_share=share)[1] for seed in range(16)]
+                 for share in (0.0, 0.25, 1.0)}
+    assert set(contrasts[1.0]) == {"MR random"}
+    assert "MR random" not in contrasts[0.0] and len(set(contrasts[0.0])) >= 4
+    assert 0 < contrasts[0.25].count("MR random") < 16
+    for seed in range(4):
+        default = draw_intensities(s, "MR", np.random.default_rng(seed))
+        quarter = draw_intensities(s, "MR", np.random.default_rng(seed), random_share=0.25)
+        assert np.array_equal(default[0], quarter[0]) and default[1] == quarter[1]
+    sampler = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, mr_random_share=1.0)
+    rng = np.random.default_rng(0)
+    assert all(sampler.synthesize(*sampler.draw(rng))[2] == "MR random" for _ in range(3))
+
+
+def test_scale_widens_the_random_resizing_of_the_label_patches(ct_source):
+    assert spatial_transform().rand_3d_elastic.rand_affine_grid.scale_range == (0.15, 0.15, 0.15)
+    assert spatial_transform(0.3).rand_3d_elastic.rand_affine_grid.scale_range == (0.3, 0.3, 0.3)
+
+    def liver_sizes(scale):
+        sampler = SynthSampler([ct_source], "CT", PATCH, 1, SPACING, seed=3, scale=scale)
+        rng = np.random.default_rng(1)
+        return [int((sampler.synthesize(*sampler.draw(rng))[1] == 1).sum()) for _ in range(12)]
+
+    default, same, wide = liver_sizes(0.15), SynthSampler([ct_source], "CT", PATCH, 1, SPACING, seed=3), liver_sizes(0.3)
+    rng = np.random.default_rng(1)
+    assert [int((same.synthesize(*same.draw(rng))[1] == 1).sum()) for _ in range(12)] == default
+    assert wide != default  # the same items, resized by other factors
+
+
+def test_recipe_options_read_the_synthesis_block():
+    block = {"mix": {}, "ct_arterial_share": 0.35, "mr_random_share": 0.5, "scale": 0.3, "gamma": {"MR": {"prob": 0.8}}}
+    assert recipe_options(block, "MR") == {"gamma": {"prob": 0.8}, "ct_arterial_share": 0.35, "mr_random_share": 0.5, "scale": 0.3}
+    assert recipe_options({"mix": {}}, "CT") == {"gamma": None}  # the sampler's defaults stand in
+
+
+def test_bad_mr_random_share_and_scale_are_refused():
+    from MultiModalSegLib.training.config import _check_synthesis
+
+    _check_synthesis({"mix": {"MR": {"synthetic": 1}}, "mr_random_share": 0.5, "scale": 0.3})
+    for key, bad in (("mr_random_share", 1.2), ("mr_random_share", "half"), ("scale", 1.0), ("scale", -0.1), ("scale", True)):
+        with pytest.raises(ConfigError, match=key):
+            _check_synthesis({"mix": {"MR": {"synthetic": 1}}, key: bad})
 
 
 def test_a_gamma_above_one_darkens_the_organs_against_the_brightest_tissue(ct_source):
