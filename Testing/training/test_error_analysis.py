@@ -1,0 +1,56 @@
+"""``training/error_analysis.py``: what each organ was called, what a prediction lies on, recall
+from an organ's lower to its upper end, on small made-up arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from Testing.conftest import load_script
+
+
+@pytest.fixture(scope="module")
+def ea():
+    return load_script("training/error_analysis.py")
+
+
+def test_each_reference_organ_is_split_by_what_the_prediction_calls_it(ea):
+    ref = np.zeros((4, 4, 4), np.uint8)
+    ref[:2] = 1  # liver: 32 voxels
+    pred = ref.copy()
+    pred[1] = 2  # half the liver called spleen
+    went = ea.where_each_organ_went(pred, ref)
+    assert went == {"liver": {"liver": 0.5, "spleen": 0.5}}
+    pred[1] = 0
+    assert ea.where_each_organ_went(pred, ref)["liver"] == {"liver": 0.5, "background": 0.5}
+
+
+def test_a_prediction_on_a_neighbouring_structure_is_named(ea):
+    structures = np.zeros((2, 2, 4), np.uint8)
+    structures[..., :3] = 6  # stomach
+    pred = np.full((2, 2, 4), 2, np.uint8)  # all spleen
+    covers = ea.what_each_prediction_covers(pred, structures, {6: "stomach"})
+    assert covers == {"spleen": [("stomach", 0.75), ("unlabelled", 0.25)]}
+
+
+def test_superior_axis_follows_the_direction_cosines(ea):
+    assert ea.superior_axis((1, 0, 0, 0, 1, 0, 0, 0, 1)) == (0, 1)  # axial, z up: array axis 0
+    assert ea.superior_axis((-1, 0, 0, 0, -1, 0, 0, 0, -1)) == (0, -1)  # z stored feet first
+    assert ea.superior_axis((1, 0, 0, 0, 0, 1, 0, -1, 0)) == (1, -1)  # coronal: y index runs inferior
+
+
+def test_recall_by_height_runs_from_the_lower_to_the_upper_end(ea):
+    ref = np.zeros((10, 3, 3), np.uint8)
+    ref[:, 1, 1] = 1
+    pred = ref.copy()
+    pred[8:] = 0  # upper two slices lost
+    assert ea.recall_by_height(pred, ref, 1, 0, 1) == [1.0, 1.0, 1.0, 1.0, 0.0]
+    assert ea.recall_by_height(pred, ref, 1, 0, -1) == [0.0, 1.0, 1.0, 1.0, 1.0]  # index runs downwards
+    assert ea.recall_by_height(pred, ref, 2, 0, 1) == []
+
+
+def test_structure_names_read_the_scans_table(ea, tmp_path):
+    (tmp_path / "structures.csv").write_text("group,original_idx,structure,id\norgans,51,heart,51\n")
+    names = ea.structure_names(tmp_path)
+    assert names[51] == "heart" and names[5] == "liver"
+    assert ea.structure_names(tmp_path / "missing")[1] == "spleen"

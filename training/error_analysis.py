@@ -1,0 +1,178 @@
+"""Where a model goes wrong on a real labelled scan: what each organ was called, what each predicted
+organ lies on, and how much of each organ is found from its lower to its upper end.
+
+    python training/error_analysis.py --scan abdomen_mr_01 \
+        --bundle training/runs-in-progress/abdomen-ummkd-synth-6/bundle \
+        --bundle Resources/Models/abdomen-ummkd-synth-3.0.0.zip \
+        --out training/reports/abdomen-synth-v6/errors_abdomen_mr_01
+
+Dice says how much is wrong; this says what: an organ called background or another organ, a
+prediction that sits on a neighbouring structure of the full TotalSegmentator map (fat, stomach,
+heart), an organ found in its middle but lost at one pole. Writes ``errors.md`` (the three tables per
+bundle) and ``errors.png`` (reference outlines solid, prediction dashed, on the axial slices through
+each organ's centre) to ``--out``. Reference labels are TotalSegmentator pseudo-labels (see
+``../shared/data/README.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
+from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
+from training.real_scans import SHARED_DATA, real_scan  # noqa: E402
+
+ORGANS = {lab.value: lab.name for lab in ABDOMEN_LABELS}
+BANDS = 5  # parts of an organ's extent from its lower to its upper end
+COLOURS = {1: "tab:blue", 2: "tab:red", 3: "tab:green", 4: "tab:purple"}
+
+
+def where_each_organ_went(pred: np.ndarray, ref: np.ndarray) -> dict[str, dict[str, float]]:
+    """For each reference organ: the share of its voxels that the prediction calls each label."""
+    out = {}
+    for value, name in ORGANS.items():
+        voxels = pred[ref == value]
+        if voxels.size:
+            counts = np.bincount(voxels.ravel(), minlength=len(ORGANS) + 1)
+            out[name] = {("background" if v == 0 else ORGANS[v]): float(c / voxels.size) for v, c in enumerate(counts) if c}
+    return out
+
+
+def what_each_prediction_covers(pred: np.ndarray, structures: np.ndarray, names: dict[int, str],
+                                top: int = 4) -> dict[str, list[tuple[str, float]]]:
+    """For each predicted organ: the structures of the full reference map under it, largest share
+    first (``unlabelled`` for voxels the map leaves out)."""
+    out = {}
+    for value, name in ORGANS.items():
+        under = structures[pred == value]
+        if under.size:
+            ids, counts = np.unique(under, return_counts=True)
+            order = np.argsort(-counts)[:top]
+            out[name] = [(names.get(int(ids[i]), "unlabelled" if ids[i] == 0 else f"structure {int(ids[i])}"),
+                          float(counts[i] / under.size)) for i in order]
+    return out
+
+
+def superior_axis(direction: tuple[float, ...]) -> tuple[int, int]:
+    """The array axis (``[z, y, x]`` order) closest to the body's long axis, and +1 when a higher
+    index is more superior (LPS: superior is +z), -1 otherwise."""
+    matrix = np.asarray(direction, dtype=float).reshape(3, 3)
+    index_axis = int(np.argmax(np.abs(matrix[2])))  # columns: index axes x, y, z
+    return 2 - index_axis, (1 if matrix[2, index_axis] > 0 else -1)
+
+
+def recall_by_height(pred: np.ndarray, ref: np.ndarray, value: int, axis: int, sign: int,
+                     bands: int = BANDS) -> list[float]:
+    """Share of the organ's reference voxels found, in ``bands`` equal parts of its extent along
+    ``axis``, from the lower (inferior) to the upper (superior) end."""
+    organ = ref == value
+    if not organ.any():
+        return []
+    other = tuple(a for a in range(3) if a != axis)
+    per_slice = organ.sum(axis=other)
+    found = (organ & (pred == value)).sum(axis=other)
+    slices = np.flatnonzero(per_slice)
+    if sign < 0:
+        slices = slices[::-1]
+    parts = np.array_split(slices, min(bands, len(slices)))
+    return [float(found[p].sum() / per_slice[p].sum()) for p in parts]
+
+
+def structure_names(scan_folder: Path) -> dict[int, str]:
+    """TotalSegmentator ids to names from the scan's ``structures.csv`` (columns ``id`` and
+    ``structure``), when it has one; else the ids shared by the "total" and "total_mr" sets."""
+    names = {1: "spleen", 2: "kidney_right", 3: "kidney_left", 4: "gallbladder", 5: "liver", 6: "stomach",
+             7: "pancreas", 8: "adrenal_gland_right", 9: "adrenal_gland_left"}
+    table = scan_folder / "structures.csv"
+    if table.is_file():
+        with table.open() as f:
+            for row in csv.DictReader(f):
+                if str(row.get("id", "")).strip().isdigit() and row.get("structure"):
+                    names[int(row["id"])] = row["structure"].strip()
+    return names
+
+
+def markdown(label: str, went: dict, covers: dict, heights: dict) -> str:
+    lines = [f"### {label}", "", "| reference organ | called (share of its voxels) | found, lower to upper fifth |",
+             "|---|---|---|"]
+    for organ, shares in went.items():
+        called = ", ".join(f"{k} {v:.2f}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]))
+        lines.append(f"| {organ} | {called} | {' / '.join(f'{r:.2f}' for r in heights.get(organ, []))} |")
+    lines += ["", "| predicted organ | lies on (share of its voxels) |", "|---|---|"]
+    for organ, under in covers.items():
+        lines.append(f"| {organ} | {', '.join(f'{n} {s:.2f}' for n, s in under)} |")
+    return "\n".join(lines) + "\n"
+
+
+def draw(image: np.ndarray, ref: np.ndarray, preds: dict[str, np.ndarray], axis: int, out: Path,
+         window: tuple[float, float] | None = None) -> None:
+    """Reference (solid) and prediction (dashed) outlines on the slices through each organ's centre;
+    grey levels over ``window`` (default: the image's 0.5-99.5 percentiles)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    centres = sorted({int(np.argwhere(ref == v)[:, axis].mean()) for v in ORGANS if (ref == v).any()})
+    fig, axes = plt.subplots(len(preds), len(centres), figsize=(3.2 * len(centres), 3.2 * len(preds)), squeeze=False)
+    low, high = window or np.percentile(image, [0.5, 99.5])
+    for row, (label, pred) in enumerate(preds.items()):
+        for col, index in enumerate(centres):
+            ax = axes[row, col]
+            ax.imshow(np.take(image, index, axis=axis), cmap="gray", vmin=low, vmax=high)
+            for value, colour in COLOURS.items():
+                for array, style in ((ref, "solid"), (pred, "dashed")):
+                    mask = np.take(array, index, axis=axis) == value
+                    if mask.any():
+                        ax.contour(mask, levels=[0.5], colors=colour, linestyles=style, linewidths=1)
+            ax.set_title(f"{label}\nslice {index}", fontsize=7)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=70)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scan", required=True, help="a real scan of ../shared/data (e.g. abdomen_mr_01)")
+    parser.add_argument("--bundle", action="append", required=True, type=Path, help="a bundle (repeatable)")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--data", type=Path, default=SHARED_DATA)
+    args = parser.parse_args(argv)
+
+    from MultiModalSegLib.bundle import load_bundle
+    from MultiModalSegLib.inference import Segmenter
+    from MultiModalSegLib.io import read_image, read_labelmap
+
+    scan = real_scan(args.scan)
+    volume = read_image(scan.image(args.data))
+    ref = np.asarray(scan.reference(volume, args.data))
+    structures = np.asarray(read_labelmap(scan.label(args.data), reference=volume).array)
+    names = structure_names(args.data / scan.name)
+    axis, sign = superior_axis(volume.direction)
+    sections, preds = [f"# Where the models go wrong on `{scan.name}` ({scan.modality})", ""], {}
+    for bundle in args.bundle:
+        meta = load_bundle(bundle).metadata
+        label = f"{meta['name']} {meta['version']}"
+        pred = np.asarray(Segmenter(bundle, device="cpu", amp=False).segment(volume, scan.modality).labels.array)
+        preds[label] = pred
+        heights = {ORGANS[v]: recall_by_height(pred, ref, v, axis, sign) for v in ORGANS}
+        sections.append(markdown(f"`{label}` ({bundle.name})", where_each_organ_went(pred, ref),
+                                 what_each_prediction_covers(pred, structures, names), heights))
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out / "errors.md", "\n".join(sections))
+    window = (-200.0, 300.0) if scan.modality == "CT" else None  # CT: a soft-tissue window in HU
+    draw(np.asarray(volume.array, dtype=np.float32), ref, preds, axis, args.out / "errors.png", window)
+    print(args.out / "errors.md")
+
+
+if __name__ == "__main__":
+    main()
