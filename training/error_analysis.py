@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
-from training.real_scans import SHARED_DATA, real_scan  # noqa: E402
+from training.real_scans import SHARED_DATA, abdomen_labels, real_scan  # noqa: E402
 
 ORGANS = {lab.value: lab.name for lab in ABDOMEN_LABELS}
 BANDS = 5  # parts of an organ's extent from its lower to its upper end
@@ -148,21 +148,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=SHARED_DATA)
     args = parser.parse_args(argv)
 
-    from MultiModalSegLib.bundle import load_bundle
     from MultiModalSegLib.inference import Segmenter
-    from MultiModalSegLib.io import read_image, read_labelmap
+    from MultiModalSegLib.io import read_image
 
     scan = real_scan(args.scan)
     volume = read_image(scan.image(args.data))
-    ref = np.asarray(scan.reference(volume, args.data))
-    structures = np.asarray(read_labelmap(scan.label(args.data), reference=volume).array)
+    structures = np.asarray(scan.structures(volume, args.data))
+    ref = np.asarray(abdomen_labels(structures))
     names = structure_names(args.data / scan.name)
     axis, sign = superior_axis(volume.direction)
     sections, preds = [f"# Where the models go wrong on `{scan.name}` ({scan.modality})", ""], {}
     for bundle in args.bundle:
-        meta = load_bundle(bundle).metadata
-        label = f"{meta['name']} {meta['version']}"
-        pred = np.asarray(Segmenter(bundle, device="cpu", amp=False).segment(volume, scan.modality).labels.array)
+        segmenter = Segmenter(bundle, device="cpu", amp=False)
+        label = f"{segmenter.bundle.metadata['name']} {segmenter.bundle.metadata['version']}"
+        pred = np.asarray(segmenter.segment(volume, scan.modality).labels.array)
         preds[label] = pred
         heights = {ORGANS[v]: recall_by_height(pred, ref, v, axis, sign) for v in ORGANS}
         sections.append(markdown(f"`{label}` ({bundle.name})", where_each_organ_went(pred, ref),

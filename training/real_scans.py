@@ -32,13 +32,23 @@ class RealScan:
     def label(self, root: Path = SHARED_DATA) -> Path:
         return root / self.name / "label_totalseg.nii.gz"
 
+    def structures(self, volume, root: Path = SHARED_DATA):
+        """The scan's full label map (TotalSegmentator ids) on ``volume``'s grid."""
+        from MultiModalSegLib.io import read_labelmap
+
+        return read_labelmap(self.label(root), reference=volume).array
+
     def reference(self, volume, root: Path = SHARED_DATA):
         """The scan's reference labels on ``volume``'s grid, remapped to the abdomen label values."""
-        from MultiModalSegLib.io import read_labelmap
-        from MultiModalSegLib.labels import LABEL_REMAPS
-        from MultiModalSegLib.metrics import remap_labels
+        return abdomen_labels(self.structures(volume, root))
 
-        return remap_labels(read_labelmap(self.label(root), reference=volume).array, LABEL_REMAPS["totalsegmentator"])
+
+def abdomen_labels(structures):
+    """A TotalSegmentator label map remapped to the abdomen label values (other structures: 0)."""
+    from MultiModalSegLib.labels import LABEL_REMAPS
+    from MultiModalSegLib.metrics import remap_labels
+
+    return remap_labels(structures, LABEL_REMAPS["totalsegmentator"])
 
 
 REAL_SCANS = (

@@ -42,14 +42,14 @@ def main() -> None:
                         help="draw with this training config's synthesis settings (arterial share, MR random share, scale, gamma)")
     args = parser.parse_args()
     synthesis = json.loads(args.recipe.read_text()).get("synthesis", {}) if args.recipe else {}
-    arterial = float(synthesis.get("ct_arterial_share", args.ct_arterial_share))
+    synthesis = {"ct_arterial_share": args.ct_arterial_share, **synthesis}  # the recipe's share wins
     spec = load_dataset(args.dataset)
     case = next(c for c in spec.cases("training") if c.name == args.case)
     source = prepare_source(case, [args.spacing] * 3, [lab.value for lab in ABDOMEN_LABELS])
     fig, axes = plt.subplots(2, args.columns, figsize=(2.2 * args.columns, 5.4))
     for row, modality in enumerate(("CT", "MR")):
         sampler = SynthSampler([source], modality, args.patch, args.columns, [args.spacing] * 3, 1.0, seed=7, stream=row,
-                               **{**recipe_options(synthesis, modality), "ct_arterial_share": arterial})
+                               **recipe_options(synthesis, modality))
         rng = np.random.default_rng([7, row])
         for col in range(args.columns):
             index, center, seed = sampler.draw(rng)

@@ -151,6 +151,12 @@ def configured_profiles(cfg: TrainConfig) -> dict[str, ModalityProfile]:
 
 SYNTHESIS_SOURCES = ("datasets", "phantoms")
 MIX_KINDS = ("real", "synthetic", "phantom")
+# numbers of a synthesis block: key, whether a value is valid, what a valid value is
+SYNTHESIS_NUMBERS = (
+    ("ct_arterial_share", lambda v: 0.0 <= v <= 1.0, "a share between 0 and 1"),
+    ("mr_random_share", lambda v: 0.0 <= v <= 1.0, "a share between 0 and 1"),
+    ("scale", lambda v: 0.0 <= v < 1.0, "the largest relative change of size, at least 0 and below 1, e.g. 0.3"),
+)
 
 
 def _valid_gamma(spec: object) -> bool:
@@ -168,14 +174,11 @@ def _check_synthesis(synthesis: dict) -> None:
     """One sentence for a malformed ``synthesis`` block (see :class:`TrainConfig`)."""
     if not synthesis:
         return
-    unknown = sorted(set(synthesis) - {"sources", "mix", "ct_arterial_share", "mr_random_share", "scale", "gamma"})
-    for key in ("ct_arterial_share", "mr_random_share"):
-        share = synthesis.get(key, 0.0)
-        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
-            unknown.append(f"{key} {share!r} (a share between 0 and 1)")
-    scale = synthesis.get("scale", 0.0)
-    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0.0 <= scale < 1.0:
-        unknown.append(f"scale {scale!r} (the largest relative change of size, at least 0 and below 1, e.g. 0.3)")
+    unknown = sorted(set(synthesis) - {"sources", "mix", "gamma", *(key for key, _, _ in SYNTHESIS_NUMBERS)})
+    for key, valid, meaning in SYNTHESIS_NUMBERS:
+        value = synthesis.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not valid(value):
+            unknown.append(f"{key} {value!r} ({meaning})")
     gamma = synthesis.get("gamma", {})
     for modality, spec in (gamma.items() if isinstance(gamma, dict) else [("gamma", gamma)]):
         if not _valid_gamma(spec):
