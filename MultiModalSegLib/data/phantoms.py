@@ -6,6 +6,12 @@ modality. :func:`write_phantom_dataset` draws different patients for CT and MR (
 optional extra modalities, e.g. CBCT), so the dataset is unpaired. Everything is built in LPS physical millimetres (+x patient left, +y posterior,
 +z superior) from implicit shapes (ellipsoids and superellipsoids), bent by a smooth random
 displacement field, then sampled on the image grid.
+
+``thorax=True`` adds what lies above and around the upper abdomen of a real chest-abdomen scan:
+the diaphragm's two domes over the liver and the spleen, the lung bases above them (reaching down
+behind and beside the organs' upper poles, as the costophrenic recesses do), the heart on the
+central part of the diaphragm and the lower ribs in the body wall; the field of view may then
+reach up to 14 cm above the domes. Without it, every phantom is exactly as before.
 """
 
 from __future__ import annotations
@@ -31,9 +37,13 @@ RAS_DIRECTION = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
 # Tissue classes of the internal tissue map (index into the intensity tables).
 TISSUES = (
     "air", "fat", "muscle", "visceral_fat", "bowel", "gas", "marrow", "cortical_bone",
-    "disc", "csf", "aorta", "vein", "liver", "spleen", "kidney",
-)  # fmt: skip
+    "disc", "csf", "aorta", "vein", "liver", "spleen", "kidney", "lung", "heart",
+)  # fmt: skip  (append only: a tissue's index is its id in the tissue map)
 T = {name: i for i, name in enumerate(TISSUES)}
+# The tissues every phantom has; the thorax's come after them. Per-tissue random draws are made for
+# these only (the thorax's tissues take their table values), so that a phantom without a thorax
+# draws exactly the numbers it drew before the thorax existed.
+ABDOMEN_TISSUES = T["lung"]
 LABEL = {lab.name: lab.value for lab in ABDOMEN_LABELS}
 
 # Tissue -> (native value, contrast-enhanced value, texture amplitude), Hounsfield units.
@@ -42,14 +52,14 @@ CT_TABLE = {
     "visceral_fat": (-90, -90, 12), "bowel": (30, 45, 15), "gas": (-900, -900, 30),
     "marrow": (320, 320, 40), "cortical_bone": (800, 800, 60), "disc": (80, 85, 8),
     "csf": (10, 10, 4), "aorta": (40, 200, 6), "vein": (40, 150, 6), "liver": (60, 110, 6),
-    "spleen": (50, 120, 6), "kidney": (35, 170, 10),
+    "spleen": (50, 120, 6), "kidney": (35, 170, 10), "lung": (-850, -850, 35), "heart": (40, 170, 8),
 }  # fmt: skip
 # Tissue -> (T2-weighted-like signal on a 0-1000 scale, relative texture amplitude).
 MR_TABLE = {
     "air": (0, 0), "fat": (720, 0.04), "muscle": (140, 0.06), "visceral_fat": (650, 0.06),
     "bowel": (380, 0.2), "gas": (0, 0), "marrow": (420, 0.08), "cortical_bone": (30, 0.1),
     "disc": (520, 0.05), "csf": (900, 0.03), "aorta": (40, 0.3), "vein": (90, 0.3), "liver": (260, 0.05),
-    "spleen": (560, 0.05), "kidney": (620, 0.06),
+    "spleen": (560, 0.05), "kidney": (620, 0.06), "lung": (25, 0.4), "heart": (330, 0.15),
 }  # fmt: skip
 
 MAX_INPLANE = 220
@@ -76,6 +86,39 @@ class Ellipsoid:
         return self.center - half - margin, self.center + half + margin
 
 
+@dataclass(frozen=True)
+class Thorax:
+    """The chest above one patient's abdomen (physical mm; see the module docstring).
+
+    The diaphragm is the upper envelope of two paraboloid domes, right (over the liver) then left
+    (over the spleen), each ``(x, y, peak z, x radius, y radius, depth)``: at ``r**2 =
+    ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2`` it lies ``depth * min(r**2, 2.2)`` below its peak.
+    """
+
+    domes: tuple[tuple[float, float, float, float, float, float], ...]
+    diaphragm: float  # muscle thickness, mm
+    heart: Ellipsoid
+    rib_period: float  # cranio-caudal spacing of the ribs, mm
+    rib_width: float
+    rib_slope: float  # a rib rises this many mm per mm towards the back
+    rib_phase: float
+    rib_floor: float  # no rib below this height (about the 12th rib)
+    scan_above: float  # the field of view may reach this far above the higher dome's peak
+
+    def diaphragm_height(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Height (mm) of the diaphragm's lower surface above each (x, y)."""
+        out = None
+        for cx, cy, peak, rx, ry, depth in self.domes:
+            r2 = np.minimum(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2, 2.2)
+            height = peak - depth * r2
+            out = height if out is None else np.maximum(out, height)
+        return out
+
+    @property
+    def top(self) -> float:
+        return max(d[2] for d in self.domes)
+
+
 @dataclass
 class Anatomy:
     """One patient's body outline and organ shapes (physical mm)."""
@@ -93,6 +136,7 @@ class Anatomy:
     gas: list[Ellipsoid]
     deform: np.ndarray  # (3, nz, ny, nx) control values of the displacement, mm
     bowel: np.ndarray  # control values of the bowel-loop field
+    thorax: Thorax | None = None  # lung bases, diaphragm, heart and ribs (phantoms drawn with thorax=True)
 
 
 @dataclass
@@ -224,10 +268,16 @@ def _control(rng, grid: tuple, sigma: float) -> np.ndarray:
     return rng.normal(0.0, sigma, (grid[2][2], grid[1][2], grid[0][2]))
 
 
+def _cavity_axes(body_axes: tuple[float, float, float], fat: float, muscle: float) -> tuple[float, float, float]:
+    """Half-width, anterior and posterior half-depth of the abdominal cavity (inside the muscle wall)."""
+    ax, ay_ant, ay_post = body_axes
+    return ax - fat - muscle, ay_ant - fat - muscle, ay_post - 0.4 * fat - muscle
+
+
 def _sample_anatomy(rng: np.random.Generator) -> Anatomy:
     ax, ay_ant, ay_post = rng.uniform(140, 185), rng.uniform(100, 130), rng.uniform(100, 125)
     fat, muscle = rng.uniform(8, 32), rng.uniform(8, 14)
-    cav_x, cav_y, cav_back = ax - fat - muscle, ay_ant - fat - muscle, ay_post - 0.4 * fat - muscle
+    cav_x, cav_y, cav_back = _cavity_axes((ax, ay_ant, ay_post), fat, muscle)
     spine_y, vr = ay_post - rng.uniform(68, 78), rng.uniform(17, 22)
     kid_x = min(vr + rng.uniform(52, 60), 0.85 * cav_x - 32)
     kid_y = spine_y + rng.uniform(-6, 4)
@@ -255,6 +305,32 @@ def _sample_anatomy(rng: np.random.Generator) -> Anatomy:
     )
 
 
+def _sample_thorax(rng: np.random.Generator, anat: Anatomy) -> Thorax:
+    """Domes whose peaks lie at the upper poles of the liver's right lobe and of the spleen (a few mm
+    above or into them), so that the lung bases touch the organs' tops as on a real scan."""
+    cav_x, cav_y, cav_back = _cavity_axes(anat.body_axes, anat.fat, anat.muscle)
+    domes = []
+    for organ in (anat.organs["liver"][0][0], anat.organs["spleen"][0][0]):
+        top = float(organ.center[2] + organ.axes[2])
+        domes.append((
+            float(organ.center[0]), float(organ.center[1]), top + rng.uniform(-8.0, 4.0),
+            0.55 * cav_x * rng.uniform(0.85, 1.15), 0.5 * (cav_y + cav_back) * rng.uniform(0.6, 0.8), rng.uniform(30.0, 55.0),
+        ))  # fmt: skip
+    low_peak = min(d[2] for d in domes)
+    heart = _shape(rng, (0.18 * cav_x, -0.3 * cav_y, low_peak + 30.0), (58.0, 45.0, 52.0), (0, 0, 30))
+    return Thorax(
+        domes=tuple(domes),
+        diaphragm=rng.uniform(3.0, 6.0),
+        heart=heart,
+        rib_period=rng.uniform(30.0, 38.0),
+        rib_width=rng.uniform(8.0, 12.0),
+        rib_slope=rng.uniform(0.3, 0.6),
+        rib_phase=rng.uniform(0.0, 40.0),
+        rib_floor=low_peak - rng.uniform(90.0, 130.0),
+        scan_above=rng.uniform(0.0, 140.0),
+    )
+
+
 # ---------------------------------------------------------------------------- acquisition
 
 
@@ -268,6 +344,8 @@ def _z_range(anat: Anatomy, rng: np.random.Generator) -> tuple[float, float]:
         liver.center[2] + 0.45 * liver.axes[2],
         spleen.center[2] + 0.4 * spleen.axes[2],
     )
+    if anat.thorax is not None:
+        high_need = max(high_need, anat.thorax.top + anat.thorax.scan_above)
     extent = max(rng.uniform(160, 300), high_need - low_need)
     lo_min = max(high_need - extent, low_need - 120.0)
     low = rng.uniform(lo_min, max(lo_min, low_need))
@@ -460,6 +538,28 @@ def _paint_spine(p: _Painter, anat: Anatomy, acq: Acquisition, pts) -> None:
     p.paint(sl, r_canal <= 9, "csf")
 
 
+def _paint_thorax(p: _Painter, anat: Anatomy, acq: Acquisition, pts, cavity: np.ndarray) -> None:
+    """Above the diaphragm, inside the cavity: lung, and the heart; the diaphragm's muscle between
+    them and the abdomen; ribs in the body wall. Whatever was painted there before (bowel, the
+    organs' tops) is replaced, label included."""
+    th = anat.thorax
+    if th is None:
+        return
+    x, y, z = pts
+    floor = th.diaphragm_height(x, y)
+    above = cavity & (z > floor)
+    lung = above & (z > floor + th.diaphragm)
+    p.paint((slice(None),) * 3, above & ~lung, "muscle")
+    p.paint((slice(None),) * 3, lung, "lung")
+    sl, mask = _shape_mask(th.heart, acq, pts)
+    if sl is not None:
+        p.paint(sl, mask & lung[sl], "heart")
+    wall = (p.tissue == T["muscle"]) & ~cavity & (p.label == 0)
+    level = np.mod(z - th.rib_slope * y - th.rib_phase, th.rib_period)
+    sternum_gap = (np.abs(x) < 25.0) & (y < 0)
+    p.paint((slice(None),) * 3, wall & (level < th.rib_width) & (z > th.rib_floor) & ~sternum_gap, "cortical_bone")
+
+
 def _paint_vessels(p: _Painter, anat: Anatomy, acq: Acquisition, pts) -> None:
     x, y, _ = pts
     for (cx, cy, r), tissue in ((anat.aorta, "aorta"), (anat.vein, "vein")):
@@ -476,6 +576,7 @@ def _tissue_maps(anat: Anatomy, acq: Acquisition) -> tuple[np.ndarray, np.ndarra
     _paint_bowel(p, anat, acq, pts, cavity)
     _paint_organs(p, anat, acq, pts, cavity)
     _paint_muscles(p, anat, acq, pts)
+    _paint_thorax(p, anat, acq, pts, cavity)
     _paint_vessels(p, anat, acq, pts)
     _paint_spine(p, anat, acq, pts)
     return p.tissue, p.label
@@ -499,6 +600,13 @@ def _blur(image: np.ndarray, acq: Acquisition) -> np.ndarray:
     return ndimage.gaussian_filter(image, (0.35, inplane, inplane), truncate=2.5)
 
 
+def _per_tissue(drawn: np.ndarray, fill: float) -> np.ndarray:
+    """Per-tissue float32 values: ``drawn`` for the abdominal tissues, ``fill`` for the thorax's."""
+    out = np.full(len(TISSUES), fill, np.float32)
+    out[:ABDOMEN_TISSUES] = drawn
+    return out
+
+
 def _ct_attenuation(tissue: np.ndarray, acq: Acquisition, contrast: bool) -> np.ndarray:
     """HU per tissue (portal-venous values when ``contrast``) with per-case bone values, a small
     jitter, texture and blur: what CT and CBCT phantoms share before their own noise."""
@@ -506,7 +614,7 @@ def _ct_attenuation(tissue: np.ndarray, acq: Acquisition, contrast: bool) -> np.
     values = np.array([CT_TABLE[t][1 if contrast else 0] for t in TISSUES], np.float32)
     values[T["cortical_bone"]] = rng.uniform(650, 900)
     values[T["marrow"]] = rng.uniform(280, 400)
-    jitter = rng.normal(0, 5, len(TISSUES)).astype(np.float32)
+    jitter = _per_tissue(rng.normal(0, 5, ABDOMEN_TISSUES), 0.0)
     jitter[[T["air"], T["gas"]]] = 0
     amps = np.array([CT_TABLE[t][2] for t in TISSUES], np.float32)
     image = (values + jitter)[tissue] + amps[tissue] * _texture(acq)
@@ -532,7 +640,7 @@ def _bias_field(acq: Acquisition) -> np.ndarray:
 def _mr_image(tissue: np.ndarray, acq: Acquisition) -> np.ndarray:
     rng = acq.rng
     values = np.array([MR_TABLE[t][0] for t in TISSUES], np.float32)
-    values *= rng.uniform(0.9, 1.1, len(TISSUES)).astype(np.float32)
+    values *= _per_tissue(rng.uniform(0.9, 1.1, ABDOMEN_TISSUES), 1.0)
     amps = np.array([MR_TABLE[t][1] for t in TISSUES], np.float32)
     image = values[tissue] * (1 + amps[tissue] * _texture(acq))
     image = _blur(image, acq) * _bias_field(acq) * np.float32(rng.uniform(0.6, 1.4))
@@ -617,11 +725,18 @@ def _to_volume(array: np.ndarray, acq: Acquisition) -> Volume:
     return Volume(np.ascontiguousarray(array), spacing, origin, acq.direction)
 
 
-def _simulate(modality: str, seed: int, direction) -> tuple[str, Acquisition, np.ndarray, np.ndarray]:
+THORAX_STREAM = 50  # the thorax's random stream: the rest of a phantom draws exactly as without it
+
+
+def _simulate(modality: str, seed: int, direction, thorax: bool = False) -> tuple[str, Acquisition, np.ndarray, np.ndarray]:
     name = _check_modality(modality)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed {seed!r}: must be a non-negative integer.")
+    if not isinstance(thorax, bool):
+        raise InputError(f"thorax={thorax!r}: give true or false.")
     anat = _sample_anatomy(np.random.default_rng([int(seed), 0]))
+    if thorax:
+        anat.thorax = _sample_thorax(np.random.default_rng([int(seed), THORAX_STREAM]), anat)
     acq_rng = np.random.default_rng([int(seed), 1 + MODALITIES.index(name)])
     sample = _sample_cbct_acquisition if name == "CBCT" else _sample_acquisition
     acq = sample(anat, acq_rng, direction)
@@ -632,7 +747,7 @@ def _simulate(modality: str, seed: int, direction) -> tuple[str, Acquisition, np
 
 
 def generate_phantom(
-    modality: str, seed: int, *, direction: tuple[float, ...] | None = None
+    modality: str, seed: int, *, direction: tuple[float, ...] | None = None, thorax: bool = False
 ) -> tuple[Volume, Volume]:
     """One synthetic abdominal scan: ``(image, label)`` on the same grid.
 
@@ -640,16 +755,19 @@ def generate_phantom(
     ``direction`` forces the stored orientation (identity or diag(-1, -1, 1)); organ positions in
     physical space do not depend on it. CT is int16 Hounsfield units, MR int16 arbitrary units,
     CBCT int16 roughly calibrated Hounsfield units (see :func:`_cbct_image`; its labels are 0
-    outside the reconstruction circle).
+    outside the reconstruction circle). ``thorax``: add lung bases, diaphragm, heart and lower ribs
+    (see the module docstring); the same seed gives the same patient below the diaphragm.
     """
-    name, acq, tissue, label = _simulate(modality, seed, direction)
+    name, acq, tissue, label = _simulate(modality, seed, direction, thorax)
     image = {"CT": _ct_image, "MR": _mr_image, "CBCT": _cbct_image}[name](tissue, acq)
     return _to_volume(image, acq), _to_volume(label, acq)
 
 
-def generate_tissue_map(modality: str, seed: int, *, direction: tuple[float, ...] | None = None) -> Volume:
+def generate_tissue_map(
+    modality: str, seed: int, *, direction: tuple[float, ...] | None = None, thorax: bool = False
+) -> Volume:
     """The tissue class map (uint8, values index :data:`TISSUES`) behind :func:`generate_phantom`."""
-    _, acq, tissue, _ = _simulate(modality, seed, direction)
+    _, acq, tissue, _ = _simulate(modality, seed, direction, thorax)
     return _to_volume(tissue, acq)
 
 
@@ -694,7 +812,8 @@ def _check_counts(n_ct: int, n_mr: int, n_validation: int, extra: Mapping[str, i
 
 
 def phantom_dataset_document(
-    n_ct: int, n_mr: int, seed: int = 0, n_validation: int = 0, *, extra: Mapping[str, int] | None = None
+    n_ct: int, n_mr: int, seed: int = 0, n_validation: int = 0, *, extra: Mapping[str, int] | None = None,
+    thorax: bool = False,
 ) -> dict:
     """The ``dataset.json`` document that :func:`write_phantom_dataset` writes for these counts (its
     bytes are ``json.dumps(document, indent=2) + "\\n"``), without generating any image."""
@@ -710,7 +829,8 @@ def phantom_dataset_document(
     kinds = "CT and MR" if not extra else f"CT, MR and {', '.join(extra)}"
     return {
         "name": "abdomen-phantoms",
-        "description": f"Synthetic unpaired abdominal {kinds} phantoms (MultiModalSeg generator, seed {seed})",
+        "description": f"Synthetic unpaired abdominal {kinds} phantoms (MultiModalSeg generator, seed {seed}"
+        + (", with lung bases, diaphragm, heart and lower ribs)" if thorax else ")"),
         "licence": "CC0-1.0",
         "labels": labels,
         **splits,
@@ -726,20 +846,22 @@ def write_phantom_dataset(
     *,
     extra: Mapping[str, int] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    thorax: bool = False,
 ) -> Path:
     """Write an unpaired CT + MR phantom dataset (NIfTI + ``dataset.json``); return the json path.
 
     The last ``n_validation`` cases of each modality go to the ``validation`` split. ``extra``
     adds cases of other modalities, e.g. ``{"CBCT": 3}`` (files ``cbct_000.nii.gz``, ...), after
     the CT and MR ones; without it the output is exactly that of a CT + MR dataset.
-    ``progress(done, total)`` is called after each case is written.
+    ``progress(done, total)`` is called after each case is written. ``thorax``: every case with
+    lung bases, diaphragm, heart and lower ribs (see :func:`generate_phantom`).
     """
-    data = phantom_dataset_document(n_ct, n_mr, seed, n_validation, extra=extra)
+    data = phantom_dataset_document(n_ct, n_mr, seed, n_validation, extra=extra, thorax=thorax)
     out = Path(out_dir)
     cases = [(m, i) for m, count in (("CT", n_ct), ("MR", n_mr), *_check_extra(extra).items()) for i in range(count)]
     for done, (modality, i) in enumerate(cases, 1):
         rel = f"{modality.lower()}_{i:03d}.nii.gz"
-        image, label = generate_phantom(modality, patient_seed(seed, modality, i))
+        image, label = generate_phantom(modality, patient_seed(seed, modality, i), thorax=thorax)
         write_image_atomic(image.to_sitk(), out / "imagesTr" / rel)
         write_labelmap(label, out / "labelsTr" / rel)
         if progress is not None:

@@ -22,7 +22,8 @@ class TrainConfig:
 
     ``datasets``: paths of ``dataset.json`` files, or ``{"path": ..., "weight": w}`` to draw that
     dataset's cases ``w`` times as often as a case of weight 1. ``phantoms``: ``{"ct": N, "mr": M,
-    "validation": K, "seed": S}`` generates that many synthetic cases into the run folder.
+    "validation": K, "seed": S}`` generates that many synthetic cases into the run folder
+    (``"thorax": true``: with lung bases, diaphragm, heart and lower ribs above the abdomen).
     ``few_shot``: ``{"MR": 1}`` keeps the labels of only that many training cases of a modality.
     ``schedule``: ``{"name": "cosine" | "poly", "warmup_steps": W, "power": 0.9}``.
     A dataset entry may add ``"exclude": [case names]`` to leave those cases out (e.g. a
@@ -121,6 +122,7 @@ def config_from_dict(raw: dict, base: Path | None = None) -> TrainConfig:
         raise ConfigError("the config names no data: give \"datasets\" and/or \"phantoms\".")
     if cfg.init and (set(cfg.init) - {"bundle", "sha256"} or "bundle" not in cfg.init):
         raise ConfigError(f"\"init\" must be {{\"bundle\": PATH, \"sha256\": HEX}} (sha256 optional); got {cfg.init}.")
+    _check_phantoms(cfg.phantoms)
     _check_synthesis(cfg.synthesis)
     configured_profiles(cfg)
     if cfg.pretrain:
@@ -129,6 +131,24 @@ def config_from_dict(raw: dict, base: Path | None = None) -> TrainConfig:
         PretrainSpec.from_config(cfg.pretrain)
     cfg.label_info  # noqa: B018  (validates the label set)
     return cfg
+
+
+PHANTOM_COUNTS = ("ct", "mr", "validation", "seed")
+
+
+def _check_phantoms(phantoms: dict) -> None:
+    """The ``phantoms`` block: counts and seed are non-negative integers, ``thorax`` true or false."""
+    if not isinstance(phantoms, dict):
+        raise ConfigError(f"\"phantoms\" must be {{\"ct\": N, \"mr\": M, \"seed\": S}}; got {phantoms!r}.")
+    unknown = sorted(set(phantoms) - {*PHANTOM_COUNTS, "thorax"})
+    if unknown:
+        raise ConfigError(f"\"phantoms\": unknown keys {unknown}; known: {[*PHANTOM_COUNTS, 'thorax']}.")
+    for key in PHANTOM_COUNTS:
+        value = phantoms.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"\"phantoms\": {key} {value!r} must be a non-negative integer.")
+    if not isinstance(phantoms.get("thorax", False), bool):
+        raise ConfigError(f"\"phantoms\": thorax {phantoms['thorax']!r} must be true or false.")
 
 
 def configured_profiles(cfg: TrainConfig) -> dict[str, ModalityProfile]:

@@ -151,11 +151,14 @@ class Trainer:
                 counts = int(ph.get("ct", 0)), int(ph.get("mr", 0))
                 bar = self.reporter.bar(sum(counts), "writing phantoms")
                 write_phantom_dataset(
-                    target.parent, *counts, int(ph.get("seed", 0)), int(ph.get("validation", 0)), progress=lambda done, _total: bar.update(done)
+                    target.parent, *counts, int(ph.get("seed", 0)), int(ph.get("validation", 0)), progress=lambda done, _total: bar.update(done),
+                    thorax=bool(ph.get("thorax", False)),
                 )
                 bar.close()
             distributed.barrier()
             recipe = {k: int(ph.get(k, 0)) for k in ("ct", "mr", "validation", "seed")}
+            if ph.get("thorax"):  # recorded only when set: the records of older recipes stay as they were
+                recipe["thorax"] = True
             entries.append({"path": str(target), "origin": "phantom", "phantoms": recipe})
         model_values = {lab.name: lab.value for lab in self.labels}
         train, val = [], []

@@ -357,6 +357,12 @@ def parent_replay_data(parent: Bundle, parent_data: str | list[str] = "auto", ro
     return found, phantoms
 
 
+def parent_phantoms_thorax(parent: Bundle) -> bool:
+    """Whether ``parent`` trained on phantoms drawn with a thorax (its phantom data set's record says so)."""
+    records = parent.metadata.get("training", {}).get("datasets", []) or []
+    return any(isinstance(r, dict) and bool((r.get("phantoms") or {}).get("thorax")) for r in records)
+
+
 def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> _Plan:
     method_name = opts.method or parent.method
     cls = get_method(method_name)
@@ -448,12 +454,14 @@ def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> 
     counts = {
         m: (n_train if m in modalities and (m not in few_shot or uses_unlabelled) else 0) for m in ("CT", "MR")
     }
-    replay["phantoms"] = {**counts, "seed": opts.seed}
+    thorax = parent_phantoms_thorax(parent)  # replayed phantoms look like the parent's
+    replay["phantoms"] = {**counts, "seed": opts.seed, **({"thorax": True} if thorax else {})}
     if sum(counts.values()):
-        folder = run / f"phantoms-ct{counts['CT']}-mr{counts['MR']}-seed{opts.seed}"
+        folder = run / f"phantoms-ct{counts['CT']}-mr{counts['MR']}-seed{opts.seed}{'-thorax' if thorax else ''}"
         if not (folder / "dataset.json").exists():
             bar = _reporter(opts).bar(sum(counts.values()), "writing replay phantoms")
-            write_phantom_dataset(folder, counts["CT"], counts["MR"], opts.seed, progress=lambda done, _total: bar.update(done))
+            write_phantom_dataset(folder, counts["CT"], counts["MR"], opts.seed, progress=lambda done, _total: bar.update(done),
+                                  thorax=thorax)
             bar.close()
         spec = load_dataset(folder)
         sources.append(_Source(spec, "phantoms", replay_cases(spec)))

@@ -231,6 +231,22 @@ def test_plan_replays_the_parents_data_and_few_shot_strips_its_labels(tiny_bundl
     assert plan.replay["phantoms"] == {"CT": 4, "MR": 4, "seed": 0} and "parent" not in {s.kind for s in plan.sources}
 
 
+def test_replayed_phantoms_have_a_thorax_when_the_parents_had(tiny_bundle, phantom_dir, tmp_path):
+    """A parent whose phantom data set was drawn with a thorax gets its replay phantoms drawn the same way."""
+    from MultiModalSegLib.training.finetune import _plan, load_parent, parent_phantoms_thorax
+
+    doc = _absolute(phantom_dir)
+    data = _dataset(tmp_path / "mr", phantom_dir, training=[e for e in doc["validation"] if e["modality"] == "MR"], validation=[])
+    parent, sha = load_parent(str(tiny_bundle))
+    assert not parent_phantoms_thorax(parent)
+    parent.metadata["training"]["datasets"].append({"origin": "phantom", "phantoms": {"ct": 2, "mr": 2, "seed": 0, "thorax": True}})
+    assert parent_phantoms_thorax(parent)
+    plan = _plan(_options(tiny_bundle, [data], tmp_path / "new", tmp_path / "run", parent_data="no", phantoms=1), tmp_path / "run", parent, sha)
+    assert plan.replay["phantoms"] == {"CT": 1, "MR": 1, "seed": 0, "thorax": True}
+    replay = next(s for s in plan.sources if s.kind == "phantoms")
+    assert "lung bases" in json.loads(Path(replay.spec.path).read_text())["description"]
+
+
 def test_parent_data_not_found_is_one_error_saying_how_to_give_it(tiny_bundle, phantom_dir, tmp_path):
     """The tiny parent trained on the phantom set; with nowhere to find it, ``auto`` refuses before any work,
     naming the data set and its sha256 and the three ways out; given by path, it is replayed."""
