@@ -51,13 +51,16 @@ class ModalityProfile:
     def normalize(self, array: np.ndarray) -> np.ndarray:
         """Intensities scaled to float32 in [0, 1]; background maps to about 0."""
         data = np.asarray(array, dtype=np.float32)
+        return scale_to_unit(data, *self.bounds(data))
+
+    def bounds(self, array: np.ndarray) -> tuple[float, float]:
+        """The intensities that :meth:`normalize` maps to 0 and 1 for ``array``."""
         if self.kind == "window":
-            low, high = float(self.params["low"]), float(self.params["high"])
-        else:
-            low, high = _foreground_percentiles(
-                data, float(self.params["low_percentile"]), float(self.params["high_percentile"]), self.foreground
-            )
-        return _scale(data, low, high)
+            return float(self.params["low"]), float(self.params["high"])
+        return _foreground_percentiles(
+            np.asarray(array, dtype=np.float32), float(self.params["low_percentile"]), float(self.params["high_percentile"]),
+            self.foreground,
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -101,7 +104,7 @@ def _foreground_percentiles(
     return float(low), float(high)
 
 
-def _scale(data: np.ndarray, low: float, high: float) -> np.ndarray:
+def scale_to_unit(data: np.ndarray, low: float, high: float) -> np.ndarray:
     """Clip to [low, high] and map linearly to [0, 1]; a zero-width range gives all zeros."""
     if not high > low:
         return np.zeros(data.shape, dtype=np.float32)

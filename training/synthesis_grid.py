@@ -22,7 +22,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from MultiModalSegLib.data.dataset import load_dataset  # noqa: E402
-from MultiModalSegLib.data.synthesis import SynthSampler, prepare_source, recipe_options  # noqa: E402
+from MultiModalSegLib.data.synthesis import (  # noqa: E402
+    SynthSampler,
+    prepare_source,
+    recipe_generator,
+    recipe_options,
+    source_organ_ids,
+)
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +51,8 @@ def main() -> None:
     synthesis = {"ct_arterial_share": args.ct_arterial_share, **synthesis}  # the recipe's share wins
     spec = load_dataset(args.dataset)
     case = next(c for c in spec.cases("training") if c.name == args.case)
-    source = prepare_source(case, [args.spacing] * 3, [lab.value for lab in ABDOMEN_LABELS])
+    source = prepare_source(case, [args.spacing] * 3, [lab.value for lab in ABDOMEN_LABELS],
+                            organ_ids=source_organ_ids(recipe_generator(synthesis), ABDOMEN_LABELS))
     fig, axes = plt.subplots(2, args.columns, figsize=(2.2 * args.columns, 5.4))
     for row, modality in enumerate(("CT", "MR")):
         sampler = SynthSampler([source], modality, args.patch, args.columns, [args.spacing] * 3, 1.0, seed=7, stream=row,

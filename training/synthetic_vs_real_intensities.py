@@ -24,7 +24,14 @@ sys.path.insert(0, str(ROOT / "training"))
 from real_scans import REAL_SCANS, SHARED_DATA  # noqa: E402
 
 from MultiModalSegLib.data.dataset import load_dataset  # noqa: E402
-from MultiModalSegLib.data.synthesis import DEFAULT_GAMMA, SynthSampler, prepare_source  # noqa: E402
+from MultiModalSegLib.data.synthesis import (  # noqa: E402
+    DEFAULT_GAMMA,
+    DEFAULT_GENERATOR,
+    GENERATORS,
+    SynthSampler,
+    prepare_source,
+    source_organ_ids,
+)
 from MultiModalSegLib.io import read_image  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
 from MultiModalSegLib.modalities import get_modality  # noqa: E402
@@ -48,11 +55,13 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
-def synthetic_rows(items: int, seed: int, spacing: float, patch: list[int], gamma: dict | None = None) -> list[str]:
+def synthetic_rows(items: int, seed: int, spacing: float, patch: list[int], gamma: dict | None = None,
+                   generator: int = DEFAULT_GENERATOR) -> list[str]:
     spec = load_dataset(ROOT / "Resources" / "SampleData" / "dataset.json")
     case = next(c for c in spec.cases("training") if c.name == "abdomen_ct_01")
-    source = prepare_source(case, [spacing] * 3, [lab.value for lab in ABDOMEN_LABELS])
-    sampler = SynthSampler([source], "MR", patch, 1, [spacing] * 3, 0.7, seed=seed, stream=1, gamma=gamma)
+    source = prepare_source(case, [spacing] * 3, [lab.value for lab in ABDOMEN_LABELS],
+                            organ_ids=source_organ_ids(generator, ABDOMEN_LABELS))
+    sampler = SynthSampler([source], "MR", patch, 1, [spacing] * 3, 0.7, seed=seed, stream=1, gamma=gamma, generator=generator)
     rng = np.random.default_rng([seed, 1])
     by_contrast: dict[str, dict[str, list[float]]] = {}
     for _ in range(items):
@@ -94,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the random gamma of the synthesised MR, as a recipe's synthesis.gamma.MR.range (default: %(default)s)")
     parser.add_argument("--gamma-prob", type=float, default=DEFAULT_GAMMA["prob"],
                         help="how often that gamma is applied (default: %(default)s)")
+    parser.add_argument("--generator", type=int, choices=GENERATORS, default=DEFAULT_GENERATOR,
+                        help="the synthesiser, as a recipe's synthesis.generator (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="write the table here too")
     args = parser.parse_args(argv)
     gamma = {"range": tuple(args.gamma_range), "prob": args.gamma_prob}
@@ -101,14 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         f"MR profile: {profile.description} Medians of each organ's normalised values per item; per contrast "
         f"the median over items (min-max). Synthesised MR gamma: {gamma['range'][0]:g}-{gamma['range'][1]:g} with "
-        f"probability {gamma['prob']:g}. Regenerate: `python training/synthetic_vs_real_intensities.py "
+        f"probability {gamma['prob']:g}; generator {args.generator}. Regenerate: `python training/synthetic_vs_real_intensities.py "
         f"--items {args.items} --seed {args.seed} --gamma-range {gamma['range'][0]:g} {gamma['range'][1]:g} "
-        f"--gamma-prob {gamma['prob']:g}`.",
+        f"--gamma-prob {gamma['prob']:g} --generator {args.generator}`.",
         "",
         "| images | items | liver | spleen | kidneys |",
         "|---|---:|---:|---:|---:|",
     ]
-    text = "\n".join([*header, *synthetic_rows(args.items, args.seed, args.spacing, args.patch, gamma), *real_rows()]) + "\n"
+    text = "\n".join([*header, *synthetic_rows(args.items, args.seed, args.spacing, args.patch, gamma, args.generator), *real_rows()]) + "\n"
     print(text, end="")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,20 @@ and bowel gas are structures too. For each patch (SynthSeg's generative model, S
    tissue: whole-volume MR normalisation puts organs near 0 when fat dominates the image (a T1
    or a Dixon fat image), an appearance a fixed weighting table alone rarely draws.
 
+Two generators (a recipe's ``synthesis.generator``; older recipes, which do not name one, keep 1):
+
+- **1**, as the shipped models were trained: a source's label values are read as generation ids
+  (TotalSegmentator's), so a phantom's organs, labelled 1-4, were drawn with the tissues of
+  TotalSegmentator ids 1-4 (its liver as spleen, its spleen and right kidney as kidney, its left
+  kidney as gallbladder fluid); and step 5 takes the profile's percentiles over the patch, so the
+  darkest tissue of a patch without air went to 0, where whole-volume normalisation at inference
+  puts air;
+- **2**: voxels carrying a model label get that organ's own generation id
+  (:func:`.tissues.generation_ids`); and the profile's bounds are taken over the whole source as this
+  item draws it (a sample of its voxels, every structure with this item's mean and spread, missing
+  structures drawn from a stream of their own), then applied to the patch: the scale a scan's own
+  whole-volume normalisation gives. Neither change alters another random draw of the item.
+
 Everything random is drawn from the item's seed, which the stateless samplers of
 :mod:`.sampling` derive from ``(seed, stream, step)``: a resumed run draws the same images.
 Choice beyond the paper: SynthSeg samples every intensity uniformly at random; here three quarters
@@ -43,12 +57,12 @@ from scipy import ndimage
 
 from ..errors import ConfigError
 from ..io import read_image, read_labelmap
-from ..modalities import ModalityProfile, get_modality
+from ..modalities import ModalityProfile, get_modality, scale_to_unit
 from ..preprocessing import crop, foreground_bbox, to_model_space
 from .dataset import Case
 from .loading import PreparedCase, remap_label_array
 from .sampling import ModalitySampler, extract_patch
-from .tissues import CT_ARTERIAL_GAIN, CT_HU, MR_SIGNAL, intensity_classes, tissue_of
+from .tissues import CT_ARTERIAL_GAIN, CT_HU, MR_SIGNAL, generation_ids, intensity_classes, tissue_of
 
 CT_LIKE = ("CT", "CBCT")
 MR_WEIGHTINGS = tuple(MR_SIGNAL)
@@ -57,6 +71,10 @@ SLAB_SHARE = 0.25  # share of samples cut to a slab of 10 to 40 slices
 NARROW_FOV_SHARE = 0.15  # share of samples with a narrowed in-plane field of view
 DEFAULT_SCALE = 0.15  # random scaling of the label patch: a factor in 1 +- 0.15 per axis
 SLICE_AXIS_P = (0.6, 0.25, 0.15)  # slice axis z (axial), y (coronal), x (sagittal); array order z, y, x
+GENERATORS = (1, 2)  # see the module docstring
+DEFAULT_GENERATOR = 1  # a recipe without "generator" reproduces what older recipes drew
+VOLUME_SAMPLE = 20000  # voxels of the source drawn to find a generator-2 item's normalisation bounds
+VOLUME_STREAM = 7  # the random stream of that sample (apart from the item's own draws)
 
 
 @dataclass
@@ -76,13 +94,15 @@ class SynthSource:
 
 
 def prepare_source(
-    case: Case, spacing: Sequence[float], label_values: Sequence[int], profile: ModalityProfile | None = None
+    case: Case, spacing: Sequence[float], label_values: Sequence[int], profile: ModalityProfile | None = None,
+    organ_ids: dict[int, int] | None = None,
 ) -> SynthSource:
     """Read a labelled case and build its generation map in model space (cropped to the body, found
     on the image normalised by ``profile``, default the library's profile of its modality).
 
     The case's label file is read twice over: raw (every structure it holds) for generation, and
-    through its remap table for the model's labels.
+    through its remap table for the model's labels. ``organ_ids`` (generator 2, model label value ->
+    generation id): the voxels of each model label take that id, whatever the file numbers them.
     """
     if case.label is None:
         raise ConfigError(f"{case.image}: a synthesis source needs a label map; give the case a label.")
@@ -97,6 +117,11 @@ def prepare_source(
     modality = get_modality(case.modality).name
     structures = np.where(structures > 0, structures, intensity_classes(hu, structures == 0, modality))
     target = remap_label_array(raw_model.array, case.label_remap, label_values, str(case.label))
+    if organ_ids:
+        lut = np.zeros(256, dtype=np.uint8)
+        for value, gen_id in organ_ids.items():
+            lut[value] = gen_id
+        structures = np.where(target > 0, lut[target], structures).astype(np.uint8)
     bbox = foreground_bbox((profile or get_modality(modality)).normalize(hu), threshold=0.05, margin=4)
     structures, target, hu = crop(structures, bbox), crop(target, bbox), crop(hu, bbox)
     measured = _measured_hu(structures, hu) if modality in CT_LIKE else {}
@@ -121,8 +146,27 @@ def draw_intensities(structures: np.ndarray, modality: str, rng: np.random.Gener
                      measured_hu: dict[int, tuple[float, float]] | None = None,
                      weighting: str | None = None, arterial_share: float = 0.0,
                      random_share: float = RANDOM_MR_SHARE) -> tuple[np.ndarray, str]:
-    """A Gaussian intensity per structure (Sec. 3.1 of SynthSeg): HU for CT-like modalities,
-    relative signal in about [0, 1] otherwise. Returns the image and the contrast drawn.
+    """A Gaussian intensity per structure (Sec. 3.1 of SynthSeg): :func:`draw_means` for the
+    structures of ``structures``, then :func:`paint`. Returns the image and the contrast drawn."""
+    means, spreads, contrast = draw_means(np.unique(structures), modality, rng, measured_hu, weighting, arterial_share, random_share)
+    return paint(structures, means, spreads, modality, rng), contrast
+
+
+def paint(structures: np.ndarray, means: np.ndarray, spreads: np.ndarray, modality: str,
+          rng: np.random.Generator) -> np.ndarray:
+    """Each voxel drawn from its structure's Gaussian (float32; MR clipped at 0)."""
+    image = means[structures] + spreads[structures] * rng.standard_normal(structures.shape, dtype=np.float32)
+    if modality not in CT_LIKE:
+        np.clip(image, 0.0, None, out=image)
+    return image.astype(np.float32)
+
+
+def draw_means(ids: np.ndarray, modality: str, rng: np.random.Generator,
+               measured_hu: dict[int, tuple[float, float]] | None = None,
+               weighting: str | None = None, arterial_share: float = 0.0,
+               random_share: float = RANDOM_MR_SHARE) -> tuple[np.ndarray, np.ndarray, str]:
+    """Mean and spread (tables of 256, indexed by generation id) of the structures ``ids``: HU for
+    CT-like modalities, relative signal in about [0, 1] otherwise; and the contrast drawn.
     ``weighting`` fixes the MR weighting (a key of ``MR_SIGNAL``, or ``"random"``) instead of drawing it.
     CT phases: the source's measured HU (half the draws when known), else portal-venous (60 %) or
     native; ``arterial_share`` of the draws that are not measured become arterial-phase images
@@ -130,7 +174,6 @@ def draw_intensities(structures: np.ndarray, modality: str, rng: np.random.Gener
     sampler without the arterial phase, item for item. ``random_share`` of the MR draws take fully
     random means (SynthSeg's prior) instead of a weighting's table; the rest of the draws do not
     depend on it."""
-    ids = np.unique(structures)
     means = np.zeros(256, dtype=np.float32)
     spreads = np.zeros(256, dtype=np.float32)
     if modality in CT_LIKE:
@@ -167,10 +210,7 @@ def draw_intensities(structures: np.ndarray, modality: str, rng: np.random.Gener
             else:
                 means[i] = table[tissue] * rng.uniform(0.85, 1.15) + rng.normal(0.0, 0.04)
                 spreads[i] = rng.uniform(0.01, 0.06)
-    image = means[structures] + spreads[structures] * rng.standard_normal(structures.shape, dtype=np.float32)
-    if modality not in CT_LIKE:
-        np.clip(image, 0.0, None, out=image)
-    return image.astype(np.float32), contrast
+    return means, spreads, contrast
 
 
 # --------------------------------------------------------------------------- acquisition
@@ -293,7 +333,19 @@ def recipe_options(synthesis: dict, modality: str) -> dict:
     for key in ("ct_arterial_share", "mr_random_share", "scale"):
         if key in synthesis:
             options[key] = float(synthesis[key])
+    if "generator" in synthesis:
+        options["generator"] = recipe_generator(synthesis)
     return options
+
+
+def recipe_generator(synthesis: dict) -> int:
+    """The generator a recipe's ``synthesis`` block names (:data:`DEFAULT_GENERATOR` when it names none)."""
+    return int(synthesis.get("generator", DEFAULT_GENERATOR))
+
+
+def source_organ_ids(generator: int, labels) -> dict[int, int] | None:
+    """The ``organ_ids`` :func:`prepare_source` takes under ``generator`` for a model's ``labels``."""
+    return generation_ids(labels) if generator >= 2 else None
 
 
 class SynthSampler(ModalitySampler):
@@ -318,11 +370,16 @@ class SynthSampler(ModalitySampler):
         gamma: dict | None = None,
         mr_random_share: float = RANDOM_MR_SHARE,
         scale: float = DEFAULT_SCALE,
+        generator: int = DEFAULT_GENERATOR,
     ) -> None:
         if not sources:
             raise ConfigError("synthesis needs at least one labelled source case.")
+        if generator not in GENERATORS:
+            raise ConfigError(f"synthesis generator {generator!r}: use one of {list(GENERATORS)}.")
+        self.generator = int(generator)
         self.ct_arterial_share = float(ct_arterial_share)
         self.mr_random_share = float(mr_random_share)
+        self._counts: dict[int, np.ndarray] = {}  # voxels per generation id of each source (generator 2)
         self.sources = list(sources)
         super().__init__([s.as_case() for s in self.sources], patch_size, batch_size, foreground_ratio, True, seed, stream)
         self.modality = get_modality(modality).name
@@ -348,24 +405,51 @@ class SynthSampler(ModalitySampler):
         label = np.rint(np.asarray(item["label"][0])).astype(np.uint8)
         ct_like = self.modality in CT_LIKE
         measured = source.measured_hu if source.modality in CT_LIKE else None
-        image, contrast = draw_intensities(structures, self.modality, rng, measured, arterial_share=self.ct_arterial_share,
-                                            random_share=self.mr_random_share)
+        present = np.unique(structures)
+        means, spreads, contrast = draw_means(present, self.modality, rng, measured,
+                                              arterial_share=self.ct_arterial_share, random_share=self.mr_random_share)
+        image = paint(structures, means, spreads, self.modality, rng)
         image = ndimage.gaussian_filter(image, sigma=rng.uniform(0.0, 0.8))
+        gain = np.float32(1.0)
         if not ct_like:
             self.bias.set_random_state(seed=seed + 1)
             image = np.asarray(self.bias({"image": image[None]})["image"][0], dtype=np.float32)
-            image *= np.float32(rng.uniform(0.5, 2000.0))  # arbitrary MR units: the profile must not care
+            gain = np.float32(rng.uniform(0.5, 2000.0))  # arbitrary MR units: the profile must not care
+            image *= gain
         else:
             image = image + rng.normal(0.0, rng.uniform(3.0, 25.0), image.shape).astype(np.float32)
         background = CT_HU["air"][0] if ct_like else 0.0
         image, label = simulate_acquisition(image, label, draw_acquisition(image.shape, rng), self.spacing, background)
-        image = self.profile.normalize(image)
+        if self.generator >= 2:
+            whole = self.whole_source(index, present, means, spreads, contrast, measured, seed) * gain
+            image = scale_to_unit(image, *self.profile.bounds(whole))
+        else:
+            image = self.profile.normalize(image)
         item = {"image": image[None]}
         self.noise.set_random_state(seed=seed + 2)
         self.gamma.set_random_state(seed=seed + 3)
         item = self.gamma(self.noise(item))
         image = np.clip(np.asarray(item["image"][0], dtype=np.float32), 0.0, 1.0)
         return image, label, contrast
+
+    def whole_source(self, index: int, present: np.ndarray, means: np.ndarray, spreads: np.ndarray, contrast: str,
+                     measured: dict | None, seed: int) -> np.ndarray:
+        """A sample of :data:`VOLUME_SAMPLE` voxels of source ``index`` as this item draws it: each
+        structure with the item's mean and spread; the structures the patch lacks drawn (same
+        contrast) from the item's stream :data:`VOLUME_STREAM`, which no other draw uses."""
+        counts = self._counts.get(index)
+        if counts is None:
+            counts = self._counts[index] = np.bincount(self.sources[index].structures.ravel(), minlength=256).astype(np.float64)
+        rng = np.random.default_rng([seed, VOLUME_STREAM])
+        missing = np.setdiff1d(np.flatnonzero(counts), present)
+        if missing.size:
+            weighting = contrast.split(" ", 1)[1] if contrast.startswith("MR ") else None
+            extra_means, extra_spreads, _ = draw_means(missing, self.modality, rng, measured, weighting=weighting,
+                                                       arterial_share=self.ct_arterial_share, random_share=self.mr_random_share)
+            means, spreads = means.copy(), spreads.copy()
+            means[missing], spreads[missing] = extra_means[missing], extra_spreads[missing]
+        ids = rng.choice(256, size=VOLUME_SAMPLE, p=counts / counts.sum()).astype(np.uint8)
+        return paint(ids, means, spreads, self.modality, rng)
 
     def make(self, index: int, center: tuple[int, ...], seed: int | None) -> dict[str, torch.Tensor]:
         image, label, _ = self.synthesize(index, center, 0 if seed is None else seed)

@@ -101,6 +101,19 @@ UNLABELLED_CLASSES = ("air", "fat", "soft", "dense")
 CT_BINS_HU = (-500.0, -30.0, 150.0)  # air | fat | soft tissue | bone, calcium or contrast
 
 
+# Organ name -> its id in TotalSegmentator's "total" task, for the organs a model may label.
+TOTALSEG_IDS: dict[str, int] = {"spleen": 1, "kidney_right": 2, "kidney_left": 3, "gallbladder": 4, "liver": 5,
+                                "stomach": 6, "pancreas": 7}
+OTHER_LABELS_BASE = 120  # generation ids of model labels TOTALSEG_IDS does not name: 120 + value ("soft")
+
+
+def generation_ids(labels) -> dict[int, int]:
+    """Model label value -> generation id, for labels with ``name`` and ``value`` (a
+    :class:`~MultiModalSegLib.labels.LabelInfo`): the organ's TotalSegmentator id when it has one,
+    else an id of its own that draws as soft tissue."""
+    return {int(lab.value): TOTALSEG_IDS.get(lab.name, OTHER_LABELS_BASE + int(lab.value)) for lab in labels}
+
+
 def tissue_of(structure_id: int) -> str:
     """The tissue class of a generation id (a TotalSegmentator id, or an unlabelled-intensity class)."""
     if structure_id == 0:

@@ -37,6 +37,9 @@ class TrainConfig:
     range 0.7-1.5, probability 0.5). ``"mr_random_share": s`` gives that share of the synthesised MR
     images fully random structure means instead of a weighting's table (default 0.25);
     ``"scale": s`` scales the label patches by a random factor in ``1 +- s`` per axis (default 0.15).
+    ``"generator": 2`` draws each labelled organ as its own tissue and normalises each image on the
+    scale of its whole source, as inference normalises a whole scan; without it, 1, the synthesiser
+    older recipes and the shipped models were trained with (see :mod:`..data.synthesis`).
     ``intensity_profiles``: ``{"MR": {"foreground": "above_mean"}}`` replaces parameters of the
     library's intensity profile of a modality for this run (a recipe pins the profile a shipped model
     was trained with, so that it still reproduces that model; default: the library's profiles).
@@ -194,7 +197,14 @@ def _check_synthesis(synthesis: dict) -> None:
     """One sentence for a malformed ``synthesis`` block (see :class:`TrainConfig`)."""
     if not synthesis:
         return
-    unknown = sorted(set(synthesis) - {"sources", "mix", "gamma", *(key for key, _, _ in SYNTHESIS_NUMBERS)})
+    from ..data.synthesis import (  # a recipe with synthesis trains with it anyway
+        DEFAULT_GENERATOR,
+        GENERATORS,
+    )
+
+    unknown = sorted(set(synthesis) - {"sources", "mix", "gamma", "generator", *(key for key, _, _ in SYNTHESIS_NUMBERS)})
+    if synthesis.get("generator", DEFAULT_GENERATOR) not in GENERATORS or isinstance(synthesis.get("generator"), bool):
+        unknown.append(f"generator {synthesis['generator']!r} (one of {list(GENERATORS)}; 2 for a new recipe)")
     for key, valid, meaning in SYNTHESIS_NUMBERS:
         value = synthesis.get(key, 0.0)
         if isinstance(value, bool) or not isinstance(value, int | float) or not valid(value):

@@ -27,7 +27,14 @@ from ..data.dataset import Case, labelled_subset, load_dataset
 from ..data.loading import PreparedCase, prepare_case
 from ..data.phantoms import write_phantom_dataset
 from ..data.sampling import ModalitySampler, UnlabelledSampler
-from ..data.synthesis import MixedSampler, SynthSampler, prepare_source, recipe_options
+from ..data.synthesis import (
+    MixedSampler,
+    SynthSampler,
+    prepare_source,
+    recipe_generator,
+    recipe_options,
+    source_organ_ids,
+)
 from ..device import autocast, grad_scaler, resolve_device
 from ..errors import ConfigError
 from ..methods import build_method, get_method
@@ -201,7 +208,9 @@ class Trainer:
         values = [lab.value for lab in self.labels]
         labelled = [c for c in train if c.labelled]
         wanted_cases = [c for c in labelled if c.origin in wanted]
-        sources = self.reporter.each(wanted_cases, "reading label maps for synthesis", lambda c: prepare_source(c, cfg.spacing, values, self.profiles[c.modality]))
+        organ_ids = source_organ_ids(recipe_generator(cfg.synthesis), self.labels)
+        sources = self.reporter.each(wanted_cases, "reading label maps for synthesis",
+                                     lambda c: prepare_source(c, cfg.spacing, values, self.profiles[c.modality], organ_ids))
         pairs = list(zip(labelled, prepared, strict=True))
         samplers = {}
         for i, modality in enumerate(self.modalities):

@@ -212,3 +212,71 @@ def test_mixed_sampler_draws_kinds_with_their_shares(ct_source):
     with pytest.raises(ConfigError, match="no such cases"):
         MixedSampler({"real": real}, {"real": 0.5, "phantom": 0.5}, 4)
 
+
+
+def test_generator_2_draws_each_phantom_organ_as_its_own_tissue(tmp_path, ct_source):
+    """A phantom labels its organs 1-4; generator 1 read those values as TotalSegmentator ids (liver
+    as spleen, left kidney as gallbladder), generator 2 gives each organ its own id. A TotalSegmentator
+    map is the same under both."""
+    from MultiModalSegLib.data.phantoms import write_phantom_dataset
+    from MultiModalSegLib.data.tissues import generation_ids
+    from MultiModalSegLib.labels import ABDOMEN_LABELS
+
+    organ_ids = generation_ids(ABDOMEN_LABELS)
+    case = load_dataset(write_phantom_dataset(tmp_path, 1, 0, seed=4)).cases("training")[0]
+    old, new = prepare_source(case, SPACING, [1, 2, 3, 4]), prepare_source(case, SPACING, [1, 2, 3, 4], organ_ids=organ_ids)
+    assert np.array_equal(old.label, new.label)
+    for value, tissue, old_tissue in ((1, "liver", "spleen"), (2, "spleen", "kidney"), (3, "kidney", "kidney"), (4, "kidney", "fluid")):
+        assert {tissue_of(int(i)) for i in np.unique(new.structures[new.label == value])} == {tissue}
+        assert {tissue_of(int(i)) for i in np.unique(old.structures[old.label == value])} == {old_tissue}
+    assert np.array_equal(old.structures[old.label == 0], new.structures[new.label == 0])
+    ct_case = next(c for c in load_dataset(SAMPLES / "dataset.json").cases("training") if c.modality == "CT")
+    assert np.array_equal(prepare_source(ct_case, SPACING, [1, 2, 3, 4], organ_ids=organ_ids).structures, ct_source.structures)
+
+
+def test_generator_2_bounds_come_from_the_whole_source_as_the_item_draws_it(ct_source):
+    """The sample behind a generator-2 item's normalisation holds the source's structures in their
+    proportions: those of the patch with the item's own means, the others drawn in the same weighting."""
+    sampler = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, generator=2)
+    counts = np.bincount(ct_source.structures.ravel(), minlength=256)
+    present = np.array([5, UNLABELLED_BASE + 1])  # liver and fat: about half the source's voxels
+    means, spreads = np.zeros(256, np.float32), np.zeros(256, np.float32)
+    means[present] = 10.0
+    whole = sampler.whole_source(0, present, means, spreads, "MR T1", None, seed=3)
+    share = counts[present].sum() / counts.sum()
+    assert abs(float(np.mean(whole == 10.0)) - share) < 0.02
+    others = whole[whole != 10.0]
+    assert others.size and others.max() < 2.0  # T1 table values (about 0-1), not the patch's
+    assert np.array_equal(whole, sampler.whole_source(0, present, means, spreads, "MR T1", None, seed=3))
+
+
+def test_generator_2_changes_only_the_normalisation(ct_source):
+    """Same seeds: the same labels and contrasts under both generators; generator 2 keeps a patch's
+    darkest organ off 0 when air, not that organ, is the darkest tissue of the whole source."""
+    one = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, seed=5, gamma={"prob": 0.0}, mr_random_share=0.0)
+    two = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, seed=5, gamma={"prob": 0.0}, mr_random_share=0.0, generator=2)
+    rng_a, rng_b = np.random.default_rng([5, 1]), np.random.default_rng([5, 1])
+    organ_low = {1: [], 2: []}
+    for _ in range(12):
+        draw = one.draw(rng_a)
+        assert draw == two.draw(rng_b)
+        image_1, label_1, contrast_1 = one.synthesize(*draw)
+        image_2, label_2, contrast_2 = two.synthesize(*draw)
+        assert contrast_1 == contrast_2 and np.array_equal(label_1, label_2)
+        if (label_1 > 0).sum() > 50:
+            organ_low[1].append(np.percentile(image_1[label_1 > 0], 5))
+            organ_low[2].append(np.percentile(image_2[label_2 > 0], 5))
+    assert len(organ_low[1]) >= 4
+    assert np.median(organ_low[2]) > np.median(organ_low[1])
+
+
+def test_generator_must_be_known(ct_source):
+    from MultiModalSegLib.training.config import _check_synthesis
+
+    _check_synthesis({"mix": {"MR": {"synthetic": 1}}, "generator": 2})
+    for bad in (3, 0, True, "2"):
+        with pytest.raises(ConfigError, match="generator"):
+            _check_synthesis({"mix": {"MR": {"synthetic": 1}}, "generator": bad})
+    with pytest.raises(ConfigError, match="generator"):
+        SynthSampler([ct_source], "MR", PATCH, 1, SPACING, generator=3)
+    assert recipe_options({"mix": {}, "generator": 2}, "MR")["generator"] == 2
