@@ -34,8 +34,9 @@ Two generators (a recipe's ``synthesis.generator``; older recipes, which do not 
 - **2**: voxels carrying a model label get that organ's own generation id
   (:func:`.tissues.generation_ids`); and the profile's bounds are taken over the whole source as this
   item draws it (a sample of its voxels, every structure with this item's mean and spread, missing
-  structures drawn from a stream of their own), then applied to the patch: the scale a scan's own
-  whole-volume normalisation gives. Neither change alters another random draw of the item.
+  structures drawn from a stream of their own, each voxel times a value of the item's MR gain and
+  bias field), then applied to the patch: the scale a scan's own whole-volume normalisation gives.
+  Neither change alters another random draw of the item.
 
 Everything random is drawn from the item's seed, which the stateless samplers of
 :mod:`.sampling` derive from ``(seed, stream, step)``: a resumed run draws the same images.
@@ -410,18 +411,21 @@ class SynthSampler(ModalitySampler):
                                               arterial_share=self.ct_arterial_share, random_share=self.mr_random_share)
         image = paint(structures, means, spreads, self.modality, rng)
         image = ndimage.gaussian_filter(image, sigma=rng.uniform(0.0, 0.8))
-        gain = np.float32(1.0)
+        gains: np.ndarray | float = 1.0
         if not ct_like:
             self.bias.set_random_state(seed=seed + 1)
             image = np.asarray(self.bias({"image": image[None]})["image"][0], dtype=np.float32)
             gain = np.float32(rng.uniform(0.5, 2000.0))  # arbitrary MR units: the profile must not care
             image *= gain
+            if self.generator >= 2:  # the bias field itself (the same draw, on ones), for the whole-source scale
+                self.bias.set_random_state(seed=seed + 1)
+                gains = gain * np.asarray(self.bias({"image": np.ones((1, *image.shape), np.float32)})["image"][0])
         else:
             image = image + rng.normal(0.0, rng.uniform(3.0, 25.0), image.shape).astype(np.float32)
         background = CT_HU["air"][0] if ct_like else 0.0
         image, label = simulate_acquisition(image, label, draw_acquisition(image.shape, rng), self.spacing, background)
         if self.generator >= 2:
-            whole = self.whole_source(index, present, means, spreads, contrast, measured, seed) * gain
+            whole = self.whole_source(index, present, means, spreads, contrast, measured, seed, gains)
             image = scale_to_unit(image, *self.profile.bounds(whole))
         else:
             image = self.profile.normalize(image)
@@ -433,10 +437,11 @@ class SynthSampler(ModalitySampler):
         return image, label, contrast
 
     def whole_source(self, index: int, present: np.ndarray, means: np.ndarray, spreads: np.ndarray, contrast: str,
-                     measured: dict | None, seed: int) -> np.ndarray:
+                     measured: dict | None, seed: int, gains: np.ndarray | float = 1.0) -> np.ndarray:
         """A sample of :data:`VOLUME_SAMPLE` voxels of source ``index`` as this item draws it: each
         structure with the item's mean and spread; the structures the patch lacks drawn (same
-        contrast) from the item's stream :data:`VOLUME_STREAM`, which no other draw uses."""
+        contrast) from the item's stream :data:`VOLUME_STREAM`, which no other draw uses; each voxel
+        times ``gains`` (a number, or values drawn from an array: the item's gain times bias field)."""
         counts = self._counts.get(index)
         if counts is None:
             counts = self._counts[index] = np.bincount(self.sources[index].structures.ravel(), minlength=256).astype(np.float64)
@@ -449,7 +454,10 @@ class SynthSampler(ModalitySampler):
             means, spreads = means.copy(), spreads.copy()
             means[missing], spreads[missing] = extra_means[missing], extra_spreads[missing]
         ids = rng.choice(256, size=VOLUME_SAMPLE, p=counts / counts.sum()).astype(np.uint8)
-        return paint(ids, means, spreads, self.modality, rng)
+        sample = paint(ids, means, spreads, self.modality, rng)
+        if np.ndim(gains):
+            return sample * rng.choice(np.ravel(gains), size=VOLUME_SAMPLE).astype(np.float32)
+        return sample * np.float32(gains)
 
     def make(self, index: int, center: tuple[int, ...], seed: int | None) -> dict[str, torch.Tensor]:
         image, label, _ = self.synthesize(index, center, 0 if seed is None else seed)
