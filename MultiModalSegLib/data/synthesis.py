@@ -424,7 +424,7 @@ class SynthSampler(ModalitySampler):
             image = image + rng.normal(0.0, rng.uniform(3.0, 25.0), image.shape).astype(np.float32)
         background = CT_HU["air"][0] if ct_like else 0.0
         image, label = simulate_acquisition(image, label, draw_acquisition(image.shape, rng), self.spacing, background)
-        if self.generator >= 2:
+        if self.generator >= 2 and self.profile.kind != "window":  # a window's bounds do not depend on the image
             whole = self.whole_source(index, present, means, spreads, contrast, measured, seed, gains)
             image = scale_to_unit(image, *self.profile.bounds(whole))
         else:

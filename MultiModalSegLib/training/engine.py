@@ -44,7 +44,7 @@ from ..provenance import config_record, dataset_file_record
 from ..reporting import Reporter
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig, configured_profiles
+from .config import PHANTOM_COUNTS, TrainConfig, configured_profiles
 from .progress import ProgressLog, format_seconds
 from .schedules import build_scheduler
 from .validation import validate
@@ -163,7 +163,7 @@ class Trainer:
                 )
                 bar.close()
             distributed.barrier()
-            recipe = {k: int(ph.get(k, 0)) for k in ("ct", "mr", "validation", "seed")}
+            recipe = {k: int(ph.get(k, 0)) for k in PHANTOM_COUNTS}
             if ph.get("thorax"):  # recorded only when set: the records of older recipes stay as they were
                 recipe["thorax"] = True
             entries.append({"path": str(target), "origin": "phantom", "phantoms": recipe})
