@@ -172,3 +172,22 @@ def test_every_bench_run_is_a_valid_training_config_and_lssc_gets_its_recipe(tmp
     recipe = load_config(REPO / "training" / "configs" / "abdomen_lssc.json")
     assert lssc.pretrain == recipe.pretrain and lssc.lr == recipe.lr
     assert lssc.schedule["warmup_steps"] == recipe.schedule["warmup_steps"]
+
+
+def test_a_longer_bench_neither_counts_nor_skips_the_runs_of_a_shorter_one(compare_methods, tmp_path):
+    """A results folder holding runs of a 1000-step bench: at 2500 steps they are neither in the
+    report's runs nor taken as finished (so the bench reruns them); a failed run counts for the
+    budget it failed under."""
+    module = compare_methods
+    runs = tmp_path / "runs" / "balanced"
+    runs.mkdir(parents=True)
+    (runs / "cmc.json").write_text(json.dumps({"scenario": "balanced", "method": "cmc", "steps": 1000, "results": {}}))
+    (runs / "lssc.json").write_text(json.dumps({"scenario": "balanced", "method": "lssc", "failed": "NaN loss",
+                                                "bench_steps": 2500}))
+    assert module.load_runs(tmp_path, steps=1000) == {"balanced": {"cmc": json.loads((runs / "cmc.json").read_text())}}
+    assert module.load_runs(tmp_path, steps=2500) == {}
+    assert list(module.load_runs(tmp_path, failed=True, steps=2500)["balanced"]) == ["lssc"]
+    assert module.is_finished(tmp_path, "balanced", "cmc", 1000)
+    assert not module.is_finished(tmp_path, "balanced", "cmc", 2500)
+    assert module.is_finished(tmp_path, "balanced", "lssc", 2500)
+    assert not module.is_finished(tmp_path, "balanced", "mulmodseg", 2500)

@@ -5,7 +5,7 @@
     python training/experiments/compare_methods.py --report-only    # rebuild the report from the runs
     python training/experiments/compare_methods.py --selection --jobs 2  # the longer bench that picks the default model
 
-The selection bench (:data:`SELECTION`, results in ``results_selection/``) trains every method 6.7x
+The selection bench (:data:`SELECTION`, results in ``results_selection/``) trains every method 16.7x
 times longer than the full bench, at 4 mm with larger patches, in the ``balanced`` scenario only:
 the default model is trained with every case labelled, so that is the scenario that chooses its
 method. Each method trains with its own recipe (``training/configs/``): 3e-3 for every method;
@@ -133,7 +133,7 @@ class Bench:
 LSSC_PRETRAIN = {"task": "segmentation", "steps": 300, "lr": 3e-3}  # as training/configs/abdomen_lssc.json
 FULL = Bench()
 SELECTION = Bench(
-    n_test=4, spacing=4.0, patch_size=[24, 40, 40], steps=1000, lr=3e-3, warmup_steps=20,
+    n_test=4, spacing=4.0, patch_size=[24, 40, 40], steps=2500, lr=3e-3, warmup_steps=20,
     # lssc's recipe (training/configs/abdomen_lssc.json): a longer warm-up and pretraining of its
     # Transformer, at the rate the other methods use (training/reports/lssc-lr-sweep)
     warmup_by_method={"lssc": 100}, pretrain_by_method={"lssc": LSSC_PRETRAIN},
@@ -265,7 +265,7 @@ def run_one(bench: Bench, scenario: Scenario, method: str, train_json: Path, tes
     try:
         result = Trainer(cfg, work / scenario.name / method, quiet=True).run()
     except (ConfigError, InputError) as exc:  # e.g. a NaN loss, a patch the network refuses: recorded, the bench goes on
-        doc = {"scenario": scenario.name, "method": method, "failed": str(exc),
+        doc = {"scenario": scenario.name, "method": method, "failed": str(exc), "bench_steps": bench.steps,
                "train_cpu_s": round(time.process_time() - t0, 1), "eval_cpu_s": 0.0,
                "train_wall_s": round(time.time() - w0, 1), "eval_wall_s": 0.0}
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -304,15 +304,27 @@ def _parameter_count(bundle: Path) -> int:
 # ----------------------------------------------------------------------------- numbers
 
 
-def load_runs(out: Path, failed: bool = False) -> dict[str, dict[str, dict]]:
+def run_budget(doc: dict) -> int | None:
+    """The bench length (steps) a run document was made for (None for documents that do not say)."""
+    return doc.get("bench_steps", doc.get("steps"))
+
+
+def load_runs(out: Path, failed: bool = False, steps: int | None = None) -> dict[str, dict[str, dict]]:
     """Scenario -> method -> run document, for every finished run under ``out/runs`` (with
-    ``failed``: the runs whose training failed instead)."""
+    ``failed``: the runs whose training failed instead); with ``steps``, only the runs of a bench
+    of that length, so that a bench made longer neither counts nor skips its shorter runs."""
     runs: dict[str, dict[str, dict]] = {}
     for path in sorted((out / "runs").glob("*/*.json")):
         doc = json.loads(path.read_text())
-        if ("failed" in doc) == failed:
+        if ("failed" in doc) == failed and (steps is None or run_budget(doc) == steps):
             runs.setdefault(doc["scenario"], {})[doc["method"]] = doc
     return runs
+
+
+def is_finished(out: Path, scenario: str, method: str, steps: int) -> bool:
+    """Whether ``out`` holds a run (finished or failed) of (scenario, method) for a bench of ``steps``."""
+    path = out / "runs" / scenario / f"{method}.json"
+    return path.exists() and run_budget(json.loads(path.read_text())) == steps
 
 
 def _mean(values) -> float:
@@ -449,8 +461,8 @@ SELECTION_MARKERS = ("<!-- method-selection:begin -->", "<!-- method-selection:e
 
 def update_readme(out: Path, readme: Path = README, markers: tuple[str, str] = (README_BEGIN, README_END)) -> bool:
     """Copy the report's ranking (between the README's ``markers``); True if changed."""
-    runs = load_runs(out)
     doc = json.loads((out / "summary.json").read_text())
+    runs = load_runs(out, steps=doc["bench"]["steps"])
     where = out.resolve().relative_to(REPO) if out.resolve().is_relative_to(REPO) else out
     body = [
         f"From `{where.as_posix()}/report.md` ({doc['runs_done']} of {doc['runs_expected']} runs finished, "
@@ -486,7 +498,7 @@ def _lr_lines(bench: Bench) -> list[str]:
 
 def build_report(out: Path, bench: Bench, command: str, data_cpu_s: float = 0.0) -> str:
     """Write ``summary.json``, ``report.md`` and the box plots from the finished runs; return the report."""
-    runs, failed = load_runs(out), load_runs(out, failed=True)
+    runs, failed = load_runs(out, steps=bench.steps), load_runs(out, failed=True, steps=bench.steps)
     scenarios = [s for s in bench.scenarios if s in runs]
     expected = len(bench.scenarios) * len(bench.methods)
     done = sum(len(runs[s]) for s in scenarios)
@@ -688,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
         k, n = (int(x) for x in args.worker.split("/"))
         items = split_items(items, n)[k]
     for scenario, method in items:
-        if (out / "runs" / scenario / f"{method}.json").exists():
+        if is_finished(out, scenario, method, bench.steps):
             continue
         t = time.time()
         run_one(bench, SCENARIOS[scenario], method, train_json, test_json, work, out)
