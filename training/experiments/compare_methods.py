@@ -3,12 +3,12 @@
     python training/experiments/compare_methods.py --jobs 2         # the full bench (resumable)
     python training/experiments/compare_methods.py --quick --out DIR  # about a minute: a smoke run
     python training/experiments/compare_methods.py --report-only    # rebuild the report from the runs
-    python training/experiments/compare_methods.py --selection --jobs 2  # the longer bench that picks the default model
+    python training/experiments/compare_methods.py --selection --jobs 2  # the longer bench that ranks methods for a default model
 
-The selection bench (:data:`SELECTION`, results in ``results_selection/``) trains every method 16.7x
+The selection bench (:data:`SELECTION`, results in ``results_selection/``) trains every method 16.7
 times longer than the full bench, at 4 mm with larger patches, in the ``balanced`` scenario only:
-the default model is trained with every case labelled, so that is the scenario that chooses its
-method. Each method trains with its own recipe (``training/configs/``): 3e-3 for every method;
+a default model is trained with every case labelled, so that is the scenario that ranks methods
+for one. Each method trains with its own recipe (``training/configs/``): 3e-3 for every method;
 ``lssc`` also warms up for 100 steps and first trains its Transformer alone on the run's labelled
 phantoms (the recipe's ``pretrain``, a stand-in for its paper's pretrained backbone).
 
