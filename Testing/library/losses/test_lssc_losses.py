@@ -24,7 +24,7 @@ def test_mcr_matches_numpy_is_symmetric_and_zero_for_identical_embeddings():
     a, b = qa.detach().numpy(), qb.numpy()
     expected = sum(1 - a[i] @ b[i] / (np.linalg.norm(a[i]) * np.linalg.norm(b[i])) for i in range(5))
     loss = modality_consistency_loss(qa, qb)
-    assert np.isclose(float(loss), expected, atol=1e-5)
+    assert np.isclose(float(loss.detach()), expected, atol=1e-5)
     assert torch.isclose(loss, modality_consistency_loss(qb, qa))
     assert abs(float(modality_consistency_loss(qb, qb.clone()))) < 1e-6
     loss.backward()
