@@ -47,7 +47,7 @@ def test_icr_matches_numpy_over_every_cross_modal_pair():
                 pairs.append(kl.sum())
         total += np.mean(pairs)
     loss = image_consistency_loss(ea, eb, tau)
-    assert np.isclose(float(loss), total, atol=1e-5)
+    assert np.isclose(float(loss.detach()), total, atol=1e-5)
     assert torch.isclose(loss, image_consistency_loss(eb, ea, tau))
     same = [e[:1].detach() for e in ea]
     assert abs(float(image_consistency_loss(same, [s.clone() for s in same], tau))) < 1e-6
@@ -95,7 +95,7 @@ def test_aux_matches_numpy_summed_over_scales_and_reaches_the_logits():
     loss = auxiliary_loss(aux, label)
     lab = label.numpy()
     expected = sum(np_dice_ce(a.detach().numpy(), np_majority(lab, a.shape[2:], 3), 3) for a in aux)
-    assert np.isclose(float(loss), expected, atol=1e-5)
+    assert np.isclose(float(loss.detach()), expected, atol=1e-5)
     # logits that put (almost) all mass on the true class at every scale give (almost) zero loss
     perfect = [torch.from_numpy(40.0 * np.moveaxis(np.eye(3)[np_majority(lab, a.shape[2:], 3)[:, 0]], -1, 1)).float() for a in aux]
     assert float(auxiliary_loss(perfect, label)) < 1e-3
