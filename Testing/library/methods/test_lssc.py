@@ -44,7 +44,7 @@ def test_total_loss_is_eq15_and_export_has_only_backbone_plus_scale_vectors(net)
         m.scale_generator.proj.weight.normal_(0, 0.5)
     losses = m.training_step(batches())
     expected = losses["seg_CT"] + losses["seg_MR"] + 0.5 * (losses["aux_CT"] + losses["aux_MR"]) + 0.5 * losses["mcr"] + 0.5 * losses["icr"]
-    assert torch.isclose(losses["loss"], expected) and float(losses["icr"]) > 0
+    assert torch.isclose(losses["loss"], expected) and float(losses["icr"].detach()) > 0
     exported = m.inference_network()
     n_backbone = sum(p.numel() for p in m.net.parameters())
     # Eq. 1-3: per modality, two vectors of each Transformer block's width (counted from the modules)
