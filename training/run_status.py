@@ -5,7 +5,8 @@
 
 Writes ``status.md`` (steps done, training hours per session, the validation Dice at every
 validation step) and ``status.png`` (loss curves, validation Dice) to ``--out``; ``--name`` sets
-their file stem.
+their file stem. Each ``--beside OTHER_RUN`` adds that run's validation Dice at the same steps, one
+table per modality, so that a run in progress is read against finished ones at equal training.
 """
 
 from __future__ import annotations
@@ -51,18 +52,56 @@ def status_markdown(records: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def validations(records: list[dict]) -> dict[int, dict]:
+    """Validation Dice by step (the last record of a step counts, as after a resumed run)."""
+    return {r["step"]: r["dice"] for r in records if r["event"] == "validation"}
+
+
+def beside_markdown(runs: dict[str, list[dict]]) -> str:
+    """One table per modality: each validation step of the first run, every run's Dice at that step.
+
+    A cell is the organs' Dice in the run's organ order, then the mean in brackets; "-" where a run
+    has no validation at that step.
+    """
+    names = list(runs)
+    by_step = {name: validations(records) for name, records in runs.items()}
+    steps = sorted(by_step[names[0]])
+    if not steps:
+        return ""
+    first = by_step[names[0]][steps[-1]]
+    lines = ["## Beside other runs at the same steps", ""]
+    for modality, organs in first.items():
+        order = [o for o in organs if o != "mean"]
+        lines += [f"{modality} validation Dice ({' / '.join(order)} (mean)):", "",
+                  "| step | " + " | ".join(names) + " |", "|---:" + "|---" * len(names) + "|"]
+        for step in steps:
+            cells = []
+            for name in names:
+                dice = by_step[name].get(step, {}).get(modality)
+                cells.append("-" if dice is None else
+                             " / ".join(f"{dice[o]:.2f}" for o in order) + f" ({dice['mean']:.2f})")
+            lines.append(f"| {step} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--name", default="status")
     parser.add_argument("--title", default=None)
+    parser.add_argument("--beside", type=Path, action="append", default=[],
+                        help="another run's folder whose validation Dice is shown at the same steps")
     args = parser.parse_args(argv)
     records = read_progress(args.run / "progress.jsonl")
     args.out.mkdir(parents=True, exist_ok=True)
     png = args.out / f"{args.name}.png"
     loss_plot(records, png)
     text = status_markdown(records, args.title or f"Training run {args.run.name}").replace("{png}", png.name)
+    if args.beside:
+        runs = {args.run.name: records} | {other.name: read_progress(other / "progress.jsonl") for other in args.beside}
+        text += "\n" + beside_markdown(runs)
     write_text_atomic(args.out / f"{args.name}.md", text)
     print(text)
     return 0

@@ -1,0 +1,55 @@
+"""``training/run_status.py``: the status of a run from its ``progress.jsonl``, and other runs' validation
+Dice beside it at the same steps."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from Testing.conftest import load_script
+
+
+@pytest.fixture(scope="module")
+def status_script():
+    return load_script("training/run_status.py")
+
+
+def dice(liver: float, spleen: float) -> dict:
+    return {"liver": liver, "spleen": spleen, "mean": (liver + spleen) / 2}
+
+
+def write_run(folder, validations: dict[int, tuple[float, float]], steps: int = 1000) -> None:
+    folder.mkdir(parents=True)
+    records = [{"event": "start", "time": 0.0, "step": 0, "steps": steps}]
+    for step, (ct, mr) in validations.items():
+        records.append({"event": "step", "time": float(step), "step": step, "steps": steps,
+                        "losses": {"loss": 1.0}, "lr": 1e-3, "elapsed_s": float(step), "eta_s": 0.0})
+        records.append({"event": "validation", "time": float(step), "step": step,
+                        "dice": {"CT": dice(ct, ct / 2), "MR": dice(mr, mr / 2)}, "cases": ["ct", "mr"]})
+    (folder / "progress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_other_runs_are_shown_at_the_steps_of_the_run(status_script, tmp_path):
+    write_run(tmp_path / "new", {250: (0.2, 0.0), 500: (0.6, 0.1)})
+    write_run(tmp_path / "old", {250: (0.4, 0.3), 500: (0.8, 0.5), 750: (0.9, 0.6)})
+    write_run(tmp_path / "short", {250: (0.1, 0.1)})
+    status_script.main(["--run", str(tmp_path / "new"), "--out", str(tmp_path / "report"),
+                        "--beside", str(tmp_path / "old"), "--beside", str(tmp_path / "short")])
+    text = (tmp_path / "report" / "status.md").read_text()
+    assert "Step 500 of 1000" in text
+    mr = text[text.index("MR validation Dice (liver / spleen (mean))"):]
+    assert "| step | new | old | short |" in mr
+    assert "| 500 | 0.10 / 0.05 (0.08) | 0.50 / 0.25 (0.38) | - |" in mr
+    assert "| 750 |" not in mr  # only the steps the run itself has reached
+    ct = text[text.index("CT validation Dice"):text.index("MR validation Dice")]
+    assert "| 250 | 0.20 / 0.10 (0.15) | 0.40 / 0.20 (0.30) | 0.10 / 0.05 (0.08) |" in ct
+    assert (tmp_path / "report" / "status.png").stat().st_size > 0
+
+
+def test_without_other_runs_no_side_by_side_section(status_script, tmp_path):
+    write_run(tmp_path / "run", {250: (0.2, 0.0)})
+    status_script.main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "report")])
+    text = (tmp_path / "report" / "status.md").read_text()
+    assert "Beside other runs" not in text
+    assert "| 250 | 0.200 | 0.100 | 0.000 | 0.000 |" in text
