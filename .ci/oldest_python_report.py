@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import platform
 import re
-import subprocess
 import sys
 from datetime import datetime, timezone
 from importlib import metadata
@@ -16,10 +15,6 @@ from pathlib import Path
 
 PACKAGES = ("torch", "monai", "numpy", "scipy", "SimpleITK", "nibabel", "jsonschema", "vtk", "slicer-core",
             "PySide6-Essentials", "pytest")
-
-
-def git(*args: str) -> str:
-    return subprocess.run(["git", *args], capture_output=True, text=True, check=False).stdout.strip()
 
 
 def summary_line(log: str) -> str:
@@ -39,16 +34,15 @@ def version(package: str) -> str:
         return "not installed"
 
 
-def report(log: str, status: int, seconds: int) -> str:
-    commit = git("rev-parse", "--short", "HEAD")
-    dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
+def report(log: str, status: int, seconds: int, commit: str) -> str:
+    """``commit``: what the tests ran on, as the script read it before they started."""
     lines = [
         "# Tests under the oldest supported Python",
         "",
         "Written by `bash .ci/oldest-python` from its own run: every test not marked slow, under the",
         "Python of 3D Slicer 5.10, the oldest Slicer the module supports.",
         "",
-        f"- when: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; commit {commit}{dirty}",
+        f"- finished: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; tested commit {commit}",
         f"- interpreter: Python {platform.python_version()} ({sys.implementation.name}, {platform.machine()})",
         f"- packages: {', '.join(f'{p} {version(p)}' for p in PACKAGES)}",
         f"- pytest exit status {status} after {seconds // 60} min {seconds % 60} s: **{summary_line(log)}**",
@@ -64,10 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--status", type=int, required=True)
     parser.add_argument("--seconds", type=int, required=True)
+    parser.add_argument("--commit", required=True, help="the commit tested, read before the tests started")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report(args.log.read_text(errors="replace"), args.status, args.seconds))
+    args.out.write_text(report(args.log.read_text(errors="replace"), args.status, args.seconds, args.commit))
     print(f"report: {args.out}")
     return 0
 
