@@ -10,16 +10,6 @@ from MultiModalSegLib.inference import Segmenter
 from MultiModalSegLib.io import Volume, read_image, read_labelmap
 from MultiModalSegLib.labels import ABDOMEN_LABELS, LABEL_REMAPS
 from MultiModalSegLib.metrics import dice_scores, remap_labels
-from MultiModalSegLib.models import default_model as default_entry
-
-# Known failures of the shipped default model, measured by these tests: abdomen-cmc 2.0.0 was
-# trained without bias fields or thin slabs. Strict: the mark fails the suite once a default model
-# passes, so that it is then removed.
-_DEFAULT = default_entry()
-KNOWN_FAILURE = pytest.mark.xfail(
-    (_DEFAULT.name, _DEFAULT.version) == ("abdomen-cmc", "2.0.0"), strict=True,
-    reason="abdomen-cmc 2.0.0 loses organs under a bias field and on a 20-slice slab (see training/reports/abdomen-synth)",
-)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +43,6 @@ def test_mr_units_do_not_change_the_segmentation(default_model, mr, mr_labels, f
     assert np.array_equal(labels, mr_labels)
 
 
-@KNOWN_FAILURE
 def test_mr_bias_field_barely_changes_the_segmentation(default_model, mr, mr_labels):
     z, y, x = np.meshgrid(*[np.linspace(-1, 1, n, dtype=np.float32) for n in mr.array.shape], indexing="ij")
     field = np.exp(0.25 * x - 0.2 * y + 0.1 * z)  # a smooth receive-coil shading of about +-25 %
@@ -66,7 +55,6 @@ def _reference(path, volume: Volume) -> np.ndarray:
     return remap_labels(read_labelmap(path, reference=volume).array, LABEL_REMAPS["totalsegmentator"])
 
 
-@KNOWN_FAILURE
 def test_a_twenty_slice_ct_slab_is_segmented(default_model):
     ct = read_image(REAL_CT)
     ref = _reference(SAMPLES / "abdomen_ct_01" / "label_totalseg.nii.gz", ct)
