@@ -11,13 +11,14 @@ displacement field, then sampled on the image grid.
 the diaphragm's two domes over the liver and the spleen, the lung bases above them (reaching down
 behind and beside the organs' upper poles, as the costophrenic recesses do), the heart on the
 central part of the diaphragm and the lower ribs in the body wall; the field of view may then
-reach up to 14 cm above the domes. Without it, every phantom is exactly as before.
+reach up to 14 cm above the domes. Without it, every phantom is exactly as before. A data set may
+give the thorax to the phantoms of some modalities only (``thorax=["CT"]``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -811,9 +812,23 @@ def _check_counts(n_ct: int, n_mr: int, n_validation: int, extra: Mapping[str, i
             )
 
 
+def thorax_modalities(thorax: bool | Collection[str]) -> frozenset[str]:
+    """The modalities whose phantoms get a thorax: all for ``True``, none for ``False``, else those named
+    (``["CT"]``; case-insensitive)."""
+    if isinstance(thorax, bool):
+        return frozenset(MODALITIES) if thorax else frozenset()
+    if isinstance(thorax, str) or not isinstance(thorax, Collection) or not thorax:
+        raise InputError(f"thorax={thorax!r}: give true, false or a non-empty list of modalities, e.g. [\"CT\"].")
+    names = frozenset(str(m).upper() for m in thorax)
+    unknown = sorted(names - set(MODALITIES))
+    if unknown:
+        raise InputError(f"thorax: unknown modalities {unknown}; use some of {list(MODALITIES)}.")
+    return names
+
+
 def phantom_dataset_document(
     n_ct: int, n_mr: int, seed: int = 0, n_validation: int = 0, *, extra: Mapping[str, int] | None = None,
-    thorax: bool = False,
+    thorax: bool | Collection[str] = False,
 ) -> dict:
     """The ``dataset.json`` document that :func:`write_phantom_dataset` writes for these counts (its
     bytes are ``json.dumps(document, indent=2) + "\\n"``), without generating any image."""
@@ -827,10 +842,13 @@ def phantom_dataset_document(
             splits[split].append({"image": f"imagesTr/{rel}", "label": f"labelsTr/{rel}", "modality": modality})
     labels = {"0": "background", **{str(lab.value): lab.name for lab in ABDOMEN_LABELS}}
     kinds = "CT and MR" if not extra else f"CT, MR and {', '.join(extra)}"
+    chest = thorax_modalities(thorax)
+    present = [m for m in ("CT", "MR", *extra) if m in chest]
+    whose = "" if set(present) == {"CT", "MR", *extra} else f" ({' and '.join(present)} only)"
     return {
         "name": "abdomen-phantoms",
         "description": f"Synthetic unpaired abdominal {kinds} phantoms (MultiModalSeg generator, seed {seed}"
-        + (", with lung bases, diaphragm, heart and lower ribs)" if thorax else ")"),
+        + (f", with lung bases, diaphragm, heart and lower ribs{whose})" if present else ")"),
         "licence": "CC0-1.0",
         "labels": labels,
         **splits,
@@ -846,7 +864,7 @@ def write_phantom_dataset(
     *,
     extra: Mapping[str, int] | None = None,
     progress: Callable[[int, int], None] | None = None,
-    thorax: bool = False,
+    thorax: bool | Collection[str] = False,
 ) -> Path:
     """Write an unpaired CT + MR phantom dataset (NIfTI + ``dataset.json``); return the json path.
 
@@ -854,14 +872,16 @@ def write_phantom_dataset(
     adds cases of other modalities, e.g. ``{"CBCT": 3}`` (files ``cbct_000.nii.gz``, ...), after
     the CT and MR ones; without it the output is exactly that of a CT + MR dataset.
     ``progress(done, total)`` is called after each case is written. ``thorax``: every case with
-    lung bases, diaphragm, heart and lower ribs (see :func:`generate_phantom`).
+    lung bases, diaphragm, heart and lower ribs (see :func:`generate_phantom`); a list of modalities
+    gives the thorax to their cases only.
     """
     data = phantom_dataset_document(n_ct, n_mr, seed, n_validation, extra=extra, thorax=thorax)
+    chest = thorax_modalities(thorax)
     out = Path(out_dir)
     cases = [(m, i) for m, count in (("CT", n_ct), ("MR", n_mr), *_check_extra(extra).items()) for i in range(count)]
     for done, (modality, i) in enumerate(cases, 1):
         rel = f"{modality.lower()}_{i:03d}.nii.gz"
-        image, label = generate_phantom(modality, patient_seed(seed, modality, i), thorax=thorax)
+        image, label = generate_phantom(modality, patient_seed(seed, modality, i), thorax=modality in chest)
         write_image_atomic(image.to_sitk(), out / "imagesTr" / rel)
         write_labelmap(label, out / "labelsTr" / rel)
         if progress is not None:

@@ -9,6 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..data.phantoms import thorax_modalities
 from ..errors import ConfigError, InputError
 from ..labels import ABDOMEN_LABELS, LabelInfo
 from ..modalities import ModalityProfile, get_modality, with_params
@@ -23,7 +24,8 @@ class TrainConfig:
     ``datasets``: paths of ``dataset.json`` files, or ``{"path": ..., "weight": w}`` to draw that
     dataset's cases ``w`` times as often as a case of weight 1. ``phantoms``: ``{"ct": N, "mr": M,
     "validation": K, "seed": S}`` generates that many synthetic cases into the run folder
-    (``"thorax": true``: with lung bases, diaphragm, heart and lower ribs above the abdomen).
+    (``"thorax": true``: with lung bases, diaphragm, heart and lower ribs above the abdomen;
+    ``"thorax": ["CT"]``: for the phantoms of those modalities only).
     ``few_shot``: ``{"MR": 1}`` keeps the labels of only that many training cases of a modality.
     ``schedule``: ``{"name": "cosine" | "poly", "warmup_steps": W, "power": 0.9}``.
     A dataset entry may add ``"exclude": [case names]`` to leave those cases out (e.g. a
@@ -140,7 +142,8 @@ PHANTOM_COUNTS = ("ct", "mr", "validation", "seed")
 
 
 def _check_phantoms(phantoms: dict) -> None:
-    """The ``phantoms`` block: counts and seed are non-negative integers, ``thorax`` true or false."""
+    """The ``phantoms`` block: counts and seed are non-negative integers, ``thorax`` true, false or a list
+    of modalities."""
     if not isinstance(phantoms, dict):
         raise ConfigError(f"\"phantoms\" must be {{\"ct\": N, \"mr\": M, \"seed\": S}}; got {phantoms!r}.")
     unknown = sorted(set(phantoms) - {*PHANTOM_COUNTS, "thorax"})
@@ -150,8 +153,10 @@ def _check_phantoms(phantoms: dict) -> None:
         value = phantoms.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"\"phantoms\": {key} {value!r} must be a non-negative integer.")
-    if not isinstance(phantoms.get("thorax", False), bool):
-        raise ConfigError(f"\"phantoms\": thorax {phantoms['thorax']!r} must be true or false.")
+    try:
+        thorax_modalities(phantoms.get("thorax", False))
+    except InputError as exc:
+        raise ConfigError(f"\"phantoms\": {exc}") from None
 
 
 def configured_profiles(cfg: TrainConfig) -> dict[str, ModalityProfile]:

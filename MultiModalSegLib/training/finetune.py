@@ -71,7 +71,7 @@ from ..atomic import write_text_atomic
 from ..bundle import Bundle, bundle_sha256, file_sha256, load_bundle, save_bundle
 from ..data.dataset import Case, DatasetSpec, labelled_subset, load_dataset
 from ..data.loading import PreparedCase, prepare_case
-from ..data.phantoms import write_phantom_dataset
+from ..data.phantoms import thorax_modalities, write_phantom_dataset
 from ..device import resolve_device
 from ..errors import BundleError, ConfigError
 from ..labels import ABDOMEN_LABELS
@@ -357,10 +357,15 @@ def parent_replay_data(parent: Bundle, parent_data: str | list[str] = "auto", ro
     return found, phantoms
 
 
-def parent_phantoms_thorax(parent: Bundle) -> bool:
-    """Whether ``parent`` trained on phantoms drawn with a thorax (its phantom data set's record says so)."""
+def parent_phantoms_thorax(parent: Bundle) -> bool | list[str]:
+    """The thorax ``parent``'s phantoms were drawn with, as its phantom data set's record says: ``True``
+    (every modality), a list of modalities, or ``False``."""
     records = parent.metadata.get("training", {}).get("datasets", []) or []
-    return any(isinstance(r, dict) and bool((r.get("phantoms") or {}).get("thorax")) for r in records)
+    for r in records:
+        thorax = (r.get("phantoms") or {}).get("thorax") if isinstance(r, dict) else None
+        if thorax:
+            return True if thorax is True else sorted(thorax_modalities(thorax))
+    return False
 
 
 def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> _Plan:
@@ -455,9 +460,10 @@ def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> 
         m: (n_train if m in modalities and (m not in few_shot or uses_unlabelled) else 0) for m in ("CT", "MR")
     }
     thorax = parent_phantoms_thorax(parent)  # replayed phantoms look like the parent's
-    replay["phantoms"] = {**counts, "seed": opts.seed, **({"thorax": True} if thorax else {})}
+    replay["phantoms"] = {**counts, "seed": opts.seed, **({"thorax": thorax} if thorax else {})}
     if sum(counts.values()):
-        folder = run / f"phantoms-ct{counts['CT']}-mr{counts['MR']}-seed{opts.seed}{'-thorax' if thorax else ''}"
+        chest = "" if not thorax else "-thorax" if thorax is True else "-thorax-" + "-".join(m.lower() for m in thorax)
+        folder = run / f"phantoms-ct{counts['CT']}-mr{counts['MR']}-seed{opts.seed}{chest}"
         if not (folder / "dataset.json").exists():
             bar = _reporter(opts).bar(sum(counts.values()), "writing replay phantoms")
             write_phantom_dataset(folder, counts["CT"], counts["MR"], opts.seed, progress=lambda done, _total: bar.update(done),

@@ -106,3 +106,27 @@ def test_dataset_cli_and_recipe_carry_the_thorax(tmp_path):
     for bad, match in (({"thorax": "yes"}, "thorax"), ({"ribs": True}, "unknown keys"), ({"ct": -1}, "ct")):
         with pytest.raises(ConfigError, match=match):
             config_from_dict({**base, "phantoms": {**base["phantoms"], **bad}})
+
+
+def test_a_thorax_for_the_phantoms_of_some_modalities_only(tmp_path):
+    """``thorax=["CT"]``: the CT cases are drawn with a thorax, the MR cases exactly as without one."""
+    from MultiModalSegLib.io import read_image
+
+    only_ct = write_phantom_dataset(tmp_path / "ct-chest", 1, 1, seed=2, thorax=["ct"])
+    plain = write_phantom_dataset(tmp_path / "plain", 1, 1, seed=2)
+    whole = write_phantom_dataset(tmp_path / "whole", 1, 1, seed=2, thorax=True)
+
+    def image(path, rel):
+        return read_image(path.parent / "imagesTr" / rel).array
+
+    assert np.array_equal(image(only_ct, "ct_000.nii.gz"), image(whole, "ct_000.nii.gz"))
+    assert np.array_equal(image(only_ct, "mr_000.nii.gz"), image(plain, "mr_000.nii.gz"))
+    assert not np.array_equal(image(whole, "mr_000.nii.gz"), image(plain, "mr_000.nii.gz"))
+    assert "(CT only)" in json.loads(only_ct.read_text())["description"]
+    assert "only" not in json.loads(whole.read_text())["description"]
+
+    base = {"phantoms": {"ct": 1, "mr": 1, "seed": 0}, "labels": "abdomen", "modalities": ["CT", "MR"]}
+    assert config_from_dict({**base, "phantoms": {**base["phantoms"], "thorax": ["CT"]}}).phantoms["thorax"] == ["CT"]
+    for bad in (["PET"], [], "CT"):
+        with pytest.raises(ConfigError, match="thorax"):
+            config_from_dict({**base, "phantoms": {**base["phantoms"], "thorax": bad}})

@@ -245,6 +245,12 @@ def test_replayed_phantoms_have_a_thorax_when_the_parents_had(tiny_bundle, phant
     assert plan.replay["phantoms"] == {"CT": 1, "MR": 1, "seed": 0, "thorax": True}
     replay = next(s for s in plan.sources if s.kind == "phantoms")
     assert "lung bases" in json.loads(Path(replay.spec.path).read_text())["description"]
+    parent.metadata["training"]["datasets"][-1]["phantoms"]["thorax"] = ["CT"]  # a thorax for CT phantoms only
+    assert parent_phantoms_thorax(parent) == ["CT"]
+    plan = _plan(_options(tiny_bundle, [data], tmp_path / "new", tmp_path / "run", parent_data="no", phantoms=1), tmp_path / "run", parent, sha)
+    assert plan.replay["phantoms"]["thorax"] == ["CT"]
+    replay = next(s for s in plan.sources if s.kind == "phantoms")
+    assert "(CT only)" in json.loads(Path(replay.spec.path).read_text())["description"]
 
 
 def test_parent_data_not_found_is_one_error_saying_how_to_give_it(tiny_bundle, phantom_dir, tmp_path):
