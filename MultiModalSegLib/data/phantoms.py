@@ -826,6 +826,11 @@ def thorax_modalities(thorax: bool | Collection[str]) -> frozenset[str]:
     return names
 
 
+def thorax_record(thorax: bool | Collection[str]) -> bool | list[str]:
+    """``thorax`` as recipes and provenance record it: ``True``, ``False`` or the sorted modality names."""
+    return thorax if isinstance(thorax, bool) else sorted(thorax_modalities(thorax))
+
+
 def phantom_dataset_document(
     n_ct: int, n_mr: int, seed: int = 0, n_validation: int = 0, *, extra: Mapping[str, int] | None = None,
     thorax: bool | Collection[str] = False,

@@ -25,7 +25,7 @@ from .. import __version__
 from ..bundle import file_sha256, save_bundle
 from ..data.dataset import Case, labelled_subset, load_dataset
 from ..data.loading import PreparedCase, prepare_case
-from ..data.phantoms import thorax_modalities, write_phantom_dataset
+from ..data.phantoms import thorax_record, write_phantom_dataset
 from ..data.sampling import ModalitySampler, UnlabelledSampler
 from ..data.synthesis import (
     MixedSampler,
@@ -165,7 +165,7 @@ class Trainer:
             distributed.barrier()
             recipe = {k: int(ph.get(k, 0)) for k in PHANTOM_COUNTS}
             if ph.get("thorax"):  # recorded only when set: the records of older recipes stay as they were
-                recipe["thorax"] = True if ph["thorax"] is True else sorted(thorax_modalities(ph["thorax"]))
+                recipe["thorax"] = thorax_record(ph["thorax"])
             entries.append({"path": str(target), "origin": "phantom", "phantoms": recipe})
         model_values = {lab.name: lab.value for lab in self.labels}
         train, val = [], []

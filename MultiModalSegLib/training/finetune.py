@@ -71,7 +71,7 @@ from ..atomic import write_text_atomic
 from ..bundle import Bundle, bundle_sha256, file_sha256, load_bundle, save_bundle
 from ..data.dataset import Case, DatasetSpec, labelled_subset, load_dataset
 from ..data.loading import PreparedCase, prepare_case
-from ..data.phantoms import thorax_modalities, write_phantom_dataset
+from ..data.phantoms import thorax_record, write_phantom_dataset
 from ..device import resolve_device
 from ..errors import BundleError, ConfigError
 from ..labels import ABDOMEN_LABELS
@@ -364,7 +364,7 @@ def parent_phantoms_thorax(parent: Bundle) -> bool | list[str]:
     for r in records:
         thorax = (r.get("phantoms") or {}).get("thorax") if isinstance(r, dict) else None
         if thorax:
-            return True if thorax is True else sorted(thorax_modalities(thorax))
+            return thorax_record(thorax)
     return False
 
 
