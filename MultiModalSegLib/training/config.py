@@ -121,6 +121,8 @@ def config_from_dict(raw: dict, base: Path | None = None) -> TrainConfig:
             cfg.init = {**cfg.init, "bundle": str((base / cfg.init["bundle"]).resolve())}
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ConfigError("steps and batch_size must be at least 1.")
+    if not isinstance(cfg.threads, int) or isinstance(cfg.threads, bool) or cfg.threads < 0:
+        raise ConfigError(f"threads {cfg.threads!r}: give 0 (torch's own choice) or a positive number of CPU threads.")
     if len(cfg.patch_size) != 3 or len(cfg.spacing) != 3:
         raise ConfigError("patch_size and spacing need three values (x, y, z order for spacing; z, y, x for patch_size).")
     if not cfg.datasets and not cfg.phantoms:

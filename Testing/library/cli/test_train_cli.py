@@ -46,3 +46,31 @@ def test_train_output_and_a_name_of_its_own(tmp_path, capsys, phantom_dir):
     assert events[-1]["event"] == "result" and events[-1]["status"] == "done" and set(events[-1]["validation"]) == {"CT", "MR"}
     assert {e["event"] for e in events} <= {"plan", "note", "progress", "result"}
     assert "| modality | liver |" in captured.err
+
+
+def test_threads_from_the_command_line_and_refused_when_negative(tmp_path, capsys, phantom_dir, monkeypatch):
+    import MultiModalSegLib.training as training
+
+    config = tmp_path / "recipe.json"
+    config.write_text(json.dumps(tiny_config(phantom_dir, steps=2, threads=2)))
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    class RecordingTrainer:
+        def __init__(self, cfg, *args, **kwargs):
+            seen["threads"] = cfg.threads
+            raise Stop
+
+    monkeypatch.setattr(training, "Trainer", RecordingTrainer)
+    for argv, expected in (([], 2), (["--threads", "1"], 1), (["--threads", "0"], 0)):
+        try:
+            main(["train", "--config", str(config), "--out", str(tmp_path / "run"), *argv])
+        except Stop:
+            pass
+        assert seen.pop("threads") == expected
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--threads", "-1"]) == 1
+    err = capsys.readouterr().err
+    assert "threads -1: give 0 (torch's own choice) or a positive number of CPU threads." in err and not seen
+    assert not (tmp_path / "run").exists()
