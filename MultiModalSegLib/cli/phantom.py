@@ -53,6 +53,9 @@ def register(subparsers) -> None:
     )  # fmt: skip
     parser.add_argument("--thorax", action="store_true",
                         help="add lung bases, diaphragm, heart and lower ribs above the abdomen (chest-abdomen scans)")  # fmt: skip
+    parser.add_argument("--anatomy", type=int, choices=(1, 2), default=1,
+                        help="organ shapes: 1, the first anatomy (default), or 2, wider (spleen size and crescent, "
+                        "liver left lobe, kidney size)")  # fmt: skip
     parser.add_argument("--progress", action="store_true", help="JSON lines only on stdout (plan, progress, result); text on stderr")
     parser.set_defaults(func=run)
 
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                   + f"; the last {args.validation} of each for validation) to {args.out}", total=total, out=str(args.out))  # fmt: skip
     bar = reporter.bar(total, "phantoms")
     path = write_phantom_dataset(args.out, args.ct, args.mr, seed=args.seed, n_validation=args.validation, extra=extra,
-                                 progress=lambda done, _total: bar.update(done), thorax=args.thorax)  # fmt: skip
+                                 progress=lambda done, _total: bar.update(done), thorax=args.thorax, anatomy=args.anatomy)  # fmt: skip
     bar.close()
     reporter.result(f"phantom dataset: {path}\ntrain on it: list {Path(path).resolve()} in the \"datasets\" of a training "
                     "config and run mmseg train --config CONFIG (training/configs/phantoms_data_ummkd.json lists "

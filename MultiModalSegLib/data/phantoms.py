@@ -13,6 +13,14 @@ behind and beside the organs' upper poles, as the costophrenic recesses do), the
 central part of the diaphragm and the lower ribs in the body wall; the field of view may then
 reach up to 14 cm above the domes. Without it, every phantom is exactly as before. A data set may
 give the thorax to the phantoms of some modalities only (``thorax=["CT"]``).
+
+``anatomy=2`` widens the organs' shapes beyond the roughly 15 % size jitter of the first anatomy
+(``anatomy=1``, every phantom exactly as before): the spleen from about half to twice its volume,
+longer along the body wall and, in most patients, crescent-shaped (its visceral face hollowed where
+the stomach and the kidney press on it); the liver's left lobe from a small tongue to a lobe that
+reaches across the midline towards the spleen; the right lobe and the kidneys somewhat larger or
+smaller. The extra draws come from a stream of their own, so a patient keeps its layout (positions,
+body, bowel, vessels) under either anatomy.
 """
 
 from __future__ import annotations
@@ -304,6 +312,46 @@ def _sample_anatomy(rng: np.random.Generator) -> Anatomy:
         deform=np.stack([_control(rng, _DEFORM_GRID, rng.uniform(6, 12)) for _ in range(3)]),
         bowel=_control(rng, _BOWEL_GRID, 1.0),
     )
+
+
+def _scaled(shape: Ellipsoid, factors, shift=(0.0, 0.0, 0.0)) -> Ellipsoid:
+    """``shape`` with its semi-axes times ``factors`` and its centre moved by ``shift`` (mm)."""
+    return Ellipsoid(shape.center + np.asarray(shift, float), shape.axes * np.asarray(factors, float), shape.rotation, shape.power)
+
+
+def _widen_organs(rng: np.random.Generator, anat: Anatomy) -> None:
+    """The second anatomy (``anatomy=2``): organ shapes drawn wider than the first's (module docstring).
+
+    Spleen: semi-axes times 0.8-1.3 (thin axis, along the wall 0.85-1.5, height 0.85-1.3), and in 70 %
+    of patients a hollow visceral face: an ellipsoid carved from the spleen's inner side (the side
+    away from the body wall) to a depth of 0.5-1.3 of its thin semi-axis, leaving a crescent in
+    axial section. Liver: the right lobe's semi-axes
+    times 0.88-1.15; the left lobe's width times 0.6-1.9, grown or shrunk from its right end (so a
+    large one reaches across the midline towards the spleen), its depth times 0.8-1.35 and height
+    0.8-1.25. Kidneys: semi-axes times 0.88-1.12 (their notch follows).
+    """
+    (right, _), (left, _) = anat.organs["liver"]
+    right = _scaled(right, rng.uniform(0.88, 1.15, 3))
+    grow = rng.uniform(0.6, 1.9)
+    left = _scaled(left, (grow, rng.uniform(0.8, 1.35), rng.uniform(0.8, 1.25)), ((grow - 1.0) * left.axes[0], 0.0, 0.0))
+    anat.organs["liver"] = [(right, True), (left, True)]
+
+    (spleen, _), = anat.organs["spleen"]
+    spleen = _scaled(spleen, (rng.uniform(0.8, 1.3), rng.uniform(0.85, 1.5), rng.uniform(0.85, 1.3)))
+    parts = [(spleen, True)]
+    hollow, depth = rng.random() < 0.7, rng.uniform(0.5, 1.3)
+    sizes = np.array([rng.uniform(0.8, 1.1), rng.uniform(0.45, 0.7), rng.uniform(0.6, 0.9)])
+    if hollow:  # local x is the thin axis along the wall's outward normal: carve the inner (-x) face
+        reach = (1.0 + sizes[0] - depth) * spleen.axes[0]  # the carving reaches ``depth`` semi-axes into the spleen
+        center = spleen.center + spleen.rotation @ np.array([-reach, 0.0, 0.0])
+        parts.append((Ellipsoid(center, spleen.axes * sizes, spleen.rotation), False))
+    anat.organs["spleen"] = parts
+
+    for name in ("kidney_right", "kidney_left"):
+        (outer, _), (notch, _) = anat.organs[name]
+        factors = rng.uniform(0.88, 1.12, 3)  # the notch sits on the local x axis: its offset scales with x
+        outer, notch = _scaled(outer, factors), _scaled(notch, factors, (factors[0] - 1.0) * (notch.center - outer.center))
+        anat.organs[name] = [(outer, True), (notch, False)]
 
 
 def _sample_thorax(rng: np.random.Generator, anat: Anatomy) -> Thorax:
@@ -727,15 +775,29 @@ def _to_volume(array: np.ndarray, acq: Acquisition) -> Volume:
 
 
 THORAX_STREAM = 50  # the thorax's random stream: the rest of a phantom draws exactly as without it
+ANATOMY_STREAM = 51  # the random stream of the second anatomy's wider shapes
+ANATOMIES = (1, 2)
 
 
-def _simulate(modality: str, seed: int, direction, thorax: bool = False) -> tuple[str, Acquisition, np.ndarray, np.ndarray]:
+def check_anatomy(anatomy: int) -> int:
+    """``anatomy`` if it is one of :data:`ANATOMIES`, else an error naming the choices."""
+    if isinstance(anatomy, bool) or anatomy not in ANATOMIES:
+        raise InputError(f"anatomy={anatomy!r}: give 1 (the first phantom anatomy) or 2 (wider organ shapes).")
+    return int(anatomy)
+
+
+def _simulate(
+    modality: str, seed: int, direction, thorax: bool = False, anatomy: int = 1
+) -> tuple[str, Acquisition, np.ndarray, np.ndarray]:
     name = _check_modality(modality)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed {seed!r}: must be a non-negative integer.")
     if not isinstance(thorax, bool):
         raise InputError(f"thorax={thorax!r}: give true or false.")
+    check_anatomy(anatomy)
     anat = _sample_anatomy(np.random.default_rng([int(seed), 0]))
+    if anatomy == 2:
+        _widen_organs(np.random.default_rng([int(seed), ANATOMY_STREAM]), anat)
     if thorax:
         anat.thorax = _sample_thorax(np.random.default_rng([int(seed), THORAX_STREAM]), anat)
     acq_rng = np.random.default_rng([int(seed), 1 + MODALITIES.index(name)])
@@ -748,7 +810,7 @@ def _simulate(modality: str, seed: int, direction, thorax: bool = False) -> tupl
 
 
 def generate_phantom(
-    modality: str, seed: int, *, direction: tuple[float, ...] | None = None, thorax: bool = False
+    modality: str, seed: int, *, direction: tuple[float, ...] | None = None, thorax: bool = False, anatomy: int = 1
 ) -> tuple[Volume, Volume]:
     """One synthetic abdominal scan: ``(image, label)`` on the same grid.
 
@@ -757,18 +819,19 @@ def generate_phantom(
     physical space do not depend on it. CT is int16 Hounsfield units, MR int16 arbitrary units,
     CBCT int16 roughly calibrated Hounsfield units (see :func:`_cbct_image`; its labels are 0
     outside the reconstruction circle). ``thorax``: add lung bases, diaphragm, heart and lower ribs
-    (see the module docstring); the same seed gives the same patient below the diaphragm.
+    (see the module docstring); the same seed gives the same patient below the diaphragm. ``anatomy``:
+    1 (the first organ shapes) or 2 (wider organ shapes, see the module docstring).
     """
-    name, acq, tissue, label = _simulate(modality, seed, direction, thorax)
+    name, acq, tissue, label = _simulate(modality, seed, direction, thorax, anatomy)
     image = {"CT": _ct_image, "MR": _mr_image, "CBCT": _cbct_image}[name](tissue, acq)
     return _to_volume(image, acq), _to_volume(label, acq)
 
 
 def generate_tissue_map(
-    modality: str, seed: int, *, direction: tuple[float, ...] | None = None, thorax: bool = False
+    modality: str, seed: int, *, direction: tuple[float, ...] | None = None, thorax: bool = False, anatomy: int = 1
 ) -> Volume:
     """The tissue class map (uint8, values index :data:`TISSUES`) behind :func:`generate_phantom`."""
-    _, acq, tissue, _ = _simulate(modality, seed, direction, thorax)
+    _, acq, tissue, _ = _simulate(modality, seed, direction, thorax, anatomy)
     return _to_volume(tissue, acq)
 
 
@@ -833,12 +896,13 @@ def thorax_record(thorax: bool | Collection[str]) -> bool | list[str]:
 
 def phantom_dataset_document(
     n_ct: int, n_mr: int, seed: int = 0, n_validation: int = 0, *, extra: Mapping[str, int] | None = None,
-    thorax: bool | Collection[str] = False,
+    thorax: bool | Collection[str] = False, anatomy: int = 1,
 ) -> dict:
     """The ``dataset.json`` document that :func:`write_phantom_dataset` writes for these counts (its
     bytes are ``json.dumps(document, indent=2) + "\\n"``), without generating any image."""
     extra = _check_extra(extra)
     _check_counts(n_ct, n_mr, n_validation, extra)
+    wide = ", wider organ shapes" if check_anatomy(anatomy) == 2 else ""
     splits: dict[str, list] = {"training": [], "validation": [], "test": []}
     for modality, count in (("CT", n_ct), ("MR", n_mr), *extra.items()):
         for i in range(count):
@@ -852,7 +916,7 @@ def phantom_dataset_document(
     whose = "" if set(present) == {"CT", "MR", *extra} else f" ({' and '.join(present)} only)"
     return {
         "name": "abdomen-phantoms",
-        "description": f"Synthetic unpaired abdominal {kinds} phantoms (MultiModalSeg generator, seed {seed}"
+        "description": f"Synthetic unpaired abdominal {kinds} phantoms (MultiModalSeg generator, seed {seed}{wide}"
         + (f", with lung bases, diaphragm, heart and lower ribs{whose})" if present else ")"),
         "licence": "CC0-1.0",
         "labels": labels,
@@ -870,6 +934,7 @@ def write_phantom_dataset(
     extra: Mapping[str, int] | None = None,
     progress: Callable[[int, int], None] | None = None,
     thorax: bool | Collection[str] = False,
+    anatomy: int = 1,
 ) -> Path:
     """Write an unpaired CT + MR phantom dataset (NIfTI + ``dataset.json``); return the json path.
 
@@ -878,15 +943,15 @@ def write_phantom_dataset(
     the CT and MR ones; without it the output is exactly that of a CT + MR dataset.
     ``progress(done, total)`` is called after each case is written. ``thorax``: every case with
     lung bases, diaphragm, heart and lower ribs (see :func:`generate_phantom`); a list of modalities
-    gives the thorax to their cases only.
+    gives the thorax to their cases only. ``anatomy``: 1 (the first organ shapes) or 2 (wider ones).
     """
-    data = phantom_dataset_document(n_ct, n_mr, seed, n_validation, extra=extra, thorax=thorax)
+    data = phantom_dataset_document(n_ct, n_mr, seed, n_validation, extra=extra, thorax=thorax, anatomy=anatomy)
     chest = thorax_modalities(thorax)
     out = Path(out_dir)
     cases = [(m, i) for m, count in (("CT", n_ct), ("MR", n_mr), *_check_extra(extra).items()) for i in range(count)]
     for done, (modality, i) in enumerate(cases, 1):
         rel = f"{modality.lower()}_{i:03d}.nii.gz"
-        image, label = generate_phantom(modality, patient_seed(seed, modality, i), thorax=modality in chest)
+        image, label = generate_phantom(modality, patient_seed(seed, modality, i), thorax=modality in chest, anatomy=anatomy)
         write_image_atomic(image.to_sitk(), out / "imagesTr" / rel)
         write_labelmap(label, out / "labelsTr" / rel)
         if progress is not None:

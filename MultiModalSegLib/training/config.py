@@ -9,7 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..data.phantoms import thorax_modalities
+from ..data.phantoms import check_anatomy, thorax_modalities
 from ..errors import ConfigError, InputError
 from ..labels import ABDOMEN_LABELS, LabelInfo
 from ..modalities import ModalityProfile, get_modality, with_params
@@ -25,7 +25,8 @@ class TrainConfig:
     dataset's cases ``w`` times as often as a case of weight 1. ``phantoms``: ``{"ct": N, "mr": M,
     "validation": K, "seed": S}`` generates that many synthetic cases into the run folder
     (``"thorax": true``: with lung bases, diaphragm, heart and lower ribs above the abdomen;
-    ``"thorax": ["CT"]``: for the phantoms of those modalities only).
+    ``"thorax": ["CT"]``: for the phantoms of those modalities only; ``"anatomy": 2``: wider organ
+    shapes, 1 by default).
     ``few_shot``: ``{"MR": 1}`` keeps the labels of only that many training cases of a modality.
     ``schedule``: ``{"name": "cosine" | "poly", "warmup_steps": W, "power": 0.9}``.
     A dataset entry may add ``"exclude": [case names]`` to leave those cases out (e.g. a
@@ -145,18 +146,19 @@ PHANTOM_COUNTS = ("ct", "mr", "validation", "seed")
 
 def _check_phantoms(phantoms: dict) -> None:
     """The ``phantoms`` block: counts and seed are non-negative integers, ``thorax`` true, false or a list
-    of modalities."""
+    of modalities, ``anatomy`` 1 or 2."""
     if not isinstance(phantoms, dict):
         raise ConfigError(f"\"phantoms\" must be {{\"ct\": N, \"mr\": M, \"seed\": S}}; got {phantoms!r}.")
-    unknown = sorted(set(phantoms) - {*PHANTOM_COUNTS, "thorax"})
+    unknown = sorted(set(phantoms) - {*PHANTOM_COUNTS, "thorax", "anatomy"})
     if unknown:
-        raise ConfigError(f"\"phantoms\": unknown keys {unknown}; known: {[*PHANTOM_COUNTS, 'thorax']}.")
+        raise ConfigError(f"\"phantoms\": unknown keys {unknown}; known: {[*PHANTOM_COUNTS, 'thorax', 'anatomy']}.")
     for key in PHANTOM_COUNTS:
         value = phantoms.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"\"phantoms\": {key} {value!r} must be a non-negative integer.")
     try:
         thorax_modalities(phantoms.get("thorax", False))
+        check_anatomy(phantoms.get("anatomy", 1))
     except InputError as exc:
         raise ConfigError(f"\"phantoms\": {exc}") from None
 

@@ -159,13 +159,15 @@ class Trainer:
                 bar = self.reporter.bar(sum(counts), "writing phantoms")
                 write_phantom_dataset(
                     target.parent, *counts, int(ph.get("seed", 0)), int(ph.get("validation", 0)), progress=lambda done, _total: bar.update(done),
-                    thorax=ph.get("thorax", False),
+                    thorax=ph.get("thorax", False), anatomy=ph.get("anatomy", 1),
                 )
                 bar.close()
             distributed.barrier()
             recipe = {k: int(ph.get(k, 0)) for k in PHANTOM_COUNTS}
             if ph.get("thorax"):  # recorded only when set: the records of older recipes stay as they were
                 recipe["thorax"] = thorax_record(ph["thorax"])
+            if ph.get("anatomy", 1) != 1:
+                recipe["anatomy"] = ph["anatomy"]
             entries.append({"path": str(target), "origin": "phantom", "phantoms": recipe})
         model_values = {lab.name: lab.value for lab in self.labels}
         train, val = [], []

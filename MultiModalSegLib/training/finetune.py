@@ -71,7 +71,7 @@ from ..atomic import write_text_atomic
 from ..bundle import Bundle, bundle_sha256, file_sha256, load_bundle, save_bundle
 from ..data.dataset import Case, DatasetSpec, labelled_subset, load_dataset
 from ..data.loading import PreparedCase, prepare_case
-from ..data.phantoms import thorax_record, write_phantom_dataset
+from ..data.phantoms import check_anatomy, thorax_record, write_phantom_dataset
 from ..device import resolve_device
 from ..errors import BundleError, ConfigError
 from ..labels import ABDOMEN_LABELS
@@ -357,15 +357,20 @@ def parent_replay_data(parent: Bundle, parent_data: str | list[str] = "auto", ro
     return found, phantoms
 
 
-def parent_phantoms_thorax(parent: Bundle) -> bool | list[str]:
-    """The thorax ``parent``'s phantoms were drawn with, as its phantom data set's record says: ``True``
-    (every modality), a list of modalities, or ``False``."""
-    records = parent.metadata.get("training", {}).get("datasets", []) or []
-    for r in records:
-        thorax = (r.get("phantoms") or {}).get("thorax") if isinstance(r, dict) else None
-        if thorax:
-            return thorax_record(thorax)
-    return False
+def parent_phantom_drawing(parent: Bundle) -> dict:
+    """How ``parent``'s phantoms were drawn, as its phantom data set's record says, in the form a recipe's
+    ``phantoms`` block takes: ``{"thorax": True | [modalities]}`` and ``{"anatomy": 2}`` when set, else
+    nothing (a parent drawn with neither gives ``{}``)."""
+    for r in parent.metadata.get("training", {}).get("datasets", []) or []:
+        recipe = (r.get("phantoms") or {}) if isinstance(r, dict) else {}
+        drawing = {}
+        if recipe.get("thorax"):
+            drawing["thorax"] = thorax_record(recipe["thorax"])
+        if recipe.get("anatomy", 1) != 1:
+            drawing["anatomy"] = check_anatomy(recipe["anatomy"])
+        if drawing:
+            return drawing
+    return {}
 
 
 def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> _Plan:
@@ -459,15 +464,17 @@ def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> 
     counts = {
         m: (n_train if m in modalities and (m not in few_shot or uses_unlabelled) else 0) for m in ("CT", "MR")
     }
-    thorax = parent_phantoms_thorax(parent)  # replayed phantoms look like the parent's
-    replay["phantoms"] = {**counts, "seed": opts.seed, **({"thorax": thorax} if thorax else {})}
+    drawing = parent_phantom_drawing(parent)  # replayed phantoms look like the parent's
+    thorax, anatomy = drawing.get("thorax", False), drawing.get("anatomy", 1)
+    replay["phantoms"] = {**counts, "seed": opts.seed, **drawing}
     if sum(counts.values()):
         chest = "" if not thorax else "-thorax" if thorax is True else "-thorax-" + "-".join(m.lower() for m in thorax)
-        folder = run / f"phantoms-ct{counts['CT']}-mr{counts['MR']}-seed{opts.seed}{chest}"
+        shapes = "" if anatomy == 1 else f"-anatomy{anatomy}"
+        folder = run / f"phantoms-ct{counts['CT']}-mr{counts['MR']}-seed{opts.seed}{chest}{shapes}"
         if not (folder / "dataset.json").exists():
             bar = _reporter(opts).bar(sum(counts.values()), "writing replay phantoms")
             write_phantom_dataset(folder, counts["CT"], counts["MR"], opts.seed, progress=lambda done, _total: bar.update(done),
-                                  thorax=thorax)
+                                  thorax=thorax, anatomy=anatomy)
             bar.close()
         spec = load_dataset(folder)
         sources.append(_Source(spec, "phantoms", replay_cases(spec)))

@@ -232,25 +232,33 @@ def test_plan_replays_the_parents_data_and_few_shot_strips_its_labels(tiny_bundl
 
 
 def test_replayed_phantoms_have_a_thorax_when_the_parents_had(tiny_bundle, phantom_dir, tmp_path):
-    """A parent whose phantom data set was drawn with a thorax gets its replay phantoms drawn the same way."""
-    from MultiModalSegLib.training.finetune import _plan, load_parent, parent_phantoms_thorax
+    """A parent whose phantom data set was drawn with a thorax (or the wider anatomy) gets its replay
+    phantoms drawn the same way."""
+    from MultiModalSegLib.training.finetune import _plan, load_parent, parent_phantom_drawing
 
     doc = _absolute(phantom_dir)
     data = _dataset(tmp_path / "mr", phantom_dir, training=[e for e in doc["validation"] if e["modality"] == "MR"], validation=[])
     parent, sha = load_parent(str(tiny_bundle))
-    assert not parent_phantoms_thorax(parent)
+    assert parent_phantom_drawing(parent) == {}
     parent.metadata["training"]["datasets"].append({"origin": "phantom", "phantoms": {"ct": 2, "mr": 2, "seed": 0, "thorax": True}})
-    assert parent_phantoms_thorax(parent)
+    assert parent_phantom_drawing(parent) == {"thorax": True}
     plan = _plan(_options(tiny_bundle, [data], tmp_path / "new", tmp_path / "run", parent_data="no", phantoms=1), tmp_path / "run", parent, sha)
     assert plan.replay["phantoms"] == {"CT": 1, "MR": 1, "seed": 0, "thorax": True}
     replay = next(s for s in plan.sources if s.kind == "phantoms")
     assert "lung bases" in json.loads(Path(replay.spec.path).read_text())["description"]
     parent.metadata["training"]["datasets"][-1]["phantoms"]["thorax"] = ["CT"]  # a thorax for CT phantoms only
-    assert parent_phantoms_thorax(parent) == ["CT"]
+    assert parent_phantom_drawing(parent) == {"thorax": ["CT"]}
     plan = _plan(_options(tiny_bundle, [data], tmp_path / "new", tmp_path / "run", parent_data="no", phantoms=1), tmp_path / "run", parent, sha)
     assert plan.replay["phantoms"]["thorax"] == ["CT"]
     replay = next(s for s in plan.sources if s.kind == "phantoms")
     assert "(CT only)" in json.loads(Path(replay.spec.path).read_text())["description"]
+    parent.metadata["training"]["datasets"][-1]["phantoms"]["anatomy"] = 2  # and the wider organ shapes
+    assert parent_phantom_drawing(parent) == {"thorax": ["CT"], "anatomy": 2}
+    plan = _plan(_options(tiny_bundle, [data], tmp_path / "new", tmp_path / "run", parent_data="no", phantoms=1), tmp_path / "run", parent, sha)
+    assert plan.replay["phantoms"] == {"CT": 1, "MR": 1, "seed": 0, "thorax": ["CT"], "anatomy": 2}
+    replay = next(s for s in plan.sources if s.kind == "phantoms")
+    assert Path(replay.spec.path).parent.name.endswith("-thorax-ct-anatomy2")
+    assert "wider organ shapes" in json.loads(Path(replay.spec.path).read_text())["description"]
 
 
 def test_parent_data_not_found_is_one_error_saying_how_to_give_it(tiny_bundle, phantom_dir, tmp_path):
