@@ -57,11 +57,22 @@ def validations(records: list[dict]) -> dict[int, dict]:
     return {r["step"]: r["dice"] for r in records if r["event"] == "validation"}
 
 
+def _cell(dice: dict, organ: str) -> str:
+    """One Dice to two decimals; "-" for an organ that run does not validate."""
+    return "-" if dice.get(organ) is None else f"{dice[organ]:.2f}"
+
+
+def run_names(folders: list[Path]) -> list[str]:
+    """A column name per run folder: its name, or its path where two runs share a name."""
+    names = [f.name for f in folders]
+    return [f.name if names.count(f.name) == 1 else str(f) for f in folders]
+
+
 def beside_markdown(runs: dict[str, list[dict]]) -> str:
     """One table per modality: each validation step of the first run, every run's Dice at that step.
 
     A cell is the organs' Dice in the run's organ order, then the mean in brackets; "-" where a run
-    has no validation at that step.
+    has no validation at that step (or of that organ).
     """
     names = list(runs)
     by_step = {name: validations(records) for name, records in runs.items()}
@@ -79,7 +90,7 @@ def beside_markdown(runs: dict[str, list[dict]]) -> str:
             for name in names:
                 dice = by_step[name].get(step, {}).get(modality)
                 cells.append("-" if dice is None else
-                             " / ".join(f"{dice[o]:.2f}" for o in order) + f" ({dice['mean']:.2f})")
+                             " / ".join(_cell(dice, o) for o in order) + f" ({_cell(dice, 'mean')})")
             lines.append(f"| {step} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -100,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     loss_plot(records, png)
     text = status_markdown(records, args.title or f"Training run {args.run.name}").replace("{png}", png.name)
     if args.beside:
-        runs = {args.run.name: records} | {other.name: read_progress(other / "progress.jsonl") for other in args.beside}
+        folders = [args.run, *args.beside]
+        runs = {name: read_progress(f / "progress.jsonl") for name, f in zip(run_names(folders), folders, strict=True)}
         text += "\n" + beside_markdown(runs)
     write_text_atomic(args.out / f"{args.name}.md", text)
     print(text)

@@ -53,3 +53,20 @@ def test_without_other_runs_no_side_by_side_section(status_script, tmp_path):
     text = (tmp_path / "report" / "status.md").read_text()
     assert "Beside other runs" not in text
     assert "| 250 | 0.200 | 0.100 | 0.000 | 0.000 |" in text
+
+
+def test_runs_of_the_same_name_and_other_organs_keep_their_own_columns(status_script, tmp_path):
+    """Two runs whose folders share a name get a column each (their paths); an organ another run does
+    not validate reads "-" rather than failing."""
+    write_run(tmp_path / "a" / "run", {250: (0.2, 0.0)})
+    write_run(tmp_path / "b" / "run", {250: (0.4, 0.2)})
+    other = tmp_path / "c" / "liver-only"
+    other.mkdir(parents=True)
+    (other / "progress.jsonl").write_text(json.dumps(
+        {"event": "validation", "time": 1.0, "step": 250, "dice": {"CT": {"liver": 0.7, "mean": 0.7}}}) + "\n")
+    status_script.main(["--run", str(tmp_path / "a" / "run"), "--out", str(tmp_path / "report"),
+                        "--beside", str(tmp_path / "b" / "run"), "--beside", str(other)])
+    text = (tmp_path / "report" / "status.md").read_text()
+    ct = text[text.index("CT validation Dice"):text.index("MR validation Dice")]
+    assert f"| step | {tmp_path / 'a' / 'run'} | {tmp_path / 'b' / 'run'} | liver-only |" in ct
+    assert "| 250 | 0.20 / 0.10 (0.15) | 0.40 / 0.20 (0.30) | 0.70 / - (0.70) |" in ct
