@@ -325,10 +325,10 @@ def _widen_organs(rng: np.random.Generator, anat: Anatomy) -> None:
     Spleen: semi-axes times 0.8-1.3 (thin axis, along the wall 0.85-1.5, height 0.85-1.3), and in 70 %
     of patients a hollow visceral face: an ellipsoid carved from the spleen's inner side (the side
     away from the body wall) to a depth of 0.5-1.3 of its thin semi-axis, leaving a crescent in
-    axial section. Liver: the right lobe's semi-axes
-    times 0.88-1.15; the left lobe's width times 0.6-1.9, grown or shrunk from its right end (so a
-    large one reaches across the midline towards the spleen), its depth times 0.8-1.35 and height
-    0.8-1.25. Kidneys: semi-axes times 0.88-1.12 (their notch follows).
+    axial section. Liver: the right lobe's semi-axes times 0.88-1.15; the left lobe's width times
+    0.6-1.9, grown or shrunk from its right end (so a large one reaches across the midline towards
+    the spleen), its depth times 0.8-1.35 and height 0.8-1.25. Kidneys: semi-axes times 0.88-1.12
+    (their notch follows).
     """
     (right, _), (left, _) = anat.organs["liver"]
     right = _scaled(right, rng.uniform(0.88, 1.15, 3))
@@ -781,7 +781,7 @@ ANATOMIES = (1, 2)
 
 def check_anatomy(anatomy: int) -> int:
     """``anatomy`` if it is one of :data:`ANATOMIES`, else an error naming the choices."""
-    if isinstance(anatomy, bool) or anatomy not in ANATOMIES:
+    if isinstance(anatomy, bool) or not isinstance(anatomy, (int, np.integer)) or anatomy not in ANATOMIES:
         raise InputError(f"anatomy={anatomy!r}: give 1 (the first phantom anatomy) or 2 (wider organ shapes).")
     return int(anatomy)
 

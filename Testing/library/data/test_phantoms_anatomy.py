@@ -100,7 +100,7 @@ def test_a_hollow_spleen_is_a_crescent_on_the_image():
 
 
 def test_anatomy_is_checked_and_carried_by_dataset_cli_and_recipe(tmp_path):
-    for bad in (0, 3, True, "2"):
+    for bad in (0, 3, True, "2", 2.0):
         with pytest.raises(InputError, match="anatomy"):
             generate_phantom("CT", 0, anatomy=bad)
     path = write_phantom_dataset(tmp_path / "ds", 1, 0, seed=2, anatomy=2)
