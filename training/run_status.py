@@ -49,7 +49,17 @@ def status_markdown(records: list[dict], title: str) -> str:
         for r in vals:
             cells = [f"{r['dice'][m][o]:.3f}" for m in vals[-1]["dice"] for o in organs]
             lines.append(f"| {r['step']} | " + " | ".join(cells) + " |")
+        lines += ["", recent_means(validations(records))]
     return "\n".join(lines) + "\n"
+
+
+def recent_means(by_step: dict[int, dict], last: int = 3) -> str:
+    """One line: each modality's mean Dice averaged over the last ``last`` checks, a steadier figure than
+    one check where a validation scan is small and the Dice swings from one check to the next."""
+    steps = sorted(by_step)[-last:]
+    means = {m: [by_step[s][m]["mean"] for s in steps if m in by_step[s]] for m in by_step[steps[-1]]}
+    parts = [f"{m} {sum(v) / len(v):.3f}" for m, v in means.items()]
+    return f"Mean Dice over the last {len(steps)} checks (steps {', '.join(map(str, steps))}): " + ", ".join(parts) + "."
 
 
 def validations(records: list[dict]) -> dict[int, dict]:

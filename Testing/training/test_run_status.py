@@ -53,6 +53,15 @@ def test_without_other_runs_no_side_by_side_section(status_script, tmp_path):
     text = (tmp_path / "report" / "status.md").read_text()
     assert "Beside other runs" not in text
     assert "| 250 | 0.200 | 0.100 | 0.000 | 0.000 |" in text
+    assert "Mean Dice over the last 1 checks (steps 250): CT 0.150, MR 0.000." in text
+
+
+def test_the_last_checks_averaged(status_script, tmp_path):
+    write_run(tmp_path / "run", {250: (0.2, 0.0), 500: (0.4, 0.2), 750: (0.6, 0.4), 1000: (0.8, 0.0)})
+    status_script.main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "report")])
+    text = (tmp_path / "report" / "status.md").read_text()
+    # means per check: CT 0.30, 0.45, 0.60 and MR 0.15, 0.30, 0.00 at steps 500, 750, 1000
+    assert "Mean Dice over the last 3 checks (steps 500, 750, 1000): CT 0.450, MR 0.150." in text
 
 
 def test_runs_of_the_same_name_and_other_organs_keep_their_own_columns(status_script, tmp_path):
