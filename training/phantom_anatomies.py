@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 
 from MultiModalSegLib.data.phantoms import generate_phantom, patient_seed  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
+from MultiModalSegLib.visualization import display_colours  # noqa: E402
 
-COLOURS = {1: "#dd8265", 2: "#9d6ca2", 3: "#f0c020", 4: "#40c0f0"}
 ROWS = ((1, 2), (2, 2), (1, 1), (2, 1))  # (anatomy, organ whose largest axial section is shown)
 
 
@@ -37,6 +37,7 @@ def largest_section(label: np.ndarray, value: int) -> int:
 def draw(out: Path, columns: int, seed: int = 0, thorax: bool = True) -> Path:
     """Write the figure for the first ``columns`` CT patients of a phantom data set of ``seed``."""
     names = {lab.value: lab.name for lab in ABDOMEN_LABELS}
+    colours = {value: tuple(c / 255 for c in rgb) for value, rgb in display_colours(ABDOMEN_LABELS).items()}
     fig, axes = plt.subplots(len(ROWS), columns, figsize=(2.6 * columns, 2.7 * len(ROWS)), squeeze=False)
     for col in range(columns):
         drawn = {a: generate_phantom("CT", patient_seed(seed, "CT", col), thorax=thorax, anatomy=a) for a in (1, 2)}
@@ -45,7 +46,7 @@ def draw(out: Path, columns: int, seed: int = 0, thorax: bool = True) -> Path:
             z = largest_section(label, organ)
             ax = axes[row, col]
             ax.imshow(np.clip(image[z], -160, 240), cmap="gray")
-            for value, colour in COLOURS.items():
+            for value, colour in colours.items():
                 if (label[z] == value).any():
                     ax.contour(label[z] == value, levels=[0.5], colors=[colour], linewidths=0.8)
             ax.set_title(f"ct_{col:03d}, anatomy {anatomy}\n{names[organ]} section", fontsize=8)

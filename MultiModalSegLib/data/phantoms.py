@@ -894,6 +894,18 @@ def thorax_record(thorax: bool | Collection[str]) -> bool | list[str]:
     return thorax if isinstance(thorax, bool) else sorted(thorax_modalities(thorax))
 
 
+def drawing_record(phantoms: Mapping) -> dict:
+    """How a ``phantoms`` block (a recipe's, or a data set's provenance record) draws its phantoms, as
+    recipes and provenance record it: ``{"thorax": True | [modalities]}`` and ``{"anatomy": 2}`` where
+    set, nothing for the defaults (so the records of older recipes stay as they were)."""
+    record = {}
+    if phantoms.get("thorax"):
+        record["thorax"] = thorax_record(phantoms["thorax"])
+    if phantoms.get("anatomy", 1) != 1:
+        record["anatomy"] = check_anatomy(phantoms["anatomy"])
+    return record
+
+
 def phantom_dataset_document(
     n_ct: int, n_mr: int, seed: int = 0, n_validation: int = 0, *, extra: Mapping[str, int] | None = None,
     thorax: bool | Collection[str] = False, anatomy: int = 1,

@@ -25,7 +25,7 @@ from .. import __version__
 from ..bundle import file_sha256, save_bundle
 from ..data.dataset import Case, labelled_subset, load_dataset
 from ..data.loading import PreparedCase, prepare_case
-from ..data.phantoms import thorax_record, write_phantom_dataset
+from ..data.phantoms import drawing_record, write_phantom_dataset
 from ..data.sampling import ModalitySampler, UnlabelledSampler
 from ..data.synthesis import (
     MixedSampler,
@@ -163,11 +163,7 @@ class Trainer:
                 )
                 bar.close()
             distributed.barrier()
-            recipe = {k: int(ph.get(k, 0)) for k in PHANTOM_COUNTS}
-            if ph.get("thorax"):  # recorded only when set: the records of older recipes stay as they were
-                recipe["thorax"] = thorax_record(ph["thorax"])
-            if ph.get("anatomy", 1) != 1:
-                recipe["anatomy"] = ph["anatomy"]
+            recipe = {k: int(ph.get(k, 0)) for k in PHANTOM_COUNTS} | drawing_record(ph)
             entries.append({"path": str(target), "origin": "phantom", "phantoms": recipe})
         model_values = {lab.name: lab.value for lab in self.labels}
         train, val = [], []

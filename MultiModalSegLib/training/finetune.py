@@ -71,7 +71,7 @@ from ..atomic import write_text_atomic
 from ..bundle import Bundle, bundle_sha256, file_sha256, load_bundle, save_bundle
 from ..data.dataset import Case, DatasetSpec, labelled_subset, load_dataset
 from ..data.loading import PreparedCase, prepare_case
-from ..data.phantoms import check_anatomy, thorax_record, write_phantom_dataset
+from ..data.phantoms import drawing_record, write_phantom_dataset
 from ..device import resolve_device
 from ..errors import BundleError, ConfigError
 from ..labels import ABDOMEN_LABELS
@@ -362,12 +362,7 @@ def parent_phantom_drawing(parent: Bundle) -> dict:
     ``phantoms`` block takes: ``{"thorax": True | [modalities]}`` and ``{"anatomy": 2}`` when set, else
     nothing (a parent drawn with neither gives ``{}``)."""
     for r in parent.metadata.get("training", {}).get("datasets", []) or []:
-        recipe = (r.get("phantoms") or {}) if isinstance(r, dict) else {}
-        drawing = {}
-        if recipe.get("thorax"):
-            drawing["thorax"] = thorax_record(recipe["thorax"])
-        if recipe.get("anatomy", 1) != 1:
-            drawing["anatomy"] = check_anatomy(recipe["anatomy"])
+        drawing = drawing_record((r.get("phantoms") or {}) if isinstance(r, dict) else {})
         if drawing:
             return drawing
     return {}
