@@ -20,7 +20,8 @@ longer along the body wall and, in most patients, crescent-shaped (its visceral 
 the stomach and the kidney press on it); the liver's left lobe from a small tongue to a lobe that
 reaches across the midline towards the spleen; the right lobe and the kidneys somewhat larger or
 smaller. The extra draws come from a stream of their own, so a patient keeps its layout (positions,
-body, bowel, vessels) under either anatomy.
+body, bowel, vessels) under either anatomy. A data set may give the wider shapes to the phantoms of
+some modalities only (``anatomy={"CT": 2}``).
 """
 
 from __future__ import annotations
@@ -786,6 +787,27 @@ def check_anatomy(anatomy: int) -> int:
     return int(anatomy)
 
 
+def anatomy_record(anatomy: int | Mapping[str, int]) -> int | dict[str, int]:
+    """``anatomy`` checked, as recipes and provenance record it: one anatomy for every modality's
+    phantoms, or a mapping from modality to anatomy (``{"CT": 2}``: the wider shapes for the CT phantoms
+    only; a modality not named draws the first), its names upper-case and sorted."""
+    if not isinstance(anatomy, Mapping):
+        return check_anatomy(anatomy)
+    if not anatomy:
+        raise InputError("anatomy={}: give 1, 2 or a mapping from modality to anatomy, e.g. {\"CT\": 2}.")
+    names = {str(m).upper(): check_anatomy(a) for m, a in anatomy.items()}
+    unknown = sorted(set(names) - set(MODALITIES))
+    if unknown:
+        raise InputError(f"anatomy: unknown modalities {unknown}; use some of {list(MODALITIES)}.")
+    return dict(sorted(names.items()))
+
+
+def modality_anatomy(anatomy: int | Mapping[str, int], modality: str) -> int:
+    """The anatomy the phantoms of ``modality`` draw under ``anatomy`` (see :func:`anatomy_record`)."""
+    record = anatomy_record(anatomy)
+    return record if isinstance(record, int) else record.get(modality.upper(), 1)
+
+
 def _simulate(
     modality: str, seed: int, direction, thorax: bool = False, anatomy: int = 1
 ) -> tuple[str, Acquisition, np.ndarray, np.ndarray]:
@@ -901,20 +923,23 @@ def drawing_record(phantoms: Mapping) -> dict:
     record = {}
     if phantoms.get("thorax"):
         record["thorax"] = thorax_record(phantoms["thorax"])
-    if phantoms.get("anatomy", 1) != 1:
-        record["anatomy"] = check_anatomy(phantoms["anatomy"])
+    anatomy = anatomy_record(phantoms.get("anatomy", 1))
+    if anatomy != 1:
+        record["anatomy"] = anatomy
     return record
 
 
 def phantom_dataset_document(
     n_ct: int, n_mr: int, seed: int = 0, n_validation: int = 0, *, extra: Mapping[str, int] | None = None,
-    thorax: bool | Collection[str] = False, anatomy: int = 1,
+    thorax: bool | Collection[str] = False, anatomy: int | Mapping[str, int] = 1,
 ) -> dict:
     """The ``dataset.json`` document that :func:`write_phantom_dataset` writes for these counts (its
     bytes are ``json.dumps(document, indent=2) + "\\n"``), without generating any image."""
     extra = _check_extra(extra)
     _check_counts(n_ct, n_mr, n_validation, extra)
-    wide = ", wider organ shapes" if check_anatomy(anatomy) == 2 else ""
+    kinds_present = ("CT", "MR", *extra)
+    wider = [m for m in kinds_present if modality_anatomy(anatomy, m) == 2]
+    wide = "" if not wider else ", wider organ shapes" + ("" if len(wider) == len(kinds_present) else f" ({' and '.join(wider)} only)")
     splits: dict[str, list] = {"training": [], "validation": [], "test": []}
     for modality, count in (("CT", n_ct), ("MR", n_mr), *extra.items()):
         for i in range(count):
@@ -946,7 +971,7 @@ def write_phantom_dataset(
     extra: Mapping[str, int] | None = None,
     progress: Callable[[int, int], None] | None = None,
     thorax: bool | Collection[str] = False,
-    anatomy: int = 1,
+    anatomy: int | Mapping[str, int] = 1,
 ) -> Path:
     """Write an unpaired CT + MR phantom dataset (NIfTI + ``dataset.json``); return the json path.
 
@@ -955,7 +980,8 @@ def write_phantom_dataset(
     the CT and MR ones; without it the output is exactly that of a CT + MR dataset.
     ``progress(done, total)`` is called after each case is written. ``thorax``: every case with
     lung bases, diaphragm, heart and lower ribs (see :func:`generate_phantom`); a list of modalities
-    gives the thorax to their cases only. ``anatomy``: 1 (the first organ shapes) or 2 (wider ones).
+    gives the thorax to their cases only. ``anatomy``: 1 (the first organ shapes) or 2 (wider ones), or
+    a mapping from modality to either (``{"CT": 2}``; see :func:`anatomy_record`).
     """
     data = phantom_dataset_document(n_ct, n_mr, seed, n_validation, extra=extra, thorax=thorax, anatomy=anatomy)
     chest = thorax_modalities(thorax)
@@ -963,7 +989,8 @@ def write_phantom_dataset(
     cases = [(m, i) for m, count in (("CT", n_ct), ("MR", n_mr), *_check_extra(extra).items()) for i in range(count)]
     for done, (modality, i) in enumerate(cases, 1):
         rel = f"{modality.lower()}_{i:03d}.nii.gz"
-        image, label = generate_phantom(modality, patient_seed(seed, modality, i), thorax=modality in chest, anatomy=anatomy)
+        image, label = generate_phantom(modality, patient_seed(seed, modality, i), thorax=modality in chest,
+                                        anatomy=modality_anatomy(anatomy, modality))
         write_image_atomic(image.to_sitk(), out / "imagesTr" / rel)
         write_labelmap(label, out / "labelsTr" / rel)
         if progress is not None:

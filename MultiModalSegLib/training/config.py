@@ -9,7 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..data.phantoms import check_anatomy, thorax_modalities
+from ..data.phantoms import anatomy_record, thorax_modalities
 from ..errors import ConfigError, InputError
 from ..labels import ABDOMEN_LABELS, LabelInfo
 from ..modalities import ModalityProfile, get_modality, with_params
@@ -26,7 +26,7 @@ class TrainConfig:
     "validation": K, "seed": S}`` generates that many synthetic cases into the run folder
     (``"thorax": true``: with lung bases, diaphragm, heart and lower ribs above the abdomen;
     ``"thorax": ["CT"]``: for the phantoms of those modalities only; ``"anatomy": 2``: wider organ
-    shapes, 1 by default).
+    shapes, 1 by default; ``"anatomy": {"CT": 2}``: the wider shapes for those modalities only).
     ``few_shot``: ``{"MR": 1}`` keeps the labels of only that many training cases of a modality.
     ``schedule``: ``{"name": "cosine" | "poly", "warmup_steps": W, "power": 0.9}``.
     A dataset entry may add ``"exclude": [case names]`` to leave those cases out (e.g. a
@@ -158,7 +158,7 @@ def _check_phantoms(phantoms: dict) -> None:
             raise ConfigError(f"\"phantoms\": {key} {value!r} must be a non-negative integer.")
     try:
         thorax_modalities(phantoms.get("thorax", False))
-        check_anatomy(phantoms.get("anatomy", 1))
+        anatomy_record(phantoms.get("anatomy", 1))
     except InputError as exc:
         raise ConfigError(f"\"phantoms\": {exc}") from None
 

@@ -136,3 +136,30 @@ def test_a_run_writes_and_records_its_phantoms_drawing(tmp_path):
         assert {k: v for k, v in record.items() if k in ("thorax", "anatomy")} == recorded
         description = json.loads((run / "phantoms" / "dataset.json").read_text())["description"]
         assert ("wider organ shapes" in description) == bool(recorded)
+
+
+def test_the_wider_anatomy_for_some_modalities_only(tmp_path):
+    """``{"CT": 2}``: the CT phantoms draw the wider shapes, the MR ones the first anatomy, each exactly
+    as a data set of one anatomy draws it; recipes, provenance and fine-tune folders carry the mapping."""
+    from MultiModalSegLib.data.phantoms import anatomy_record, drawing_record, modality_anatomy
+
+    assert anatomy_record({"ct": 2, "MR": 1}) == {"CT": 2, "MR": 1}
+    assert (modality_anatomy({"CT": 2}, "ct"), modality_anatomy({"CT": 2}, "MR"), modality_anatomy(2, "MR")) == (2, 1, 2)
+    for bad, match in (({}, "mapping"), ({"PET": 2}, "unknown modalities"), ({"CT": 3}, "anatomy=3")):
+        with pytest.raises(InputError, match=match):
+            anatomy_record(bad)
+    assert drawing_record({"anatomy": {"ct": 2}}) == {"anatomy": {"CT": 2}}
+    assert drawing_record({"anatomy": 1}) == {}
+
+    mixed = write_phantom_dataset(tmp_path / "mixed", 1, 1, seed=4, anatomy={"CT": 2})
+    assert "wider organ shapes (CT only)" in json.loads(mixed.read_text())["description"]
+    wide = write_phantom_dataset(tmp_path / "wide", 1, 0, seed=4, anatomy=2)
+    plain = write_phantom_dataset(tmp_path / "plain", 0, 1, seed=4)
+    for rel, same_as in (("ct_000.nii.gz", wide), ("mr_000.nii.gz", plain)):
+        assert (mixed.parent / "labelsTr" / rel).read_bytes() == (same_as.parent / "labelsTr" / rel).read_bytes()
+        assert (mixed.parent / "imagesTr" / rel).read_bytes() == (same_as.parent / "imagesTr" / rel).read_bytes()
+
+    base = {"phantoms": {"ct": 1, "mr": 1, "seed": 0}, "labels": "abdomen", "modalities": ["CT", "MR"]}
+    assert config_from_dict({**base, "phantoms": {**base["phantoms"], "anatomy": {"CT": 2}}}).phantoms["anatomy"] == {"CT": 2}
+    with pytest.raises(ConfigError, match="unknown modalities"):
+        config_from_dict({**base, "phantoms": {**base["phantoms"], "anatomy": {"XR": 2}}})

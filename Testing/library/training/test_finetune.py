@@ -259,6 +259,12 @@ def test_replayed_phantoms_have_a_thorax_when_the_parents_had(tiny_bundle, phant
     replay = next(s for s in plan.sources if s.kind == "phantoms")
     assert Path(replay.spec.path).parent.name.endswith("-thorax-ct-anatomy2")
     assert "wider organ shapes" in json.loads(Path(replay.spec.path).read_text())["description"]
+    parent.metadata["training"]["datasets"][-1]["phantoms"]["anatomy"] = {"CT": 2}  # wider for CT only
+    plan = _plan(_options(tiny_bundle, [data], tmp_path / "new", tmp_path / "run", parent_data="no", phantoms=1), tmp_path / "run", parent, sha)
+    assert plan.replay["phantoms"]["anatomy"] == {"CT": 2}
+    replay = next(s for s in plan.sources if s.kind == "phantoms")
+    assert Path(replay.spec.path).parent.name.endswith("-thorax-ct-anatomy2-ct")
+    assert "wider organ shapes (CT only)" in json.loads(Path(replay.spec.path).read_text())["description"]
 
 
 def test_parent_data_not_found_is_one_error_saying_how_to_give_it(tiny_bundle, phantom_dir, tmp_path):
