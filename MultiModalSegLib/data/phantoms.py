@@ -790,7 +790,8 @@ def check_anatomy(anatomy: int) -> int:
 def anatomy_record(anatomy: int | Mapping[str, int]) -> int | dict[str, int]:
     """``anatomy`` checked, as recipes and provenance record it: one anatomy for every modality's
     phantoms, or a mapping from modality to anatomy (``{"CT": 2}``: the wider shapes for the CT phantoms
-    only; a modality not named draws the first), its names upper-case and sorted."""
+    only; a modality not named draws the first), its names upper-case and sorted, those of the first
+    anatomy left out (a mapping that names none of the second is the first anatomy, ``1``)."""
     if not isinstance(anatomy, Mapping):
         return check_anatomy(anatomy)
     if not anatomy:
@@ -799,7 +800,7 @@ def anatomy_record(anatomy: int | Mapping[str, int]) -> int | dict[str, int]:
     unknown = sorted(set(names) - set(MODALITIES))
     if unknown:
         raise InputError(f"anatomy: unknown modalities {unknown}; use some of {list(MODALITIES)}.")
-    return dict(sorted(names.items()))
+    return {m: a for m, a in sorted(names.items()) if a != 1} or 1
 
 
 def modality_anatomy(anatomy: int | Mapping[str, int], modality: str) -> int:

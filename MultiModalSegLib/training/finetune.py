@@ -465,7 +465,7 @@ def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> 
     if sum(counts.values()):
         chest = "" if not thorax else "-thorax" if thorax is True else "-thorax-" + "-".join(m.lower() for m in thorax)
         shapes = ("" if anatomy == 1 else f"-anatomy{anatomy}" if isinstance(anatomy, int)
-                  else "-anatomy2-" + "-".join(m.lower() for m, a in anatomy.items() if a == 2))
+                  else "-anatomy2-" + "-".join(m.lower() for m in anatomy))
         folder = run / f"phantoms-ct{counts['CT']}-mr{counts['MR']}-seed{opts.seed}{chest}{shapes}"
         if not (folder / "dataset.json").exists():
             bar = _reporter(opts).bar(sum(counts.values()), "writing replay phantoms")

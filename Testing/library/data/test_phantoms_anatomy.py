@@ -143,7 +143,8 @@ def test_the_wider_anatomy_for_some_modalities_only(tmp_path):
     as a data set of one anatomy draws it; recipes, provenance and fine-tune folders carry the mapping."""
     from MultiModalSegLib.data.phantoms import anatomy_record, drawing_record, modality_anatomy
 
-    assert anatomy_record({"ct": 2, "MR": 1}) == {"CT": 2, "MR": 1}
+    assert anatomy_record({"ct": 2, "MR": 1}) == {"CT": 2}
+    assert anatomy_record({"CT": 1}) == 1 and drawing_record({"anatomy": {"CT": 1}}) == {}
     assert (modality_anatomy({"CT": 2}, "ct"), modality_anatomy({"CT": 2}, "MR"), modality_anatomy(2, "MR")) == (2, 1, 2)
     for bad, match in (({}, "mapping"), ({"PET": 2}, "unknown modalities"), ({"CT": 3}, "anatomy=3")):
         with pytest.raises(InputError, match=match):
