@@ -27,7 +27,7 @@ some modalities only (``anatomy={"CT": 2}``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -930,6 +930,11 @@ def drawing_record(phantoms: Mapping) -> dict:
     return record
 
 
+def _only(some: Sequence[str], kinds: Sequence[str]) -> str:
+    """`` (CT only)`` when ``some`` are not all of the data set's ``kinds``, else nothing."""
+    return "" if set(some) == set(kinds) else f" ({' and '.join(some)} only)"
+
+
 def phantom_dataset_document(
     n_ct: int, n_mr: int, seed: int = 0, n_validation: int = 0, *, extra: Mapping[str, int] | None = None,
     thorax: bool | Collection[str] = False, anatomy: int | Mapping[str, int] = 1,
@@ -940,7 +945,7 @@ def phantom_dataset_document(
     _check_counts(n_ct, n_mr, n_validation, extra)
     kinds_present = ("CT", "MR", *extra)
     wider = [m for m in kinds_present if modality_anatomy(anatomy, m) == 2]
-    wide = "" if not wider else ", wider organ shapes" + ("" if len(wider) == len(kinds_present) else f" ({' and '.join(wider)} only)")
+    wide = f", wider organ shapes{_only(wider, kinds_present)}" if wider else ""
     splits: dict[str, list] = {"training": [], "validation": [], "test": []}
     for modality, count in (("CT", n_ct), ("MR", n_mr), *extra.items()):
         for i in range(count):
@@ -950,8 +955,8 @@ def phantom_dataset_document(
     labels = {"0": "background", **{str(lab.value): lab.name for lab in ABDOMEN_LABELS}}
     kinds = "CT and MR" if not extra else f"CT, MR and {', '.join(extra)}"
     chest = thorax_modalities(thorax)
-    present = [m for m in ("CT", "MR", *extra) if m in chest]
-    whose = "" if set(present) == {"CT", "MR", *extra} else f" ({' and '.join(present)} only)"
+    present = [m for m in kinds_present if m in chest]
+    whose = _only(present, kinds_present)
     return {
         "name": "abdomen-phantoms",
         "description": f"Synthetic unpaired abdominal {kinds} phantoms (MultiModalSeg generator, seed {seed}{wide}"
@@ -986,12 +991,13 @@ def write_phantom_dataset(
     """
     data = phantom_dataset_document(n_ct, n_mr, seed, n_validation, extra=extra, thorax=thorax, anatomy=anatomy)
     chest = thorax_modalities(thorax)
+    shapes = {m: modality_anatomy(anatomy, m) for m in MODALITIES}  # checked once, not per case
     out = Path(out_dir)
     cases = [(m, i) for m, count in (("CT", n_ct), ("MR", n_mr), *_check_extra(extra).items()) for i in range(count)]
     for done, (modality, i) in enumerate(cases, 1):
         rel = f"{modality.lower()}_{i:03d}.nii.gz"
         image, label = generate_phantom(modality, patient_seed(seed, modality, i), thorax=modality in chest,
-                                        anatomy=modality_anatomy(anatomy, modality))
+                                        anatomy=shapes[modality])
         write_image_atomic(image.to_sitk(), out / "imagesTr" / rel)
         write_labelmap(label, out / "labelsTr" / rel)
         if progress is not None:
