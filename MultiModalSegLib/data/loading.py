@@ -14,6 +14,7 @@ from ..io import read_image, read_labelmap
 from ..modalities import ModalityProfile, get_modality
 from ..preprocessing import crop, foreground_bbox, to_model_space
 from .dataset import Case
+from .profile_jitter import unit_alternate
 
 
 @dataclass
@@ -25,6 +26,8 @@ class PreparedCase:
     image: np.ndarray
     label: np.ndarray | None
     weight: float = 1.0
+    # a percentile profile's other foreground bounds on this image's [0, 1] scale (:mod:`.profile_jitter`)
+    alternate: tuple[float, float] | None = None
 
     @property
     def foreground(self) -> np.ndarray:
@@ -75,7 +78,9 @@ def prepare_case(
     """Read, normalise (``profile``, default the library's profile of the case's modality), reorient,
     resample and crop one case."""
     image = read_image(case.image)
-    image.array = (profile or get_modality(case.modality)).normalize(image.array)
+    profile = profile or get_modality(case.modality)
+    alternate = unit_alternate(profile, image.array)
+    image.array = profile.normalize(image.array)
     model_image = to_model_space(image, spacing)
     label = None
     if case.label is not None:
@@ -90,4 +95,4 @@ def prepare_case(
         label = to_model_space(lab, spacing, is_label=True).array.astype(np.uint8)
     bbox = foreground_bbox(model_image.array, threshold=0.05, margin=4)
     img = crop(model_image.array, bbox).astype(np.float32)
-    return PreparedCase(case.name, case.modality, img, None if label is None else crop(label, bbox), case.weight)
+    return PreparedCase(case.name, case.modality, img, None if label is None else crop(label, bbox), case.weight, alternate)

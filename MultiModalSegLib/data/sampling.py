@@ -25,6 +25,7 @@ from monai.utils import convert_to_tensor
 
 from ..errors import ConfigError
 from .loading import PreparedCase
+from .profile_jitter import jitter_fraction, jitter_normalised
 
 
 def augmentations() -> Compose:
@@ -69,7 +70,8 @@ class ModalitySampler:
     centred on a labelled voxel, the rest anywhere in the volume. Foreground centres are
     class-balanced: first a label present in the case, uniformly, then one of its voxels, so a
     small organ far from a large one (the spleen, the left kidney) is seen as often as the liver. Cases are drawn with probability
-    proportional to their ``weight`` (e.g. to show a few real scans as often as many phantoms)."""
+    proportional to their ``weight`` (e.g. to show a few real scans as often as many phantoms). A share ``jitter`` of the
+    items is re-normalised between the two foreground choices of its profile (:mod:`.profile_jitter`; augmented items only)."""
 
     def __init__(
         self,
@@ -80,9 +82,11 @@ class ModalitySampler:
         augment: bool = True,
         seed: int = 0,
         stream: int = 0,
+        jitter: float = 0.0,
     ) -> None:
         if not cases:
             raise ConfigError("a modality sampler needs at least one labelled case.")
+        self.jitter = float(jitter)
         self.cases = list(cases)
         self.modality = self.cases[0].modality
         self.patch_size = tuple(int(p) for p in patch_size)
@@ -110,8 +114,9 @@ class ModalitySampler:
     def make(self, index: int, center: tuple[int, ...], seed: int | None) -> dict[str, torch.Tensor]:
         """The item that :meth:`draw`'s choices describe (patch extraction and augmentation)."""
         case = self.cases[index]
+        image = jitter_normalised(extract_patch(case.image, center, self.patch_size), case.alternate, jitter_fraction(seed, self.jitter))
         item = {
-            "image": torch.from_numpy(extract_patch(case.image, center, self.patch_size))[None],
+            "image": torch.from_numpy(image)[None],
             "label": torch.from_numpy(extract_patch(case.label, center, self.patch_size).astype(np.float32))[None],
         }
         if seed is not None:

@@ -17,7 +17,8 @@ and bowel gas are structures too. For each patch (SynthSeg's generative model, S
 4. an acquisition: a slice axis (axial, coronal or sagittal), a slice thickness and in-plane
    spacing of 1 to 7 mm (blur of that width, down- and up-sampling on that axis), sometimes a slab
    of 10 to 40 slices or a narrowed in-plane field of view, with nothing outside;
-5. noise, the modality's own intensity profile (the one inference uses), then a random gamma
+5. noise, the modality's own intensity profile (the one inference uses; for a share of the items,
+   bounds moved toward its other foreground choice when a recipe asks, :mod:`.profile_jitter`), then a random gamma
    (MONAI ``RandGaussianNoised``, ``RandAdjustContrastd``; range and probability set per run,
    :data:`DEFAULT_GAMMA` by default). A gamma above 1 darkens the mid-tones against the brightest
    tissue: whole-volume MR normalisation puts organs near 0 when fat dominates the image (a T1
@@ -62,6 +63,7 @@ from ..modalities import ModalityProfile, get_modality, scale_to_unit
 from ..preprocessing import crop, foreground_bbox, to_model_space
 from .dataset import Case
 from .loading import PreparedCase, remap_label_array
+from .profile_jitter import blended_bounds, jitter_fraction
 from .sampling import ModalitySampler, extract_patch
 from .tissues import CT_ARTERIAL_GAIN, CT_HU, MR_SIGNAL, generation_ids, intensity_classes, tissue_of
 
@@ -372,6 +374,7 @@ class SynthSampler(ModalitySampler):
         mr_random_share: float = RANDOM_MR_SHARE,
         scale: float = DEFAULT_SCALE,
         generator: int = DEFAULT_GENERATOR,
+        jitter: float = 0.0,
     ) -> None:
         if not sources:
             raise ConfigError("synthesis needs at least one labelled source case.")
@@ -382,7 +385,8 @@ class SynthSampler(ModalitySampler):
         self.mr_random_share = float(mr_random_share)
         self._counts: dict[int, np.ndarray] = {}  # voxels per generation id of each source (generator 2)
         self.sources = list(sources)
-        super().__init__([s.as_case() for s in self.sources], patch_size, batch_size, foreground_ratio, True, seed, stream)
+        super().__init__([s.as_case() for s in self.sources], patch_size, batch_size, foreground_ratio, True, seed, stream,
+                         jitter)
         self.modality = get_modality(modality).name
         self.profile = profile or get_modality(self.modality)  # the run's profile (a fine-tune keeps its parent's)
         self.spacing = tuple(float(s) for s in spacing)
@@ -424,9 +428,12 @@ class SynthSampler(ModalitySampler):
             image = image + rng.normal(0.0, rng.uniform(3.0, 25.0), image.shape).astype(np.float32)
         background = CT_HU["air"][0] if ct_like else 0.0
         image, label = simulate_acquisition(image, label, draw_acquisition(image.shape, rng), self.spacing, background)
+        t = jitter_fraction(seed, self.jitter) if self.profile.kind != "window" else 0.0
         if self.generator >= 2 and self.profile.kind != "window":  # a window's bounds do not depend on the image
             whole = self.whole_source(index, present, means, spreads, contrast, measured, seed, gains)
-            image = scale_to_unit(image, *self.profile.bounds(whole))
+            image = scale_to_unit(image, *blended_bounds(self.profile, whole, t))
+        elif t:
+            image = scale_to_unit(image, *blended_bounds(self.profile, image, t))
         else:
             image = self.profile.normalize(image)
         item = {"image": image[None]}

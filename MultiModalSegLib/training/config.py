@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..data.phantoms import anatomy_record, thorax_modalities
+from ..data.profile_jitter import check_profile_jitter
 from ..errors import ConfigError, InputError
 from ..labels import ABDOMEN_LABELS, LabelInfo
 from ..modalities import ModalityProfile, get_modality, with_params
@@ -46,6 +47,9 @@ class TrainConfig:
     ``intensity_profiles``: ``{"MR": {"foreground": "above_mean"}}`` replaces parameters of the
     library's intensity profile of a modality for this run (a recipe pins the profile a shipped model
     was trained with, so that it still reproduces that model; default: the library's profiles).
+    ``profile_jitter``: ``{"MR": s}`` normalises that share of a modality's training items (real,
+    phantom and synthesised) with bounds drawn between the two foreground choices of its percentile
+    profile (:mod:`..data.profile_jitter`); inference keeps the profile's own bounds.
     ``init``: ``{"bundle": PATH, "sha256": HEX}`` starts the network from that bundle's weights
     (:mod:`.warm_start`: any U-Net-family method from any other; the sha256 is checked first).
     ``pretrain``: ``{"task": "masked_reconstruction", "steps": N, "lr": L, ...}`` pretrains the
@@ -69,6 +73,7 @@ class TrainConfig:
     few_shot: dict = field(default_factory=dict)
     synthesis: dict = field(default_factory=dict)
     intensity_profiles: dict = field(default_factory=dict)
+    profile_jitter: dict = field(default_factory=dict)
     lr: float = 2e-3
     weight_decay: float = 1e-4
     schedule: dict = field(default_factory=lambda: {"name": "cosine", "warmup_steps": 20})
@@ -101,7 +106,7 @@ class TrainConfig:
         d = self.to_dict()
         for key in ("steps", "validate_every", "checkpoint_every", "log_every", "device", "threads", "source"):
             d.pop(key)
-        for key in ("pretrain", "intensity_profiles"):  # absent from configs older than the key: they still resume
+        for key in ("pretrain", "intensity_profiles", "profile_jitter"):  # absent from configs older than the key: they still resume
             if not d[key]:
                 d.pop(key)
         return d
@@ -132,7 +137,7 @@ def config_from_dict(raw: dict, base: Path | None = None) -> TrainConfig:
         raise ConfigError(f"\"init\" must be {{\"bundle\": PATH, \"sha256\": HEX}} (sha256 optional); got {cfg.init}.")
     _check_phantoms(cfg.phantoms)
     _check_synthesis(cfg.synthesis)
-    configured_profiles(cfg)
+    profile_jitter_shares(cfg)
     if cfg.pretrain:
         from .pretraining import PretrainSpec
 
@@ -179,6 +184,16 @@ def configured_profiles(cfg: TrainConfig) -> dict[str, ModalityProfile]:
         return {name: with_params(profile, names.get(name, {})) for name, profile in trained.items()}
     except InputError as error:
         raise ConfigError(f"\"intensity_profiles\": {error}") from None
+
+
+def profile_jitter_shares(cfg: TrainConfig) -> dict[str, float]:
+    """The share of each modality's training items whose profile bounds are jittered (0 when unnamed)."""
+    profiles = configured_profiles(cfg)
+    try:
+        named = check_profile_jitter(cfg.profile_jitter, cfg.modalities, profiles)
+    except InputError as error:
+        raise ConfigError(f"\"profile_jitter\": {error}") from None
+    return {m: named.get(m, 0.0) for m in profiles}
 
 
 SYNTHESIS_SOURCES = ("datasets", "phantoms")

@@ -44,7 +44,7 @@ from ..provenance import config_record, dataset_file_record
 from ..reporting import Reporter
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import PHANTOM_COUNTS, TrainConfig, configured_profiles
+from .config import PHANTOM_COUNTS, TrainConfig, configured_profiles, profile_jitter_shares
 from .progress import ProgressLog, format_seconds
 from .schedules import build_scheduler
 from .validation import validate
@@ -146,6 +146,7 @@ class Trainer:
         given = {get_modality(m).name: p for m, p in (profiles or {}).items()}
         configured = configured_profiles(config)
         self.profiles = {m: given.get(m) or configured[m] for m in self.modalities}
+        self.jitter = profile_jitter_shares(config)  # share of each modality's items with jittered profile bounds
 
     # ----- data
     def _cases(self) -> tuple[list[Case], list[Case], list[dict]]:
@@ -210,16 +211,19 @@ class Trainer:
         sources = self.reporter.each(wanted_cases, "reading label maps for synthesis",
                                      lambda c: prepare_source(c, cfg.spacing, values, self.profiles[c.modality], organ_ids))
         pairs = list(zip(labelled, prepared, strict=True))
+        jitter = self.jitter
         samplers = {}
         for i, modality in enumerate(self.modalities):
             kinds: dict[str, ModalitySampler] = {}
             for kind in ("real", "phantom"):
                 mine = [p for c, p in pairs if c.origin == kind and c.modality == modality]
                 if mine:
-                    kinds[kind] = ModalitySampler(mine, cfg.patch_size, cfg.batch_size, cfg.foreground_ratio, cfg.augment, cfg.seed, i)
+                    kinds[kind] = ModalitySampler(mine, cfg.patch_size, cfg.batch_size, cfg.foreground_ratio, cfg.augment, cfg.seed, i,
+                                                  jitter[modality])
             if sources:
                 kinds["synthetic"] = SynthSampler(sources, modality, cfg.patch_size, cfg.batch_size, cfg.spacing, cfg.foreground_ratio, cfg.seed, i,
-                                                  profile=self.profiles[modality], **recipe_options(cfg.synthesis, modality))
+                                                  profile=self.profiles[modality], jitter=jitter[modality],
+                                                  **recipe_options(cfg.synthesis, modality))
             shares = cfg.synthesis["mix"].get(modality)
             if shares is None:
                 raise ConfigError(f"\"synthesis\" has no mix for modality {modality}; add \"{modality}\": {{KIND: share}}.")
@@ -257,7 +261,8 @@ class Trainer:
             if not mine:
                 raise ConfigError(f"no labelled training case of modality {modality}; add data or remove it from \"modalities\".")
             self.samplers[modality] = ModalitySampler(
-                mine, cfg.patch_size, cfg.batch_size, cfg.foreground_ratio, cfg.augment, cfg.seed, stream=i
+                mine, cfg.patch_size, cfg.batch_size, cfg.foreground_ratio, cfg.augment, cfg.seed, stream=i,
+                jitter=self.jitter[modality],
             )
         # semi-supervised methods also get each modality's unlabelled cases (few_shot's surplus included)
         self.unlabelled_samplers = {}

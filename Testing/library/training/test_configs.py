@@ -68,3 +68,24 @@ def test_a_recipe_pins_an_intensity_profile_and_bad_pins_are_refused(tmp_path):
 
     trainer = Trainer(cfg, tmp_path / "run", quiet=True)
     assert trainer.profiles["MR"].foreground == "above_mean" and json.dumps(trainer.profiles["MR"].to_dict())
+
+
+def test_a_recipe_jitters_a_percentile_profile_and_bad_shares_are_refused(tmp_path):
+    from MultiModalSegLib.errors import ConfigError
+    from MultiModalSegLib.training.config import config_from_dict, profile_jitter_shares
+    from MultiModalSegLib.training.engine import Trainer
+
+    base = {"datasets": [str(REPO / "Resources" / "SampleData" / "dataset.json")], "modalities": ["CT", "MR"]}
+    assert profile_jitter_shares(config_from_dict(base)) == {"CT": 0.0, "MR": 0.0}
+    assert "profile_jitter" not in config_from_dict(base).identity()  # older recipes still resume
+    cfg = config_from_dict({**base, "profile_jitter": {"mr": 0.75}})
+    assert profile_jitter_shares(cfg) == {"CT": 0.0, "MR": 0.75} and cfg.identity()["profile_jitter"] == {"mr": 0.75}
+    for bad, words in (({"CT": 0.5}, "nothing to jitter"), ({"MR": 1.5}, "in \\[0, 1\\]"), ({"MR": True}, "in \\[0, 1\\]"),
+                       ({"CBCT": 0.5}, "does not train"), ({"XR": 0.5}, "unknown modality"), (["MR"], "MODALITY")):
+        with pytest.raises(ConfigError, match=words):
+            config_from_dict({**base, "profile_jitter": bad})
+    # the trainer's samplers jitter that share of the MR items, none of the CT's
+    trainer = Trainer(config_from_dict({**base, "profile_jitter": {"MR": 0.75}, "steps": 1}), tmp_path / "run", quiet=True)
+    trainer.build()
+    assert trainer.samplers["MR"].jitter == 0.75 and trainer.samplers["CT"].jitter == 0.0
+    assert trainer.samplers["MR"].cases[0].alternate is not None

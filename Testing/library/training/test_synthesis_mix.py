@@ -63,3 +63,13 @@ def test_the_default_recipes_never_train_on_the_validation_scans(recipe_file):
     assert all("abdomen_mr_01" in d.get("exclude", []) for d in trained)
     names = {c["name"] for d in trained for c in json.loads((SAMPLES / "dataset.json").read_text())["training"]}
     assert "chest_abdomen_ct_02" not in names
+
+
+def test_profile_jitter_reaches_every_kind_of_a_modality(tmp_path):
+    mix = {"sources": ["datasets"], "mix": {"CT": {"real": 0.5, "synthetic": 0.5}, "MR": {"synthetic": 0.5, "real": 0.5}}}
+    datasets = [{"path": str(SAMPLES / "dataset.json")}]
+    trainer = Trainer(config_from_dict(tiny_config(SAMPLES, datasets=datasets, synthesis=mix, profile_jitter={"MR": 0.5})),
+                      tmp_path, quiet=True)
+    trainer.build()
+    assert {k: s.jitter for k, s in trainer.samplers["MR"].samplers.items()} == {"real": 0.5, "synthetic": 0.5}
+    assert {k: s.jitter for k, s in trainer.samplers["CT"].samplers.items()} == {"real": 0.0, "synthetic": 0.0}

@@ -1,0 +1,91 @@
+"""Training items normalised with bounds drawn between the two foreground choices of a percentile profile.
+
+A ``percentile`` profile (MR) maps a scan to [0, 1] by percentiles of its voxels, and where those
+percentiles fall depends on the scan: how much fat, air and field of view it holds. On a
+fat-dominated T1-weighted abdomen, the percentiles of all voxels put the liver, spleen and kidneys
+near 0 with fat near 1, those of the voxels above the mean clip them to 0; another scan of other
+proportions lands elsewhere between the two. A network trained under one choice alone meets real
+scans under bounds it never saw (measured: ``training/reports/abdomen-synth-v12/mr_intensity_probe.md``).
+
+With a recipe's ``"profile_jitter": {"MR": share}``, that share of a modality's training items is
+normalised with bounds a random fraction ``t`` (uniform in [0, 1]) of the way from the profile's
+own bounds to those of its other foreground choice (:data:`..modalities.FOREGROUNDS`); the other
+items, and inference, use the profile's own. This is an intensity augmentation in the spirit of
+SynthSeg's (Billot et al., Medical Image Analysis 86, 2023, Sec. 3.1: randomise what the network must
+not depend on), applied to the normalisation, which SynthSeg leaves fixed; the choice of the two
+foreground choices as the ends is ours.
+
+``t`` is drawn from the item's own seed on a stream of its own (:data:`JITTER_STREAM`), so no other
+random draw of the item changes and a resumed run draws the same items.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..modalities import FOREGROUNDS, ModalityProfile, get_modality, scale_to_unit, with_params
+
+JITTER_STREAM = 11  # the random stream of an item's jitter fraction (apart from the item's other draws)
+
+
+def other_foreground(profile: ModalityProfile) -> ModalityProfile:
+    """``profile`` with its other foreground choice (a ``percentile`` profile only)."""
+    if profile.kind != "percentile":
+        raise ConfigError(f"modality {profile.name!r} has a {profile.kind} profile: its bounds do not depend on "
+                          "the image, so there is nothing to jitter; remove it from \"profile_jitter\".")
+    return with_params(profile, {"foreground": next(f for f in FOREGROUNDS if f != profile.foreground)})
+
+
+def jitter_fraction(seed: int | None, share: float) -> float:
+    """How far (0 to 1) item ``seed``'s bounds move toward the other foreground's: 0 for ``1 - share``
+    of the items (and for an item without a seed), uniform in [0, 1] for the rest."""
+    if seed is None or share <= 0.0:
+        return 0.0
+    rng = np.random.default_rng([seed, JITTER_STREAM])
+    return float(rng.uniform()) if rng.random() < share else 0.0
+
+
+def blended_bounds(profile: ModalityProfile, sample: np.ndarray, t: float) -> tuple[float, float]:
+    """The bounds ``t`` of the way from ``profile``'s bounds for ``sample`` to its other foreground's."""
+    low, high = profile.bounds(sample)
+    if t == 0.0:
+        return low, high
+    other_low, other_high = other_foreground(profile).bounds(sample)
+    return low + t * (other_low - low), high + t * (other_high - high)
+
+
+def unit_alternate(profile: ModalityProfile, array: np.ndarray) -> tuple[float, float] | None:
+    """The other foreground's bounds for ``array`` on the scale ``profile.normalize(array)`` gives it
+    (where the profile's own bounds are 0 and 1); ``None`` for a window profile or a flat image."""
+    if profile.kind != "percentile":
+        return None
+    low, high = profile.bounds(array)
+    if not high > low:
+        return None
+    other_low, other_high = other_foreground(profile).bounds(array)
+    return (other_low - low) / (high - low), (other_high - low) / (high - low)
+
+
+def jitter_normalised(image: np.ndarray, alternate: tuple[float, float] | None, t: float) -> np.ndarray:
+    """An image already normalised by its profile, re-normalised ``t`` of the way to the ``alternate``
+    bounds (:func:`unit_alternate`); unchanged for ``t == 0``. Voxels the profile clipped stay at 0 or 1."""
+    if t == 0.0 or alternate is None:
+        return image
+    return scale_to_unit(image, t * alternate[0], 1.0 + t * (alternate[1] - 1.0))
+
+
+def check_profile_jitter(jitter: dict, modalities: list[str], profiles: dict[str, ModalityProfile]) -> dict[str, float]:
+    """A recipe's ``profile_jitter`` block as ``{modality: share}``; one sentence for a malformed one."""
+    if not isinstance(jitter, dict):
+        raise ConfigError(f"\"profile_jitter\" must be {{MODALITY: share in [0, 1]}}; got {jitter!r}.")
+    shares = {}
+    for name, share in jitter.items():
+        modality = get_modality(name).name
+        if modality not in profiles:
+            raise ConfigError(f"\"profile_jitter\" names {modality}, which the run does not train; its modalities are {modalities}.")
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
+            raise ConfigError(f"\"profile_jitter\": the share of {modality} is {share!r}; give a number in [0, 1].")
+        other_foreground(profiles[modality])
+        shares[modality] = float(share)
+    return shares
