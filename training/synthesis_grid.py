@@ -4,15 +4,17 @@
     python training/synthesis_grid.py --ct-arterial-share 0.35 --columns 10 --out training/reports/abdomen-synth-v4/synthesised_samples.png
     python training/synthesis_grid.py --ct-arterial-share 0.35 --columns 10 --out training/reports/abdomen-synth-v5/synthesised_samples.png
     python training/synthesis_grid.py --recipe training/configs/abdomen_synth_v6.json --columns 10 --out training/reports/abdomen-synth-v6/synthesised_samples.png
+    python training/synthesis_grid.py --recipe training/configs/abdomen_synth_v16.json --columns 10 --out training/reports/abdomen-synth-v16/synthesised_samples.png
 
 Each column is one item of a :class:`~MultiModalSegLib.data.synthesis.SynthSampler` (the middle
-slice of its patch along z, with the model's labels outlined), drawn exactly as training draws it.
+slice of its patch along z, with the model's labels outlined), drawn exactly as training draws it:
+with ``--recipe``, under that recipe's synthesis settings, intensity profiles and profile jitter (an
+item's title then gives its jitter fraction ``t`` when it has one).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from MultiModalSegLib.data.dataset import load_dataset  # noqa: E402
+from MultiModalSegLib.data.profile_jitter import jitter_fraction  # noqa: E402
 from MultiModalSegLib.data.synthesis import (  # noqa: E402
     SynthSampler,
     prepare_source,
@@ -30,6 +33,8 @@ from MultiModalSegLib.data.synthesis import (  # noqa: E402
     source_organ_ids,
 )
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
+from MultiModalSegLib.modalities import get_modality  # noqa: E402
+from MultiModalSegLib.training.config import configured_profiles, load_config, profile_jitter_shares  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,9 +50,13 @@ def main() -> None:
     parser.add_argument("--ct-arterial-share", type=float, default=0.0,
                         help="share of arterial-phase CT images, as a recipe's synthesis block sets it (default: 0)")
     parser.add_argument("--recipe", type=Path, default=None,
-                        help="draw with this training config's synthesis settings (arterial share, MR random share, scale, gamma)")
+                        help="draw with this training config's synthesis settings (arterial share, MR random share, scale, gamma), "
+                             "intensity profiles and profile jitter")
     args = parser.parse_args()
-    synthesis = json.loads(args.recipe.read_text()).get("synthesis", {}) if args.recipe else {}
+    recipe = load_config(args.recipe) if args.recipe else None
+    synthesis = recipe.synthesis if recipe else {}
+    profiles = configured_profiles(recipe) if recipe else {m: get_modality(m) for m in ("CT", "MR")}
+    jitter = profile_jitter_shares(recipe) if recipe else {}
     synthesis = {"ct_arterial_share": args.ct_arterial_share, **synthesis}  # the recipe's share wins
     spec = load_dataset(args.dataset)
     case = next(c for c in spec.cases("training") if c.name == args.case)
@@ -56,7 +65,7 @@ def main() -> None:
     fig, axes = plt.subplots(2, args.columns, figsize=(2.2 * args.columns, 5.4))
     for row, modality in enumerate(("CT", "MR")):
         sampler = SynthSampler([source], modality, args.patch, args.columns, [args.spacing] * 3, 1.0, seed=7, stream=row,
-                               **recipe_options(synthesis, modality))
+                               profile=profiles[modality], jitter=jitter.get(modality, 0.0), **recipe_options(synthesis, modality))
         rng = np.random.default_rng([7, row])
         for col in range(args.columns):
             index, center, seed = sampler.draw(rng)
@@ -65,7 +74,8 @@ def main() -> None:
             ax = axes[row, col]
             ax.imshow(image[z], cmap="gray", vmin=0, vmax=1)
             ax.contour(label[z], levels=[0.5, 1.5, 2.5, 3.5], colors=["#dd8265", "#9d6ca2", "#f0c020", "#40c0f0"], linewidths=0.6)
-            ax.set_title(contrast, fontsize=8)
+            t = jitter_fraction(seed, sampler.jitter)
+            ax.set_title(contrast + (f"\nt = {t:.2f}" if t else ""), fontsize=8)
             ax.axis("off")
     fig.suptitle(f"Synthesised training patches from the label map of {args.case} (middle axial slice, labels outlined)", fontsize=9)
     fig.tight_layout()
