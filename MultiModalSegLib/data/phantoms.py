@@ -930,6 +930,16 @@ def drawing_record(phantoms: Mapping) -> dict:
     return record
 
 
+def drawing_suffix(record: Mapping) -> str:
+    """A folder-name suffix for a drawing record (:func:`drawing_record`): nothing for the defaults, else
+    ``-thorax`` or ``-thorax-ct`` and ``-anatomy2`` or ``-anatomy2-ct`` (the modalities a key is limited to)."""
+    def named(word: str, value) -> str:
+        return f"-{word}" + ("".join(f"-{m.lower()}" for m in value) if isinstance(value, Collection) else "")
+
+    thorax, anatomy = record.get("thorax", False), record.get("anatomy", 1)
+    return (named("thorax", thorax) if thorax else "") + (named("anatomy2", anatomy) if anatomy != 1 else "")
+
+
 def _only(some: Sequence[str], kinds: Sequence[str]) -> str:
     """`` (CT only)`` when ``some`` are not all of the data set's ``kinds``, else nothing."""
     return "" if set(some) == set(kinds) else f" ({' and '.join(some)} only)"

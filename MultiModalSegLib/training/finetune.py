@@ -71,7 +71,7 @@ from ..atomic import write_text_atomic
 from ..bundle import Bundle, bundle_sha256, file_sha256, load_bundle, save_bundle
 from ..data.dataset import Case, DatasetSpec, labelled_subset, load_dataset
 from ..data.loading import PreparedCase, prepare_case
-from ..data.phantoms import drawing_record, write_phantom_dataset
+from ..data.phantoms import drawing_record, drawing_suffix, write_phantom_dataset
 from ..device import resolve_device
 from ..errors import BundleError, ConfigError
 from ..labels import ABDOMEN_LABELS
@@ -463,10 +463,7 @@ def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> 
     thorax, anatomy = drawing.get("thorax", False), drawing.get("anatomy", 1)
     replay["phantoms"] = {**counts, "seed": opts.seed, **drawing}
     if sum(counts.values()):
-        chest = "" if not thorax else "-thorax" if thorax is True else "-thorax-" + "-".join(m.lower() for m in thorax)
-        shapes = ("" if anatomy == 1 else f"-anatomy{anatomy}" if isinstance(anatomy, int)
-                  else "-anatomy2-" + "-".join(m.lower() for m in anatomy))
-        folder = run / f"phantoms-ct{counts['CT']}-mr{counts['MR']}-seed{opts.seed}{chest}{shapes}"
+        folder = run / f"phantoms-ct{counts['CT']}-mr{counts['MR']}-seed{opts.seed}{drawing_suffix(drawing)}"
         if not (folder / "dataset.json").exists():
             bar = _reporter(opts).bar(sum(counts.values()), "writing replay phantoms")
             write_phantom_dataset(folder, counts["CT"], counts["MR"], opts.seed, progress=lambda done, _total: bar.update(done),

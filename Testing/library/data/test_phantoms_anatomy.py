@@ -164,3 +164,13 @@ def test_the_wider_anatomy_for_some_modalities_only(tmp_path):
     assert config_from_dict({**base, "phantoms": {**base["phantoms"], "anatomy": {"CT": 2}}}).phantoms["anatomy"] == {"CT": 2}
     with pytest.raises(ConfigError, match="unknown modalities"):
         config_from_dict({**base, "phantoms": {**base["phantoms"], "anatomy": {"XR": 2}}})
+
+
+def test_a_drawing_names_its_folder_suffix():
+    from MultiModalSegLib.data.phantoms import drawing_record, drawing_suffix
+
+    cases = (({}, ""), ({"thorax": True}, "-thorax"), ({"thorax": ["CT"]}, "-thorax-ct"), ({"anatomy": 2}, "-anatomy2"),
+             ({"anatomy": {"CT": 2, "MR": 1}}, "-anatomy2-ct"), ({"anatomy": {"CT": 1}}, ""),
+             ({"thorax": ["CT"], "anatomy": {"CT": 2}}, "-thorax-ct-anatomy2-ct"))
+    for phantoms, suffix in cases:
+        assert drawing_suffix(drawing_record(phantoms)) == suffix, phantoms
