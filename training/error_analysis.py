@@ -28,11 +28,12 @@ import numpy as np  # noqa: E402
 
 from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
+from MultiModalSegLib.visualization import display_colours  # noqa: E402
 from training.real_scans import SHARED_DATA, abdomen_labels, real_scan  # noqa: E402
 
 ORGANS = {lab.value: lab.name for lab in ABDOMEN_LABELS}
 BANDS = 5  # parts of an organ's extent from its lower to its upper end
-COLOURS = {1: "tab:blue", 2: "tab:red", 3: "tab:green", 4: "tab:purple"}
+COLOURS = {value: tuple(c / 255 for c in rgb) for value, rgb in display_colours(ABDOMEN_LABELS).items()}
 
 
 def where_each_organ_went(pred: np.ndarray, ref: np.ndarray) -> dict[str, dict[str, float]]:
@@ -132,7 +133,7 @@ def draw(image: np.ndarray, ref: np.ndarray, preds: dict[str, np.ndarray], axis:
                 for array, style in ((ref, "solid"), (pred, "dashed")):
                     mask = np.take(array, index, axis=axis) == value
                     if mask.any():
-                        ax.contour(mask, levels=[0.5], colors=colour, linestyles=style, linewidths=1)
+                        ax.contour(mask, levels=[0.5], colors=[colour], linestyles=style, linewidths=1)
             ax.set_title(f"{label}\nslice {index}", fontsize=7)
             ax.axis("off")
     fig.tight_layout()

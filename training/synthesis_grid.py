@@ -35,8 +35,10 @@ from MultiModalSegLib.data.synthesis import (  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
 from MultiModalSegLib.modalities import get_modality  # noqa: E402
 from MultiModalSegLib.training.config import configured_profiles, load_config, profile_jitter_shares  # noqa: E402
+from MultiModalSegLib.visualization import display_colours  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+COLOURS = {value: tuple(c / 255 for c in rgb) for value, rgb in display_colours(ABDOMEN_LABELS).items()}
 
 
 def main() -> None:
@@ -73,7 +75,9 @@ def main() -> None:
             z = image.shape[0] // 2
             ax = axes[row, col]
             ax.imshow(image[z], cmap="gray", vmin=0, vmax=1)
-            ax.contour(label[z], levels=[0.5, 1.5, 2.5, 3.5], colors=["#dd8265", "#9d6ca2", "#f0c020", "#40c0f0"], linewidths=0.6)
+            for value, colour in COLOURS.items():
+                if (label[z] == value).any():
+                    ax.contour(label[z] == value, levels=[0.5], colors=[colour], linewidths=0.6)
             t = jitter_fraction(seed, sampler.jitter)
             ax.set_title(contrast + (f"\nt = {t:.2f}" if t else ""), fontsize=8)
             ax.axis("off")
