@@ -27,6 +27,7 @@ from MultiModalSegLib.training.progress import read_progress  # noqa: E402
 
 def status_markdown(records: list[dict], title: str) -> str:
     vals = [r for r in records if r["event"] == "validation"]
+    by_step = validations(records)  # one row per step: a check repeated after a resume counts once
     starts = [r for r in records if r["event"] == "start"]
     planned = starts[-1]["steps"] if starts else 0
     done = max([r["step"] for r in records if r["event"] in ("step", "checkpoint", "stopped")], default=0)
@@ -46,10 +47,10 @@ def status_markdown(records: list[dict], title: str) -> str:
         head = ["step"] + [f"{o} {m}" for m in vals[-1]["dice"] for o in organs]
         lines += [f"Validation Dice ({cases}; model space):", "",
                   "| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
-        for r in vals:
-            cells = [f"{r['dice'][m][o]:.3f}" for m in vals[-1]["dice"] for o in organs]
-            lines.append(f"| {r['step']} | " + " | ".join(cells) + " |")
-        lines += ["", recent_means(validations(records))]
+        for step in sorted(by_step):
+            cells = [f"{by_step[step][m][o]:.3f}" for m in vals[-1]["dice"] for o in organs]
+            lines.append(f"| {step} | " + " | ".join(cells) + " |")
+        lines += ["", recent_means(by_step)]
     return "\n".join(lines) + "\n"
 
 

@@ -79,3 +79,15 @@ def test_runs_of_the_same_name_and_other_organs_keep_their_own_columns(status_sc
     ct = text[text.index("CT validation Dice"):text.index("MR validation Dice")]
     assert f"| step | {tmp_path / 'a' / 'run'} | {tmp_path / 'b' / 'run'} | liver-only |" in ct
     assert "| 250 | 0.20 / 0.10 (0.15) | 0.40 / 0.20 (0.30) | 0.70 / - (0.70) |" in ct
+
+
+def test_a_check_repeated_after_a_resume_is_one_row(status_script, tmp_path):
+    """A run stopped after a check and before its next checkpoint repeats that check when it resumes."""
+    write_run(tmp_path / "run", {250: (0.2, 0.0), 500: (0.4, 0.2)})
+    progress = tmp_path / "run" / "progress.jsonl"
+    repeat = {"event": "validation", "time": 600.0, "step": 500, "dice": {"CT": dice(0.5, 0.25), "MR": dice(0.3, 0.15)},
+              "cases": ["ct", "mr"]}
+    progress.write_text(progress.read_text() + json.dumps(repeat) + "\n")
+    status_script.main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "report")])
+    text = (tmp_path / "report" / "status.md").read_text()
+    assert text.count("| 500 |") == 1 and "| 500 | 0.500 | 0.250 | 0.300 | 0.150 |" in text  # the last record counts
