@@ -5,7 +5,7 @@
 
 For each real MR of the project and each bundle, the Dice of the ordinary ``Segmenter`` (normal
 quality) when the bundle's own MR profile is followed by one of :data:`REMAPS` before the network:
-the other foreground choice of the percentile profile, a gamma, the negative image, and the mean of
+the other foreground choice of the percentile profile (and bounds halfway to it), a gamma, the negative image, and the mean of
 the probabilities of the image and of its negative. It tells whether a model that misses an organ
 on a real MR would find it in another rendering of the same anatomy (an intensity gap between the
 training images and the scan) or not at all (a gap of shape, texture or context). A diagnosis on the
@@ -25,9 +25,10 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
+from MultiModalSegLib.data.profile_jitter import blended_bounds, other_foreground  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
 from MultiModalSegLib.metrics import dice_scores  # noqa: E402
-from MultiModalSegLib.modalities import FOREGROUNDS, ModalityProfile, with_params  # noqa: E402
+from MultiModalSegLib.modalities import ModalityProfile, scale_to_unit  # noqa: E402
 from training.real_scans import REAL_SCANS, SHARED_DATA  # noqa: E402
 
 ORGANS = [lab.name for lab in ABDOMEN_LABELS]
@@ -43,14 +44,21 @@ class Remapped:
         return np.clip(self.remap(self.profile.normalize(array)), 0.0, 1.0).astype(np.float32)
 
 
-def other_foreground(profile: ModalityProfile) -> ModalityProfile:
-    """The same percentile profile over the other voxel choice (``all`` <-> ``above_mean``)."""
-    other = next(f for f in FOREGROUNDS if f != profile.foreground)
-    return with_params(profile, {"foreground": other})
+class Blended:
+    """A percentile profile whose bounds lie ``t`` of the way to its other foreground's (as a recipe's
+    ``profile_jitter`` draws them in training, :func:`~MultiModalSegLib.data.profile_jitter.blended_bounds`)."""
+
+    def __init__(self, profile: ModalityProfile, t: float):
+        self.profile, self.t = profile, t
+
+    def normalize(self, array: np.ndarray) -> np.ndarray:
+        data = np.asarray(array, dtype=np.float32)
+        return scale_to_unit(data, *blended_bounds(self.profile, data, self.t))
 
 
 REMAPS: dict[str, Callable[[ModalityProfile], object]] = {
     "as trained": lambda p: p,
+    "halfway to the other foreground": lambda p: Blended(p, 0.5),
     "other foreground": other_foreground,
     "gamma 2": lambda p: Remapped(p, lambda x: x**2),
     "gamma 3": lambda p: Remapped(p, lambda x: x**3),
@@ -115,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Dice against TotalSegmentator pseudo-labels (normal quality, largest component per organ) when each model's own MR",
         "profile is followed by the remap named in `input` (`other foreground`: the percentile profile over the other voxel",
-        "choice, `all` <-> `above_mean`; `gamma g`: x^g; `negative`: 1 - x). None of these remaps is part of a model; they",
+        "choice, `all` <-> `above_mean`; `halfway`: bounds midway between the two; `gamma g`: x^g; `negative`: 1 - x). None",
+        "of these remaps is part of a model (a recipe's profile jitter draws such bounds in training only); they",
         f"diagnose what a model misses. Regenerate: `{command}`.",
         "",
         *table(rows),

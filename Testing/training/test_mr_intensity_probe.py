@@ -52,6 +52,11 @@ def test_other_foreground_and_remapped_values(probe_script):
     squared = probe_script.Remapped(MR, lambda x: 2 * x - 0.5)
     out = squared.normalize(np.linspace(0, 100, 1000, dtype=np.float32))
     assert out.min() == 0.0 and out.max() == 1.0 and out.dtype == np.float32
+    ramp = np.concatenate([np.zeros(500, np.float32), np.linspace(1, 100, 500, dtype=np.float32)])
+    own, other = MR.bounds(ramp), probe_script.other_foreground(MR).bounds(ramp)
+    halfway = probe_script.Blended(MR, 0.5).normalize(ramp)
+    middle = (own[0] + other[0]) / 2, (own[1] + other[1]) / 2
+    assert np.allclose(halfway, np.clip((ramp - middle[0]) / (middle[1] - middle[0]), 0, 1), atol=1e-6)
 
 
 def test_table_marks_organs_not_scored(probe_script):
