@@ -428,14 +428,11 @@ class SynthSampler(ModalitySampler):
             image = image + rng.normal(0.0, rng.uniform(3.0, 25.0), image.shape).astype(np.float32)
         background = CT_HU["air"][0] if ct_like else 0.0
         image, label = simulate_acquisition(image, label, draw_acquisition(image.shape, rng), self.spacing, background)
-        t = jitter_fraction(seed, self.jitter) if self.profile.kind != "window" else 0.0
-        if self.generator >= 2 and self.profile.kind != "window":  # a window's bounds do not depend on the image
-            whole = self.whole_source(index, present, means, spreads, contrast, measured, seed, gains)
-            image = scale_to_unit(image, *blended_bounds(self.profile, whole, t))
-        elif t:
-            image = scale_to_unit(image, *blended_bounds(self.profile, image, t))
-        else:
-            image = self.profile.normalize(image)
+        percentile = self.profile.kind != "window"  # a window's bounds do not depend on the image
+        t = jitter_fraction(seed, self.jitter) if percentile else 0.0
+        sample = (self.whole_source(index, present, means, spreads, contrast, measured, seed, gains)
+                  if self.generator >= 2 and percentile else image)
+        image = scale_to_unit(image, *blended_bounds(self.profile, sample, t))
         item = {"image": image[None]}
         self.noise.set_random_state(seed=seed + 2)
         self.gamma.set_random_state(seed=seed + 3)
