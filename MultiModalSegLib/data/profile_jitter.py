@@ -69,7 +69,10 @@ def unit_alternate(profile: ModalityProfile, array: np.ndarray) -> tuple[float, 
 
 def jitter_normalised(image: np.ndarray, alternate: tuple[float, float] | None, t: float) -> np.ndarray:
     """An image already normalised by its profile, re-normalised ``t`` of the way to the ``alternate``
-    bounds (:func:`unit_alternate`); unchanged for ``t == 0``. Voxels the profile clipped stay at 0 or 1."""
+    bounds (:func:`unit_alternate`); unchanged for ``t == 0``. The profile has already clipped the image
+    to [0, 1]: toward narrower bounds this is exact, toward wider ones (above the mean -> all voxels)
+    every voxel the profile clipped takes one value, the clipped bound's place under the new bounds
+    (synthesised items are normalised from their raw values instead, :mod:`.synthesis` step 5)."""
     if t == 0.0 or alternate is None:
         return image
     return scale_to_unit(image, t * alternate[0], 1.0 + t * (alternate[1] - 1.0))
