@@ -53,7 +53,7 @@ class Blended:
 
     def normalize(self, array: np.ndarray) -> np.ndarray:
         data = np.asarray(array, dtype=np.float32)
-        return scale_to_unit(data, *blended_bounds(self.profile, data, self.t))
+        return self.profile.compress(scale_to_unit(data, *blended_bounds(self.profile, data, self.t)))
 
 
 REMAPS: dict[str, Callable[[ModalityProfile], object]] = {

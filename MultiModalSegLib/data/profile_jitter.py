@@ -90,5 +90,8 @@ def check_profile_jitter(jitter: dict, modalities: list[str], profiles: dict[str
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
             raise ConfigError(f"\"profile_jitter\": the share of {modality} is {share!r}; give a number in [0, 1].")
         other_foreground(profiles[modality])
+        if profiles[modality].log_compression:
+            raise ConfigError(f"\"profile_jitter\" names {modality}, whose profile has a log_compression: jitter blends "
+                              "linear bounds only; remove one of the two.")
         shares[modality] = float(share)
     return shares

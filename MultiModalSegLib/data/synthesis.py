@@ -18,7 +18,8 @@ and bowel gas are structures too. For each patch (SynthSeg's generative model, S
    spacing of 1 to 7 mm (blur of that width, down- and up-sampling on that axis), sometimes a slab
    of 10 to 40 slices or a narrowed in-plane field of view, with nothing outside;
 5. noise, the modality's own intensity profile (the one inference uses; for a share of the items,
-   bounds moved toward its other foreground choice when a recipe asks, :mod:`.profile_jitter`), then a random gamma
+   bounds moved toward its other foreground choice when a recipe asks, :mod:`.profile_jitter`; its
+   ``log_compression`` curve where it has one), then a random gamma
    (MONAI ``RandGaussianNoised``, ``RandAdjustContrastd``; range and probability set per run,
    :data:`DEFAULT_GAMMA` by default). A gamma above 1 darkens the mid-tones against the brightest
    tissue: whole-volume MR normalisation puts organs near 0 when fat dominates the image (a T1
@@ -432,7 +433,7 @@ class SynthSampler(ModalitySampler):
         t = jitter_fraction(seed, self.jitter) if percentile else 0.0
         sample = (self.whole_source(index, present, means, spreads, contrast, measured, seed, gains)
                   if self.generator >= 2 and percentile else image)
-        image = scale_to_unit(image, *blended_bounds(self.profile, sample, t))
+        image = self.profile.compress(scale_to_unit(image, *blended_bounds(self.profile, sample, t)))
         item = {"image": image[None]}
         self.noise.set_random_state(seed=seed + 2)
         self.gamma.set_random_state(seed=seed + 3)

@@ -73,6 +73,16 @@ def test_a_window_profile_has_nothing_to_jitter():
     assert unit_alternate(MR, np.full((4, 4, 4), 7.0, np.float32)) is None  # a flat image has no scale
 
 
+def test_jitter_and_a_log_compression_are_not_combined():
+    from MultiModalSegLib.data.profile_jitter import check_profile_jitter
+    from MultiModalSegLib.modalities import with_params
+
+    curved = with_params(MR, {"log_compression": 30})
+    assert check_profile_jitter({"MR": 0.5}, ["MR"], {"MR": MR}) == {"MR": 0.5}
+    with pytest.raises(ConfigError, match="log_compression"):
+        check_profile_jitter({"MR": 0.5}, ["MR"], {"MR": curved})
+
+
 def test_prepared_cases_carry_their_other_bounds():
     cases = {c.modality: c for c in load_dataset(SAMPLES / "dataset.json").cases("training")}
     mr = prepare_case(cases["MR"], SPACING, [1, 2, 3, 4])
