@@ -142,6 +142,54 @@ def probabilities_to_input_grid(
     return np.stack(channels).astype(np.float32, copy=False)
 
 
+def sub_grid(volume: Volume, box: Sequence[slice]) -> tuple:
+    """Size, spacing, origin and direction (SimpleITK order) of the voxels ``volume.array[box]``
+    (``box``: z, y, x slices with explicit starts and stops): the same grid points, a smaller extent."""
+    start = np.array([b.start for b in box[::-1]], dtype=np.float64)  # x, y, z
+    direction = np.reshape(np.asarray(volume.direction, dtype=np.float64), (3, 3))
+    origin = np.asarray(volume.origin, dtype=np.float64) + direction @ (np.asarray(volume.spacing, dtype=np.float64) * start)
+    size = [int(b.stop - b.start) for b in box[::-1]]
+    return size, tuple(volume.spacing), tuple(float(o) for o in origin), tuple(volume.direction)
+
+
+def labels_from_probabilities(
+    probs: np.ndarray, model_space: Volume, bbox: Sequence[slice], reference: Volume, region: Sequence[slice]
+) -> np.ndarray:
+    """Labels on ``reference.array[region]``: the argmax of class probabilities ``probs`` ``[C, ...]``
+    (channel = label value, 0 = background), given on ``model_space.array[bbox]``, each resampled
+    linearly onto the reference grid's points (as nnU-Net returns to the original spacing before its
+    argmax). Smoother organ borders than nearest-neighbour labels where the reference grid is finer.
+
+    One organ channel at a time, so memory holds three float32 arrays of the region, not ``C``:
+    linear interpolation keeps the channels' sum, so background's probability is one minus the organs'
+    (outside the model-space grid every organ's is 0). Ties go to the lower channel, as ``argmax``.
+    """
+    probs = np.asarray(probs)
+    out_shape = tuple(int(r.stop - r.start) for r in region)
+    labels = np.zeros(out_shape, dtype=np.uint8)
+    if probs.shape[0] < 2:
+        return labels
+    source = sub_grid(model_space, bbox)
+    target = sub_grid(reference, region)
+    best = total = None
+    for channel in range(1, probs.shape[0]):
+        image = sitk.GetImageFromArray(np.ascontiguousarray(probs[channel], dtype=np.float32))
+        image.SetSpacing(source[1])
+        image.SetOrigin(source[2])
+        image.SetDirection(source[3])
+        out = sitk.GetArrayFromImage(_resample(image, *target, sitk.sitkLinear, sitk.sitkFloat32, extrapolate=False))
+        if best is None:
+            best, total = out, out.copy()
+            labels[:] = channel
+            continue
+        better = out > best
+        labels[better] = channel
+        np.maximum(best, out, out=best)
+        total += out
+    labels[best <= 1.0 - total] = 0
+    return labels
+
+
 def _geometry(volume: Volume) -> tuple:
     return volume.spacing, volume.origin, volume.direction
 

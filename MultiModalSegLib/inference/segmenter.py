@@ -3,13 +3,15 @@
 Pipeline: intensity profile of the modality (as stored in the bundle) -> canonical orientation and
 model spacing -> crop to the body -> MONAI sliding window (overlap, Gaussian blending) -> argmax ->
 optional largest connected component per organ -> nearest-neighbour resampling onto the input grid,
-whose origin, spacing, direction and size the result copies exactly.
+whose origin, spacing, direction and size the result copies exactly; at ``normal`` quality, on an
+input grid finer than the model's, the voxels around the organs then take the argmax of the
+probabilities resampled linearly (and each organ's largest piece is kept again).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from ..modalities import (
 from ..preprocessing import (
     crop,
     foreground_bbox,
+    labels_from_probabilities,
     probabilities_to_input_grid,
     to_input_grid,
     to_model_space,
@@ -55,8 +58,11 @@ class Quality:
     20-slice MR) runs with the bundle's settings instead: there is little time to gain there, and the
     overlapping windows are the more accurate. ``cpu_bfloat16``: on a CPU that computes bfloat16 in
     hardware (x86 AVX512-BF16 or AMX), the network runs in bfloat16 (about twice as fast; elsewhere
-    float32, see :func:`~MultiModalSegLib.device.cpu_bfloat16_native`). ``benchmarks/fast_variants.py``
-    measures the candidates on the real scans."""
+    float32, see :func:`~MultiModalSegLib.device.cpu_bfloat16_native`). ``smooth_labels``: where the
+    input grid is finer than the model's, the labels near the organs are the argmax of the
+    probabilities resampled linearly onto it (:func:`~MultiModalSegLib.preprocessing.labels_from_probabilities`),
+    not the model-space labels copied to the nearest voxels; ``fast`` keeps the nearest-voxel copy.
+    ``benchmarks/fast_variants.py`` measures the candidates on the real scans."""
 
     window_scale: int = 1
     overlap: float | None = None  # None: the bundle's
@@ -64,13 +70,17 @@ class Quality:
     spacing_scale: float = 1.0  # the network runs at the model's spacing times this
     min_saving: float = 1.0  # 1: always this quality's windows
     cpu_bfloat16: bool = False
+    smooth_labels: bool = True  # labels from probabilities resampled linearly to the input grid (else nearest)
 
     def network_spacing(self, model_spacing: list[float]) -> list[float]:
         """The voxel size (x, y, z mm) the network runs at for a model trained at ``model_spacing``."""
         return [float(s) * self.spacing_scale for s in model_spacing]
 
 
-QUALITIES = {"normal": Quality(), "fast": Quality(overlap=0.0, mode="constant", min_saving=2.0, cpu_bfloat16=True)}
+QUALITIES = {
+    "normal": Quality(),
+    "fast": Quality(overlap=0.0, mode="constant", min_saving=2.0, cpu_bfloat16=True, smooth_labels=False),
+}
 WINDOW_MULTIPLE = 16  # window sides are multiples of this (the U-Nets downsample by up to 2**4)
 
 
@@ -140,19 +150,38 @@ class Segmentation:
 
 
 def keep_largest_component(labels: np.ndarray, values: list[int]) -> np.ndarray:
-    """Per label value, keep only its largest 26-connected component (organs are one piece)."""
+    """Per label value, keep only its largest 26-connected component (organs are one piece). Each
+    value is labelled within its own bounding box (one pass finds them all), not the whole grid."""
     out = labels.copy()
     structure = np.ones((3, 3, 3), dtype=bool)
+    boxes = ndimage.find_objects(labels) if labels.size and labels.max() > 0 else []
     for value in values:
-        mask = labels == value
-        if not mask.any():
+        box = boxes[value - 1] if 0 < value <= len(boxes) else None
+        if box is None:
             continue
+        mask = labels[box] == value
         comp, n = ndimage.label(mask, structure=structure)
         if n > 1:
             sizes = np.bincount(comp.ravel())
             sizes[0] = 0
-            out[mask & (comp != int(sizes.argmax()))] = 0
+            out[box][mask & (comp != int(sizes.argmax()))] = 0
     return out
+
+
+def finer(volume: Volume, model_space: Volume) -> bool:
+    """True when some axis of ``volume``'s grid is finer than the model's voxels (by more than 1 %)."""
+    return min(float(s) for s in volume.spacing) < 0.99 * min(float(s) for s in model_space.spacing)
+
+
+def organ_region(labels: np.ndarray, margin: Sequence[int]) -> tuple[slice, ...] | None:
+    """The bounding box of every non-zero label, widened by ``margin`` voxels per axis; ``None`` when
+    there is none."""
+    hits = [np.flatnonzero(np.asarray(labels).any(axis=tuple(a for a in range(labels.ndim) if a != axis)))
+            for axis in range(labels.ndim)]
+    if not hits[0].size:
+        return None
+    return tuple(slice(max(0, int(h[0]) - m), min(n, int(h[-1]) + 1 + m))
+                 for h, m, n in zip(hits, margin, labels.shape, strict=True))
 
 
 class Segmenter:
@@ -294,6 +323,8 @@ class Segmenter:
             labels = keep_largest_component(labels, [lab.value for lab in self.label_info])
         model_labels = Volume(labels, model_space.spacing, model_space.origin, model_space.direction)
         result = to_input_grid(model_labels, volume)
+        if self.quality.smooth_labels and finer(volume, model_space):
+            result = self.smooth_labels(result, logits, bbox, model_space, volume)
         probs = None
         if probabilities:
             p = torch.softmax(logits, 1)[0].numpy()
@@ -303,6 +334,23 @@ class Segmenter:
             probs = probabilities_to_input_grid(full, model_space, volume)
         report(1.0, "done")
         return Segmentation(result, self.label_info, name, reason, probs, time.perf_counter() - t0, *detected)
+
+    def smooth_labels(self, nearest: Volume, logits: torch.Tensor, bbox: tuple[slice, ...], model_space: Volume,
+                      volume: Volume) -> Volume:
+        """``nearest`` (model-space labels copied to the input grid) with the voxels around its organs
+        replaced by the argmax of the probabilities resampled linearly there; the largest piece of each
+        organ kept again where the Segmenter keeps it. Beyond a margin of one model voxel (and one input
+        voxel) around the organs every label stays background, as in ``nearest``."""
+        steps = [int(np.ceil(max(model_space.spacing) / s)) + 1 for s in volume.spacing[::-1]]  # z, y, x
+        region = organ_region(nearest.array, steps)
+        if region is None:
+            return nearest
+        probs = torch.softmax(logits.float(), 1)[0].numpy()
+        labels = np.array(nearest.array, dtype=np.uint8, copy=True)
+        labels[region] = labels_from_probabilities(probs, model_space, bbox, volume, region)
+        if self.largest_component:
+            labels = keep_largest_component(labels, [lab.value for lab in self.label_info])
+        return Volume(labels, nearest.spacing, nearest.origin, nearest.direction, nearest.modality_tag)
 
     def segment_file(
         self,

@@ -7,6 +7,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 from conftest import REAL_CT, REAL_MR
+from scipy import ndimage
 
 from MultiModalSegLib.data.phantoms import generate_phantom
 from MultiModalSegLib.errors import BundleError, InputError
@@ -14,6 +15,7 @@ from MultiModalSegLib.inference import Segmentation, Segmenter, keep_largest_com
 from MultiModalSegLib.inference.segmenter import window_size
 from MultiModalSegLib.io import Volume, read_image
 from MultiModalSegLib.labels import LabelInfo
+from MultiModalSegLib.preprocessing import resample_to_spacing
 
 
 def assert_same_geometry(out: Volume, ref: Volume) -> None:
@@ -235,3 +237,51 @@ def test_fast_runs_the_network_in_bfloat16_where_the_cpu_computes_it(tiny_bundle
     spy(fast.net)
     fast.segment(image, "CT")
     assert set(dtypes) == {torch.float32}
+
+
+def test_normal_quality_labels_follow_the_probabilities_on_a_finer_grid(tiny_bundle, monkeypatch):
+    """On an input grid finer than the model's (the 3 mm sample CT, a 6 mm model), normal quality
+    takes the labels near the organs from the probabilities resampled linearly: they agree with the
+    argmax of the probabilities returned on the input grid, where copying the model's labels to the
+    nearest voxels does not. On the model's own grid, and at fast quality, labels stay the copy."""
+    from MultiModalSegLib.inference import segmenter as module
+    from MultiModalSegLib.inference.segmenter import QUALITIES
+
+    def bright_is_liver(net, image, modality, window, **kwargs):  # a known network: smooth logits
+        logits = torch.zeros((1, 5, *image.shape[2:]))
+        logits[:, 1] = 12.0 * (image[:, 0] - 0.55)
+        return logits
+
+    monkeypatch.setattr(module, "predict_logits", bright_is_liver)
+    image = read_image(REAL_CT)
+    whole = {"device": "cpu", "largest_component": False}  # every piece: compared with the probabilities' argmax
+    smooth = Segmenter(tiny_bundle, **whole).segment(image, "CT", probabilities=True)
+    copied = Segmenter(tiny_bundle, **whole, quality=dataclasses.replace(QUALITIES["normal"], smooth_labels=False))
+    nearest = copied.segment(image, "CT")
+    organ = smooth.probabilities.argmax(0) == 1
+    assert organ.sum() > 1000
+
+    def dice(a):
+        return 2 * (a & organ).sum() / (a.sum() + organ.sum())
+
+    liver_smooth, liver_nearest = smooth.labels.array == 1, nearest.labels.array == 1
+    assert not np.array_equal(liver_smooth, liver_nearest)
+    assert dice(liver_smooth) > 0.99 and dice(liver_smooth) > dice(liver_nearest) + 0.1
+    fast = Segmenter(tiny_bundle, device="cpu", quality="fast")
+    assert not fast.quality.smooth_labels
+    coarse = resample_to_spacing(image, [6.0, 6.0, 6.0])  # the model's grid: nothing to smooth
+    np.testing.assert_array_equal(Segmenter(tiny_bundle, **whole).segment(coarse, "CT").labels.array,
+                                  copied.segment(coarse, "CT").labels.array)
+
+
+def test_keep_largest_component_works_within_each_organ_box():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((30, 40, 50)) < 0.02).astype(np.uint8) * 3  # scattered single voxels of 3
+    labels[5:15, 10:30, 10:20] = 1
+    labels[20:22, 2:4, 40:45] = 1
+    out = keep_largest_component(labels, [1, 2, 3])
+    assert (out == 1).sum() == 10 * 20 * 10 and (out == 2).sum() == 0
+    cube = np.ones((3, 3, 3), bool)
+    _, pieces = ndimage.label(out == 3, structure=cube)
+    before, _ = ndimage.label(labels == 3, structure=cube)
+    assert pieces == 1 and (out == 3).sum() == np.bincount(before.ravel())[1:].max()
