@@ -57,7 +57,7 @@ def measure(models: list[str | None], repeats: int, data: Path = SHARED_DATA, sc
                     dice[variant] = {o: (None if np.isnan(scores[o]) else round(float(scores[o]), 4)) for o in scan.organs}
             rows.append({"model": name, "scan": scan.name, "size": list(volume.size),
                          "spacing": [round(float(s), 4) for s in volume.spacing], "dice": dice,
-                         "cpu_s": {v: round(cpu[v], 2) for v in VARIANTS},
+                         "cpu_s": {v: round(cpu[v], 3) for v in VARIANTS},
                          "cpu_ratio": round(cpu["smooth"] / cpu["nearest"], 2)})
     return rows
 
