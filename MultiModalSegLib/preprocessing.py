@@ -173,10 +173,7 @@ def labels_from_probabilities(
     target = sub_grid(reference, region)
     best = total = None
     for channel in range(1, probs.shape[0]):
-        image = sitk.GetImageFromArray(np.ascontiguousarray(probs[channel], dtype=np.float32))
-        image.SetSpacing(source[1])
-        image.SetOrigin(source[2])
-        image.SetDirection(source[3])
+        image = Volume(np.ascontiguousarray(probs[channel], dtype=np.float32), *source[1:]).to_sitk()
         out = sitk.GetArrayFromImage(_resample(image, *target, sitk.sitkLinear, sitk.sitkFloat32, extrapolate=False))
         if best is None:
             best, total = out, out.copy()
@@ -197,16 +194,18 @@ def _geometry(volume: Volume) -> tuple:
 # --------------------------------------------------------------------------- cropping
 
 
-def foreground_bbox(array: np.ndarray, threshold: float = 0.05, margin: int = 2) -> tuple[slice, ...]:
-    """Bounding box of ``array > threshold`` widened by ``margin`` voxels; the whole array when empty."""
+def foreground_bbox(array: np.ndarray, threshold: float = 0.05, margin: int | Sequence[int] = 2) -> tuple[slice, ...]:
+    """Bounding box of ``array > threshold`` widened by ``margin`` voxels (one number, or one per
+    axis); the whole array when empty."""
     mask = np.asarray(array) > threshold
     if not mask.any():
         return tuple(slice(0, n) for n in mask.shape)
+    margins = [margin] * mask.ndim if isinstance(margin, int) else list(margin)
     bbox = []
-    for axis, n in enumerate(mask.shape):
+    for axis, (n, pad) in enumerate(zip(mask.shape, margins, strict=True)):
         other = tuple(a for a in range(mask.ndim) if a != axis)
         hits = np.flatnonzero(mask.any(axis=other))
-        bbox.append(slice(max(0, int(hits[0]) - margin), min(n, int(hits[-1]) + 1 + margin)))
+        bbox.append(slice(max(0, int(hits[0]) - pad), min(n, int(hits[-1]) + 1 + pad)))
     return tuple(bbox)
 
 

@@ -11,7 +11,7 @@ probabilities resampled linearly (and each organ's largest piece is kept again).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,17 +173,6 @@ def finer(volume: Volume, model_space: Volume) -> bool:
     return min(float(s) for s in volume.spacing) < 0.99 * min(float(s) for s in model_space.spacing)
 
 
-def organ_region(labels: np.ndarray, margin: Sequence[int]) -> tuple[slice, ...] | None:
-    """The bounding box of every non-zero label, widened by ``margin`` voxels per axis; ``None`` when
-    there is none."""
-    hits = [np.flatnonzero(np.asarray(labels).any(axis=tuple(a for a in range(labels.ndim) if a != axis)))
-            for axis in range(labels.ndim)]
-    if not hits[0].size:
-        return None
-    return tuple(slice(max(0, int(h[0]) - m), min(n, int(h[-1]) + 1 + m))
-                 for h, m, n in zip(hits, margin, labels.shape, strict=True))
-
-
 class Segmenter:
     """Load a bundle once, then segment any number of volumes.
 
@@ -323,11 +312,12 @@ class Segmenter:
             labels = keep_largest_component(labels, [lab.value for lab in self.label_info])
         model_labels = Volume(labels, model_space.spacing, model_space.origin, model_space.direction)
         result = to_input_grid(model_labels, volume)
-        if self.quality.smooth_labels and finer(volume, model_space):
-            result = self.smooth_labels(result, logits, bbox, model_space, volume)
+        smooth = self.quality.smooth_labels and finer(volume, model_space) and bool(result.array.any())
+        p = torch.softmax(logits.float(), 1)[0].numpy() if smooth or probabilities else None
+        if smooth:
+            result = self.smooth_labels(result, p, bbox, model_space, volume)
         probs = None
         if probabilities:
-            p = torch.softmax(logits, 1)[0].numpy()
             full = np.zeros((p.shape[0], *model_space.array.shape), dtype=np.float32)
             full[0] = 1.0
             full[(slice(None), *bbox)] = p
@@ -335,18 +325,16 @@ class Segmenter:
         report(1.0, "done")
         return Segmentation(result, self.label_info, name, reason, probs, time.perf_counter() - t0, *detected)
 
-    def smooth_labels(self, nearest: Volume, logits: torch.Tensor, bbox: tuple[slice, ...], model_space: Volume,
+    def smooth_labels(self, nearest: Volume, probs: np.ndarray, bbox: tuple[slice, ...], model_space: Volume,
                       volume: Volume) -> Volume:
-        """``nearest`` (model-space labels copied to the input grid) with the voxels around its organs
-        replaced by the argmax of the probabilities resampled linearly there; the largest piece of each
-        organ kept again where the Segmenter keeps it. Beyond a margin of one model voxel (and one input
-        voxel) around the organs every label stays background, as in ``nearest``."""
+        """``nearest`` (model-space labels copied to the input grid, at least one organ voxel) with the
+        voxels around its organs replaced, in place, by the argmax of the class probabilities ``probs``
+        (on ``model_space.array[bbox]``) resampled linearly there; the largest piece of each organ kept
+        again where the Segmenter keeps it. Beyond a margin of one model voxel (and one input voxel)
+        around the organs every label stays background, as in ``nearest``."""
         steps = [int(np.ceil(max(model_space.spacing) / s)) + 1 for s in volume.spacing[::-1]]  # z, y, x
-        region = organ_region(nearest.array, steps)
-        if region is None:
-            return nearest
-        probs = torch.softmax(logits.float(), 1)[0].numpy()
-        labels = np.array(nearest.array, dtype=np.uint8, copy=True)
+        region = foreground_bbox(nearest.array, threshold=0, margin=steps)
+        labels = nearest.array
         labels[region] = labels_from_probabilities(probs, model_space, bbox, volume, region)
         if self.largest_component:
             labels = keep_largest_component(labels, [lab.value for lab in self.label_info])
