@@ -25,6 +25,7 @@ from monai.utils import convert_to_tensor
 
 from ..errors import ConfigError
 from .loading import PreparedCase
+from .polarity import negated
 from .profile_jitter import jitter_fraction, jitter_normalised
 
 
@@ -71,7 +72,8 @@ class ModalitySampler:
     class-balanced: first a label present in the case, uniformly, then one of its voxels, so a
     small organ far from a large one (the spleen, the left kidney) is seen as often as the liver. Cases are drawn with probability
     proportional to their ``weight`` (e.g. to show a few real scans as often as many phantoms). A share ``jitter`` of the
-    items is re-normalised between the two foreground choices of its profile (:mod:`.profile_jitter`; augmented items only)."""
+    items is re-normalised between the two foreground choices of its profile (:mod:`.profile_jitter`), a share ``polarity``
+    shown as its negative (:mod:`.polarity`; augmented items only, both)."""
 
     def __init__(
         self,
@@ -83,10 +85,12 @@ class ModalitySampler:
         seed: int = 0,
         stream: int = 0,
         jitter: float = 0.0,
+        polarity: float = 0.0,
     ) -> None:
         if not cases:
             raise ConfigError("a modality sampler needs at least one labelled case.")
         self.jitter = float(jitter)
+        self.polarity = float(polarity)
         self.cases = list(cases)
         self.modality = self.cases[0].modality
         self.patch_size = tuple(int(p) for p in patch_size)
@@ -122,7 +126,14 @@ class ModalitySampler:
         if seed is not None:
             self.transform.set_random_state(seed=seed)
             item = self.transform(item)
-        return {k: convert_to_tensor(v, track_meta=False).float() for k, v in item.items()}
+        return self.finish(item, seed)
+
+    def finish(self, item: dict, seed: int | None) -> dict[str, torch.Tensor]:
+        """An item's arrays as float tensors, the image negated when :func:`.polarity.negated` says so."""
+        out = {k: convert_to_tensor(v, track_meta=False).float() for k, v in item.items()}
+        if negated(seed, self.polarity):
+            out["image"] = 1.0 - out["image"]
+        return out
 
     def sample(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         return self.make(*self.draw(rng))

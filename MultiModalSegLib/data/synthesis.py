@@ -23,7 +23,8 @@ and bowel gas are structures too. For each patch (SynthSeg's generative model, S
    (MONAI ``RandGaussianNoised``, ``RandAdjustContrastd``; range and probability set per run,
    :data:`DEFAULT_GAMMA` by default). A gamma above 1 darkens the mid-tones against the brightest
    tissue: whole-volume MR normalisation puts organs near 0 when fat dominates the image (a T1
-   or a Dixon fat image), an appearance a fixed weighting table alone rarely draws.
+   or a Dixon fat image), an appearance a fixed weighting table alone rarely draws;
+6. for a recipe's ``polarity`` share, the negative ``1 - x`` (:mod:`.polarity`).
 
 Two generators (a recipe's ``synthesis.generator``; older recipes, which do not name one, keep 1):
 
@@ -55,7 +56,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from monai.transforms import Rand3DElasticd, RandAdjustContrastd, RandBiasFieldd, RandGaussianNoised
-from monai.utils import convert_to_tensor
 from scipy import ndimage
 
 from ..errors import ConfigError
@@ -376,6 +376,7 @@ class SynthSampler(ModalitySampler):
         scale: float = DEFAULT_SCALE,
         generator: int = DEFAULT_GENERATOR,
         jitter: float = 0.0,
+        polarity: float = 0.0,
     ) -> None:
         if not sources:
             raise ConfigError("synthesis needs at least one labelled source case.")
@@ -387,7 +388,7 @@ class SynthSampler(ModalitySampler):
         self._counts: dict[int, np.ndarray] = {}  # voxels per generation id of each source (generator 2)
         self.sources = list(sources)
         super().__init__([s.as_case() for s in self.sources], patch_size, batch_size, foreground_ratio, True, seed, stream,
-                         jitter)
+                         jitter, polarity)
         self.modality = get_modality(modality).name
         self.profile = profile or get_modality(self.modality)  # the run's profile (a fine-tune keeps its parent's)
         self.spacing = tuple(float(s) for s in spacing)
@@ -466,10 +467,7 @@ class SynthSampler(ModalitySampler):
 
     def make(self, index: int, center: tuple[int, ...], seed: int | None) -> dict[str, torch.Tensor]:
         image, label, _ = self.synthesize(index, center, 0 if seed is None else seed)
-        return {
-            "image": convert_to_tensor(image[None], track_meta=False).float(),
-            "label": convert_to_tensor(label[None].astype(np.float32), track_meta=False).float(),
-        }
+        return self.finish({"image": image[None], "label": label[None].astype(np.float32)}, seed)
 
 
 class MixedSampler:

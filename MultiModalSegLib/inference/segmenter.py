@@ -5,7 +5,10 @@ model spacing -> crop to the body -> MONAI sliding window (overlap, Gaussian ble
 optional largest connected component per organ -> nearest-neighbour resampling onto the input grid,
 whose origin, spacing, direction and size the result copies exactly; at ``normal`` quality, on an
 input grid finer than the model's, the voxels around the organs then take the argmax of the
-probabilities resampled linearly (and each organ's largest piece is kept again).
+probabilities resampled linearly (and each organ's largest piece is kept again). For the modalities a
+bundle names in ``inference.polarity_ensemble`` (trained under both brightness orders,
+:mod:`..data.polarity`), the sliding window runs on the image and on its negative and their
+probabilities are averaged.
 """
 
 from __future__ import annotations
@@ -168,6 +171,20 @@ def keep_largest_component(labels: np.ndarray, values: list[int]) -> np.ndarray:
     return out
 
 
+def polarity_ensemble_modalities(metadata: dict, profiles: dict, source: object) -> frozenset[str]:
+    """The modalities a bundle predicts as the mean of an image and its negative (its ``inference``
+    block's ``polarity_ensemble``, :mod:`..data.polarity`): modalities it has, of percentile profiles."""
+    named = metadata.get("inference", {}).get("polarity_ensemble", [])
+    if not isinstance(named, list) or any(not isinstance(m, str) for m in named):
+        raise BundleError(f"{source}: inference.polarity_ensemble must be a list of modality names; got {named!r}.")
+    for modality in named:
+        if modality not in profiles or profiles[modality].kind != "percentile":
+            raise BundleError(f"{source}: inference.polarity_ensemble names {modality!r}, which is not one of the bundle's "
+                              f"modalities of arbitrary units ({[m for m, p in profiles.items() if p.kind == 'percentile']}); "
+                              "the bundle is inconsistent, re-export it.")
+    return frozenset(named)
+
+
 def finer(volume: Volume, model_space: Volume) -> bool:
     """True when some axis of ``volume``'s grid is finer than the model's voxels (by more than 1 %)."""
     return min(float(s) for s in volume.spacing) < 0.99 * min(float(s) for s in model_space.spacing)
@@ -215,6 +232,7 @@ class Segmenter:
         self.patch_size = list(meta["patch_size"])
         self.label_info = self.bundle.labels
         self.profiles = recorded_profiles(meta)
+        self.polarity_ensemble = polarity_ensemble_modalities(meta, self.profiles, self.bundle.path)
         self.net = self._network()
 
     def _network(self) -> torch.nn.Module:
@@ -305,6 +323,7 @@ class Segmenter:
             amp=self.amp,
             progress=lambda f: report(0.1 + 0.75 * f, "running the network"),
             cpu_bfloat16=self.quality.cpu_bfloat16,
+            polarity_ensemble=name in self.polarity_ensemble,
         )
         report(0.88, "mapping back to the input grid")
         labels = uncrop(logits.argmax(1)[0].numpy().astype(np.uint8), bbox, model_space.array.shape)

@@ -23,11 +23,15 @@ def predict_logits(
     amp: bool = True,
     progress: Callable[[float], None] | None = None,
     cpu_bfloat16: bool = False,
+    polarity_ensemble: bool = False,
 ) -> torch.Tensor:
     """Logits ``[1, C, Z, Y, X]`` for a normalised model-space image ``[1, 1, Z, Y, X]``.
 
     ``cpu_bfloat16``: on a CPU that computes bfloat16 natively, run the network in it (about twice
-    as fast); windows are still blended in float32.
+    as fast); windows are still blended in float32. ``polarity_ensemble``: the image and its
+    negative ``1 - x`` are both predicted and the result is the log of the mean of their class
+    probabilities (:mod:`..data.polarity`), so a softmax of it gives that mean and its argmax the
+    ensemble's labels.
 
     The image may stay on the CPU while the network runs on ``device``: MONAI moves each window
     (``sw_device``) and accumulates on the image's device, so large volumes do not need GPU memory.
@@ -35,6 +39,15 @@ def predict_logits(
     # imported here: importing any part of MONAI loads all of it, so only a volume that runs pays for it
     from monai.inferers import sliding_window_inference
 
+    if polarity_ensemble:
+        settings = {"overlap": overlap, "sw_batch_size": sw_batch_size, "mode": mode, "device": device, "amp": amp,
+                    "cpu_bfloat16": cpu_bfloat16}
+        mean = 0.5 * torch.softmax(predict_logits(
+            net, image, modality, patch_size, progress=None if progress is None else lambda f: progress(0.5 * f), **settings), 1)
+        mean += 0.5 * torch.softmax(predict_logits(
+            net, 1.0 - image, modality, patch_size, progress=None if progress is None else lambda f: progress(0.5 + 0.5 * f),
+            **settings), 1)
+        return torch.log(mean.clamp_min_(torch.finfo(mean.dtype).tiny))
     device = device or next(net.parameters()).device
     windows = count_windows(image.shape[2:], patch_size, overlap, sw_batch_size) if progress is not None else 0
     done = [0]

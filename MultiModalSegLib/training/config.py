@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..data.phantoms import anatomy_record, thorax_modalities
+from ..data.polarity import check_polarity
 from ..data.profile_jitter import check_profile_jitter
 from ..errors import ConfigError, InputError
 from ..labels import ABDOMEN_LABELS, LabelInfo
@@ -50,6 +51,9 @@ class TrainConfig:
     ``profile_jitter``: ``{"MR": s}`` normalises that share of a modality's training items (real,
     phantom and synthesised) with bounds drawn between the two foreground choices of its percentile
     profile (:mod:`..data.profile_jitter`); inference keeps the profile's own bounds.
+    ``polarity``: ``{"MR": s}`` shows that share of a modality's training items (real, phantom and
+    synthesised) as their negative, ``1 - x``, and the bundle averages the probabilities of an image
+    and of its negative at inference (:mod:`..data.polarity`; percentile profiles only).
     ``init``: ``{"bundle": PATH, "sha256": HEX}`` starts the network from that bundle's weights
     (:mod:`.warm_start`: any U-Net-family method from any other; the sha256 is checked first).
     ``pretrain``: ``{"task": "masked_reconstruction", "steps": N, "lr": L, ...}`` pretrains the
@@ -74,6 +78,7 @@ class TrainConfig:
     synthesis: dict = field(default_factory=dict)
     intensity_profiles: dict = field(default_factory=dict)
     profile_jitter: dict = field(default_factory=dict)
+    polarity: dict = field(default_factory=dict)
     lr: float = 2e-3
     weight_decay: float = 1e-4
     schedule: dict = field(default_factory=lambda: {"name": "cosine", "warmup_steps": 20})
@@ -106,7 +111,7 @@ class TrainConfig:
         d = self.to_dict()
         for key in ("steps", "validate_every", "checkpoint_every", "log_every", "device", "threads", "source"):
             d.pop(key)
-        for key in ("pretrain", "intensity_profiles", "profile_jitter"):  # absent from configs older than the key: they still resume
+        for key in ("pretrain", "intensity_profiles", "profile_jitter", "polarity"):  # absent from configs older than the key: they still resume
             if not d[key]:
                 d.pop(key)
         return d
@@ -138,6 +143,7 @@ def config_from_dict(raw: dict, base: Path | None = None) -> TrainConfig:
     _check_phantoms(cfg.phantoms)
     _check_synthesis(cfg.synthesis)
     profile_jitter_shares(cfg)
+    polarity_shares(cfg)
     if cfg.pretrain:
         from .pretraining import PretrainSpec
 
@@ -193,6 +199,16 @@ def profile_jitter_shares(cfg: TrainConfig) -> dict[str, float]:
         named = check_profile_jitter(cfg.profile_jitter, cfg.modalities, profiles)
     except InputError as error:
         raise ConfigError(f"\"profile_jitter\": {error}") from None
+    return {m: named.get(m, 0.0) for m in profiles}
+
+
+def polarity_shares(cfg: TrainConfig) -> dict[str, float]:
+    """The share of each modality's training items shown as their negative (0 when unnamed)."""
+    profiles = configured_profiles(cfg)
+    try:
+        named = check_polarity(cfg.polarity, cfg.modalities, profiles)
+    except InputError as error:
+        raise ConfigError(f"\"polarity\": {error}") from None
     return {m: named.get(m, 0.0) for m in profiles}
 
 

@@ -44,7 +44,7 @@ from ..provenance import config_record, dataset_file_record
 from ..reporting import Reporter
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import PHANTOM_COUNTS, TrainConfig, configured_profiles, profile_jitter_shares
+from .config import PHANTOM_COUNTS, TrainConfig, configured_profiles, polarity_shares, profile_jitter_shares
 from .progress import ProgressLog, format_seconds
 from .schedules import build_scheduler
 from .validation import validate
@@ -147,6 +147,7 @@ class Trainer:
         configured = configured_profiles(config)
         self.profiles = {m: given.get(m) or configured[m] for m in self.modalities}
         self.jitter = profile_jitter_shares(config)  # share of each modality's items with jittered profile bounds
+        self.polarity = polarity_shares(config)  # share of each modality's items shown as their negative
 
     # ----- data
     def _cases(self) -> tuple[list[Case], list[Case], list[dict]]:
@@ -219,10 +220,11 @@ class Trainer:
                 mine = [p for c, p in pairs if c.origin == kind and c.modality == modality]
                 if mine:
                     kinds[kind] = ModalitySampler(mine, cfg.patch_size, cfg.batch_size, cfg.foreground_ratio, cfg.augment, cfg.seed, i,
-                                                  jitter[modality])
+                                                  jitter[modality], self.polarity[modality])
             if sources:
                 kinds["synthetic"] = SynthSampler(sources, modality, cfg.patch_size, cfg.batch_size, cfg.spacing, cfg.foreground_ratio, cfg.seed, i,
                                                   profile=self.profiles[modality], jitter=jitter[modality],
+                                                  polarity=self.polarity[modality],
                                                   **recipe_options(cfg.synthesis, modality))
             shares = cfg.synthesis["mix"].get(modality)
             if shares is None:
@@ -262,7 +264,7 @@ class Trainer:
                 raise ConfigError(f"no labelled training case of modality {modality}; add data or remove it from \"modalities\".")
             self.samplers[modality] = ModalitySampler(
                 mine, cfg.patch_size, cfg.batch_size, cfg.foreground_ratio, cfg.augment, cfg.seed, stream=i,
-                jitter=self.jitter[modality],
+                jitter=self.jitter[modality], polarity=self.polarity[modality],
             )
         # semi-supervised methods also get each modality's unlabelled cases (few_shot's surplus included)
         self.unlabelled_samplers = {}
@@ -456,7 +458,8 @@ class Trainer:
                 bar.update(self.step, f"loss {losses['loss']:.4f} lr {lr:.2e} eta {format_seconds(eta)}",
                            loss=round(losses["loss"], 5), lr=lr, eta_s=round(eta, 1))  # fmt: skip
                 if self.is_main and self.val_cases and (self.step % cfg.validate_every == 0 or self.step == cfg.steps):
-                    val = validate(self.method.inference_network(), self.val_cases, self.labels, cfg.patch_size, self.device, cfg.amp)
+                    val = validate(self.method.inference_network(), self.val_cases, self.labels, cfg.patch_size, self.device, cfg.amp,
+                                   polarity_ensemble=self.polarity_ensemble)
                     log.write("validation", step=self.step, dice=val, cases=[c.name for c in self.val_cases])
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.checkpoint()
@@ -495,6 +498,11 @@ class Trainer:
                            f"{name}; not the model {name} of the models manifest")  # fmt: skip
         return new, description
 
+    @property
+    def polarity_ensemble(self) -> list[str]:
+        """The modalities whose images and negatives are averaged at inference (those trained with both)."""
+        return [m for m in self.modalities if self.polarity.get(m, 0.0) > 0.0]
+
     def metadata(self, validation: dict | None, seconds: float) -> dict:
         cfg = self.cfg
         b = cfg.bundle
@@ -509,7 +517,8 @@ class Trainer:
             "labels": [lab.to_dict() for lab in self.labels],
             "spacing": [float(s) for s in cfg.spacing],
             "patch_size": [int(p) for p in cfg.patch_size],
-            "inference": {"overlap": 0.5, "sw_batch_size": 2, "mode": "gaussian"},
+            "inference": {"overlap": 0.5, "sw_batch_size": 2, "mode": "gaussian",
+                          **({"polarity_ensemble": self.polarity_ensemble} if self.polarity_ensemble else {})},
             "training": {
                 "datasets": self.dataset_records,
                 "cases": self.case_counts,

@@ -572,6 +572,7 @@ def _config(opts: FinetuneOptions, plan: _Plan, run: Path, datasets: list[str], 
         "batch_size": int(recorded.get("batch_size", 2)),
         "foreground_ratio": float(recorded.get("foreground_ratio", 0.67)),
         "augment": bool(recorded.get("augment", True)),
+        "polarity": _parent_polarity(parent.metadata, recorded, plan.modalities),
         "weight_decay": float(recorded.get("weight_decay", 1e-4)),
         "lr": float(opts.lr),
         "schedule": {"name": "cosine", "warmup_steps": int(warmup)},
@@ -590,6 +591,14 @@ def _config(opts: FinetuneOptions, plan: _Plan, run: Path, datasets: list[str], 
         },
     }
     return config_from_dict(raw)
+
+
+def _parent_polarity(metadata: dict, recorded: dict, modalities: list[str]) -> dict[str, float]:
+    """The parent's ``polarity`` shares for the fine-tune's modalities, so that the child keeps the parent's
+    polarity ensemble (a parent that records the ensemble but not its share is fine-tuned at half)."""
+    shares = recorded.get("polarity") if isinstance(recorded.get("polarity"), dict) else {}
+    ensemble = metadata.get("inference", {}).get("polarity_ensemble", [])
+    return {m: float(shares.get(m, 0.5)) for m in modalities if m in ensemble or m in shares}
 
 
 def _parent_shaped_method(plan: _Plan, cfg) -> torch.nn.Module:

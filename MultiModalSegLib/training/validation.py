@@ -21,14 +21,17 @@ def validate(
     patch_size: Sequence[int],
     device: torch.device,
     amp: bool = True,
+    polarity_ensemble: Sequence[str] = (),
 ) -> dict[str, dict[str, float]]:
-    """Mean Dice per modality per label over ``cases`` (labelled, model space)."""
+    """Mean Dice per modality per label over ``cases`` (labelled, model space); the modalities in
+    ``polarity_ensemble`` are predicted as the bundle will be (image and negative averaged)."""
     was_training = net.training
     net.eval()
     per_modality: dict[str, list[dict[str, float]]] = {}
     for case in cases:
         image = torch.from_numpy(case.image)[None, None]
-        logits = predict_logits(net, image, case.modality, patch_size, overlap=0.25, device=device, amp=amp)
+        logits = predict_logits(net, image, case.modality, patch_size, overlap=0.25, device=device, amp=amp,
+                                polarity_ensemble=case.modality in polarity_ensemble)
         pred = logits.argmax(1)[0].numpy()
         per_modality.setdefault(case.modality, []).append(dice_scores(pred, case.label, labels))
     net.train(was_training)

@@ -89,3 +89,23 @@ def test_a_recipe_jitters_a_percentile_profile_and_bad_shares_are_refused(tmp_pa
     trainer.build()
     assert trainer.samplers["MR"].jitter == 0.75 and trainer.samplers["CT"].jitter == 0.0
     assert trainer.samplers["MR"].cases[0].alternate is not None
+
+
+def test_a_recipe_negates_a_share_of_its_mr_items_and_its_bundle_averages_both(tmp_path):
+    from MultiModalSegLib.errors import ConfigError
+    from MultiModalSegLib.training.config import config_from_dict, polarity_shares
+    from MultiModalSegLib.training.engine import Trainer
+
+    base = {"datasets": [str(REPO / "Resources" / "SampleData" / "dataset.json")], "modalities": ["CT", "MR"], "steps": 1}
+    assert polarity_shares(config_from_dict(base)) == {"CT": 0.0, "MR": 0.0}
+    assert "polarity" not in config_from_dict(base).identity()  # older recipes still resume
+    for bad, words in (({"CT": 0.5}, "fixes the order"), ({"MR": 0.0}, r"\(0, 1\]"), ({"XR": 0.5}, "unknown modality")):
+        with pytest.raises(ConfigError, match=words):
+            config_from_dict({**base, "polarity": bad})
+    plain = Trainer(config_from_dict(base), tmp_path / "plain", quiet=True)
+    plain.build()
+    assert "polarity_ensemble" not in plain.metadata(None, 0.0)["inference"]
+    trainer = Trainer(config_from_dict({**base, "polarity": {"mr": 0.5}}), tmp_path / "run", quiet=True)
+    trainer.build()
+    assert trainer.samplers["MR"].polarity == 0.5 and trainer.samplers["CT"].polarity == 0.0
+    assert trainer.metadata(None, 0.0)["inference"]["polarity_ensemble"] == ["MR"]

@@ -354,3 +354,12 @@ def test_fine_tuning_keeps_the_parents_intensity_profiles(tiny_bundle, phantom_d
     assert child.metadata["modalities"]["MR"]["params"] == legacy
     assert child.metadata["modalities"]["CT"] == metadata["modalities"]["CT"]
     assert ("MR", "above_mean") in seen and ("MR", "all") not in seen  # training data and held-out scoring alike
+
+
+def test_a_fine_tune_keeps_its_parents_polarity_ensemble():
+    from MultiModalSegLib.training.finetune import _parent_polarity
+
+    assert _parent_polarity({"inference": {}}, {}, ["CT", "MR"]) == {}
+    assert _parent_polarity({"inference": {"polarity_ensemble": ["MR"]}}, {"polarity": {"MR": 0.3}}, ["CT", "MR"]) == {"MR": 0.3}
+    assert _parent_polarity({"inference": {"polarity_ensemble": ["MR"]}}, {}, ["CT", "MR"]) == {"MR": 0.5}
+    assert _parent_polarity({"inference": {"polarity_ensemble": ["MR"]}}, {}, ["CT"]) == {}
