@@ -1,0 +1,162 @@
+"""The MR polarity ensemble against one pass, side by side: real MR scans, then MR drawn per weighting.
+
+    python benchmarks/polarity_ensemble.py [--model NAME_OR_BUNDLE ...] [--threads 1]
+
+For each model, the same normal-quality Segmenter segments each image twice, alternately: with one
+pass of the network, and as the mean of the class probabilities of the image and of its negative
+(the ensemble a bundle asks for with ``inference.polarity_ensemble``, :mod:`MultiModalSegLib.data.polarity`),
+whatever the bundle itself asks. Images:
+
+1. every real labelled MR scan of ``../shared/data``, with its role for the model (``left out``: its
+   recipe excluded it; ``train``);
+2. whole-volume MR images drawn from the label maps of the real training scans, one per weighting of
+   :data:`MultiModalSegLib.data.tissues.MR_SIGNAL` (T1, T1 after contrast, T2, Dixon water, fat,
+   in-phase, opposed-phase): each structure at its tissue's signal in that table, the voxels the map
+   leaves unlabelled at the signal of air, fat or soft tissue as their own intensity says (CT: the
+   synthesiser's HU bins; MR: below 5 % of the 99th percentile air, above half of it fat), then a
+   blur of 0.7 voxel and noise of 2 % (one seed). These measure the ensemble across weightings on
+   the scans' own anatomy; every synthesis-trained model drew its training images from these maps
+   with randomised signals, so they are phantoms, second to the real scans.
+
+Dice per scored organ and its mean; results: ``benchmarks/results/polarity_ensemble.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from benchmarks.results_files import save_results  # noqa: E402
+from training.real_scans import REAL_SCANS, SHARED_DATA, RealScan, abdomen_labels  # noqa: E402
+
+VARIANTS = ("single", "ensemble")
+DRAWN_FROM = ("abdomen_mr_01", "abdomen_ct_01")  # training scans' label maps (never the validation scan's)
+SIGNAL_SCALE = 500.0  # arbitrary MR units
+
+
+def drawn_mr(scan: RealScan, weighting: str, data: Path = SHARED_DATA, seed: int = 0):
+    """An MR image of ``weighting`` drawn from ``scan``'s label map on its own grid, and its reference."""
+    from scipy import ndimage
+
+    from MultiModalSegLib.data.tissues import (
+        MR_SIGNAL,
+        UNLABELLED_BASE,
+        UNLABELLED_CLASSES,
+        intensity_classes,
+        tissue_of,
+    )
+    from MultiModalSegLib.io import Volume, read_image
+
+    source = read_image(scan.image(data))
+    structures = scan.structures(source, data).astype(np.int32)
+    image = np.asarray(source.array, dtype=np.float32)
+    unlabelled = structures == 0
+    if scan.modality == "CT":
+        classes = intensity_classes(image, unlabelled, "CT").astype(np.int32)
+    else:
+        top = float(np.percentile(image, 99))
+        kind = np.where(image < 0.05 * top, "air", np.where(image > 0.5 * top, "fat", "soft"))
+        classes = np.zeros(image.shape, np.int32)
+        for i, name in enumerate(UNLABELLED_CLASSES):
+            classes[kind == name] = UNLABELLED_BASE + i
+        classes[~unlabelled] = 0
+    ids = np.where(unlabelled, classes, structures)
+    signal = MR_SIGNAL[weighting]
+    table = np.zeros(int(ids.max()) + 1, np.float32)
+    for i in np.unique(ids):
+        table[i] = signal.get(tissue_of(int(i)), signal["soft"])
+    rng = np.random.default_rng(seed)
+    drawn = ndimage.gaussian_filter(table[ids], 0.7) + rng.normal(0.0, 0.02, ids.shape).astype(np.float32)
+    volume = Volume(np.clip(drawn, 0.0, None) * SIGNAL_SCALE, source.spacing, source.origin, source.direction)
+    return volume, abdomen_labels(structures)
+
+
+def measure(models: list[str | None], data: Path = SHARED_DATA, scans=REAL_SCANS, drawn_from=DRAWN_FROM,
+            weightings: tuple[str, ...] | None = None) -> list[dict]:
+    from MultiModalSegLib.data.tissues import MR_SIGNAL
+    from MultiModalSegLib.inference import Segmenter
+    from MultiModalSegLib.io import read_image
+    from MultiModalSegLib.labels import ABDOMEN_LABELS
+    from MultiModalSegLib.metrics import dice_scores
+    from training.evaluate_real_scans import role, trained_case_names
+
+    by_name = {s.name: s for s in scans}
+    rows = []
+    for model in models:
+        segmenter = Segmenter(model, device="cpu", amp=False, quality="normal")
+        own = segmenter.polarity_ensemble
+        name = f"{segmenter.bundle.name} {segmenter.bundle.metadata.get('version', '')}".strip()
+        trained = trained_case_names(segmenter.bundle.metadata)
+        images = []
+        for scan in scans:
+            if scan.modality == "MR":
+                volume = read_image(scan.image(data))
+                images.append((scan, "real", role({"name": scan.name, "project_role": scan.project_role}, trained),
+                               volume, scan.reference(volume, data)))
+        for source in (by_name[n] for n in drawn_from if n in by_name):
+            for weighting in weightings or tuple(MR_SIGNAL):
+                volume, reference = drawn_mr(source, weighting, data)
+                images.append((source, f"drawn {weighting}", "phantom", volume, reference))
+        try:
+            for i, (scan, image, kind, volume, reference) in enumerate(images):
+                dice = {}
+                for variant in VARIANTS if i % 2 == 0 else VARIANTS[::-1]:
+                    segmenter.polarity_ensemble = frozenset({"MR"}) if variant == "ensemble" else frozenset()
+                    scores = dice_scores(segmenter.segment(volume, "MR").labels.array, reference, ABDOMEN_LABELS)
+                    dice[variant] = {o: round(float(scores[o]), 4) for o in scan.organs}
+                rows.append({"model": name, "model_asks": "MR" in own, "scan": scan.name, "image": image, "role": kind,
+                             "dice": dice, "mean": {v: round(float(np.mean(list(dice[v].values()))), 4) for v in VARIANTS}})
+        finally:
+            segmenter.polarity_ensemble = own
+    return rows
+
+
+def markdown(rows: list[dict], threads: int) -> str:
+    lines = ["| model | scan | image | role | Dice, one pass (liver / spleen / kidneys) | Dice, ensemble | mean, one pass | "
+             "mean, ensemble | change |", "|---|---|---|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        cells = [" / ".join(f"{d:.3f}" for d in r["dice"][v].values()) for v in VARIANTS]
+        lines.append(f"| {r['model']}{' (asks for it)' if r['model_asks'] else ''} | {r['scan']} | {r['image']} | {r['role']} | "
+                     f"{cells[0]} | {cells[1]} | {r['mean']['single']:.3f} | {r['mean']['ensemble']:.3f} | "
+                     f"{r['mean']['ensemble'] - r['mean']['single']:+.3f} |")
+    lines += ["", "| model | images | mean, one pass | mean, ensemble | change |", "|---|---|---:|---:|---:|"]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        for label, keep in (("real MR, left out", lambda r: r["role"] == "left out"), ("real MR, trained on", lambda r: r["role"] == "train"),
+                            ("drawn MR, every weighting", lambda r: r["role"] == "phantom")):
+            chosen = [r for r in rows if r["model"] == model and keep(r)]
+            if chosen:
+                single, both = (float(np.mean([r["mean"][v] for r in chosen])) for v in VARIANTS)
+                lines.append(f"| {model} | {label} ({len(chosen)}) | {single:.3f} | {both:.3f} | {both - single:+.3f} |")
+    lines += ["", f"Normal quality; each image segmented by the same Segmenter with one pass and with the ensemble, alternating "
+              f"which runs first; {threads} PyTorch thread(s); {platform.machine()}. References: the scans' TotalSegmentator "
+              "label maps. `(asks for it)`: the bundle records `inference.polarity_ensemble` and segments MR with the ensemble "
+              "by itself. Regenerate: `python benchmarks/polarity_ensemble.py --model ... --threads 1`.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", help="model name or bundle (repeat; default: the default model)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rows = measure(args.model or [None])
+    record = {"rows": rows, "threads": args.threads, "machine": platform.machine()}
+    text = markdown(rows, args.threads)
+    save_results(args.out, "polarity_ensemble", record, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
