@@ -117,8 +117,11 @@ def render_model_card(metadata: dict | None, entry: ModelEntry | None = None) ->
 
     lines += ["## Modalities", ""]
     if meta.get("modalities"):
+        ensemble = meta.get("inference", {}).get("polarity_ensemble", [])
         for mod, profile in meta["modalities"].items():
-            lines.append(f"- **{mod}**: {profile.get('description') or profile.get('kind')}")
+            lines.append(f"- **{mod}**: {profile.get('description') or profile.get('kind')}" + (
+                "; predicted as the mean of the class probabilities of the image and of its negative (polarity ensemble)"
+                if mod in ensemble else ""))
     else:
         lines += [f"- **{m}**" for m in entry.modalities]
     lines.append("")

@@ -3,11 +3,22 @@
     python training/package_model.py --run training/runs/abdomen-ummkd \
         --out Resources/Models/abdomen-ummkd-1.0.0.zip --default
 
+    python training/package_model.py --run training/runs-in-progress/abdomen-ummkd-synth \
+        --bundle Resources/Models/abdomen-ummkd-synth-3.0.0.zip --version 3.1.0 --polarity-ensemble MR \
+        --report training/reports/abdomen-ummkd-synth-3.1.0 --out Resources/Models/abdomen-ummkd-synth-3.1.0.zip --default
+
 Writes, from the run folder alone (nothing is typed by hand):
 - ``training/reports/<name>/loss.png`` and ``report.md``: loss curves, validation Dice per organ per
   modality on held-out phantoms (from ``progress.jsonl``), Dice / HD95 / ASSD on the real samples;
 - the bundle zip with the report inside and the measured figures in ``metadata.json``;
 - the entry of ``Resources/Models.json`` (sha256 of the zip, CPU seconds measured here).
+
+``--bundle`` takes the weights and metadata from that bundle instead of the run's own export (a
+shipped model released again with another inference setting: ``--polarity-ensemble MR`` records
+``inference.polarity_ensemble``, :mod:`MultiModalSegLib.data.polarity`); ``--version`` and
+``--description`` replace the recorded ones; ``--report`` is the report folder (default
+``training/reports/<name>``). Every figure is measured on the bundle as written (under a trial name, as
+the manifest may already list the release with another sha256).
 """
 
 from __future__ import annotations
@@ -168,29 +179,69 @@ def packaged_metadata(meta: dict, real: dict, rows: list[dict], cpu_seconds: dic
     return meta
 
 
+def released_metadata(meta: dict, version: str | None, polarity_ensemble: list[str]) -> dict:
+    """``meta`` with the released ``version`` and, when given, ``inference.polarity_ensemble``."""
+    meta = {**meta, "inference": dict(meta.get("inference", {}))}
+    if version:
+        meta["version"] = version
+    if polarity_ensemble:
+        meta["inference"]["polarity_ensemble"] = sorted(set(polarity_ensemble))
+    return meta
+
+
+def release_args(args: argparse.Namespace) -> str:
+    """The options of a release from another bundle, as the report's regeneration command gives them."""
+    def rel(path: Path) -> Path:
+        return path.resolve().relative_to(REPO) if path.resolve().is_relative_to(REPO) else path
+
+    parts = [f" --bundle {rel(args.bundle)}"] if args.bundle else []
+    parts += [f" --version {args.version}"] if args.version else []
+    parts += [f" --polarity-ensemble {m}" for m in sorted(set(args.polarity_ensemble))]
+    parts += [f" --report {rel(args.report)}"] if args.report else []
+    parts += [' --description "..."'] if args.description else []
+    return "".join(parts)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="bundle zip to write (under Resources/Models/)")
     p.add_argument("--default", action="store_true", help="make it the manifest's default model")
     p.add_argument("--note", default="", help="a paragraph for the report (e.g. what changed between sessions)")
+    p.add_argument("--bundle", type=Path, help="weights and metadata from this bundle (default: RUN/bundle)")
+    p.add_argument("--version", help="the released version (default: the bundle's)")
+    p.add_argument("--description", help="the released description (default: the recipe's)")
+    p.add_argument("--polarity-ensemble", action="append", default=[], metavar="MODALITY",
+                   help="record inference.polarity_ensemble for this modality (repeat)")
+    p.add_argument("--report", type=Path, help="report folder (default: training/reports/<name>)")
     p.add_argument("--training-data", help="the manifest's training_data text")
     p.add_argument("--intended-use", help="the manifest's intended_use text")
     p.add_argument("--limitations", help="the manifest's limitations text")
     args = p.parse_args()
 
-    bundle = load_bundle(args.run / "bundle")
+    source = args.bundle or args.run / "bundle"
+    bundle = load_bundle(source)
     meta = dict(bundle.metadata)
     name = meta["training"].get("config", {}).get("bundle", {}).get("name", meta["name"])  # the recipe's name
     records = read_progress(args.run / "progress.jsonl")
-    report_dir = REPO / "training" / "reports" / name
+    report_dir = args.report.resolve() if args.report else REPO / "training" / "reports" / name
     report_dir.mkdir(parents=True, exist_ok=True)
     loss_plot(records, report_dir / "loss.png")
 
-    real, cpu_seconds = real_sample_metrics(args.run / "bundle")
-    rows = real_scan_rows(args.run / "bundle")
+    measured = source
+    if args.version or args.polarity_ensemble:  # measure the bundle as it will ship
+        meta = released_metadata(meta, args.version, args.polarity_ensemble)
+        import tempfile
+
+        # measured under a name of its own: the manifest may already list this name and version with another sha256
+        trial = {**meta, "name": f"{meta['name']}-release-trial"}
+        measured = save_bundle(Path(tempfile.mkdtemp(prefix="package-model-")) / "bundle", trial, bundle.state_dict)
+    real, cpu_seconds = real_sample_metrics(measured)
+    rows = [{**r, "bundle": f"{name} {meta['version']}"} for r in real_scan_rows(measured)]
     train_seconds = training_seconds(records)
-    meta = packaged_metadata(meta, real, rows, cpu_seconds, train_seconds, bundle=args.run / "bundle")
+    meta = packaged_metadata(meta, real, rows, cpu_seconds, train_seconds, bundle=source)
+    if args.description:
+        meta["description"] = args.description
     validation = meta["metrics"]["validation_dice"]
     val_cases = ", ".join(validation_case_names(meta["training"])) or "the run's validation split"
     synthesis = meta["training"].get("config", {}).get("synthesis")
@@ -234,7 +285,7 @@ def main() -> int:
         + ".",
         "",
         f"Regenerate: `mmseg train --config {config_arg} --out {run_arg}` "
-        f"then `python training/package_model.py --run {run_arg} --out Resources/Models/"
+        f"then `python training/package_model.py --run {run_arg}{release_args(args)} --out Resources/Models/"
         f"{args.out.name}{' --default' if args.default else ''}`.",
         "",
         *([warm_line, ""] if warm_line else []),
@@ -266,6 +317,10 @@ def main() -> int:
         "",
     ]
     (report_dir / "report.md").write_text("\n".join(report))
+    if measured != source:
+        import shutil
+
+        shutil.rmtree(measured.parent, ignore_errors=True)
     out = save_bundle(
         args.out,
         meta,

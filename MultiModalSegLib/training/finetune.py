@@ -511,8 +511,9 @@ def _prepare_heldout(plan: _Plan) -> list[tuple[str, PreparedCase]]:
 
 
 def evaluate_bundle(bundle: Bundle, cases: list[tuple[str, PreparedCase]], device: torch.device) -> dict:
-    """Dice per held-out group per modality per organ (and ``mean``) of ``bundle`` on ``cases``;
-    cases of a modality the bundle lacks are left out."""
+    """Dice per held-out group per modality per organ (and ``mean``) of ``bundle`` on ``cases``, each
+    modality predicted as the bundle declares (its polarity ensemble); cases of a modality the bundle
+    lacks are left out."""
     net = build_inference_network(bundle.metadata)
     net.load_state_dict(bundle.state_dict)
     net.to(device)
@@ -520,7 +521,8 @@ def evaluate_bundle(bundle: Bundle, cases: list[tuple[str, PreparedCase]], devic
     for group in dict.fromkeys(g for g, _ in cases):
         mine = [c for g, c in cases if g == group and c.modality in bundle.modalities]
         if mine:
-            out[group] = validate(net, mine, bundle.labels, bundle.metadata["patch_size"], device)
+            out[group] = validate(net, mine, bundle.labels, bundle.metadata["patch_size"], device,
+                                  polarity_ensemble=bundle.metadata.get("inference", {}).get("polarity_ensemble", []))
     return _finite(out)
 
 

@@ -86,3 +86,13 @@ def test_card_of_model_not_downloaded_shows_the_manifest_metrics(tmp_path):
     assert "- validation mean dice: CT 0.812, MR 0.700" in card
     assert "- real samples mean dice: abdomen_ct_01 0.870" in card
     assert "Not available until the model is downloaded." not in card
+
+
+def test_a_card_says_which_modalities_are_predicted_with_the_polarity_ensemble():
+    meta = shipped_metadata()
+    meta["inference"] = {**meta.get("inference", {}), "polarity_ensemble": ["MR"]}
+    card = render_model_card(meta)
+    mr = next(line for line in card.splitlines() if line.startswith("- **MR**"))
+    ct = next(line for line in card.splitlines() if line.startswith("- **CT**"))
+    assert "image and of its negative" in mr and "negative" not in ct
+    assert "negative" not in render_model_card(shipped_metadata())

@@ -57,3 +57,15 @@ def test_a_run_bundle_with_paths_from_an_older_version_is_rewritten(tiny_bundle)
     assert phantoms["origin"] == "phantom" and phantoms["phantoms"]["ct"] == 2 and phantoms["training"] == ["ct_000", "mr_000"]
     assert packaged["training"]["config"]["datasets"] == [{"name": "abdomen-real-samples", "sha256": real["sha256"], "weight": 8}]
     assert packaged["training"]["config_file"] == "recipe.json"
+
+
+def test_a_release_sets_its_version_and_polarity_ensemble_and_nothing_else(tiny_bundle):
+    package_model = _package_model()
+    meta = load_bundle(tiny_bundle).metadata
+    released = package_model.released_metadata(meta, "3.1.0", ["MR", "MR"])
+    assert released["version"] == "3.1.0" and released["inference"]["polarity_ensemble"] == ["MR"]
+    assert {k: v for k, v in released.items() if k not in ("version", "inference")} == {
+        k: v for k, v in meta.items() if k not in ("version", "inference")}
+    assert {k: v for k, v in released["inference"].items() if k != "polarity_ensemble"} == meta["inference"]
+    assert "polarity_ensemble" not in meta["inference"]  # the source is not changed
+    assert package_model.released_metadata(meta, None, []) == meta
