@@ -3,9 +3,8 @@
     python training/package_model.py --run training/runs/abdomen-ummkd \
         --out Resources/Models/abdomen-ummkd-1.0.0.zip --default
 
-    python training/package_model.py --run training/runs-in-progress/abdomen-ummkd-synth \
-        --bundle Resources/Models/abdomen-ummkd-synth-3.0.0.zip --version 3.1.0 --polarity-ensemble MR \
-        --report training/reports/abdomen-ummkd-synth-3.1.0 --out Resources/Models/abdomen-ummkd-synth-3.1.0.zip --default
+    python training/package_model.py --run RUN --bundle SHIPPED.zip --version X.Y.Z --polarity-ensemble MR \
+        --report training/reports/NAME-X.Y.Z --out Resources/Models/NAME-X.Y.Z.zip
 
 Writes, from the run folder alone (nothing is typed by hand):
 - ``training/reports/<name>/loss.png`` and ``report.md``: loss curves, validation Dice per organ per

@@ -17,8 +17,26 @@ def test_one_pass_and_the_ensemble_are_scored_side_by_side(tiny_bundle):
         assert set(r["dice"]) == {"single", "ensemble"} and set(r["dice"]["single"]) == set(mr.organs)
         assert r["mean"]["single"] == pytest.approx(np.mean(list(r["dice"]["single"].values())), abs=1e-4)
         assert not r["model_asks"]
+    stability = rows[0]["bias_field"]
+    assert set(stability) == {"single", "ensemble"} and "bias_field" not in rows[1]
+    for fields in stability.values():
+        assert set(fields) == {"shading 25 %", "shading 50 %"}
+        assert all(0.0 <= f["lowest_agreement"] <= 1.0 and 0.0 <= f["mean_dice"] <= 1.0 for f in fields.values())
     text = bench.markdown(rows, 1)
     assert "| drawn MR, every weighting (2) |" in text and "| real MR, left out (1) |" in text
+    assert "| abdomen_mr_01 | shading 25 % |" in text
+
+
+def test_a_bias_field_is_smooth_and_keeps_the_grid():
+    bench = load_script("benchmarks/polarity_ensemble.py")
+    mr = real_scan("abdomen_mr_01")
+    from MultiModalSegLib.io import read_image
+
+    volume = read_image(mr.image(SAMPLES))
+    shaded = bench.biased(volume, (0.25, -0.2, 0.1))
+    assert shaded.spacing == volume.spacing and shaded.array.shape == volume.array.shape
+    ratio = shaded.array[volume.array > 0] / volume.array[volume.array > 0]
+    assert 0.5 < ratio.min() < 1.0 < ratio.max() < 2.0
 
 
 def test_drawn_weightings_follow_the_signal_table():
