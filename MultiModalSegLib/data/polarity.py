@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
-from ..modalities import ModalityProfile, get_modality
+from ..modalities import ModalityProfile
+from .recipe_shares import modality_shares
 
 POLARITY_STREAM = 12  # the random stream of an item's polarity (apart from the item's other draws)
 
@@ -38,17 +39,9 @@ def check_polarity(polarity: dict, modalities: list[str], profiles: dict[str, Mo
     """A recipe's ``polarity`` block as ``{modality: share}``; one sentence for a malformed one. Only a
     modality of arbitrary units (a ``percentile`` profile) may be negated: CT's Hounsfield scale has one
     order."""
-    if not isinstance(polarity, dict):
-        raise ConfigError(f"\"polarity\" must be {{MODALITY: share in (0, 1]}}; got {polarity!r}.")
-    shares = {}
-    for name, share in polarity.items():
-        modality = get_modality(name).name
-        if modality not in profiles:
-            raise ConfigError(f"\"polarity\" names {modality}, which the run does not train; its modalities are {modalities}.")
-        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 < share <= 1.0:
-            raise ConfigError(f"\"polarity\": the share of {modality} is {share!r}; give a number in (0, 1].")
+    shares = modality_shares(polarity, "polarity", modalities, profiles, zero=False)
+    for modality in shares:
         if profiles[modality].kind != "percentile":
             raise ConfigError(f"\"polarity\" names {modality}, whose {profiles[modality].kind} profile fixes the order of "
                               "its tissues; only modalities of arbitrary units (percentile profiles) can be negated.")
-        shares[modality] = float(share)
     return shares

@@ -24,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
-from ..modalities import FOREGROUNDS, ModalityProfile, get_modality, scale_to_unit, with_params
+from ..modalities import FOREGROUNDS, ModalityProfile, scale_to_unit, with_params
+from .recipe_shares import modality_shares
 
 JITTER_STREAM = 11  # the random stream of an item's jitter fraction (apart from the item's other draws)
 
@@ -80,18 +81,10 @@ def jitter_normalised(image: np.ndarray, alternate: tuple[float, float] | None, 
 
 def check_profile_jitter(jitter: dict, modalities: list[str], profiles: dict[str, ModalityProfile]) -> dict[str, float]:
     """A recipe's ``profile_jitter`` block as ``{modality: share}``; one sentence for a malformed one."""
-    if not isinstance(jitter, dict):
-        raise ConfigError(f"\"profile_jitter\" must be {{MODALITY: share in [0, 1]}}; got {jitter!r}.")
-    shares = {}
-    for name, share in jitter.items():
-        modality = get_modality(name).name
-        if modality not in profiles:
-            raise ConfigError(f"\"profile_jitter\" names {modality}, which the run does not train; its modalities are {modalities}.")
-        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
-            raise ConfigError(f"\"profile_jitter\": the share of {modality} is {share!r}; give a number in [0, 1].")
+    shares = modality_shares(jitter, "profile_jitter", modalities, profiles, zero=True)
+    for modality in shares:
         other_foreground(profiles[modality])
         if profiles[modality].log_compression:
             raise ConfigError(f"\"profile_jitter\" names {modality}, whose profile has a log_compression: jitter blends "
                               "linear bounds only; remove one of the two.")
-        shares[modality] = float(share)
     return shares

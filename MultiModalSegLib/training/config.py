@@ -192,24 +192,25 @@ def configured_profiles(cfg: TrainConfig) -> dict[str, ModalityProfile]:
         raise ConfigError(f"\"intensity_profiles\": {error}") from None
 
 
-def profile_jitter_shares(cfg: TrainConfig) -> dict[str, float]:
-    """The share of each modality's training items whose profile bounds are jittered (0 when unnamed)."""
+def _item_shares(cfg: TrainConfig, key: str, check) -> dict[str, float]:
+    """Every modality's share (0 when unnamed) from the recipe block ``key``, read by ``check(block,
+    modalities, profiles)``; an unknown modality name becomes a ConfigError naming the block."""
     profiles = configured_profiles(cfg)
     try:
-        named = check_profile_jitter(cfg.profile_jitter, cfg.modalities, profiles)
+        named = check(getattr(cfg, key), cfg.modalities, profiles)
     except InputError as error:
-        raise ConfigError(f"\"profile_jitter\": {error}") from None
+        raise ConfigError(f"\"{key}\": {error}") from None
     return {m: named.get(m, 0.0) for m in profiles}
+
+
+def profile_jitter_shares(cfg: TrainConfig) -> dict[str, float]:
+    """The share of each modality's training items whose profile bounds are jittered (0 when unnamed)."""
+    return _item_shares(cfg, "profile_jitter", check_profile_jitter)
 
 
 def polarity_shares(cfg: TrainConfig) -> dict[str, float]:
     """The share of each modality's training items shown as their negative (0 when unnamed)."""
-    profiles = configured_profiles(cfg)
-    try:
-        named = check_polarity(cfg.polarity, cfg.modalities, profiles)
-    except InputError as error:
-        raise ConfigError(f"\"polarity\": {error}") from None
-    return {m: named.get(m, 0.0) for m in profiles}
+    return _item_shares(cfg, "polarity", check_polarity)
 
 
 SYNTHESIS_SOURCES = ("datasets", "phantoms")
