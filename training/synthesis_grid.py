@@ -5,11 +5,13 @@
     python training/synthesis_grid.py --ct-arterial-share 0.35 --columns 10 --out training/reports/abdomen-synth-v5/synthesised_samples.png
     python training/synthesis_grid.py --recipe training/configs/abdomen_synth_v6.json --columns 10 --out training/reports/abdomen-synth-v6/synthesised_samples.png
     python training/synthesis_grid.py --recipe training/configs/abdomen_synth_v16.json --columns 10 --out training/reports/abdomen-synth-v16/synthesised_samples.png
+    python training/synthesis_grid.py --recipe training/configs/abdomen_synth_v19.json --columns 10 --out training/reports/abdomen-synth-v19/synthesised_samples.png
 
 Each column is one item of a :class:`~MultiModalSegLib.data.synthesis.SynthSampler` (the middle
 slice of its patch along z, with the model's labels outlined), drawn exactly as training draws it:
-with ``--recipe``, under that recipe's synthesis settings, intensity profiles and profile jitter (an
-item's title then gives its jitter fraction ``t`` when it has one).
+with ``--recipe``, under that recipe's synthesis settings, intensity profiles, profile jitter (an
+item's title then gives its jitter fraction ``t`` when it has one) and polarity (``negated`` in the
+title of an item shown as its negative).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from MultiModalSegLib.data.dataset import load_dataset  # noqa: E402
+from MultiModalSegLib.data.polarity import negated  # noqa: E402
 from MultiModalSegLib.data.profile_jitter import jitter_fraction  # noqa: E402
 from MultiModalSegLib.data.synthesis import (  # noqa: E402
     SynthSampler,
@@ -34,7 +37,12 @@ from MultiModalSegLib.data.synthesis import (  # noqa: E402
 )
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
 from MultiModalSegLib.modalities import get_modality  # noqa: E402
-from MultiModalSegLib.training.config import configured_profiles, load_config, profile_jitter_shares  # noqa: E402
+from MultiModalSegLib.training.config import (  # noqa: E402
+    configured_profiles,
+    load_config,
+    polarity_shares,
+    profile_jitter_shares,
+)
 from MultiModalSegLib.visualization import display_colours  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +67,7 @@ def main() -> None:
     synthesis = recipe.synthesis if recipe else {}
     profiles = configured_profiles(recipe) if recipe else {m: get_modality(m) for m in ("CT", "MR")}
     jitter = profile_jitter_shares(recipe) if recipe else {}
+    polarity = polarity_shares(recipe) if recipe else {}
     synthesis = {"ct_arterial_share": args.ct_arterial_share, **synthesis}  # the recipe's share wins
     spec = load_dataset(args.dataset)
     case = next(c for c in spec.cases("training") if c.name == args.case)
@@ -67,11 +76,14 @@ def main() -> None:
     fig, axes = plt.subplots(2, args.columns, figsize=(2.2 * args.columns, 5.4))
     for row, modality in enumerate(("CT", "MR")):
         sampler = SynthSampler([source], modality, args.patch, args.columns, [args.spacing] * 3, 1.0, seed=7, stream=row,
-                               profile=profiles[modality], jitter=jitter.get(modality, 0.0), **recipe_options(synthesis, modality))
+                               profile=profiles[modality], jitter=jitter.get(modality, 0.0), polarity=polarity.get(modality, 0.0),
+                               **recipe_options(synthesis, modality))
         rng = np.random.default_rng([7, row])
         for col in range(args.columns):
             index, center, seed = sampler.draw(rng)
             image, label, contrast = sampler.synthesize(index, center, seed)
+            if negated(seed, sampler.polarity):  # as the sampler's items show it
+                image, contrast = 1.0 - image, contrast + ", negated"
             z = image.shape[0] // 2
             ax = axes[row, col]
             ax.imshow(image[z], cmap="gray", vmin=0, vmax=1)
