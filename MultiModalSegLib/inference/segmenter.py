@@ -173,10 +173,9 @@ def keep_largest_component(labels: np.ndarray, values: list[int]) -> np.ndarray:
 
 def polarity_ensemble_modalities(metadata: dict, profiles: dict, source: object) -> frozenset[str]:
     """The modalities a bundle predicts as the mean of an image and its negative (its ``inference``
-    block's ``polarity_ensemble``, :mod:`..data.polarity`): modalities it has, of percentile profiles."""
+    block's ``polarity_ensemble``, :mod:`..data.polarity`): modalities it has, of percentile profiles.
+    That it is a list of names the bundle schema has checked on loading."""
     named = metadata.get("inference", {}).get("polarity_ensemble", [])
-    if not isinstance(named, list) or any(not isinstance(m, str) for m in named):
-        raise BundleError(f"{source}: inference.polarity_ensemble must be a list of modality names; got {named!r}.")
     for modality in named:
         if modality not in profiles or profiles[modality].kind != "percentile":
             raise BundleError(f"{source}: inference.polarity_ensemble names {modality!r}, which is not one of the bundle's "
