@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help=f"{DEVICE_HELP} (default: the config's)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: the config's; 0: torch's own choice); "
                    "a run resumes under another count")  # fmt: skip
+    p.add_argument("--workers", type=int, help="processes that make the next steps' batches while a step trains (default: the "
+                   "config's, usually 0); the same batches either way, so a run resumes under another count")  # fmt: skip
     p.add_argument("--restart", action="store_true", help="discard the run folder's checkpoint and start again")
     p.add_argument("--bundle", help="also copy the finished bundle here, .zip for a zip file (default: only the run folder's bundle); "
                    "an existing one is refused")  # fmt: skip
@@ -79,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     from ..training import Trainer, distributed, load_config
 
     reporter = Reporter(json_lines=args.progress, quiet=args.quiet)
-    overrides = {k: v for k, v in (("steps", args.steps), ("device", args.device), ("threads", args.threads)) if v is not None}
+    overrides = {k: v for k, v in (("steps", args.steps), ("device", args.device), ("threads", args.threads), ("workers", args.workers))
+                 if v is not None}
     cfg = load_config(args.config, overrides)
     out = Path(args.out) if args.out else Path("training") / "runs" / cfg.name
     copied = check_bundle_target(Path(args.bundle), out / "bundle", args.overwrite, args.restart) if args.bundle else False

@@ -90,6 +90,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     threads: int = 0
+    workers: int = 0  # processes that make the next steps' batches ahead (see batch_loader); 0: none
     bundle: dict = field(default_factory=dict)
     init: dict = field(default_factory=dict)
     pretrain: dict = field(default_factory=dict)
@@ -109,7 +110,7 @@ class TrainConfig:
     def identity(self) -> dict:
         """What must not change between a run and its resumption (the length may grow)."""
         d = self.to_dict()
-        for key in ("steps", "validate_every", "checkpoint_every", "log_every", "device", "threads", "source"):
+        for key in ("steps", "validate_every", "checkpoint_every", "log_every", "device", "threads", "workers", "source"):
             d.pop(key)
         for key in ("pretrain", "intensity_profiles", "profile_jitter", "polarity"):  # absent from configs older than the key: they still resume
             if not d[key]:
@@ -134,6 +135,8 @@ def config_from_dict(raw: dict, base: Path | None = None) -> TrainConfig:
         raise ConfigError("steps and batch_size must be at least 1.")
     if not isinstance(cfg.threads, int) or isinstance(cfg.threads, bool) or cfg.threads < 0:
         raise ConfigError(f"threads {cfg.threads!r}: give 0 (torch's own choice) or a positive number of CPU threads.")
+    if not isinstance(cfg.workers, int) or isinstance(cfg.workers, bool) or cfg.workers < 0:
+        raise ConfigError(f"workers {cfg.workers!r}: give 0 (batches made between steps) or a positive number of worker processes.")
     if len(cfg.patch_size) != 3 or len(cfg.spacing) != 3:
         raise ConfigError("patch_size and spacing need three values (x, y, z order for spacing; z, y, x for patch_size).")
     if not cfg.datasets and not cfg.phantoms:

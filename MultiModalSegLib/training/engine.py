@@ -43,6 +43,7 @@ from ..naming import derived_model_name
 from ..provenance import config_record, dataset_file_record
 from ..reporting import Reporter
 from . import distributed
+from .batch_loader import step_batches
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import PHANTOM_COUNTS, TrainConfig, configured_profiles, polarity_shares, profile_jitter_shares
 from .progress import ProgressLog, format_seconds
@@ -347,9 +348,14 @@ class Trainer:
         positions = None if world == 1 else range(rank, self.cfg.batch_size, world)
         return {m: s.batch(step, positions) for m, s in {**self.samplers, **getattr(self, "unlabelled_samplers", {})}.items()}
 
-    def train_step(self) -> dict[str, float]:
-        """One optimiser step on one batch per modality (step ``self.step``); returns the losses."""
-        local = self.batches(self.step) if self.world == 1 else self.batches(self.step, self.rank, self.world)  # DDP: this rank's share
+    def step_batches(self, step: int) -> dict[str, dict[str, torch.Tensor]]:
+        """This process's batches of ``step`` (under DDP: this rank's share)."""
+        return self.batches(step) if self.world == 1 else self.batches(step, self.rank, self.world)
+
+    def train_step(self, local: dict[str, dict[str, torch.Tensor]] | None = None) -> dict[str, float]:
+        """One optimiser step on one batch per modality (step ``self.step``; ``local``: its batches
+        when already made, see :mod:`.batch_loader`); returns the losses."""
+        local = self.step_batches(self.step) if local is None else local
         batches = {key: {k: v.to(self.device, non_blocking=True) for k, v in batch.items()} for key, batch in local.items()}
         self.method.train()
         self.method.set_progress(self.step, self.cfg.steps)
@@ -447,9 +453,9 @@ class Trainer:
         losses: dict[str, float] = {}
         val = None
         status = "done"
-        with StopRequest(stop_file) as stop:
+        with StopRequest(stop_file) as stop, step_batches(self.step_batches, self.step, cfg.steps, cfg.workers) as source:
             while self.step < cfg.steps:
-                losses = self.train_step()
+                losses = self.train_step(next(source))
                 elapsed = time.time() - t0
                 eta = elapsed / (self.step - start_step) * (cfg.steps - self.step)
                 lr = self.optimizer.param_groups[0]["lr"]
