@@ -36,7 +36,7 @@ def status_markdown(records: list[dict], title: str) -> str:
         f"# {title}",
         "",
         f"Step {last['step']} of {last['steps']}; {training_seconds(records) / 3600:.2f} hours of training over "
-        f"{len(starts)} session(s) (start steps: {', '.join(str(r['step']) for r in starts)}).",
+        f"{len(starts)} session(s) (start steps: {', '.join(str(r['step']) + ' on ' + str(r.get('device', '?')) for r in starts)}).",
         "",
         "![curves](" + "{png}" + ")",
         "",

@@ -11,11 +11,13 @@ def class_mean_logits(logits: torch.Tensor, label: torch.Tensor, n_classes: int)
     batch whose ground truth is ``c``.
 
     Returns ``(z, present)``: ``z[c]`` is a ``C``-vector (zeros where ``c`` is absent), ``present[c]``
-    tells whether class ``c`` occurs in the batch's ground truth.
+    tells whether class ``c`` occurs in the batch's ground truth. Summed in float32 outside any
+    autocast region: a float16 sum over a patch's voxels overflows (a NaN loss on the first step).
     """
-    onehot = F.one_hot(label.long().reshape(label.shape[0], -1), n_classes).to(logits.dtype)  # B, V, C
-    flat = logits.reshape(logits.shape[0], logits.shape[1], -1)  # B, C, V
-    sums = torch.einsum("bvc,bkv->ck", onehot, flat)  # class c, channel k
+    with torch.autocast(logits.device.type, enabled=False):
+        onehot = F.one_hot(label.long().reshape(label.shape[0], -1), n_classes).float()  # B, V, C
+        flat = logits.float().reshape(logits.shape[0], logits.shape[1], -1)  # B, C, V
+        sums = torch.einsum("bvc,bkv->ck", onehot, flat)  # class c, channel k
     counts = onehot.sum(dim=(0, 1))
     z = sums / counts.clamp_min(1.0).unsqueeze(1)
     return z, counts > 0

@@ -163,3 +163,16 @@ def test_half_precision_logits_are_computed_in_float32():
     loss = kd_loss(la.to(torch.bfloat16), ya, lb.to(torch.bfloat16), yb)
     assert loss.dtype == torch.float32
     assert float(loss) == pytest.approx(np_kd(*arrays, 2.0), rel=5e-2)
+
+
+def test_float16_autocast_gives_the_float32_loss():
+    """A GPU trains under float16 autocast: the class sums over a patch's voxels stay in float32
+    (in float16 they overflow past 65504 and the loss is NaN from the first step)."""
+    g = torch.Generator().manual_seed(3)
+    logits_a, logits_b = (8 + torch.randn(2, C, 24, 32, 32, generator=g) for _ in range(2))
+    label_a, label_b = (torch.randint(0, C, (2, 1, 24, 32, 32), generator=g) for _ in range(2))
+    expected = kd_loss(logits_a, label_a, logits_b, label_b)
+    with torch.autocast("cpu", dtype=torch.float16):
+        got = kd_loss(logits_a.half(), label_a, logits_b.half(), label_b)
+    assert torch.isfinite(got)
+    assert float(got) == pytest.approx(float(expected), rel=0.05, abs=1e-4)

@@ -212,3 +212,20 @@ def test_inference_network_is_rebuilt_from_metadata(name, network):
     with torch.no_grad():
         for m in MODALITIES:
             torch.testing.assert_close(rebuilt(x, m), trained(x, m))
+
+
+# methods whose networks are not a U-Net (CSA's needs three levels: see the default above)
+FLOAT16_NETWORKS = {"lssc": {"name": "transformer_unet3d", "params": {"embed_dim": 8, "depths": [1, 1, 1, 1], "heads": [1, 1, 2, 2],
+                                                                     "window": 2, "patch": [2, 4, 4]}}}
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_gives_a_finite_loss_under_float16_autocast(name):
+    """The CUDA path trains under float16 autocast (``device.autocast``); the CPU runs the same
+    arithmetic here, so a loss that overflows in float16 shows without a GPU."""
+    network = FLOAT16_NETWORKS.get(name, {"name": "unet3d", "params": {"features": [4, 8, 16]}})
+    method = make(name, network).train()
+    big = {m: {"image": 40.0 * b["image"], "label": b["label"]} for m, b in batches(size=32).items()}
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = method.training_step(big)
+    assert all(torch.isfinite(v).all() for v in out.values()), {k: float(v) for k, v in out.items()}
