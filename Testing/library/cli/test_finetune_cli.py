@@ -25,8 +25,8 @@ def test_stop_then_resume_with_the_same_command(tiny_bundle, phantom_dir, tmp_pa
     command = _command(tiny_bundle, phantom_dir, out, run, "--few-shot", "MR=1")
     original = Trainer.train_step
 
-    def step_then_stop(self):  # a STOP file appears during the first step, as the Slicer panel writes it
-        losses = original(self)
+    def step_then_stop(self, *batches):  # a STOP file appears during the first step, as the Slicer panel writes it
+        losses = original(self, *batches)
         (self.out / "STOP").touch()
         return losses
 

@@ -73,8 +73,8 @@ def worker(rank: int, port: int, raw: dict, run_dir: Path, report: Path) -> None
         first = Trainer(cfg, run_dir, quiet=True)
         step = first.train_step
 
-        def step_then_signal():
-            losses = step()
+        def step_then_signal(*batches):  # the run passes the step's batches, made ahead or not
+            losses = step(*batches)
             if rank == 1 and first.step == STOP_AFTER:
                 os.kill(os.getpid(), signal.SIGTERM)
             return losses
