@@ -14,6 +14,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "Resources" / "SampleData"
+# the smallest Transformer U-Net LSSC trains (tests of every method use it)
+TINY_LSSC_NETWORK = {"name": "transformer_unet3d", "params": {"embed_dim": 8, "depths": [1, 1, 1, 1], "heads": [1, 1, 2, 2], "window": 2, "patch": [2, 4, 4]}}
 REAL_CT = SAMPLES / "abdomen_ct_01" / "image.nii.gz"
 REAL_MR = SAMPLES / "abdomen_mr_01" / "image.nii.gz"
 

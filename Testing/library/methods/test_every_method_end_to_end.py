@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import REAL_CT, REAL_MR, tiny_config
+from conftest import REAL_CT, REAL_MR, TINY_LSSC_NETWORK, tiny_config
 
 from MultiModalSegLib.cli import main
 from MultiModalSegLib.io import read_image, read_segmentation_names
@@ -17,7 +17,7 @@ from MultiModalSegLib.training.config import config_from_dict
 # (and method parameters) here; every other method trains the tiny U-Net.
 TINY_OVERRIDES: dict[str, dict] = {
     "cmc": {"phantoms": {"ct": 1, "mr": 1, "seed": 5}, "few_shot": {"CT": 1, "MR": 1}},  # one more case per modality, kept unlabelled
-    "lssc": {"network": {"name": "transformer_unet3d", "params": {"embed_dim": 8, "depths": [1, 1, 1, 1], "heads": [1, 1, 2, 2], "window": 2, "patch": [2, 4, 4]}}, "method_params": {"eam_heads": 2}},
+    "lssc": {"network": TINY_LSSC_NETWORK, "method_params": {"eam_heads": 2}},
 }
 
 STEPS = 8

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY_LSSC_NETWORK
 
 from MultiModalSegLib.errors import ConfigError, InputError
 from MultiModalSegLib.losses import as_target, kd_loss
@@ -215,8 +216,7 @@ def test_inference_network_is_rebuilt_from_metadata(name, network):
 
 
 # methods whose networks are not a U-Net (CSA's needs three levels: see the default above)
-FLOAT16_NETWORKS = {"lssc": {"name": "transformer_unet3d", "params": {"embed_dim": 8, "depths": [1, 1, 1, 1], "heads": [1, 1, 2, 2],
-                                                                     "window": 2, "patch": [2, 4, 4]}}}
+FLOAT16_NETWORKS = {"lssc": TINY_LSSC_NETWORK}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
