@@ -106,3 +106,13 @@ def grad_scaler(device: torch.device, amp: bool = True) -> torch.amp.GradScaler:
     import torch
 
     return torch.amp.GradScaler("cuda", enabled=use_amp(device, amp))
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, state: dict) -> bool:
+    """Load a checkpoint's gradient-scaler ``state`` into ``scaler``; return False when the scaler
+    starts afresh instead: the checkpoint was written where AMP was off (a run begun on the CPU,
+    whose disabled scaler saved nothing) and the run now resumes with AMP on (on a GPU)."""
+    if scaler.is_enabled() and not state:
+        return False
+    scaler.load_state_dict(state)
+    return True

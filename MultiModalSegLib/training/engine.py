@@ -35,7 +35,7 @@ from ..data.synthesis import (
     recipe_options,
     source_organ_ids,
 )
-from ..device import autocast, grad_scaler, resolve_device
+from ..device import autocast, grad_scaler, load_scaler_state, resolve_device
 from ..errors import ConfigError
 from ..methods import build_method, get_method
 from ..modalities import ModalityProfile, get_modality
@@ -332,7 +332,7 @@ class Trainer:
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.scaler_resumed = load_scaler_state(self.scaler, state["scaler"])  # False: begun where AMP was off
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
 
@@ -447,7 +447,8 @@ class Trainer:
         if getattr(self, "pretrained", None) and self.step == 0:
             log.write("pretrain", **self.pretrained)
         log.write(
-            "start", step=self.step, steps=cfg.steps, cases=self.case_counts, device=str(self.device), method=cfg.method, processes=self.world
+            "start", step=self.step, steps=cfg.steps, cases=self.case_counts, device=str(self.device), method=cfg.method, processes=self.world,
+            **({"amp_scaler": "new (the checkpoint was written with AMP off)"} if getattr(self, "scaler_resumed", True) is False else {}),
         )
         start_step, t0 = self.step, time.time()
         losses: dict[str, float] = {}

@@ -54,3 +54,23 @@ def test_cpu_bfloat16_native_reads_the_processor(monkeypatch):
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
     assert cpu_bfloat16_native() is False  # a PyTorch without the checks: float32
+
+
+def test_a_run_begun_without_amp_resumes_with_it():
+    """A checkpoint written on the CPU holds a disabled scaler's empty state; on a GPU with AMP the
+    run resumes with a new scaler (torch's own load refuses the empty state)."""
+    from MultiModalSegLib.device import load_scaler_state
+
+    begun_on_cpu = grad_scaler(torch.device("cpu")).state_dict()
+    assert begun_on_cpu == {}
+    enabled = torch.amp.GradScaler("cpu", enabled=True, init_scale=2.0**10)
+    with pytest.raises(RuntimeError, match="empty"):
+        enabled.load_state_dict(begun_on_cpu)
+    assert load_scaler_state(enabled, begun_on_cpu) is False
+    assert enabled.is_enabled() and enabled.get_scale() == 2.0**10
+
+    saved = torch.amp.GradScaler("cpu", enabled=True, init_scale=128.0).state_dict()
+    assert load_scaler_state(enabled, saved) is True
+    assert enabled.get_scale() == 128.0
+    disabled = grad_scaler(torch.device("cpu"))
+    assert load_scaler_state(disabled, saved) is True and not disabled.is_enabled()
