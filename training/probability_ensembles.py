@@ -1,0 +1,122 @@
+"""Would averaging finished models close the gap? Dice of every model alone, of every pair and of all
+of them together, on the real scans that none of them trained on.
+
+    python training/probability_ensembles.py \
+        --bundle 3.0.0=Resources/Models/abdomen-ummkd-synth-3.0.0.zip \
+        --bundle v22=training/runs-in-progress/abdomen-ummkd-synth-22/bundle --out training/reports/ensembles
+
+Each model segments each scan through the ordinary ``Segmenter`` (normal quality, with the inference
+its bundle declares, the polarity ensemble included) and returns its class probabilities on the
+scan's grid; a group's labels are the argmax of the mean of its members' probabilities, each organ's
+largest piece kept, as the ``Segmenter`` keeps it. A model alone is scored the same way, so the rows
+compare like with like (for a single model the figures equal ``training/evaluate_real_scans.py``'s up
+to the organ borders it draws from resampled probabilities). Scans a member trained on are left out
+for every group holding it. Writes ``ensembles.md`` and ``ensembles.json`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
+from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
+from MultiModalSegLib.metrics import evaluate_labels  # noqa: E402
+from training.evaluate_real_scans import trained_case_names  # noqa: E402
+from training.real_scans import REAL_SCANS, SHARED_DATA  # noqa: E402
+
+
+def named_bundle(text: str) -> tuple[str, Path]:
+    """``name=path`` (or a path, named by its file or folder) from the command line."""
+    name, sep, path = text.partition("=")
+    return (name, Path(path)) if sep else (Path(text).stem, Path(text))
+
+
+def probabilities(bundles: dict[str, Path], scans: list, root: Path) -> tuple[dict, dict, dict]:
+    """Per model and unseen scan, the class probabilities (float16) on the scan's grid; the scans'
+    references; per model, the names of the scans it trained on."""
+    from MultiModalSegLib.bundle import load_bundle
+    from MultiModalSegLib.inference import Segmenter
+    from MultiModalSegLib.io import read_image
+
+    probs: dict[tuple[str, str], np.ndarray] = {}
+    references, trained = {}, {}
+    for name, path in bundles.items():
+        trained[name] = trained_case_names(load_bundle(path).metadata)
+        seg = Segmenter(path, device="cpu", amp=False, quality="normal")
+        for scan in scans:
+            if scan.name in trained[name]:
+                continue
+            volume = read_image(scan.image(root))
+            probs[name, scan.name] = seg.segment(volume, scan.modality, probabilities=True).probabilities.astype(np.float16)
+            if scan.name not in references:
+                references[scan.name] = (scan.reference(volume, root), volume.spacing)
+    return probs, references, trained
+
+
+def group_dice(members: tuple[str, ...], scan, probs: dict, references: dict) -> dict[str, float]:
+    """Dice per scored organ of the argmax of the members' mean probabilities (largest pieces kept)."""
+    from MultiModalSegLib.inference.segmenter import keep_largest_component
+
+    total = sum(probs[m, scan.name].astype(np.float32) for m in members)
+    labels = keep_largest_component(np.argmax(total, axis=0).astype(np.uint8), [lab.value for lab in ABDOMEN_LABELS])
+    reference, spacing = references[scan.name]
+    metrics = evaluate_labels(labels, reference, ABDOMEN_LABELS, spacing)
+    return {o: round(float(metrics[o]["dice"]), 4) for o in scan.organs}
+
+
+def groups(names: list[str]) -> list[tuple[str, ...]]:
+    """Every model alone, every pair, and all of them (when more than two)."""
+    found = [(n,) for n in names] + list(itertools.combinations(names, 2))
+    return found + ([tuple(names)] if len(names) > 2 else [])
+
+
+def markdown(rows: list[dict], scans: list) -> str:
+    head = ["models averaged"] + [f"{s.name} {o}" for s in scans for o in s.organs] + [f"{s.name} mean" for s in scans]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for r in rows:
+        cells = [f"{r['dice'][s.name][o]:.3f}" if s.name in r["dice"] else "-" for s in scans for o in s.organs]
+        means = [f"{np.mean(list(r['dice'][s.name].values())):.3f}" if s.name in r["dice"] else "-" for s in scans]
+        lines.append("| " + " | ".join([" + ".join(r["models"]), *cells, *means]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Dice of finished models alone and averaged, on the unseen real scans.")
+    parser.add_argument("--bundle", action="append", required=True, type=named_bundle, help="name=bundle path (repeatable)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help=f"the real scans' folder (default {SHARED_DATA})")
+    args = parser.parse_args(argv)
+    bundles = dict(args.bundle)
+    if len(bundles) != len(args.bundle):
+        parser.error("give each bundle its own name (name=path)")
+    scans = [s for s in REAL_SCANS if s.image(args.data).is_file()]
+    probs, references, trained = probabilities(bundles, scans, args.data)
+    scans = [s for s in scans if s.name in references]
+    rows = [{"models": list(g), "dice": {s.name: group_dice(g, s, probs, references) for s in scans
+                                          if not any(s.name in trained[m] for m in g)}} for g in groups(list(bundles))]
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = (
+        "# Finished models alone and averaged\n\n"
+        "Dice against the TotalSegmentator pseudo-labels of the real scans that none of the averaged models "
+        "trained on ('-': a member trained on it); normal quality, each model with the inference its bundle "
+        "declares; a group's labels are the argmax of its members' mean class probabilities. Models: "
+        + ", ".join(f"`{n}` = `{p}`" for n, p in bundles.items()) + ". Regenerate: `python training/probability_ensembles.py "
+        + " ".join(f"--bundle {n}={p}" for n, p in bundles.items()) + f" --out {args.out}`.\n\n" + markdown(rows, scans) + "\n"
+    )
+    write_text_atomic(args.out / "ensembles.md", text)
+    write_text_atomic(args.out / "ensembles.json", json.dumps(rows, indent=1) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
