@@ -38,11 +38,11 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from benchmarks.results_files import save_results  # noqa: E402
-from training.real_scans import REAL_SCANS, SHARED_DATA, RealScan, abdomen_labels  # noqa: E402
+from training.drawn_images import drawn_mr  # noqa: E402
+from training.real_scans import REAL_SCANS, SHARED_DATA  # noqa: E402
 
 VARIANTS = ("single", "ensemble")
 DRAWN_FROM = ("abdomen_mr_01", "abdomen_ct_01")  # training scans' label maps (never the validation scan's)
-SIGNAL_SCALE = 500.0  # arbitrary MR units
 BIAS_FIELDS = {"shading 25 %": (0.25, -0.2, 0.1), "shading 50 %": (0.4, 0.3, 0.0)}  # exp(a x + b y + c z), axes in [-1, 1]
 
 
@@ -54,43 +54,6 @@ def biased(volume, coefficients: tuple[float, float, float]):
     a, b, c = coefficients
     field = np.exp(a * x + b * y + c * z).astype(np.float32)
     return Volume(np.asarray(volume.array, np.float32) * field, volume.spacing, volume.origin, volume.direction)
-
-
-def drawn_mr(scan: RealScan, weighting: str, data: Path = SHARED_DATA, seed: int = 0):
-    """An MR image of ``weighting`` drawn from ``scan``'s label map on its own grid, and its reference."""
-    from scipy import ndimage
-
-    from MultiModalSegLib.data.tissues import (
-        MR_SIGNAL,
-        UNLABELLED_BASE,
-        UNLABELLED_CLASSES,
-        intensity_classes,
-        tissue_of,
-    )
-    from MultiModalSegLib.io import Volume, read_image
-
-    source = read_image(scan.image(data))
-    structures = scan.structures(source, data).astype(np.int32)
-    image = np.asarray(source.array, dtype=np.float32)
-    unlabelled = structures == 0
-    if scan.modality == "CT":
-        classes = intensity_classes(image, unlabelled, "CT").astype(np.int32)
-    else:
-        top = float(np.percentile(image, 99))
-        kind = np.where(image < 0.05 * top, "air", np.where(image > 0.5 * top, "fat", "soft"))
-        classes = np.zeros(image.shape, np.int32)
-        for i, name in enumerate(UNLABELLED_CLASSES):
-            classes[kind == name] = UNLABELLED_BASE + i
-        classes[~unlabelled] = 0
-    ids = np.where(unlabelled, classes, structures)
-    signal = MR_SIGNAL[weighting]
-    table = np.zeros(int(ids.max()) + 1, np.float32)
-    for i in np.unique(ids):
-        table[i] = signal.get(tissue_of(int(i)), signal["soft"])
-    rng = np.random.default_rng(seed)
-    drawn = ndimage.gaussian_filter(table[ids], 0.7) + rng.normal(0.0, 0.02, ids.shape).astype(np.float32)
-    volume = Volume(np.clip(drawn, 0.0, None) * SIGNAL_SCALE, source.spacing, source.origin, source.direction)
-    return volume, abdomen_labels(structures)
 
 
 def measure(models: list[str | None], data: Path = SHARED_DATA, scans=REAL_SCANS, drawn_from=DRAWN_FROM,

@@ -37,15 +37,3 @@ def test_a_bias_field_is_smooth_and_keeps_the_grid():
     assert shaded.spacing == volume.spacing and shaded.array.shape == volume.array.shape
     ratio = shaded.array[volume.array > 0] / volume.array[volume.array > 0]
     assert 0.5 < ratio.min() < 1.0 < ratio.max() < 2.0
-
-
-def test_drawn_weightings_follow_the_signal_table():
-    """Fat is the brightest tissue of a Dixon fat image and the darkest but air of a water image."""
-    bench = load_script("benchmarks/polarity_ensemble.py")
-    mr = real_scan("abdomen_mr_01")
-    fat, reference = bench.drawn_mr(mr, "fat", SAMPLES)
-    water, _ = bench.drawn_mr(mr, "water", SAMPLES)
-    liver = reference == 1
-    assert fat.array.shape == reference.shape and liver.any()
-    assert np.median(fat.array[liver]) < 0.2 * np.percentile(fat.array, 99)
-    assert np.median(water.array[liver]) > 3 * np.median(fat.array[liver])
