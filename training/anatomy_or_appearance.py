@@ -15,7 +15,6 @@ they explain a real-scan result, never replace it. Writes ``anatomy_or_appearanc
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
+from benchmarks.results_files import save_results  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
 from training.drawn_images import drawn_ct, drawn_mr  # noqa: E402
 from training.evaluate_real_scans import trained_case_names  # noqa: E402
@@ -86,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     bundles = dict(args.bundle)
     weightings = tuple(args.weighting or DEFAULT_WEIGHTINGS)
     rows = measure(bundles, args.scan, weightings, args.data)
-    args.out.mkdir(parents=True, exist_ok=True)
     command = ("python training/anatomy_or_appearance.py " + " ".join(f"--bundle {n}={p}" for n, p in bundles.items())
                + f" --scan {args.scan} " + " ".join(f"--weighting {w}" for w in weightings) + f" --out {args.out}")
     text = (
@@ -96,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         "(its MR branch); normal quality, each model with the inference its bundle declares. Drawn images are "
         f"phantoms: they explain the real row, never replace it. Regenerate: `{command}`.\n\n" + markdown(rows) + "\n"
     )
-    write_text_atomic(args.out / "anatomy_or_appearance.md", text)
-    write_text_atomic(args.out / "anatomy_or_appearance.json", json.dumps(rows, indent=1) + "\n")
+    save_results(args.out, "anatomy_or_appearance", rows, text)
     print(text)
     return 0
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
+from benchmarks.results_files import save_results  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
 from MultiModalSegLib.metrics import evaluate_labels  # noqa: E402
 from training.evaluate_real_scans import trained_case_names  # noqa: E402
@@ -103,7 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     scans = [s for s in scans if s.name in references]
     rows = [{"models": list(g), "dice": {s.name: group_dice(g, s, probs, references) for s in scans
                                           if not any(s.name in trained[m] for m in g)}} for g in groups(list(bundles))]
-    args.out.mkdir(parents=True, exist_ok=True)
     text = (
         "# Finished models alone and averaged\n\n"
         "Dice against the TotalSegmentator pseudo-labels of the real scans that none of the averaged models "
@@ -112,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"`{n}` = `{p}`" for n, p in bundles.items()) + ". Regenerate: `python training/probability_ensembles.py "
         + " ".join(f"--bundle {n}={p}" for n, p in bundles.items()) + f" --out {args.out}`.\n\n" + markdown(rows, scans) + "\n"
     )
-    write_text_atomic(args.out / "ensembles.md", text)
-    write_text_atomic(args.out / "ensembles.json", json.dumps(rows, indent=1) + "\n")
+    save_results(args.out, "ensembles", rows, text)
     print(text)
     return 0
 
