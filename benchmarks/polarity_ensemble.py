@@ -11,7 +11,7 @@ whatever the bundle itself asks. Images:
    recipe excluded it; ``train``);
 2. whole-volume MR images drawn from the label maps of the real training scans, one per weighting of
    :data:`MultiModalSegLib.data.tissues.MR_SIGNAL` (T1, T1 after contrast, T2, Dixon water, fat,
-   in-phase, opposed-phase): each structure at its tissue's signal in that table, the voxels the map
+   in-phase, opposed-phase; :mod:`training.drawn_images`): each structure at its tissue's signal in that table, the voxels the map
    leaves unlabelled at the signal of air, fat or soft tissue as their own intensity says (CT: the
    synthesiser's HU bins; MR: below 5 % of the 99th percentile air, above half of it fat), then a
    blur of 0.7 voxel and noise of 2 % (one seed). These measure the ensemble across weightings on
