@@ -52,6 +52,21 @@ def test_resume_gives_the_same_next_step_as_an_uninterrupted_run(phantom_dir, tm
     np.testing.assert_allclose(resumed, expected[3:], rtol=1e-5, atol=1e-6)
 
 
+def test_a_run_begun_with_amp_off_resumes_with_amp_on(phantom_dir, tmp_path, monkeypatch):
+    """A CPU checkpoint holds no scaler state; where AMP comes on (a GPU) the run resumes with a new
+    scaler and says so. Here an enabled CPU scaler stands for the GPU's."""
+    import MultiModalSegLib.training.engine as engine
+
+    cfg = config_from_dict(tiny_config(phantom_dir, steps=3))
+    Trainer(cfg, tmp_path, quiet=True).run()
+    monkeypatch.setattr(engine, "grad_scaler", lambda device, amp=True: torch.amp.GradScaler("cpu", enabled=True))
+    longer = config_from_dict(tiny_config(phantom_dir, steps=4))
+    assert Trainer(longer, tmp_path, quiet=True).run().status == "done"
+    starts = [r for r in read_progress(tmp_path / "progress.jsonl") if r["event"] == "start"]
+    assert [s["step"] for s in starts] == [0, 3]
+    assert "amp_scaler" not in starts[0] and starts[1]["amp_scaler"].startswith("new")
+
+
 @pytest.mark.slow
 def test_resume_refuses_a_different_configuration(phantom_dir, tmp_path):
     Trainer(config_from_dict(tiny_config(phantom_dir, steps=3)), tmp_path, quiet=True).run()
