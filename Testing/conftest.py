@@ -57,6 +57,18 @@ def tiny_config(data_dir: Path, **overrides) -> dict:
     return cfg
 
 
+SYNTHESIS_MIX = {"sources": ["datasets"], "mix": {"CT": {"real": 0.5, "synthetic": 0.5}, "MR": {"synthetic": 1.0}}}
+
+
+def synthesis_config(**overrides):
+    """A tiny config on the sample scans with the real MR left out: CT batches half real, half
+    synthesised; MR batches synthesised from the CT's label map alone."""
+    from MultiModalSegLib.training.config import config_from_dict
+
+    datasets = [{"path": str(SAMPLES / "dataset.json"), "exclude": ["abdomen_mr_01"]}]
+    return config_from_dict(tiny_config(SAMPLES, datasets=datasets, **{"synthesis": SYNTHESIS_MIX, **overrides}))
+
+
 @pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory) -> Path:
     from MultiModalSegLib.data.phantoms import write_phantom_dataset

@@ -5,21 +5,18 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import SAMPLES, tiny_config
+from conftest import synthesis_config
 
 from MultiModalSegLib.errors import ConfigError
 from MultiModalSegLib.training import Trainer
 from MultiModalSegLib.training.batch_loader import step_batches, workers_available
-from MultiModalSegLib.training.config import config_from_dict
 from MultiModalSegLib.training.progress import read_progress
 
 needs_fork = pytest.mark.skipif(not workers_available(), reason="worker processes are forked; this platform makes batches in-process")
-MIX = {"sources": ["datasets"], "mix": {"CT": {"real": 0.5, "synthetic": 0.5}, "MR": {"synthetic": 1.0}}}
 
 
 def _config(**overrides):
-    datasets = [{"path": str(SAMPLES / "dataset.json"), "exclude": ["abdomen_mr_01"]}]
-    return config_from_dict(tiny_config(SAMPLES, datasets=datasets, **{"synthesis": MIX, "polarity": {"MR": 0.5}, **overrides}))
+    return synthesis_config(**{"polarity": {"MR": 0.5}, **overrides})
 
 
 def _make(step):

@@ -4,24 +4,17 @@ import json
 
 import numpy as np
 import pytest
-from conftest import SAMPLES, tiny_config
+from conftest import SAMPLES, synthesis_config, tiny_config
 
 from MultiModalSegLib.errors import ConfigError
 from MultiModalSegLib.training import Trainer
 from MultiModalSegLib.training.config import config_from_dict
 
-MIX = {"sources": ["datasets"], "mix": {"CT": {"real": 0.5, "synthetic": 0.5}, "MR": {"synthetic": 1.0}}}
-
-
-def _config(**overrides):
-    datasets = [{"path": str(SAMPLES / "dataset.json"), "exclude": ["abdomen_mr_01"]}]
-    return config_from_dict(tiny_config(SAMPLES, datasets=datasets, **{"synthesis": MIX, **overrides}))
-
 
 def test_mixed_batches_are_a_function_of_the_step(tmp_path):
-    first = Trainer(_config(), tmp_path / "a", quiet=True)
+    first = Trainer(synthesis_config(), tmp_path / "a", quiet=True)
     first.build()
-    again = Trainer(_config(), tmp_path / "b", quiet=True)
+    again = Trainer(synthesis_config(), tmp_path / "b", quiet=True)
     again.build()
     # the real MR is excluded: MR batches come from the CT's label map alone, synthesised as MR
     assert [c.name for c in first.samplers["MR"].cases] == ["abdomen_ct_01"]
@@ -35,7 +28,7 @@ def test_mixed_batches_are_a_function_of_the_step(tmp_path):
 def test_a_mix_asking_for_cases_that_do_not_exist_is_refused(tmp_path):
     bad = {"sources": ["datasets"], "mix": {"CT": {"real": 1.0}, "MR": {"real": 1.0}}}
     with pytest.raises(ConfigError, match="no such cases"):
-        Trainer(_config(synthesis=bad), tmp_path, quiet=True).build()
+        Trainer(synthesis_config(synthesis=bad), tmp_path, quiet=True).build()
 
 
 @pytest.mark.parametrize("synthesis", [
