@@ -3,7 +3,8 @@
 import json
 
 import pytest
-from conftest import SAMPLES, load_script
+
+from Testing.conftest import SAMPLES, load_script
 
 pytestmark = pytest.mark.slow  # trains the tiny bundle: CI's second step
 

@@ -1,8 +1,8 @@
 """``training/drawn_images.py``: a real scan's anatomy drawn with a chosen appearance."""
 
 import numpy as np
-from conftest import SAMPLES
 
+from Testing.conftest import SAMPLES
 from training.drawn_images import drawn_ct, drawn_mr
 from training.real_scans import real_scan
 
