@@ -41,23 +41,20 @@ def named_bundle(text: str) -> tuple[str, Path]:
 
 def probabilities(bundles: dict[str, Path], scans: list, root: Path) -> tuple[dict, dict, dict]:
     """Per model and unseen scan, the class probabilities (float16) on the scan's grid; the scans'
-    references; per model, the names of the scans it trained on."""
+    references; per model, the names of the scans it trained on. Each scan is read once."""
     from MultiModalSegLib.bundle import load_bundle
     from MultiModalSegLib.inference import Segmenter
     from MultiModalSegLib.io import read_image
 
     probs: dict[tuple[str, str], np.ndarray] = {}
-    references, trained = {}, {}
+    trained = {name: trained_case_names(load_bundle(path).metadata) for name, path in bundles.items()}
+    volumes = {s.name: read_image(s.image(root)) for s in scans if any(s.name not in t for t in trained.values())}
+    references = {s.name: (s.reference(volumes[s.name], root), volumes[s.name].spacing) for s in scans if s.name in volumes}
     for name, path in bundles.items():
-        trained[name] = trained_case_names(load_bundle(path).metadata)
         seg = Segmenter(path, device="cpu", amp=False, quality="normal")
         for scan in scans:
-            if scan.name in trained[name]:
-                continue
-            volume = read_image(scan.image(root))
-            probs[name, scan.name] = seg.segment(volume, scan.modality, probabilities=True).probabilities.astype(np.float16)
-            if scan.name not in references:
-                references[scan.name] = (scan.reference(volume, root), volume.spacing)
+            if scan.name in volumes and scan.name not in trained[name]:
+                probs[name, scan.name] = seg.segment(volumes[scan.name], scan.modality, probabilities=True).probabilities.astype(np.float16)
     return probs, references, trained
 
 
