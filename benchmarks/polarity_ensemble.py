@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from benchmarks.results_files import save_results  # noqa: E402
-from training.drawn_images import drawn_mr  # noqa: E402
+from training.drawn_images import drawn_mr, scan_anatomy  # noqa: E402
 from training.real_scans import REAL_SCANS, SHARED_DATA  # noqa: E402
 
 VARIANTS = ("single", "ensemble")
@@ -79,8 +79,9 @@ def measure(models: list[str | None], data: Path = SHARED_DATA, scans=REAL_SCANS
                 images.append((scan, "real", role({"name": scan.name, "project_role": scan.project_role}, trained),
                                volume, scan.reference(volume, data)))
         for source in (by_name[n] for n in drawn_from if n in by_name):
+            anatomy = scan_anatomy(source, data)
             for weighting in weightings or tuple(MR_SIGNAL):
-                volume, reference = drawn_mr(source, weighting, data)
+                volume, reference = drawn_mr(anatomy, weighting)
                 images.append((source, f"drawn {weighting}", "phantom", volume, reference))
         try:
             for i, (scan, image, kind, volume, reference) in enumerate(images):

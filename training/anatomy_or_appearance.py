@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.results_files import save_results  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
-from training.drawn_images import drawn_ct, drawn_mr  # noqa: E402
+from training.drawn_images import drawn_ct, drawn_mr, scan_anatomy  # noqa: E402
 from training.evaluate_real_scans import trained_case_names  # noqa: E402
 from training.probability_ensembles import named_bundle  # noqa: E402
 from training.real_scans import SHARED_DATA, real_scan  # noqa: E402
@@ -36,12 +36,11 @@ DEFAULT_WEIGHTINGS = ("T1", "fat", "in_phase", "T2")
 def images(scan_name: str, weightings: tuple[str, ...], data: Path) -> list[tuple[str, str, object, np.ndarray]]:
     """(image, modality, volume, reference) for the real scan, its anatomy drawn as CT, and as MR of
     each weighting."""
-    from MultiModalSegLib.io import read_image
-
     scan = real_scan(scan_name)
-    volume = read_image(scan.image(data))
-    found = [("real", scan.modality, volume, scan.reference(volume, data)), ("drawn CT", "CT", *drawn_ct(scan, data))]
-    return found + [(f"drawn MR {w}", "MR", *drawn_mr(scan, w, data)) for w in weightings]
+    anatomy = scan_anatomy(scan, data)
+    volume = anatomy.source
+    found = [("real", scan.modality, volume, scan.reference(volume, data)), ("drawn CT", "CT", *drawn_ct(anatomy))]
+    return found + [(f"drawn MR {w}", "MR", *drawn_mr(anatomy, w)) for w in weightings]
 
 
 def measure(bundles: dict[str, Path], scan_name: str, weightings: tuple[str, ...], data: Path) -> list[dict]:

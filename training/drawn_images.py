@@ -7,24 +7,40 @@ says (CT: the synthesiser's HU bins; MR: below 5 % of the 99th percentile air, a
 Then a blur of 0.7 voxel and noise (2 % of the MR scale, 10 HU), one seed. The scan's anatomy is
 kept; only its appearance is chosen, so a model's result on such an image separates what it makes of
 that anatomy from what it makes of the scan's intensities.
+
+:func:`scan_anatomy` reads a scan and its label map once; each drawing takes that reading, so one
+scan drawn in several appearances is read once.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from training.real_scans import SHARED_DATA, RealScan, abdomen_labels
+
+if TYPE_CHECKING:
+    from MultiModalSegLib.io import Volume
 
 SIGNAL_SCALE = 500.0  # arbitrary MR units
 CT_NOISE_HU = 10.0
 MR_NOISE = 0.02
 
 
-def tissue_ids(scan: RealScan, data: Path = SHARED_DATA):
-    """The scan's volume, its structure ids with the unlabelled voxels given an unlabelled class
-    (:data:`~MultiModalSegLib.data.tissues.UNLABELLED_BASE` on), and its label map."""
+class Anatomy(NamedTuple):
+    """A real scan read once: its volume (grid and intensities), its tissue ids (structure ids, the
+    unlabelled voxels given an unlabelled class from :data:`~MultiModalSegLib.data.tissues.UNLABELLED_BASE`
+    on) and its structure label map."""
+
+    source: Volume
+    ids: np.ndarray
+    structures: np.ndarray
+
+
+def scan_anatomy(scan: RealScan, data: Path = SHARED_DATA) -> Anatomy:
+    """Reads ``scan`` and its label map and sorts its unlabelled voxels into air, fat and soft tissue."""
     from MultiModalSegLib.data.tissues import UNLABELLED_BASE, UNLABELLED_CLASSES, intensity_classes
     from MultiModalSegLib.io import read_image
 
@@ -41,17 +57,17 @@ def tissue_ids(scan: RealScan, data: Path = SHARED_DATA):
         for i, name in enumerate(UNLABELLED_CLASSES):
             classes[kind == name] = UNLABELLED_BASE + i
         classes[~unlabelled] = 0
-    return source, np.where(unlabelled, classes, structures), structures
+    return Anatomy(source, np.where(unlabelled, classes, structures), structures)
 
 
-def _draw(scan: RealScan, value_of, noise: float, data: Path, seed: int):
-    """The scan's tissue ids mapped through ``value_of(tissue class)``, blurred and noised."""
+def _draw(anatomy: Anatomy, value_of, noise: float, seed: int):
+    """The anatomy's tissue ids mapped through ``value_of(tissue class)``, blurred and noised."""
     from scipy import ndimage
 
     from MultiModalSegLib.data.tissues import tissue_of
     from MultiModalSegLib.io import Volume
 
-    source, ids, structures = tissue_ids(scan, data)
+    source, ids, structures = anatomy
     table = np.zeros(int(ids.max()) + 1, np.float32)
     for i in np.unique(ids):
         table[i] = value_of(tissue_of(int(i)))
@@ -60,24 +76,24 @@ def _draw(scan: RealScan, value_of, noise: float, data: Path, seed: int):
     return Volume(drawn, source.spacing, source.origin, source.direction), abdomen_labels(structures)
 
 
-def drawn_mr(scan: RealScan, weighting: str, data: Path = SHARED_DATA, seed: int = 0):
-    """An MR image of ``weighting`` (a key of ``MR_SIGNAL``) drawn from ``scan``'s label map on its
-    own grid, and its reference labels."""
+def drawn_mr(anatomy: Anatomy, weighting: str, seed: int = 0):
+    """An MR image of ``weighting`` (a key of ``MR_SIGNAL``) drawn from a scan's anatomy
+    (:func:`scan_anatomy`) on its own grid, and its reference labels."""
     from MultiModalSegLib.data.tissues import MR_SIGNAL
     from MultiModalSegLib.io import Volume
 
     signal = MR_SIGNAL[weighting]
-    volume, reference = _draw(scan, lambda t: signal.get(t, signal["soft"]), MR_NOISE, data, seed)
+    volume, reference = _draw(anatomy, lambda t: signal.get(t, signal["soft"]), MR_NOISE, seed)
     return Volume(np.clip(volume.array, 0.0, None) * SIGNAL_SCALE, volume.spacing, volume.origin, volume.direction), reference
 
 
-def drawn_ct(scan: RealScan, data: Path = SHARED_DATA, seed: int = 0):
-    """A portal-venous CT (native HU plus the phase's enhancement, ``CT_HU``) drawn from ``scan``'s
-    label map on its own grid, and its reference labels."""
+def drawn_ct(anatomy: Anatomy, seed: int = 0):
+    """A portal-venous CT (native HU plus the phase's enhancement, ``CT_HU``) drawn from a scan's
+    anatomy (:func:`scan_anatomy`) on its own grid, and its reference labels."""
     from MultiModalSegLib.data.tissues import CT_HU
 
     def hu(tissue: str) -> float:
         mean, _spread, portal = CT_HU.get(tissue, CT_HU["soft"])
         return mean + portal
 
-    return _draw(scan, hu, CT_NOISE_HU, data, seed)
+    return _draw(anatomy, hu, CT_NOISE_HU, seed)
