@@ -32,9 +32,9 @@ def measure(models: list[str | None], repeats: int, data: Path = SHARED_DATA, sc
     import numpy as np
 
     from MultiModalSegLib.inference import QUALITIES, Segmenter
-    from MultiModalSegLib.io import read_image, read_labelmap
-    from MultiModalSegLib.labels import ABDOMEN_LABELS, LABEL_REMAPS
-    from MultiModalSegLib.metrics import dice_scores, remap_labels
+    from MultiModalSegLib.io import read_image
+    from MultiModalSegLib.labels import ABDOMEN_LABELS
+    from MultiModalSegLib.metrics import dice_scores
 
     nearest = dataclasses.replace(QUALITIES["normal"], smooth_labels=False)
     rows = []
@@ -44,8 +44,7 @@ def measure(models: list[str | None], repeats: int, data: Path = SHARED_DATA, sc
         name = f"{segmenters['smooth'].bundle.name} {segmenters['smooth'].bundle.metadata.get('version', '')}".strip()
         for scan in scans:
             volume = read_image(scan.image(data))
-            reference = remap_labels(read_labelmap(scan.label(data), reference=volume).array,
-                                     LABEL_REMAPS["totalsegmentator"])
+            reference = scan.reference(volume, data)
             cpu = dict.fromkeys(VARIANTS, float("inf"))
             dice = {}
             for r in range(repeats):

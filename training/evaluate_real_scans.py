@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
-from MultiModalSegLib.labels import ABDOMEN_LABELS, LABEL_REMAPS  # noqa: E402
-from training.real_scans import REAL_SCANS, SHARED_DATA  # noqa: E402
+from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
+from training.real_scans import REAL_SCANS, SHARED_DATA, abdomen_labels  # noqa: E402
 
 SHARED = SHARED_DATA
 ORGANS = [lab.name for lab in ABDOMEN_LABELS]
@@ -96,7 +96,7 @@ def score(bundle: Path, scans: list[dict], qualities: tuple[str, ...] = QUALITIE
     from MultiModalSegLib.bundle import load_bundle
     from MultiModalSegLib.inference import Segmenter
     from MultiModalSegLib.io import read_image, read_labelmap
-    from MultiModalSegLib.metrics import evaluate_labels, remap_labels
+    from MultiModalSegLib.metrics import evaluate_labels
 
     metadata = load_bundle(bundle).metadata
     trained = trained_case_names(metadata)
@@ -109,7 +109,7 @@ def score(bundle: Path, scans: list[dict], qualities: tuple[str, ...] = QUALITIE
             result = seg.segment(volume, scan["modality"])
             seconds = time.perf_counter() - t0
             ref = read_labelmap(scan["label"], reference=volume)
-            ref_array = remap_labels(ref.array, LABEL_REMAPS["totalsegmentator"])
+            ref_array = abdomen_labels(ref.array)
             metrics = evaluate_labels(np.asarray(result.labels.array), ref_array, ABDOMEN_LABELS, ref.spacing)
             rows.append({
                 "bundle": f"{metadata['name']} {metadata['version']}", "bundle_file": bundle.name,
