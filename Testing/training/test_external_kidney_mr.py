@@ -81,11 +81,23 @@ def test_measure_gives_volumes_ratio_and_sides_in_patient_space():
     found = script.measure(labels, volume, values, reference_ml=0.64)
     assert found["ml"] == {"liver": 0.0, "spleen": 0.0, "kidney_right": 0.3, "kidney_left": 0.3}  # 16 x 20 mm3 each
     assert found["kidneys_ml"] == 0.6 and found["ratio"] == pytest.approx(0.6 / 0.64, abs=1e-3)
-    assert found["sides_right"] is True
+    assert found["sides_right"] is True and found["right_above_left_mm"] == 0.0
+    assert found["pieces"] == {"kidney_right": 1, "kidney_left": 1}
+    higher = labels.copy()
+    higher[3, 2:6, 1:3] = 3  # a second, separate piece of right kidney one slice (5 mm) up
+    higher[2, 2:6, 1:3] = 0
+    raised = script.measure(higher, volume, values, 0.64)
+    assert raised["pieces"]["kidney_right"] == 2 and raised["right_above_left_mm"] == pytest.approx(2.5)
     flipped = Volume(volume.array, volume.spacing, volume.origin, tuple(np.diag([-1.0, 1.0, -1.0]).ravel()))
     assert script.measure(labels, flipped, values, 0.64)["sides_right"] is False  # x axis runs to the patient's right
     no_left = np.where(labels == 4, 0, labels)
     assert script.measure(no_left, volume, values, 0.64)["sides_right"] is None
+
+
+def test_figure_names_drop_a_runs_export_stamp():
+    script = load_script("training/external_kidney_mr.py")
+    assert script.short_name("abdomen-ummkd-synth-trained-20261204-201811 22.0.0") == "abdomen-ummkd-synth 22.0.0"
+    assert script.short_name("abdomen-cmc 2.0.0") == "abdomen-cmc 2.0.0"
 
 
 def test_kidney_slices_follow_the_kidneys_or_spread_evenly():
@@ -107,7 +119,8 @@ def test_score_table_and_figure_on_a_made_up_wheel(tiny_bundle, tmp_path):
     assert all(r["reference_ml"] == references[r["scan"]] and set(r["ml"]) == set(script.ORGANS) for r in rows)
     assert set(figure) == set(script.SCANS) and figure["test_sub_01"][1].shape == (6, 24, 24)
     text = script.markdown(rows, "cmd")
-    assert "| kidney right ml | kidney left ml | kidneys ml | reference ml | ratio | sides |" in text
+    assert ("| kidney right ml | kidney left ml | kidneys ml | reference ml | ratio | sides | right above left mm "
+            "| pieces right / left |") in text
     assert f"| {rows[0]['scan']} |" in text and "226.2 |" in text
     png = tmp_path / "figure.png"
     script.figure_png(volumes, {"tiny": figure}, png, slices=2)
