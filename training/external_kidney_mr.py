@@ -27,7 +27,6 @@ the repository (``.gitignore``); no recipe trains on it.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import tempfile
@@ -40,7 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
+from benchmarks.results_files import save_results  # noqa: E402
 from MultiModalSegLib.errors import InputError  # noqa: E402
 
 WHEEL_NAME = "renalsegmentor-2.0.0-py3-none-any.whl"
@@ -248,10 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     command = ("python training/external_kidney_mr.py --wheel /tmp/renal/" + args.wheel.name + " "
                + " ".join(f"--bundle {b}" for b in args.bundle))
     text = markdown(rows, command)
-    args.out.mkdir(parents=True, exist_ok=True)
+    save_results(args.out, "external_kidney_mr", {"references_ml": references, "rows": rows}, text)
     figure_png(volumes, figures, args.out / "external_kidney_mr.png")
-    write_text_atomic(args.out / "external_kidney_mr.md", text)
-    write_text_atomic(args.out / "external_kidney_mr.json", json.dumps({"references_ml": references, "rows": rows}, indent=1) + "\n")
     print(text, end="")
     return 0
 

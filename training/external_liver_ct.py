@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import struct
 import sys
 import time
@@ -40,7 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
+from benchmarks.results_files import save_results  # noqa: E402
 from MultiModalSegLib.errors import InputError  # noqa: E402
 
 IMAGE_MEMBER = "liver_ct_segmentation_package/data/img_117.mrc"
@@ -158,9 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                + " ".join(f"--bundle {b}" for b in args.bundle)
                + "".join(" --spacing " + " ".join(f"{s:g}" for s in g) for g in geometries if args.spacing))
     text = markdown(rows, command)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out / "external_liver_ct.md", text)
-    write_text_atomic(args.out / "external_liver_ct.json", json.dumps({"geometries": geometries, "rows": rows}, indent=1) + "\n")
+    save_results(args.out, "external_liver_ct", {"geometries": geometries, "rows": rows}, text)
     print(text, end="")
     return 0
 

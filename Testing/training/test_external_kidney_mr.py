@@ -3,6 +3,7 @@ wheel: the real one is fetched by hand and never enters the project or its tests
 
 from __future__ import annotations
 
+import json
 import zipfile
 
 import numpy as np
@@ -125,3 +126,13 @@ def test_score_table_and_figure_on_a_made_up_wheel(tiny_bundle, tmp_path):
     png = tmp_path / "figure.png"
     script.figure_png(volumes, {"tiny": figure}, png, slices=2)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_main_writes_the_table_the_record_and_the_figure(tiny_bundle, tmp_path):
+    script = load_script("training/external_kidney_mr.py")
+    out = tmp_path / "report"
+    assert script.main(["--wheel", str(fake_wheel(script, tmp_path)), "--bundle", str(tiny_bundle), "--out", str(out)]) == 0
+    record = json.loads((out / "external_kidney_mr.json").read_text())
+    assert record["references_ml"] == {"test_sub_01": 310.5, "test_sub_02": 226.25} and len(record["rows"]) == 4
+    assert "--wheel /tmp/renal/renalsegmentor-2.0.0-py3-none-any.whl" in (out / "external_kidney_mr.md").read_text()
+    assert (out / "external_kidney_mr.png").stat().st_size > 0
