@@ -28,7 +28,7 @@ from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
 from training.drawn_images import drawn_ct, drawn_mr, scan_anatomy  # noqa: E402
 from training.evaluate_real_scans import trained_case_names  # noqa: E402
 from training.probability_ensembles import named_bundle  # noqa: E402
-from training.real_scans import SHARED_DATA, real_scan  # noqa: E402
+from training.real_scans import SHARED_DATA, abdomen_labels, real_scan  # noqa: E402
 
 DEFAULT_WEIGHTINGS = ("T1", "fat", "in_phase", "T2")
 
@@ -38,8 +38,7 @@ def images(scan_name: str, weightings: tuple[str, ...], data: Path) -> list[tupl
     each weighting."""
     scan = real_scan(scan_name)
     anatomy = scan_anatomy(scan, data)
-    volume = anatomy.source
-    found = [("real", scan.modality, volume, scan.reference(volume, data)), ("drawn CT", "CT", *drawn_ct(anatomy))]
+    found = [("real", scan.modality, anatomy.source, abdomen_labels(anatomy.structures)), ("drawn CT", "CT", *drawn_ct(anatomy))]
     return found + [(f"drawn MR {w}", "MR", *drawn_mr(anatomy, w)) for w in weightings]
 
 
