@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.results_files import save_results  # noqa: E402
 from training.drawn_images import drawn_mr, scan_anatomy  # noqa: E402
-from training.real_scans import REAL_SCANS, SHARED_DATA  # noqa: E402
+from training.real_scans import REAL_SCANS, SHARED_DATA, abdomen_labels  # noqa: E402
 
 VARIANTS = ("single", "ensemble")
 DRAWN_FROM = ("abdomen_mr_01", "abdomen_ct_01")  # training scans' label maps (never the validation scan's)
@@ -65,24 +65,26 @@ def measure(models: list[str | None], data: Path = SHARED_DATA, scans=REAL_SCANS
     from MultiModalSegLib.metrics import dice_scores
     from training.evaluate_real_scans import role, trained_case_names
 
+    # every image is read or drawn once, for all models; a scan both segmented and drawn from is read once
     by_name = {s.name: s for s in scans}
+    anatomies = {n: scan_anatomy(by_name[n], data) for n in drawn_from if n in by_name}
+    real = []
+    for scan in (s for s in scans if s.modality == "MR"):
+        if scan.name in anatomies:
+            real.append((scan, anatomies[scan.name].source, abdomen_labels(anatomies[scan.name].structures)))
+        else:
+            volume = read_image(scan.image(data))
+            real.append((scan, volume, scan.reference(volume, data)))
+    drawn = [(by_name[n], f"drawn {weighting}", "phantom", *drawn_mr(anatomy, weighting))
+             for n, anatomy in anatomies.items() for weighting in weightings or tuple(MR_SIGNAL)]
     rows = []
     for model in models:
         segmenter = Segmenter(model, device="cpu", amp=False, quality="normal")
         own = segmenter.polarity_ensemble
         name = f"{segmenter.bundle.name} {segmenter.bundle.metadata.get('version', '')}".strip()
         trained = trained_case_names(segmenter.bundle.metadata)
-        images = []
-        for scan in scans:
-            if scan.modality == "MR":
-                volume = read_image(scan.image(data))
-                images.append((scan, "real", role({"name": scan.name, "project_role": scan.project_role}, trained),
-                               volume, scan.reference(volume, data)))
-        for source in (by_name[n] for n in drawn_from if n in by_name):
-            anatomy = scan_anatomy(source, data)
-            for weighting in weightings or tuple(MR_SIGNAL):
-                volume, reference = drawn_mr(anatomy, weighting)
-                images.append((source, f"drawn {weighting}", "phantom", volume, reference))
+        images = [(scan, "real", role({"name": scan.name, "project_role": scan.project_role}, trained), volume, reference)
+                  for scan, volume, reference in real] + drawn
         try:
             for i, (scan, image, kind, volume, reference) in enumerate(images):
                 dice = {}
