@@ -115,17 +115,16 @@ def measure(labels: np.ndarray, volume, label_values: dict[str, int], reference_
 def score(bundle: Path, volumes: dict[str, object], references: dict[str, float],
           qualities: tuple[str, ...] = ("normal", "fast")) -> tuple[list[dict], dict]:
     """One row per quality and scan; and the normal-quality label arrays per scan, for the figure."""
-    from MultiModalSegLib.bundle import load_bundle
     from MultiModalSegLib.inference import Segmenter
 
-    metadata = load_bundle(bundle).metadata
+    segmenters = {quality: Segmenter(bundle, device="cpu", amp=False, quality=quality) for quality in qualities}
+    metadata = segmenters[qualities[0]].bundle.metadata
     label_values = {lab["name"]: int(lab["value"]) for lab in metadata["labels"]}
     unknown = [o for o in ORGANS if o not in label_values]
     if unknown:
         raise InputError(f"{bundle}: the model has no label {', '.join(unknown)}; give an abdomen model.")
     rows, figure = [], {}
-    for quality in qualities:
-        seg = Segmenter(bundle, device="cpu", amp=False, quality=quality)
+    for quality, seg in segmenters.items():
         for scan, volume in volumes.items():
             t0 = time.perf_counter()
             labels = np.asarray(seg.segment(volume, "MR").labels.array)
