@@ -41,8 +41,11 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.results_files import save_results  # noqa: E402
 from MultiModalSegLib.errors import InputError  # noqa: E402
+from training.wheel_data import check_wheel  # noqa: E402
 
 WHEEL_NAME = "renalsegmentor-2.0.0-py3-none-any.whl"
+WHEEL_REQUIREMENT = "renalsegmentor==2.0.0"
+WHEEL_SHA256 = "9a9385b49d488497ae17e49a6492224888c16f14523b6bd85628200f528a84c0"  # the file PyPI serves
 SCANS = ("test_sub_01", "test_sub_02")
 SCAN_MEMBER = "segment/data/test_data/{}.nii.gz"
 TESTS_MEMBER = "segment/tests/test_tkv.py"
@@ -235,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="writes external_kidney_mr.md, .json and .png here (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
+        check_wheel(args.wheel, WHEEL_SHA256, WHEEL_REQUIREMENT)
         volumes, references = read_wheel(args.wheel)
     except InputError as error:
         parser.error(str(error))

@@ -41,7 +41,10 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.results_files import save_results  # noqa: E402
 from MultiModalSegLib.errors import InputError  # noqa: E402
+from training.wheel_data import check_wheel  # noqa: E402
 
+WHEEL_REQUIREMENT = "liver-ct-segmentation-package==1.6.0"
+WHEEL_SHA256 = "67ffa526d8500ce5e3d9f2c96c1690543d811d352d93d531301d35791b9d6bba"  # the file PyPI serves
 IMAGE_MEMBER = "liver_ct_segmentation_package/data/img_117.mrc"
 LABEL_MEMBER = "liver_ct_segmentation_package/data/lab_117.mrc"
 MRC_DTYPES = {0: "<i1", 1: "<i2", 2: "<f4", 6: "<u2"}  # MRC 2014 modes this reader accepts
@@ -149,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     geometries = [tuple(s) for s in args.spacing] if args.spacing else list(GEOMETRIES)
     try:
+        check_wheel(args.wheel, WHEEL_SHA256, WHEEL_REQUIREMENT)
         volumes = {spacing: lits_volumes(args.wheel, spacing) for spacing in geometries}
     except InputError as error:
         parser.error(str(error))

@@ -3,6 +3,7 @@ wheel: the real one is fetched by hand and never enters the project or its tests
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 
@@ -128,10 +129,16 @@ def test_score_table_and_figure_on_a_made_up_wheel(tiny_bundle, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_main_writes_the_table_the_record_and_the_figure(tiny_bundle, tmp_path):
+def test_main_writes_the_table_the_record_and_the_figure(tiny_bundle, tmp_path, monkeypatch, capsys):
     script = load_script("training/external_kidney_mr.py")
     out = tmp_path / "report"
-    assert script.main(["--wheel", str(fake_wheel(script, tmp_path)), "--bundle", str(tiny_bundle), "--out", str(out)]) == 0
+    wheel = fake_wheel(script, tmp_path)
+    args = ["--wheel", str(wheel), "--bundle", str(tiny_bundle), "--out", str(out)]
+    with pytest.raises(SystemExit):  # not the file PyPI serves: refused before anything is read or written
+        script.main(args)
+    assert "is not that of the renalsegmentor==2.0.0 wheel" in capsys.readouterr().err and not out.exists()
+    monkeypatch.setattr(script, "WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    assert script.main(args) == 0
     record = json.loads((out / "external_kidney_mr.json").read_text())
     assert record["references_ml"] == {"test_sub_01": 310.5, "test_sub_02": 226.25} and len(record["rows"]) == 4
     assert "--wheel /tmp/renal/renalsegmentor-2.0.0-py3-none-any.whl" in (out / "external_kidney_mr.md").read_text()

