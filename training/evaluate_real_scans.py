@@ -92,25 +92,28 @@ def role(scan: dict, trained: set[str]) -> str:
 
 
 def score(bundle: Path, scans: list[dict], qualities: tuple[str, ...] = QUALITIES) -> list[dict]:
-    """One row per scan and quality: Dice / HD95 / ASSD per scored organ, seconds, role."""
-    from MultiModalSegLib.bundle import load_bundle
+    """One row per scan and quality: Dice / HD95 / ASSD per scored organ, seconds, role. Each scan and its
+    reference are read once for every quality."""
     from MultiModalSegLib.inference import Segmenter
     from MultiModalSegLib.io import read_image, read_labelmap
     from MultiModalSegLib.metrics import evaluate_labels
 
-    metadata = load_bundle(bundle).metadata
+    segmenters = {quality: Segmenter(bundle, device="cpu", amp=False, quality=quality) for quality in qualities}
+    metadata = next(iter(segmenters.values())).bundle.metadata
     trained = trained_case_names(metadata)
+    volumes = {scan["name"]: read_image(scan["image"]) for scan in scans}
+    references = {}
+    for scan in scans:
+        ref = read_labelmap(scan["label"], reference=volumes[scan["name"]])
+        references[scan["name"]] = (abdomen_labels(ref.array), ref.spacing)
     rows = []
-    for quality in qualities:
-        seg = Segmenter(bundle, device="cpu", amp=False, quality=quality)
+    for quality, seg in segmenters.items():
         for scan in scans:
-            volume = read_image(scan["image"])
             t0 = time.perf_counter()
-            result = seg.segment(volume, scan["modality"])
+            result = seg.segment(volumes[scan["name"]], scan["modality"])
             seconds = time.perf_counter() - t0
-            ref = read_labelmap(scan["label"], reference=volume)
-            ref_array = abdomen_labels(ref.array)
-            metrics = evaluate_labels(np.asarray(result.labels.array), ref_array, ABDOMEN_LABELS, ref.spacing)
+            ref_array, ref_spacing = references[scan["name"]]
+            metrics = evaluate_labels(np.asarray(result.labels.array), ref_array, ABDOMEN_LABELS, ref_spacing)
             rows.append({
                 "bundle": f"{metadata['name']} {metadata['version']}", "bundle_file": bundle.name,
                 "scan": scan["name"], "modality": scan["modality"], "role": role(scan, trained), "quality": quality,

@@ -45,3 +45,31 @@ def test_committed_table_and_readme_block_match_the_committed_numbers():
     first = next(r for r in rows if r["scan"] == "chest_abdomen_ct_02")
     assert set(first["metrics"]) == {"liver", "spleen"}
     assert abs(e.mean_dice(first) - (first["metrics"]["liver"]["dice"] + first["metrics"]["spleen"]["dice"]) / 2) < 1e-9
+
+
+def test_score_reads_each_scan_once_and_scores_what_the_segmenter_returns(tiny_bundle, monkeypatch):
+    import MultiModalSegLib.io as io
+    from MultiModalSegLib.inference import Segmenter
+    from MultiModalSegLib.labels import ABDOMEN_LABELS
+    from MultiModalSegLib.metrics import evaluate_labels
+
+    e = _module()
+    samples = REPO / "Resources" / "SampleData"
+    scans = [s for s in e.real_scans(samples) if s["image"].is_file()]
+    assert [s["name"] for s in scans] == ["abdomen_ct_01", "abdomen_mr_01"]
+    reads, read_image = [], io.read_image
+    monkeypatch.setattr(io, "read_image", lambda path, *a, **k: reads.append(path) or read_image(path, *a, **k))
+    rows = e.score(tiny_bundle, scans)
+    # each image and label map once for both qualities (read_labelmap reads through read_image)
+    assert sorted(reads) == sorted([s["image"] for s in scans] + [s["label"] for s in scans])
+    assert [(r["scan"], r["quality"]) for r in rows] == [(s["name"], q) for q in e.QUALITIES for s in scans]
+    mr = next(s for s in scans if s["name"] == "abdomen_mr_01")
+    volume = read_image(mr["image"])
+    labels = Segmenter(tiny_bundle, device="cpu", amp=False, quality="fast").segment(volume, "MR").labels.array
+    reference = e.abdomen_labels(io.read_labelmap(mr["label"], reference=volume).array)
+    expected = evaluate_labels(labels, reference, ABDOMEN_LABELS, volume.spacing)
+    row = next(r for r in rows if r["scan"] == "abdomen_mr_01" and r["quality"] == "fast")
+    assert row["role"] == "left out" and row["organs"] == list(mr["organs"])
+    for organ in mr["organs"]:
+        dice = expected[organ]["dice"]
+        assert row["metrics"][organ]["dice"] == (None if dice != dice else round(float(dice), 4))
