@@ -171,7 +171,6 @@ def markdown(rows: list[dict], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-COLOURS = {"liver": "#e8a33d", "spleen": "#8e44ad", "kidney_right": "#e74c3c", "kidney_left": "#3498db"}
 
 
 def short_name(model: str) -> str:
@@ -197,12 +196,19 @@ def figure_png(volumes: dict[str, object], figures: dict[str, dict], path: Path,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from MultiModalSegLib.labels import ABDOMEN_LABELS
+    from MultiModalSegLib.visualization import display_colours
+
+    # the project's figure colours (each organ distinct), by organ name: models may number organs differently
+    colours = {lab.name: tuple(c / 255 for c in display_colours(ABDOMEN_LABELS)[lab.value]) for lab in ABDOMEN_LABELS}
 
     models = list(figures)
     scans = list(volumes)
     through_kidneys = {scan: kidney_slices([figures[m][scan] for m in models], volumes[scan].array.shape[0], slices)
                        for scan in scans}
-    fig, axes = plt.subplots(len(models), len(scans) * slices, figsize=(2.0 * len(scans) * slices, 2.1 * len(models)),
+    fig, axes = plt.subplots(len(models), len(scans) * slices, figsize=(2.0 * len(scans) * slices, 2.1 * len(models) + 0.3),
                              squeeze=False)
     for row, model in enumerate(models):
         for s, scan in enumerate(scans):
@@ -215,15 +221,16 @@ def figure_png(volumes: dict[str, object], figures: dict[str, dict], path: Path,
                 ax.imshow(image[z], cmap="gray", vmin=0.0, vmax=top)
                 for value, organ in names.items():
                     if (labels[z] == value).any():
-                        ax.contour(labels[z] == value, levels=[0.5], colors=COLOURS[organ], linewidths=0.8)
+                        ax.contour(labels[z] == value, levels=[0.5], colors=[colours[organ]], linewidths=0.8)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if row == 0:
                     ax.set_title(f"{scan} slice {z}", fontsize=7)
                 if s == 0 and k == 0:
                     ax.set_ylabel(short_name(model), fontsize=7)
-    fig.suptitle("outlines: liver orange, spleen purple, right kidney red, left kidney blue", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    handles = [Line2D([], [], color=colours[organ], label=organ.replace("_", " ")) for organ in ORGANS]
+    fig.legend(handles=handles, loc="upper center", ncol=len(ORGANS), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # 0.3 inch for the legend
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=90)
     plt.close(fig)
