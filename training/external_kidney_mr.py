@@ -126,6 +126,7 @@ def score(bundle: Path, volumes: dict[str, object], references: dict[str, float]
     unknown = [o for o in ORGANS if o not in label_values]
     if unknown:
         raise InputError(f"{bundle}: the model has no label {', '.join(unknown)}; give an abdomen model.")
+    names = {label_values[o]: o for o in ORGANS}  # the figure's label value -> organ, one for every scan
     rows, figure = [], {}
     for quality, seg in segmenters.items():
         for scan, volume in volumes.items():
@@ -135,7 +136,7 @@ def score(bundle: Path, volumes: dict[str, object], references: dict[str, float]
             rows.append({"bundle": f"{metadata['name']} {metadata['version']}", "quality": quality, "scan": scan,
                          "seconds": seconds, **measure(labels, volume, label_values, references[scan])})
             if quality == "normal":
-                figure[scan] = {label_values[o]: o for o in ORGANS}, labels
+                figure[scan] = names, labels
     return rows, figure
 
 
