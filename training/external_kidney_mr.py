@@ -172,8 +172,6 @@ def markdown(rows: list[dict], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-
-
 def short_name(model: str) -> str:
     """A model's name for a figure: a trained run's export stamp (``-trained-YYYYMMDD-HHMMSS``) dropped."""
     return re.sub(r"-trained-\d{8}-\d{6}", "", model)
