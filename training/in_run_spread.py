@@ -21,6 +21,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "training"))
+
+from run_status import validations  # noqa: E402
 
 from benchmarks.results_files import save_results  # noqa: E402
 from MultiModalSegLib.training.progress import read_progress  # noqa: E402
@@ -38,7 +41,7 @@ def named_run(text: str) -> tuple[str, Path]:
 def spread(records: list[dict], last: float = 0.25) -> dict:
     """The final check's step and, per measure of :data:`MEASURES`, the final value and the range over the
     checks at or after ``1 - last`` of the planned steps (None where the run did not validate it)."""
-    checks = {r["step"]: r["dice"] for r in records if r["event"] == "validation"}  # a repeated step: the last
+    checks = validations(records)  # a step checked again after a resume: its last record
     starts = [r for r in records if r["event"] == "start"]
     planned = starts[-1]["steps"] if starts else max(checks, default=0)
     late = [s for s in sorted(checks) if s >= (1.0 - last) * planned]
