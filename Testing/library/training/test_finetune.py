@@ -197,7 +197,7 @@ def test_committed_few_shot_claims_follow_from_its_numbers():
     report = _report("before_after.json")
     assert report["settings"] == script.FULL
     assert report["claims"] == script.claims(report["before"], report["after"])
-    assert report["claims"]["mr_raised"] is True and report["claims"]["ct_kept"] is True  # the two claims
+    assert report["claims"]["mr_raised"] is True and report["claims"]["ct_kept"] is True  # the report's two claims
     table = (REPO / "training" / "reports" / "finetune-fewshot" / "before_after.md").read_text()
     for modality in ("CT", "MR"):
         b, a = report["before"]["phantoms"][modality], report["after"]["phantoms"][modality]
