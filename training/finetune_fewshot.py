@@ -1,7 +1,8 @@
-"""Few-shot fine-tuning evidence: the default model fine-tuned with ONE labelled real MR.
+"""Few-shot fine-tuning evidence: the first default model fine-tuned with ONE labelled real MR.
 
-Starting from the default model (``abdomen-ummkd``), ``mmseg finetune`` trains on the shipped real
-MR (``Resources/SampleData/abdomen_mr_01`` with its TotalSegmentator label; ``--few-shot MR=1``, so
+Starting from the first default model (``abdomen-ummkd`` 1.0.0; the default is now
+``abdomen-ummkd-synth``), ``mmseg finetune`` trains on the shipped real MR
+(``Resources/SampleData/abdomen_mr_01`` with its TotalSegmentator label; ``--few-shot MR=1``, so
 it is the only labelled MR) plus CT phantoms replaying the parent's data, and scores the parent
 and the new model on held-out phantoms of both modalities (a seed no recipe trains on). The claims
 checked, and written with the table into ``training/reports/finetune-fewshot/``:
@@ -67,7 +68,7 @@ def claims(before: dict, after: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="a few steps and one held-out phantom per modality")
-    p.add_argument("--init", default="abdomen-ummkd", help="parent model (default: the default model)")
+    p.add_argument("--init", default="abdomen-ummkd", help="parent model (default: the first default model, abdomen-ummkd)")
     p.add_argument("--steps", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--phantoms", type=int, help="CT phantoms replayed")
