@@ -100,6 +100,10 @@ def _rank(rank: int, world: int, port: int, raw: dict, run_dir: Path, warmup: in
         out = {"error": f"{exc.__class__.__name__}: {exc}"}
     if rank == 0:
         report.write_text(json.dumps(out))
+    # End the forked rank here, before the trainer's DistributedDataParallel and its gloo process group are
+    # destroyed: PyTorch's gloo destructor joins its run-loop thread while holding the GIL, and a thread that
+    # is still releasing a tensor waits for the GIL, so that teardown can hang for ever (seen in CI).
+    os._exit(0)
 
 
 def measure(world: int, raw: dict, work: Path, warmup: int) -> dict:
