@@ -65,6 +65,16 @@ def claims(before: dict, after: dict) -> dict:
     }  # fmt: skip
 
 
+def verdict_lines(verdict: dict) -> list[str]:
+    """The report's two closing lines: each claim's means before and after, and whether it holds."""
+    return [
+        f"- MR mean Dice on held-out phantoms: {verdict['mr_mean_before']:.3f} -> {verdict['mr_mean_after']:.3f}: "
+        f"{'raised' if verdict['mr_raised'] else 'NOT raised'}",
+        f"- CT mean Dice on held-out phantoms: {verdict['ct_mean_before']:.3f} -> {verdict['ct_mean_after']:.3f}: "
+        f"{'within' if verdict['ct_kept'] else 'NOT within'} {CT_TOLERANCE:.2f} of before",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="a few steps and one held-out phantom per modality")
@@ -106,10 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         f"`abdomen_mr_01`; CT phantoms replayed; device {args.device} on {platform.machine()}; "
         f"{time.time() - t0:.0f} s this session.",
         "",
-        f"- MR mean Dice on held-out phantoms: {verdict['mr_mean_before']:.3f} -> {verdict['mr_mean_after']:.3f}: "
-        f"{'raised' if verdict['mr_raised'] else 'NOT raised'}",
-        f"- CT mean Dice on held-out phantoms: {verdict['ct_mean_before']:.3f} -> {verdict['ct_mean_after']:.3f}: "
-        f"{'within' if verdict['ct_kept'] else 'NOT within'} {CT_TOLERANCE:.2f} of before",
+        *verdict_lines(verdict),
         "",
     ]
     out_dir.mkdir(parents=True, exist_ok=True)

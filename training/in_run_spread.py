@@ -21,12 +21,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "training"))
-
-from run_status import validations  # noqa: E402
-
 from benchmarks.results_files import save_results  # noqa: E402
 from MultiModalSegLib.training.progress import read_progress  # noqa: E402
+from training.run_status import validations  # noqa: E402
 
 OUT = REPO / "training" / "reports" / "in-run-spread"
 MEASURES = (("MR", "mean"), ("MR", "spleen"), ("CT", "liver"), ("CT", "spleen"))
