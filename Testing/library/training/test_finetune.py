@@ -207,7 +207,7 @@ def test_committed_few_shot_claims_follow_from_its_numbers():
     table = (REPO / "training" / "reports" / "finetune-fewshot" / "before_after.md").read_text()
     title = table.splitlines()[0].removeprefix("# ")
     labels = ["liver", "spleen", "kidney_right", "kidney_left"]
-    assert table.startswith(before_after_table(report["before"], report["after"], {"phantoms": {"CT": 4, "MR": 4}}, labels, title))
+    assert table.startswith(before_after_table(report["before"], report["after"], {"phantoms": dict.fromkeys(("CT", "MR"), script.FULL["heldout_phantoms"])}, labels, title))
     for line in script.verdict_lines(report["claims"]):
         assert line in table
 
