@@ -12,6 +12,8 @@ from types import ModuleType
 import pytest
 import torch
 
+from MultiModalSegLib import monai_start
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "Resources" / "SampleData"
 # the smallest Transformer U-Net LSSC trains (tests of every method use it)
@@ -20,6 +22,8 @@ REAL_CT = SAMPLES / "abdomen_ct_01" / "image.nii.gz"
 REAL_MR = SAMPLES / "abdomen_mr_01" / "image.nii.gz"
 
 torch.set_num_threads(2)
+# the tests import MONAI as the mmseg command does: without Hugging Face transformers (see monai_start)
+monai_start.install()
 
 
 def load_script(relative: str, name: str | None = None) -> ModuleType:

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from .. import __version__
+from .. import __version__, monai_start
 from ..errors import MMSegError
 
 COMMANDS = ("demo", "segment", "train", "finetune", "evaluate", "phantom", "detect", "models")
@@ -34,6 +34,7 @@ def _quiet_itk() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    monai_start.install()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
