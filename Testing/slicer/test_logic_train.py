@@ -219,7 +219,8 @@ def test_export_writes_nifti_and_dataset_json_resampling_an_off_grid_segmentatio
     assert set(np.unique(mr_label)) == {0, 2} and int((mr_label == 2).sum()) == 1000
 
 
-def wait_for(job, condition, seconds=60.0):
+def wait_for(job, condition, seconds=300.0):
+    """Poll ``job`` until ``condition``; the limit leaves room for a busy machine (a start takes 10-30 s idle)."""
     deadline = time.monotonic() + seconds
     while not condition():
         job.poll()
