@@ -43,15 +43,23 @@ def status_markdown(records: list[dict], title: str) -> str:
     ]
     if vals:
         cases = ", ".join(vals[-1].get("cases", [])) or "the run's validation cases"
-        organs = [k for k in next(iter(vals[-1]["dice"].values())) if k != "mean"]
-        head = ["step"] + [f"{o} {m}" for m in vals[-1]["dice"] for o in organs]
-        lines += [f"Validation Dice ({cases}; model space):", "",
-                  "| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
-        for step in sorted(by_step):
-            cells = [f"{by_step[step][m][o]:.3f}" for m in vals[-1]["dice"] for o in organs]
-            lines.append(f"| {step} | " + " | ".join(cells) + " |")
-        lines += ["", recent_means(by_step)]
+        lines += [f"Validation Dice ({cases}; model space):", "", *dice_table(by_step), "", recent_means(by_step)]
+        kept = validations(records, LARGEST_PIECE)
+        if kept:
+            lines += ["", "The same checks scored as the bundle segments, each organ's largest piece alone (at the "
+                      "checks that logged it):", "", *dice_table(kept), "", recent_means(kept)]
     return "\n".join(lines) + "\n"
+
+
+def dice_table(by_step: dict[int, dict]) -> list[str]:
+    """Markdown rows: a row per step, a column per organ and modality (those of the last check)."""
+    last = by_step[max(by_step)]
+    organs = [k for k in next(iter(last.values())) if k != "mean"]
+    head = ["step"] + [f"{o} {m}" for m in last for o in organs]
+    rows = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    for step in sorted(by_step):
+        rows.append(f"| {step} | " + " | ".join(f"{by_step[step][m][o]:.3f}" for m in last for o in organs) + " |")
+    return rows
 
 
 def recent_means(by_step: dict[int, dict], last: int = 3) -> str:
@@ -63,9 +71,13 @@ def recent_means(by_step: dict[int, dict], last: int = 3) -> str:
     return f"Mean Dice over the last {len(steps)} checks (steps {', '.join(map(str, steps))}): " + ", ".join(parts) + "."
 
 
-def validations(records: list[dict]) -> dict[int, dict]:
-    """Validation Dice by step (the last record of a step counts, as after a resumed run)."""
-    return {r["step"]: r["dice"] for r in records if r["event"] == "validation"}
+LARGEST_PIECE = "dice_largest_piece"
+
+
+def validations(records: list[dict], key: str = "dice") -> dict[int, dict]:
+    """Validation Dice by step (the last record of a step counts, as after a resumed run); ``key``
+    ``LARGEST_PIECE``: the Dice of each organ's largest piece, where the run logged it."""
+    return {r["step"]: r[key] for r in records if r["event"] == "validation" and key in r}
 
 
 def _cell(dice: dict, organ: str) -> str:

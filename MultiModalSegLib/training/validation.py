@@ -9,9 +9,51 @@ import torch
 from torch import nn
 
 from ..data.loading import PreparedCase
+from ..inference.segmenter import keep_largest_component
 from ..inference.sliding_window import predict_logits
 from ..labels import LabelInfo
 from ..metrics import dice_scores
+
+
+def predict_cases(
+    net: nn.Module,
+    cases: Sequence[PreparedCase],
+    patch_size: Sequence[int],
+    device: torch.device,
+    amp: bool = True,
+    polarity_ensemble: Sequence[str] = (),
+) -> list[np.ndarray]:
+    """The label map of each case (model space); the modalities in ``polarity_ensemble`` are
+    predicted as the bundle will be (image and negative averaged)."""
+    was_training = net.training
+    net.eval()
+    preds = []
+    for case in cases:
+        image = torch.from_numpy(case.image)[None, None]
+        logits = predict_logits(net, image, case.modality, patch_size, overlap=0.25, device=device, amp=amp,
+                                polarity_ensemble=case.modality in polarity_ensemble)
+        preds.append(logits.argmax(1)[0].numpy())
+    net.train(was_training)
+    return preds
+
+
+def dice_summary(
+    preds: Sequence[np.ndarray], cases: Sequence[PreparedCase], labels: Sequence[LabelInfo], largest_piece: bool = False
+) -> dict[str, dict[str, float]]:
+    """Mean Dice per modality per label of ``preds`` against the cases' labels, and each modality's mean
+    over its labels. ``largest_piece``: score each organ's largest 26-connected piece alone, as the
+    ``Segmenter`` keeps it by default, so the figure is what the bundle will deliver."""
+    per_modality: dict[str, list[dict[str, float]]] = {}
+    for pred, case in zip(preds, cases, strict=True):
+        if largest_piece:
+            pred = keep_largest_component(pred.astype(np.uint8), [lab.value for lab in labels])
+        per_modality.setdefault(case.modality, []).append(dice_scores(pred, case.label, labels))
+    summary = {}
+    for modality, rows in per_modality.items():
+        summary[modality] = {lab.name: float(np.nanmean([r[lab.name] for r in rows])) if any(
+            not np.isnan(r[lab.name]) for r in rows) else float("nan") for lab in labels}
+        summary[modality]["mean"] = float(np.nanmean(list(summary[modality].values())))
+    return summary
 
 
 def validate(
@@ -22,25 +64,12 @@ def validate(
     device: torch.device,
     amp: bool = True,
     polarity_ensemble: Sequence[str] = (),
+    largest_piece: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """Mean Dice per modality per label over ``cases`` (labelled, model space); the modalities in
-    ``polarity_ensemble`` are predicted as the bundle will be (image and negative averaged)."""
-    was_training = net.training
-    net.eval()
-    per_modality: dict[str, list[dict[str, float]]] = {}
-    for case in cases:
-        image = torch.from_numpy(case.image)[None, None]
-        logits = predict_logits(net, image, case.modality, patch_size, overlap=0.25, device=device, amp=amp,
-                                polarity_ensemble=case.modality in polarity_ensemble)
-        pred = logits.argmax(1)[0].numpy()
-        per_modality.setdefault(case.modality, []).append(dice_scores(pred, case.label, labels))
-    net.train(was_training)
-    summary = {}
-    for modality, rows in per_modality.items():
-        summary[modality] = {lab.name: float(np.nanmean([r[lab.name] for r in rows])) if any(
-            not np.isnan(r[lab.name]) for r in rows) else float("nan") for lab in labels}
-        summary[modality]["mean"] = float(np.nanmean(list(summary[modality].values())))
-    return summary
+    """Mean Dice per modality per label over ``cases`` (labelled, model space): :func:`predict_cases`
+    scored by :func:`dice_summary`."""
+    preds = predict_cases(net, cases, patch_size, device, amp, polarity_ensemble)
+    return dice_summary(preds, cases, labels, largest_piece)
 
 
 def validation_markdown(dice: dict[str, dict[str, float | None]]) -> str:

@@ -103,3 +103,21 @@ def test_each_session_names_its_device(status_script, tmp_path):
     status_script.main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "report")])
     text = (tmp_path / "report" / "status.md").read_text()
     assert "over 2 session(s) (start steps: 0 on cuda, 250 on cpu)." in text
+
+
+def test_the_largest_piece_figures_get_their_own_table_where_logged(status_script, tmp_path):
+    write_run(tmp_path / "run", {250: (0.2, 0.0), 500: (0.4, 0.2)})
+    status_script.main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "plain")])
+    assert "largest piece" not in (tmp_path / "plain" / "status.md").read_text()
+    progress = tmp_path / "run" / "progress.jsonl"
+    records = [json.loads(line) for line in progress.read_text().splitlines()]
+    for r in records:
+        if r["event"] == "validation" and r["step"] == 500:  # a run resumed after step 250 logs both from then on
+            r["dice_largest_piece"] = {"CT": dice(0.6, 0.5), "MR": dice(0.3, 0.2)}
+    progress.write_text("".join(json.dumps(r) + "\n" for r in records))
+    status_script.main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "report")])
+    text = (tmp_path / "report" / "status.md").read_text()
+    plain, kept = text.split("each organ's largest piece alone")
+    assert "| 500 | 0.400 | 0.200 | 0.200 | 0.100 |" in plain and "| 250 |" in plain
+    assert "| 500 | 0.600 | 0.500 | 0.300 | 0.200 |" in kept and "| 250 |" not in kept
+    assert "Mean Dice over the last 1 checks (steps 500): CT 0.550, MR 0.250." in kept

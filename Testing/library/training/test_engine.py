@@ -147,6 +147,9 @@ def test_validation_and_bundle_metadata(phantom_dir, tmp_path):
     meta = json.loads((result.bundle / "metadata.json").read_text())
     assert meta["method"] == "ummkd" and meta["network"]["params"]["norm"] == "modality_batch"
     assert meta["training"]["steps"] == 2 and meta["metrics"]["validation_dice"]["MR"]
+    [check] = [r for r in read_progress(tmp_path / "progress.jsonl") if r["event"] == "validation"]
+    assert check["dice"] == result.validation  # the plain figure, as every earlier run logged it
+    assert {m: set(d) for m, d in check["dice_largest_piece"].items()} == {m: set(d) for m, d in result.validation.items()}
 
 
 def test_config_errors(tmp_path):
