@@ -91,14 +91,16 @@ def role(scan: dict, trained: set[str]) -> str:
     return "validation" if scan["project_role"] == "validation" else "left out"
 
 
-def score(bundle: Path, scans: list[dict], qualities: tuple[str, ...] = QUALITIES) -> list[dict]:
+def score(bundle: Path, scans: list[dict], qualities: tuple[str, ...] = QUALITIES, largest_piece: bool = True) -> list[dict]:
     """One row per scan and quality: Dice / HD95 / ASSD per scored organ, seconds, role. Each scan and its
-    reference are read once for every quality."""
+    reference are read once for every quality. ``largest_piece`` False: every piece of each organ scored, not
+    only the largest that the ``Segmenter`` keeps by default (what a run's in-run validation scores)."""
     from MultiModalSegLib.inference import Segmenter
     from MultiModalSegLib.io import read_image, read_labelmap
     from MultiModalSegLib.metrics import evaluate_labels
 
-    segmenters = {quality: Segmenter(bundle, device="cpu", amp=False, quality=quality) for quality in qualities}
+    segmenters = {quality: Segmenter(bundle, device="cpu", amp=False, quality=quality, largest_component=largest_piece)
+                  for quality in qualities}
     metadata = next(iter(segmenters.values())).bundle.metadata
     trained = trained_case_names(metadata)
     volumes = {scan["name"]: read_image(scan["image"]) for scan in scans}
@@ -152,20 +154,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=SHARED, help=f"the real scans' folder (default {SHARED})")
     parser.add_argument("--quality", choices=QUALITIES, action="append", help="default: both")
     parser.add_argument("--readme", action="store_true", help="also copy the table into README.md (real-scans block)")
+    parser.add_argument("--every-piece", action="store_true",
+                        help="score every piece of each organ, not only its largest (the Segmenter's default keeps the largest)")
     args = parser.parse_args(argv)
+    if args.every_piece and args.readme:
+        parser.error("--every-piece scores what the module does not deliver; leave out --readme")
     scans = real_scans(args.data)
     missing = [str(s["image"]) for s in scans if not Path(s["image"]).is_file()]
     if missing:
         parser.error(f"real scans not found: {missing}; pass --data with the folder of ../shared/data")
-    rows = [row for b in args.bundle for row in score(b, scans, tuple(args.quality or QUALITIES))]
+    rows = [row for b in args.bundle for row in score(b, scans, tuple(args.quality or QUALITIES), largest_piece=not args.every_piece)]
     args.out.mkdir(parents=True, exist_ok=True)
     text = (
         "# Real-scan accuracy\n\n"
         "Dice against TotalSegmentator pseudo-labels, through the ordinary `Segmenter` on the CPU. Role: "
         "`validation` = a scan no recipe trains on; `left out` = a training scan this model's recipe excluded; "
         "`train` = the model trained on it (fit, not generalisation). `n/s`: not scored (the organ is cut off "
-        "in that scan). Regenerate: `python training/evaluate_real_scans.py "
-        + " ".join(f"--bundle {b}" for b in args.bundle) + "`.\n\n" + markdown(rows) + "\n"
+        "in that scan). " + ("Every piece of each organ scored (`--every-piece`), not only the largest that the `Segmenter` "
+        "keeps by default. " if args.every_piece else "") + "Regenerate: `python training/evaluate_real_scans.py "
+        + " ".join(f"--bundle {b}" for b in args.bundle) + "".join(f" --quality {q}" for q in args.quality or ())
+        + (" --every-piece" if args.every_piece else "")
+        + (f" --out {args.out}" if args.out != parser.get_default("out") else "") + "`.\n\n" + markdown(rows) + "\n"
     )
     write_text_atomic(args.out / "real_scans.md", text)
     write_text_atomic(args.out / "real_scans.json", json.dumps(rows, indent=1) + "\n")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from Testing.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,3 +75,24 @@ def test_score_reads_each_scan_once_and_scores_what_the_segmenter_returns(tiny_b
     for organ in mr["organs"]:
         dice = expected[organ]["dice"]
         assert row["metrics"][organ]["dice"] == (None if dice != dice else round(float(dice), 4))
+
+
+def test_every_piece_scores_without_the_largest_piece_step_and_never_goes_to_the_readme(tiny_bundle, monkeypatch, capsys):
+    import MultiModalSegLib.inference as inference
+
+    made = []
+
+    class Recording(inference.Segmenter):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self.largest_component)
+
+    monkeypatch.setattr(inference, "Segmenter", Recording)
+    e = _module()
+    mr = [s for s in e.real_scans(REPO / "Resources" / "SampleData") if s["name"] == "abdomen_mr_01"]
+    e.score(tiny_bundle, mr, ("fast",), largest_piece=False)
+    e.score(tiny_bundle, mr, ("fast",))
+    assert made == [False, True]
+    with pytest.raises(SystemExit):
+        e.main(["--bundle", str(tiny_bundle), "--every-piece", "--readme"])
+    assert "leave out --readme" in capsys.readouterr().err
