@@ -4,7 +4,8 @@
         --out training/reports/abdomen-synth
 
 Writes ``status.md`` (steps done, training hours per session, the validation Dice at every
-validation step and each modality's mean over the last three checks) and ``status.png`` (loss curves, validation Dice) to ``--out``; ``--name`` sets
+validation step and each modality's mean over the last three checks, then the same for each organ's
+largest piece at the checks that logged it) and ``status.png`` (loss curves, validation Dice) to ``--out``; ``--name`` sets
 their file stem. Each ``--beside OTHER_RUN`` adds that run's validation Dice at the same steps, one
 table per modality, so that a run in progress is read against finished ones at equal training.
 """
