@@ -1,0 +1,94 @@
+"""A run's last checkpoint scored on the run's validation cases two ways: every piece the network calls an
+organ (what in-run checks logged as ``dice``, the only figure of runs stopped before they logged
+``dice_largest_piece``) and each organ's largest piece alone (what its bundle would deliver). Model space,
+the same prediction for both, as an in-run check.
+
+    python training/checkpoint_validation.py \
+        --run training/runs-in-progress/abdomen-ummkd-synth-16=training/configs/abdomen_synth_v16.json \
+        --out training/reports/stopped-runs
+
+Each checkpoint is copied into a temporary folder and read there, so a run folder is left as it is (a
+recipe's phantoms are drawn again there). Writes ``checkpoint_validation.md`` and ``.json`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.results_files import save_results  # noqa: E402
+
+
+def run_and_config(text: str) -> tuple[Path, Path]:
+    """``RUN_FOLDER=CONFIG`` from the command line."""
+    run, sep, config = text.partition("=")
+    if not sep or not run or not config:
+        raise argparse.ArgumentTypeError(f"{text!r}: give RUN_FOLDER=CONFIG, e.g. training/runs-in-progress/x=training/configs/x.json")
+    return Path(run), Path(config)
+
+
+def score_checkpoint(run: Path, config: Path) -> dict:
+    """The step of ``run``'s last checkpoint, its validation cases and the Dice per modality and organ both ways."""
+    from MultiModalSegLib.errors import ConfigError
+    from MultiModalSegLib.training import Trainer, load_config
+    from MultiModalSegLib.training.validation import dice_summary, predict_cases
+
+    checkpoint = run / "checkpoints" / "last.pt"
+    if not checkpoint.is_file():
+        raise SystemExit(f"{checkpoint}: no checkpoint; give the folder of a run that has trained")
+    cfg = load_config(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "checkpoints").mkdir()
+        shutil.copy2(checkpoint, Path(tmp) / "checkpoints" / "last.pt")
+        trainer = Trainer(cfg, tmp, quiet=True)
+        try:
+            trainer.build()
+        except ConfigError as exc:
+            raise SystemExit(f"{run}: its checkpoint does not match {config} ({exc}); give the config the run was "
+                             "trained with (the one in its folder's history)") from exc
+        preds = predict_cases(trainer.method.inference_network(), trainer.val_cases, cfg.patch_size, trainer.device,
+                              cfg.amp, polarity_ensemble=trainer.polarity_ensemble)
+        return {"run": run.name, "step": trainer.step, "cases": [c.name for c in trainer.val_cases],
+                "every_piece": dice_summary(preds, trainer.val_cases, trainer.labels),
+                "largest_piece": dice_summary(preds, trainer.val_cases, trainer.labels, largest_piece=True)}
+
+
+def markdown(rows: list[dict]) -> str:
+    """A row per run and modality; each cell the organ's Dice every piece -> largest piece."""
+    organs = [o for o in next(iter(rows[0]["every_piece"].values())) if o != "mean"]
+    lines = ["| run | step | modality | " + " | ".join([*organs, "mean"]) + " |", "|---|---:|---|" + "---:|" * (len(organs) + 1)]
+    for r in rows:
+        for modality, every in r["every_piece"].items():
+            kept = r["largest_piece"][modality]
+            cells = [f"{every[o]:.3f} -> {kept[o]:.3f}" for o in [*organs, "mean"]]
+            lines.append(f"| {r['run']} | {r['step']} | {modality} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="A run's last checkpoint scored every piece and largest piece on its validation cases.")
+    parser.add_argument("--run", action="append", required=True, type=run_and_config, help="RUN_FOLDER=CONFIG (repeatable)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    rows = [score_checkpoint(run, config) for run, config in args.run]
+    cases = sorted({c for r in rows for c in r["cases"]})
+    text = (
+        "# Runs' last checkpoints: every piece and largest piece\n\n"
+        f"Validation Dice in model space on each run's validation cases ({', '.join(cases)}), from one prediction "
+        "per case: every piece the network calls an organ (the in-run `dice`) -> each organ's largest piece alone "
+        "(what the bundle keeps). Regenerate: `python training/checkpoint_validation.py "
+        + " ".join(f"--run {run}={config}" for run, config in args.run) + f" --out {args.out}`.\n\n" + markdown(rows) + "\n"
+    )
+    save_results(args.out, "checkpoint_validation", rows, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
