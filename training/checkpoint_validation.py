@@ -37,7 +37,7 @@ def score_checkpoint(run: Path, config: Path) -> dict:
     """The step of ``run``'s last checkpoint, its validation cases and the Dice per modality and organ both ways."""
     from MultiModalSegLib.errors import ConfigError
     from MultiModalSegLib.training import Trainer, load_config
-    from MultiModalSegLib.training.validation import dice_summary, predict_cases
+    from MultiModalSegLib.training.validation import validate_both_ways
 
     checkpoint = run / "checkpoints" / "last.pt"
     if not checkpoint.is_file():
@@ -52,11 +52,10 @@ def score_checkpoint(run: Path, config: Path) -> dict:
         except ConfigError as exc:
             raise SystemExit(f"{run}: its checkpoint does not match {config} ({exc}); give the config the run was "
                              "trained with (the one in its folder's history)") from exc
-        preds = predict_cases(trainer.method.inference_network(), trainer.val_cases, cfg.patch_size, trainer.device,
-                              cfg.amp, polarity_ensemble=trainer.polarity_ensemble)
+        scores = validate_both_ways(trainer.method.inference_network(), trainer.val_cases, trainer.labels, cfg.patch_size,
+                                    trainer.device, cfg.amp, polarity_ensemble=trainer.polarity_ensemble)
         return {"run": run.name, "step": trainer.step, "cases": [c.name for c in trainer.val_cases],
-                "every_piece": dice_summary(preds, trainer.val_cases, trainer.labels),
-                "largest_piece": dice_summary(preds, trainer.val_cases, trainer.labels, largest_piece=True)}
+                "every_piece": scores["dice"], "largest_piece": scores["dice_largest_piece"]}
 
 
 def markdown(rows: list[dict]) -> str:

@@ -48,7 +48,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import PHANTOM_COUNTS, TrainConfig, configured_profiles, polarity_shares, profile_jitter_shares
 from .progress import ProgressLog, format_seconds
 from .schedules import build_scheduler
-from .validation import dice_summary, predict_cases
+from .validation import validate_both_ways
 
 UNLABELLED_STREAM = 1000  # sampler stream ids of unlabelled cases: 1000 + the modality's index
 
@@ -465,12 +465,10 @@ class Trainer:
                 bar.update(self.step, f"loss {losses['loss']:.4f} lr {lr:.2e} eta {format_seconds(eta)}",
                            loss=round(losses["loss"], 5), lr=lr, eta_s=round(eta, 1))  # fmt: skip
                 if self.is_main and self.val_cases and (self.step % cfg.validate_every == 0 or self.step == cfg.steps):
-                    preds = predict_cases(self.method.inference_network(), self.val_cases, cfg.patch_size, self.device, cfg.amp,
-                                          polarity_ensemble=self.polarity_ensemble)
-                    val = dice_summary(preds, self.val_cases, self.labels)
-                    # also as the bundle segments (each organ's largest piece): scattered false pieces cost the first only
-                    log.write("validation", step=self.step, dice=val, cases=[c.name for c in self.val_cases],
-                              dice_largest_piece=dice_summary(preds, self.val_cases, self.labels, largest_piece=True))
+                    scores = validate_both_ways(self.method.inference_network(), self.val_cases, self.labels, cfg.patch_size,
+                                                self.device, cfg.amp, polarity_ensemble=self.polarity_ensemble)
+                    val = scores["dice"]
+                    log.write("validation", step=self.step, cases=[c.name for c in self.val_cases], **scores)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.checkpoint()
                     log.write("checkpoint", step=self.step, path=str(self.ckpt_path))

@@ -46,7 +46,7 @@ def dice_summary(
     per_modality: dict[str, list[dict[str, float]]] = {}
     for pred, case in zip(preds, cases, strict=True):
         if largest_piece:
-            pred = keep_largest_component(pred.astype(np.uint8), [lab.value for lab in labels])
+            pred = keep_largest_component(pred, [lab.value for lab in labels])
         per_modality.setdefault(case.modality, []).append(dice_scores(pred, case.label, labels))
     summary = {}
     for modality, rows in per_modality.items():
@@ -70,6 +70,21 @@ def validate(
     scored by :func:`dice_summary`."""
     preds = predict_cases(net, cases, patch_size, device, amp, polarity_ensemble)
     return dice_summary(preds, cases, labels, largest_piece)
+
+
+def validate_both_ways(
+    net: nn.Module,
+    cases: Sequence[PreparedCase],
+    labels: Sequence[LabelInfo],
+    patch_size: Sequence[int],
+    device: torch.device,
+    amp: bool = True,
+    polarity_ensemble: Sequence[str] = (),
+) -> dict[str, dict[str, dict[str, float]]]:
+    """One prediction per case scored two ways: ``dice`` (every piece, the in-run figure every run logs) and
+    ``dice_largest_piece`` (each organ's largest piece, what the bundle delivers)."""
+    preds = predict_cases(net, cases, patch_size, device, amp, polarity_ensemble)
+    return {"dice": dice_summary(preds, cases, labels), "dice_largest_piece": dice_summary(preds, cases, labels, largest_piece=True)}
 
 
 def validation_markdown(dice: dict[str, dict[str, float | None]]) -> str:
