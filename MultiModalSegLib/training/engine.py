@@ -38,7 +38,7 @@ from ..data.synthesis import (
 from ..device import autocast, grad_scaler, load_scaler_state, resolve_device
 from ..errors import ConfigError
 from ..methods import build_method, get_method
-from ..modalities import ModalityProfile, get_modality
+from ..modalities import LEGACY_FOREGROUND, ModalityProfile, get_modality, with_params
 from ..naming import derived_model_name
 from ..provenance import config_record, dataset_file_record
 from ..reporting import Reporter
@@ -313,13 +313,30 @@ class Trainer:
     def _identity(self) -> str:
         """The configuration's identity and the intensity profiles the run normalises with: a library
         whose default profile changed must not resume a run begun with the former one."""
-        profiles = {m: self.profiles[m].to_dict()["params"] for m in self.modalities}
-        return repr([*sorted(self.cfg.identity().items()), ("intensity_profiles", profiles)])
+        return repr([*sorted(self.cfg.identity().items()), ("intensity_profiles", self._profile_params())])
+
+    def _profile_params(self) -> dict:
+        return {m: self.profiles[m].to_dict()["params"] for m in self.modalities}
+
+    def _identities_before_the_pin(self) -> set[str]:
+        """Identities of this same run as written before its recipe pinned ``intensity_profiles``: a pin
+        that names the profiles a run normalised with records the recipe, it does not change it. So the
+        identity without the pin is accepted with the profiles it records (they must be the pinned ones),
+        and, for a checkpoint from before runs recorded their profiles, when the pinned profiles are the
+        ones the library then used (MR percentiles over the voxels above the mean, ``LEGACY_FOREGROUND``)."""
+        if not self.cfg.intensity_profiles:
+            return set()
+        unpinned = sorted((k, v) for k, v in self.cfg.identity().items() if k != "intensity_profiles")
+        profiles = self._profile_params()
+        accepted = {repr([*unpinned, ("intensity_profiles", profiles)])}
+        if profiles == _profiles_before_recording(self.modalities):
+            accepted.add(repr(unpinned))
+        return accepted
 
     def _resume(self) -> None:
         state = load_checkpoint(self.ckpt_path)
         stored = state.get("identity")
-        if stored != self._identity():
+        if stored != self._identity() and stored not in self._identities_before_the_pin():
             if stored == repr(sorted(self.cfg.identity().items())):
                 raise ConfigError(
                     f"{self.ckpt_path} was written before runs recorded their intensity profiles, and the MR profile "
@@ -562,6 +579,19 @@ class Trainer:
         meta = self.metadata(validation, seconds)
         meta["metrics"] = _finite(meta["metrics"])
         return save_bundle(self.out / "bundle", meta, state, overwrite=True)
+
+
+def _profiles_before_recording(modalities: list[str]) -> dict:
+    """The profile parameters the library normalised ``modalities`` with before runs recorded their
+    profiles: today's, except that percentile profiles took their percentiles over the voxels above the
+    image mean (the one change made since; see ``Trainer._resume``)."""
+    former = {}
+    for m in modalities:
+        profile = get_modality(m)
+        if profile.kind == "percentile":
+            profile = with_params(profile, {"foreground": LEGACY_FOREGROUND})
+        former[m] = profile.to_dict()["params"]
+    return former
 
 
 def _finite(obj):

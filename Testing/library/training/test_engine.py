@@ -94,6 +94,39 @@ def test_resume_refuses_a_changed_intensity_profile(phantom_dir, tmp_path, monke
         Trainer(cfg, tmp_path, quiet=True).build()
 
 
+def test_a_pin_of_the_profile_a_run_used_still_resumes_it(phantom_dir, tmp_path):
+    """A recipe that later pins ``intensity_profiles`` to the profile its run normalised with names
+    the same run: its checkpoint (identity written without the pin, with or without recorded
+    profiles) resumes. A pin of another profile than the run's is still refused."""
+    former = {"MR": {"foreground": "above_mean"}}
+    pinned = config_from_dict(tiny_config(phantom_dir, steps=2, intensity_profiles=former))
+    unpinned = config_from_dict(tiny_config(phantom_dir, steps=2))
+    Trainer(pinned, tmp_path, quiet=True).run()
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    state = torch.load(ckpt, weights_only=False)
+    profiles = {m: p.to_dict()["params"] for m, p in Trainer(pinned, tmp_path / "x", quiet=True).profiles.items()}
+    assert profiles["MR"]["foreground"] == "above_mean"
+    unpinned_items = sorted(unpinned.identity().items())
+    longer = config_from_dict(tiny_config(phantom_dir, steps=3, intensity_profiles=former))
+    for written in (repr([*unpinned_items, ("intensity_profiles", profiles)]), repr(unpinned_items)):
+        state["identity"] = written
+        torch.save(state, ckpt)
+        resumed = Trainer(longer, tmp_path, quiet=True)
+        resumed.build()
+        assert resumed.step == 2
+    # the run recorded other profiles than the pin names: a different recipe
+    state["identity"] = Trainer(unpinned, tmp_path / "y", quiet=True)._identity()
+    torch.save(state, ckpt)
+    with pytest.raises(ConfigError, match="different configuration"):
+        Trainer(longer, tmp_path, quiet=True).build()
+    # from before runs recorded profiles, pinned to the profile of today's library, not the one then used
+    today = config_from_dict(tiny_config(phantom_dir, steps=3, intensity_profiles={"MR": {"foreground": "all"}}))
+    state["identity"] = repr(sorted(unpinned.identity().items()))
+    torch.save(state, ckpt)
+    with pytest.raises(ConfigError, match="different configuration"):
+        Trainer(today, tmp_path, quiet=True).build()
+
+
 def test_stop_file_ends_the_run_with_a_checkpoint(phantom_dir, tmp_path):
     cfg = config_from_dict(tiny_config(phantom_dir, steps=200, checkpoint_every=1000))
     trainer = Trainer(cfg, tmp_path, quiet=True)
