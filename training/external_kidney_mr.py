@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.results_files import save_results  # noqa: E402
 from MultiModalSegLib.errors import InputError  # noqa: E402
+from training.averaged_segmenter import described, segmenter  # noqa: E402
 from training.wheel_data import check_wheel  # noqa: E402
 
 WHEEL_NAME = "renalsegmentor-2.0.0-py3-none-any.whl"
@@ -117,10 +118,8 @@ def measure(labels: np.ndarray, volume, label_values: dict[str, int], reference_
 
 def score(bundle: Path, volumes: dict[str, object], references: dict[str, float],
           qualities: tuple[str, ...] = ("normal", "fast")) -> tuple[list[dict], dict]:
-    """One row per quality and scan; and the normal-quality label arrays per scan, for the figure."""
-    from MultiModalSegLib.inference import Segmenter
-
-    segmenters = {quality: Segmenter(bundle, device="cpu", amp=False, quality=quality) for quality in qualities}
+    """One row per quality and scan (``bundle``: one bundle, or ``A+B`` averaged); and the normal-quality label arrays per scan, for the figure."""
+    segmenters = {quality: segmenter(bundle, device="cpu", amp=False, quality=quality) for quality in qualities}
     metadata = segmenters[qualities[0]].bundle.metadata
     label_values = {lab["name"]: int(lab["value"]) for lab in metadata["labels"]}
     unknown = [o for o in ORGANS if o not in label_values]
@@ -133,7 +132,7 @@ def score(bundle: Path, volumes: dict[str, object], references: dict[str, float]
             t0 = time.perf_counter()
             labels = np.asarray(seg.segment(volume, "MR").labels.array)
             seconds = round(time.perf_counter() - t0, 2)
-            rows.append({"bundle": f"{metadata['name']} {metadata['version']}", "quality": quality, "scan": scan,
+            rows.append({"bundle": described(seg), "quality": quality, "scan": scan,
                          "seconds": seconds, **measure(labels, volume, label_values, references[scan])})
             if quality == "normal":
                 figure[scan] = names, labels
@@ -239,7 +238,7 @@ def figure_png(volumes: dict[str, object], figures: dict[str, dict], path: Path,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheel", type=Path, required=True, help=WHEEL_NAME)
-    parser.add_argument("--bundle", action="append", required=True, type=Path, help="a bundle (repeatable)")
+    parser.add_argument("--bundle", action="append", required=True, type=Path, help="a bundle, or bundles joined by + to average their probabilities (repeatable)")
     parser.add_argument("--out", type=Path, default=REPO / "training" / "reports" / "external-kidney-mr",
                         help="writes external_kidney_mr.md, .json and .png here (default: %(default)s)")
     args = parser.parse_args(argv)

@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.results_files import save_results  # noqa: E402
 from MultiModalSegLib.errors import InputError  # noqa: E402
+from training.averaged_segmenter import described, segmenter  # noqa: E402
 from training.wheel_data import check_wheel  # noqa: E402
 
 WHEEL_REQUIREMENT = "liver-ct-segmentation-package==1.6.0"
@@ -95,19 +96,17 @@ def lits_volumes(wheel: Path, spacing: tuple[float, float, float] = GEOMETRIES[0
 
 
 def score(bundle: Path, volumes: dict[tuple[float, ...], tuple]) -> list[dict]:
-    """Liver Dice of ``bundle`` at each quality on the volume of each assumed geometry, with the seconds it took."""
-    from MultiModalSegLib.bundle import load_bundle
-    from MultiModalSegLib.inference import Segmenter
+    """Liver Dice of ``bundle`` (or ``A+B``, their probabilities averaged) at each quality on the volume of each assumed geometry, with the seconds it took."""
     from MultiModalSegLib.labels import LabelInfo
     from MultiModalSegLib.metrics import dice_scores
 
-    metadata = load_bundle(bundle).metadata
-    liver_label = LabelInfo(next(lab["value"] for lab in metadata["labels"] if lab["name"] == "liver"), "liver", (0, 0, 0))
-    references = {spacing: liver.array.astype(np.int32) * liver_label.value for spacing, (_, liver) in volumes.items()}
     rows = []
     for quality in ("normal", "fast"):
-        seg = Segmenter(bundle, device="cpu", amp=False, quality=quality)
-        row = {"bundle": f"{metadata['name']} {metadata['version']}", "quality": quality, "liver_dice": {}, "seconds": 0.0}
+        seg = segmenter(bundle, device="cpu", amp=False, quality=quality)
+        metadata = seg.bundle.metadata
+        liver_label = LabelInfo(next(lab["value"] for lab in metadata["labels"] if lab["name"] == "liver"), "liver", (0, 0, 0))
+        references = {spacing: liver.array.astype(np.int32) * liver_label.value for spacing, (_, liver) in volumes.items()}
+        row = {"bundle": described(seg), "quality": quality, "liver_dice": {}, "seconds": 0.0}
         for spacing, (ct, _) in volumes.items():
             t0 = time.perf_counter()
             result = seg.segment(ct, "CT")
@@ -144,7 +143,7 @@ def markdown(rows: list[dict], command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheel", type=Path, required=True, help="liver_ct_segmentation_package-1.6.0-py2.py3-none-any.whl")
-    parser.add_argument("--bundle", action="append", required=True, type=Path, help="a bundle (repeatable)")
+    parser.add_argument("--bundle", action="append", required=True, type=Path, help="a bundle, or bundles joined by + to average their probabilities (repeatable)")
     parser.add_argument("--spacing", type=float, nargs=3, action="append", metavar=("RL", "AP", "IS"),
                         help="an assumed voxel size in mm (repeatable; default: the four of GEOMETRIES)")
     parser.add_argument("--out", type=Path, default=REPO / "training" / "reports" / "real-scans",

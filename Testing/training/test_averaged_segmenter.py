@@ -1,0 +1,85 @@
+"""``training/averaged_segmenter.py``: ``A+B`` names averaged bundles; their labels follow the members'
+mean probabilities, largest piece kept; members of other label sets are refused."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from MultiModalSegLib.errors import InputError
+from MultiModalSegLib.inference.segmenter import Segmentation
+from MultiModalSegLib.io import Volume
+from Testing.conftest import load_script
+
+EYE = tuple(np.eye(3).ravel())
+LABELS = [{"name": "liver", "value": 1}, {"name": "spleen", "value": 2}]
+
+
+class FakeMember:
+    """A member that returns fixed probabilities (channels first) on a 1 x 4 x 4 grid."""
+
+    def __init__(self, probabilities: np.ndarray, labels=LABELS, name="m", version="1.0.0") -> None:
+        self.p = probabilities.astype(np.float32)
+        self.bundle = SimpleNamespace(metadata={"labels": labels, "name": name, "version": version})
+
+    def segment(self, volume, modality="auto", *, probabilities=False):
+        labels = Volume(np.argmax(self.p, 0).astype(np.uint8), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), EYE)
+        return Segmentation(labels, [], "CT", "given", self.p if probabilities else None, 1.5)
+
+
+def test_members_of_a_spec():
+    avg = load_script("training/averaged_segmenter.py")
+    assert avg.members("a.zip+b") == [avg.Path("a.zip"), avg.Path("b")]
+    assert avg.members("Resources/Models/x.zip") == [avg.Path("Resources/Models/x.zip")]
+
+
+def test_a_path_with_a_plus_that_exists_is_one_bundle(tmp_path):
+    avg = load_script("training/averaged_segmenter.py")
+    odd = tmp_path / "c+d.zip"
+    odd.write_bytes(b"")
+    assert avg.members(str(odd)) == [odd]
+
+
+def test_labels_follow_the_mean_probabilities_and_keep_the_largest_piece(monkeypatch):
+    """Member a is sure of a liver on the left half and unsure elsewhere; member b fairly sure of a
+    spleen on the right half and of one spleen voxel on the left. Averaged: the liver left, the spleen
+    right (neither member's own map), and the lone spleen voxel dropped as a second piece."""
+    avg = load_script("training/averaged_segmenter.py")
+    a = np.empty((3, 1, 4, 4))
+    a[:, :, :, :2] = np.array([0.05, 0.9, 0.05])[:, None, None, None]
+    a[:, :, :, 2:] = np.array([0.4, 0.3, 0.3])[:, None, None, None]
+    b = np.empty((3, 1, 4, 4))
+    b[:, :, :, :2] = np.array([0.6, 0.2, 0.2])[:, None, None, None]
+    b[:, :, :, 2:] = np.array([0.2, 0.2, 0.6])[:, None, None, None]
+    b[:, 0, 3, 0] = [0.005, 0.005, 0.99]
+    fakes = {"a": FakeMember(a, name="a"), "b": FakeMember(b, name="b", version="2.0.0")}
+    monkeypatch.setattr("MultiModalSegLib.inference.Segmenter", lambda path, **options: fakes[str(path)])
+    seg = avg.segmenter("a+b", device="cpu")
+    result = seg.segment(Volume(np.zeros((1, 4, 4), np.float32), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), EYE), "CT")
+    expected = np.zeros((1, 4, 4), np.uint8)
+    expected[0, :, :2] = 1
+    expected[0, :, 2:] = 2
+    expected[0, 3, 0] = 0  # spleen by the mean, a piece apart from the spleen: dropped
+    assert np.array_equal(result.labels.array, expected)
+    assert np.allclose(result.probabilities, (a + b) / 2.0) and result.seconds == 3.0
+    assert avg.described(seg) == "a 1.0.0 + b 2.0.0"
+
+
+def test_members_of_another_label_set_are_refused(monkeypatch):
+    avg = load_script("training/averaged_segmenter.py")
+    other = [{"name": "liver", "value": 1}, {"name": "kidney", "value": 2}]
+    fakes = {"a": FakeMember(np.ones((3, 1, 4, 4))), "b": FakeMember(np.ones((3, 1, 4, 4)), labels=other)}
+    monkeypatch.setattr("MultiModalSegLib.inference.Segmenter", lambda path, **options: fakes[str(path)])
+    with pytest.raises(InputError, match="b: its labels differ"):
+        avg.segmenter("a+b")
+
+
+def test_liver_ct_score_names_an_averaged_pair(tiny_bundle, tmp_path):
+    script = load_script("training/external_liver_ct.py")
+    volume = Volume(np.random.default_rng(0).normal(40.0, 20.0, (12, 12, 12)).astype(np.float32), (3.0, 3.0, 3.0), (0.0, 0.0, 0.0), EYE)
+    liver = Volume(np.zeros((12, 12, 12), np.uint8), (3.0, 3.0, 3.0), (0.0, 0.0, 0.0), EYE)
+    rows = script.score(f"{tiny_bundle}+{tiny_bundle}", {(3.0, 3.0, 3.0): (volume, liver)})
+    assert [r["quality"] for r in rows] == ["normal", "fast"]
+    assert rows[0]["bundle"].count(" + ") == 1 and rows[0]["bundle"].split(" + ")[0] == rows[0]["bundle"].split(" + ")[1]

@@ -1,0 +1,65 @@
+"""Several bundles segmenting as one, for the external checks: ``--bundle A+B`` in
+``external_liver_ct.py`` and ``external_kidney_mr.py`` scores the argmax of the members' mean class
+probabilities on the scan's grid, each organ's largest piece kept, the rule by which
+``probability_ensembles.py`` scores its groups on the project's real scans. Each member segments with
+its own declared inference (profile, polarity, window); the members must share their labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+SEPARATOR = "+"
+
+
+def members(spec: str | Path) -> list[Path]:
+    """The bundle paths of ``spec``: one path, or paths joined by ``+`` (a path that exists as
+    given is one bundle, ``+`` in its name or not)."""
+    text = str(spec)
+    if Path(text).exists() or SEPARATOR not in text:
+        return [Path(text)]
+    return [Path(part) for part in text.split(SEPARATOR)]
+
+
+class AveragedSegmenter:
+    """``segment(volume, modality)`` as a ``Segmenter`` does, from the mean of the members'
+    probabilities; ``bundle`` is the first member's (its labels are every member's)."""
+
+    def __init__(self, bundles: list[Path], **options) -> None:
+        from MultiModalSegLib.errors import InputError
+        from MultiModalSegLib.inference import Segmenter
+
+        self.members = [Segmenter(b, **options) for b in bundles]
+        self.bundle = self.members[0].bundle
+        first = self.bundle.metadata["labels"]
+        for path, member in zip(bundles, self.members, strict=True):
+            if member.bundle.metadata["labels"] != first:
+                raise InputError(f"{path}: its labels differ from {bundles[0]}'s; average models of one label set.")
+        self.values = [int(lab["value"]) for lab in first]
+
+    def segment(self, volume, modality: str = "auto"):
+        from MultiModalSegLib.inference.segmenter import keep_largest_component
+        from MultiModalSegLib.io import Volume
+
+        results = [m.segment(volume, modality, probabilities=True) for m in self.members]
+        mean = sum(r.probabilities.astype(np.float32) for r in results) / len(results)
+        labels = keep_largest_component(np.argmax(mean, axis=0).astype(np.uint8), self.values)
+        grid = results[0].labels
+        return dataclasses.replace(results[0], labels=Volume(labels, grid.spacing, grid.origin, grid.direction),
+                                   probabilities=mean, seconds=sum(r.seconds for r in results))
+
+
+def segmenter(spec: str | Path, **options):
+    """A ``Segmenter`` for one bundle, an :class:`AveragedSegmenter` for ``A+B``; ``options`` go to each."""
+    from MultiModalSegLib.inference import Segmenter
+
+    paths = members(spec)
+    return Segmenter(paths[0], **options) if len(paths) == 1 else AveragedSegmenter(paths, **options)
+
+
+def described(seg) -> str:
+    """``name version`` of a segmenter's model, members joined by `` + ``."""
+    return " + ".join(f"{m.bundle.metadata['name']} {m.bundle.metadata['version']}" for m in getattr(seg, "members", [seg]))
