@@ -24,6 +24,15 @@ def members(spec: str | Path) -> list[Path]:
     return [Path(part) for part in text.split(SEPARATOR)]
 
 
+def mean_labels(probabilities: list[np.ndarray], values: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The labels of the mean of ``probabilities`` (class first, one grid): its argmax with each organ of
+    ``values`` kept to its largest piece, as the ``Segmenter`` keeps it; and the mean."""
+    from MultiModalSegLib.inference.segmenter import keep_largest_component
+
+    mean = sum(p.astype(np.float32) for p in probabilities) / len(probabilities)
+    return keep_largest_component(np.argmax(mean, axis=0).astype(np.uint8), values), mean
+
+
 class AveragedSegmenter:
     """``segment(volume, modality)`` as a ``Segmenter`` does, from the mean of the members'
     probabilities; ``bundle`` is the first member's (its labels are every member's)."""
@@ -41,12 +50,10 @@ class AveragedSegmenter:
         self.values = [int(lab["value"]) for lab in first]
 
     def segment(self, volume, modality: str = "auto"):
-        from MultiModalSegLib.inference.segmenter import keep_largest_component
         from MultiModalSegLib.io import Volume
 
         results = [m.segment(volume, modality, probabilities=True) for m in self.members]
-        mean = sum(r.probabilities.astype(np.float32) for r in results) / len(results)
-        labels = keep_largest_component(np.argmax(mean, axis=0).astype(np.uint8), self.values)
+        labels, mean = mean_labels([r.probabilities for r in results], self.values)
         grid = results[0].labels
         return dataclasses.replace(results[0], labels=Volume(labels, grid.spacing, grid.origin, grid.direction),
                                    probabilities=mean, seconds=sum(r.seconds for r in results))

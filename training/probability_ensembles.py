@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 from benchmarks.results_files import save_results  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
 from MultiModalSegLib.metrics import evaluate_labels  # noqa: E402
+from training.averaged_segmenter import mean_labels  # noqa: E402
 from training.evaluate_real_scans import trained_case_names  # noqa: E402
 from training.real_scans import REAL_SCANS, SHARED_DATA  # noqa: E402
 
@@ -60,10 +61,7 @@ def probabilities(bundles: dict[str, Path], scans: list, root: Path) -> tuple[di
 
 def group_dice(members: tuple[str, ...], scan, probs: dict, references: dict) -> dict[str, float]:
     """Dice per scored organ of the argmax of the members' mean probabilities (largest pieces kept)."""
-    from MultiModalSegLib.inference.segmenter import keep_largest_component
-
-    total = sum(probs[m, scan.name].astype(np.float32) for m in members)
-    labels = keep_largest_component(np.argmax(total, axis=0).astype(np.uint8), [lab.value for lab in ABDOMEN_LABELS])
+    labels, _ = mean_labels([probs[m, scan.name] for m in members], [lab.value for lab in ABDOMEN_LABELS])
     reference, spacing = references[scan.name]
     metrics = evaluate_labels(labels, reference, ABDOMEN_LABELS, spacing)
     return {o: round(float(metrics[o]["dice"]), 4) for o in scan.organs}
