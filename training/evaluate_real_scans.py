@@ -147,6 +147,14 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def command(args: argparse.Namespace, default_out: Path) -> str:
+    """The command line that writes this table again (``--out`` only where it is not the default)."""
+    parts = ["python training/evaluate_real_scans.py", *(f"--bundle {b}" for b in args.bundle),
+             *(f"--quality {q}" for q in args.quality or ()), *(["--every-piece"] if args.every_piece else []),
+             *([f"--out {args.out}"] if args.out != default_out else [])]
+    return " ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Score bundles on the real labelled scans (roles from provenance).")
     parser.add_argument("--bundle", action="append", required=True, type=Path, help="a bundle (repeatable)")
@@ -171,10 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         "`validation` = a scan no recipe trains on; `left out` = a training scan this model's recipe excluded; "
         "`train` = the model trained on it (fit, not generalisation). `n/s`: not scored (the organ is cut off "
         "in that scan). " + ("Every piece of each organ scored (`--every-piece`), not only the largest that the `Segmenter` "
-        "keeps by default. " if args.every_piece else "") + "Regenerate: `python training/evaluate_real_scans.py "
-        + " ".join(f"--bundle {b}" for b in args.bundle) + "".join(f" --quality {q}" for q in args.quality or ())
-        + (" --every-piece" if args.every_piece else "")
-        + (f" --out {args.out}" if args.out != parser.get_default("out") else "") + "`.\n\n" + markdown(rows) + "\n"
+        "keeps by default. " if args.every_piece else "") + f"Regenerate: `{command(args, parser.get_default('out'))}`.\n\n"
+        + markdown(rows) + "\n"
     )
     write_text_atomic(args.out / "real_scans.md", text)
     write_text_atomic(args.out / "real_scans.json", json.dumps(rows, indent=1) + "\n")

@@ -96,3 +96,15 @@ def test_every_piece_scores_without_the_largest_piece_step_and_never_goes_to_the
     with pytest.raises(SystemExit):
         e.main(["--bundle", str(tiny_bundle), "--every-piece", "--readme"])
     assert "leave out --readme" in capsys.readouterr().err
+
+
+def test_the_regenerate_command_carries_every_option_given():
+    import argparse
+
+    e = _module()
+    default = Path("training/reports/real-scans")
+    given = argparse.Namespace(bundle=[Path("a.zip"), Path("b")], quality=["fast"], every_piece=True, out=Path("x"))
+    assert e.command(given, default) == ("python training/evaluate_real_scans.py --bundle a.zip --bundle b --quality fast "
+                                         "--every-piece --out x")
+    plain = argparse.Namespace(bundle=[Path("a.zip")], quality=None, every_piece=False, out=default)
+    assert e.command(plain, default) == "python training/evaluate_real_scans.py --bundle a.zip"
