@@ -117,9 +117,16 @@ def measure(labels: np.ndarray, volume, label_values: dict[str, int], reference_
 
 
 def score(bundle: Path, volumes: dict[str, object], references: dict[str, float],
-          qualities: tuple[str, ...] = ("normal", "fast")) -> tuple[list[dict], dict]:
-    """One row per quality and scan (``bundle``: one bundle, or ``A+B`` averaged); and the normal-quality label arrays per scan, for the figure."""
+          qualities: tuple[str, ...] = ("normal", "fast"), polarity_ensemble: bool | None = None) -> tuple[list[dict], dict]:
+    """One row per quality and scan (``bundle``: one bundle, or ``A+B`` averaged); and the normal-quality label
+    arrays per scan, for the figure. ``polarity_ensemble``: None, each model's declared inference; True or False,
+    the MR polarity ensemble on or off whatever the bundle declares (the row's name says so)."""
     segmenters = {quality: segmenter(bundle, device="cpu", amp=False, quality=quality) for quality in qualities}
+    for seg in segmenters.values():
+        for member in getattr(seg, "members", [seg]):
+            if polarity_ensemble is not None:
+                member.polarity_ensemble = frozenset({"MR"}) if polarity_ensemble else frozenset()
+    suffix = {None: "", True: " (polarity ensemble on)", False: " (polarity ensemble off)"}[polarity_ensemble]
     metadata = segmenters[qualities[0]].bundle.metadata
     label_values = {lab["name"]: int(lab["value"]) for lab in metadata["labels"]}
     unknown = [o for o in ORGANS if o not in label_values]
@@ -132,7 +139,7 @@ def score(bundle: Path, volumes: dict[str, object], references: dict[str, float]
             t0 = time.perf_counter()
             labels = np.asarray(seg.segment(volume, "MR").labels.array)
             seconds = round(time.perf_counter() - t0, 2)
-            rows.append({"bundle": described(seg), "quality": quality, "scan": scan,
+            rows.append({"bundle": described(seg) + suffix, "quality": quality, "scan": scan,
                          "seconds": seconds, **measure(labels, volume, label_values, references[scan])})
             if quality == "normal":
                 figure[scan] = names, labels
@@ -241,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", action="append", required=True, type=Path, help="a bundle, or bundles joined by + to average their probabilities (repeatable)")
     parser.add_argument("--out", type=Path, default=REPO / "training" / "reports" / "external-kidney-mr",
                         help="writes external_kidney_mr.md, .json and .png here (default: %(default)s)")
+    parser.add_argument("--polarity-ensemble", action="store_true",
+                        help="score each bundle twice, the MR polarity ensemble off and on, whatever it declares")
     args = parser.parse_args(argv)
     try:
         check_wheel(args.wheel, WHEEL_SHA256, WHEEL_REQUIREMENT)
@@ -249,11 +258,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     rows, figures = [], {}
     for bundle in args.bundle:
-        found, figure = score(bundle, volumes, references)
-        rows += found
-        figures[found[0]["bundle"]] = figure
+        for polarity in (False, True) if args.polarity_ensemble else (None,):
+            found, figure = score(bundle, volumes, references, polarity_ensemble=polarity)
+            rows += found
+            figures[found[0]["bundle"]] = figure
     command = ("python training/external_kidney_mr.py --wheel /tmp/renal/" + args.wheel.name + " "
-               + " ".join(f"--bundle {b}" for b in args.bundle))
+               + " ".join(f"--bundle {b}" for b in args.bundle) + (" --polarity-ensemble" if args.polarity_ensemble else ""))
     text = markdown(rows, command)
     save_results(args.out, "external_kidney_mr", {"references_ml": references, "rows": rows}, text)
     figure_png(volumes, figures, args.out / "external_kidney_mr.png")

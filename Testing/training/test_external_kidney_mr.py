@@ -143,3 +143,20 @@ def test_main_writes_the_table_the_record_and_the_figure(tiny_bundle, tmp_path, 
     assert record["references_ml"] == {"test_sub_01": 310.5, "test_sub_02": 226.25} and len(record["rows"]) == 4
     assert "--wheel /tmp/renal/renalsegmentor-2.0.0-py3-none-any.whl" in (out / "external_kidney_mr.md").read_text()
     assert (out / "external_kidney_mr.png").stat().st_size > 0
+
+
+def test_score_turns_the_polarity_ensemble_on_or_off_whatever_the_bundle_declares(tiny_bundle, tmp_path, monkeypatch):
+    script = load_script("training/external_kidney_mr.py")
+    volumes, references = script.read_wheel(fake_wheel(script, tmp_path))
+    made = []
+    real = script.segmenter
+    monkeypatch.setattr(script, "segmenter", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    declared, _ = script.score(tiny_bundle, volumes, references, qualities=("fast",))
+    assert made[-1].polarity_ensemble == frozenset()  # the tiny bundle declares none
+    on, _ = script.score(tiny_bundle, volumes, references, qualities=("fast",), polarity_ensemble=True)
+    assert made[-1].polarity_ensemble == frozenset({"MR"})
+    off, _ = script.score(tiny_bundle, volumes, references, qualities=("fast",), polarity_ensemble=False)
+    assert made[-1].polarity_ensemble == frozenset()
+    name = declared[0]["bundle"]
+    assert [r["bundle"] for r in on] == [f"{name} (polarity ensemble on)"] * 2
+    assert [r["bundle"] for r in off] == [f"{name} (polarity ensemble off)"] * 2
