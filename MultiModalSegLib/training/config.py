@@ -54,6 +54,10 @@ class TrainConfig:
     ``polarity``: ``{"MR": s}`` shows that share of a modality's training items (real, phantom and
     synthesised) as their negative, ``1 - x``, and the bundle averages the probabilities of an image
     and of its negative at inference (:mod:`..data.polarity`; percentile profiles only).
+    ``cpu_bfloat16``: true trains on a CPU under bfloat16 autocast where the processor computes bfloat16
+    natively (AVX512-BF16 or AMX; several times faster per step there, ``benchmarks/training_precision.py``),
+    in float32 elsewhere; each session's start event says which (``precision``). It changes the
+    recipe, unlike ``threads``; on a GPU ``amp`` decides.
     ``init``: ``{"bundle": PATH, "sha256": HEX}`` starts the network from that bundle's weights
     (:mod:`.warm_start`: any U-Net-family method from any other; the sha256 is checked first).
     ``pretrain``: ``{"task": "masked_reconstruction", "steps": N, "lr": L, ...}`` pretrains the
@@ -89,6 +93,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    cpu_bfloat16: bool = False
     threads: int = 0
     workers: int = 0  # processes that make the next steps' batches ahead (see batch_loader); 0: none
     bundle: dict = field(default_factory=dict)
@@ -112,7 +117,7 @@ class TrainConfig:
         d = self.to_dict()
         for key in ("steps", "validate_every", "checkpoint_every", "log_every", "device", "threads", "workers", "source"):
             d.pop(key)
-        for key in ("pretrain", "intensity_profiles", "profile_jitter", "polarity"):  # absent from configs older than the key: they still resume
+        for key in ("pretrain", "intensity_profiles", "profile_jitter", "polarity", "cpu_bfloat16"):  # absent from configs older than the key: they still resume
             if not d[key]:
                 d.pop(key)
         return d
@@ -135,6 +140,8 @@ def config_from_dict(raw: dict, base: Path | None = None) -> TrainConfig:
         raise ConfigError("steps and batch_size must be at least 1.")
     if not isinstance(cfg.threads, int) or isinstance(cfg.threads, bool) or cfg.threads < 0:
         raise ConfigError(f"threads {cfg.threads!r}: give 0 (torch's own choice) or a positive number of CPU threads.")
+    if not isinstance(cfg.cpu_bfloat16, bool):
+        raise ConfigError(f"cpu_bfloat16 {cfg.cpu_bfloat16!r}: give true (bfloat16 autocast on a CPU that computes it) or false.")
     if not isinstance(cfg.workers, int) or isinstance(cfg.workers, bool) or cfg.workers < 0:
         raise ConfigError(f"workers {cfg.workers!r}: give 0 (batches made between steps) or a positive number of worker processes.")
     if len(cfg.patch_size) != 3 or len(cfg.spacing) != 3:

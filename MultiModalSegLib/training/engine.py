@@ -35,7 +35,7 @@ from ..data.synthesis import (
     recipe_options,
     source_organ_ids,
 )
-from ..device import autocast, grad_scaler, load_scaler_state, resolve_device
+from ..device import autocast, cpu_bfloat16_native, grad_scaler, load_scaler_state, resolve_device, use_amp
 from ..errors import ConfigError
 from ..methods import build_method, get_method
 from ..modalities import LEGACY_FOREGROUND, ModalityProfile, get_modality, with_params
@@ -404,7 +404,7 @@ class Trainer:
         unused: set[str] = set()
         for group in groups:
             self.method.zero_grad(set_to_none=True)
-            with autocast(self.device, self.cfg.amp):
+            with autocast(self.device, self.cfg.amp, cpu_bfloat16=self.cfg.cpu_bfloat16):
                 loss = self.method.training_step(group)["loss"]
             loss.backward()
             unused |= {n for n, p in self.method.named_parameters() if p.requires_grad and p.grad is None}
@@ -419,7 +419,7 @@ class Trainer:
         """Forward ``batches`` through the method, backward, one optimiser step; returns the losses."""
         self.optimizer.zero_grad(set_to_none=True)
         forward = self.ddp if getattr(self, "ddp", None) is not None else self.method.training_step
-        with autocast(self.device, self.cfg.amp):
+        with autocast(self.device, self.cfg.amp, cpu_bfloat16=self.cfg.cpu_bfloat16):
             losses = forward(batches)
         loss = losses["loss"]
         if not torch.isfinite(loss):
@@ -465,6 +465,7 @@ class Trainer:
             log.write("pretrain", **self.pretrained)
         log.write(
             "start", step=self.step, steps=cfg.steps, cases=self.case_counts, device=str(self.device), method=cfg.method, processes=self.world,
+            precision=self.precision,
             **({"amp_scaler": "new (the checkpoint was written with AMP off)"} if getattr(self, "scaler_resumed", True) is False else {}),
         )
         start_step, t0 = self.step, time.time()
@@ -522,6 +523,16 @@ class Trainer:
             description = (f"{self.cfg.method} model trained by mmseg train ({self.step} steps) from the recipe of "
                            f"{name}; not the model {name} of the models manifest")  # fmt: skip
         return new, description
+
+    @property
+    def precision(self) -> str:
+        """What the training steps compute in here: float16 under CUDA AMP, bfloat16 under CPU autocast
+        (``cpu_bfloat16`` on a processor that computes it natively), else float32."""
+        if use_amp(self.device, self.cfg.amp):
+            return "float16 (CUDA AMP)"
+        if self.cfg.cpu_bfloat16 and self.device.type == "cpu" and cpu_bfloat16_native():
+            return "bfloat16 (CPU autocast)"
+        return "float32"
 
     @property
     def polarity_ensemble(self) -> list[str]:

@@ -109,3 +109,14 @@ def test_a_recipe_negates_a_share_of_its_mr_items_and_its_bundle_averages_both(t
     trainer.build()
     assert trainer.samplers["MR"].polarity == 0.5 and trainer.samplers["CT"].polarity == 0.0
     assert trainer.metadata(None, 0.0)["inference"]["polarity_ensemble"] == ["MR"]
+
+
+def test_cpu_bfloat16_is_a_yes_or_no_that_older_recipes_lack():
+    from MultiModalSegLib.errors import ConfigError
+    from MultiModalSegLib.training.config import config_from_dict
+
+    base = {"datasets": [str(REPO / "Resources" / "SampleData" / "dataset.json")], "steps": 1}
+    assert "cpu_bfloat16" not in config_from_dict(base).identity()  # older recipes still resume
+    assert config_from_dict({**base, "cpu_bfloat16": True}).identity()["cpu_bfloat16"] is True
+    with pytest.raises(ConfigError, match="cpu_bfloat16 'yes': give true"):
+        config_from_dict({**base, "cpu_bfloat16": "yes"})

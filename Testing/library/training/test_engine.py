@@ -127,6 +127,32 @@ def test_a_pin_of_the_profile_a_run_used_still_resumes_it(phantom_dir, tmp_path)
         Trainer(today, tmp_path, quiet=True).build()
 
 
+@pytest.mark.parametrize(("asked", "native", "computed"), [(True, True, torch.bfloat16), (True, False, torch.float32),
+                                                          (False, True, torch.float32)])
+def test_cpu_bfloat16_trains_under_bfloat16_autocast_where_the_processor_computes_it(
+        phantom_dir, tmp_path, monkeypatch, asked, native, computed):
+    """The network's convolutions run in bfloat16 when the recipe asks and the processor computes it
+    natively (patched here either way); the start event says what the steps computed in."""
+    import MultiModalSegLib.device as device
+    import MultiModalSegLib.training.engine as engine
+
+    monkeypatch.setattr(device, "cpu_bfloat16_native", lambda: native)
+    monkeypatch.setattr(engine, "cpu_bfloat16_native", lambda: native)
+    cfg = config_from_dict(tiny_config(phantom_dir, steps=1, amp=False, cpu_bfloat16=asked))
+    trainer = Trainer(cfg, tmp_path, quiet=True)
+    trainer.build()
+    dtypes = []
+    convs = [m for m in trainer.method.modules() if isinstance(m, torch.nn.Conv3d)]
+    handle = convs[0].register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    trainer.train_step()
+    handle.remove()
+    assert dtypes and set(dtypes) == {computed}
+    assert all(p.dtype == torch.float32 for p in trainer.method.parameters())  # the weights stay float32
+    trainer.run()
+    [start] = [r for r in read_progress(tmp_path / "progress.jsonl") if r["event"] == "start"]
+    assert start["precision"] == ("bfloat16 (CPU autocast)" if computed == torch.bfloat16 else "float32")
+
+
 def test_stop_file_ends_the_run_with_a_checkpoint(phantom_dir, tmp_path):
     cfg = config_from_dict(tiny_config(phantom_dir, steps=200, checkpoint_every=1000))
     trainer = Trainer(cfg, tmp_path, quiet=True)
