@@ -1,0 +1,124 @@
+"""Seconds per training step on the CPU in float32 and under bfloat16 autocast (a recipe's ``cpu_bfloat16``),
+side by side, with the loss each gives on the same batch from the same weights.
+
+    python benchmarks/training_precision.py                      # the recipe of v23, 2 threads
+    python benchmarks/training_precision.py --config training/configs/abdomen_synth_default.json
+    python benchmarks/training_precision.py --quick              # a tiny network (used by the tests)
+
+The recipe's method and network train on random batches of its patch and batch size (the cost of a step
+does not depend on what the voxels hold): forward, losses, backward and an AdamW step, as ``Trainer``
+does. The two precisions alternate step by step after a warm-up of each (so a drift in machine load is
+shared); a precision's figure is the median of its timed steps, and the ratio is float32's over bfloat16's.
+Before timing, both compute the loss of one batch from the same weights: their difference says how far
+bfloat16 moves what the optimiser sees. bfloat16 is only worth asking for where the processor computes it
+(AVX512-BF16 or AMX, ``MultiModalSegLib.device.cpu_bfloat16_native``); elsewhere PyTorch emulates it and
+the ratio falls below 1, which the table then shows. Results: ``benchmarks/results/training_precision*.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.results_files import save_results  # noqa: E402
+
+DEFAULT_CONFIG = REPO / "training" / "configs" / "abdomen_synth_v23.json"
+QUICK = {"network": {"name": "unet3d", "params": {"features": [4, 8, 16]}}, "patch_size": [16, 32, 32], "batch_size": 1}
+
+
+def measure(config: Path, steps: int, threads: int, quick: bool = False) -> dict:
+    """Median seconds per step in each precision, their ratio, and the two losses of one batch."""
+    import torch
+
+    from MultiModalSegLib.device import cpu_bfloat16_native
+    from MultiModalSegLib.training import load_config
+    from MultiModalSegLib.training.engine import build_configured_method
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = load_config(config)
+    for key, value in (QUICK if quick else {}).items():
+        setattr(cfg, key, value)
+    modalities = list(cfg.modalities)
+    method = build_configured_method(cfg, modalities, cfg.label_info)
+    method.train()
+    optimiser = torch.optim.AdamW(method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    generator = torch.Generator().manual_seed(0)
+    shape = (cfg.batch_size, 1, *cfg.patch_size)
+    batches = {m: {"image": torch.rand(shape, generator=generator),
+                   "label": torch.randint(0, len(cfg.label_info) + 1, shape, generator=generator)} for m in modalities}
+
+    def loss(bfloat16: bool):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+            return method.training_step(batches)["loss"]
+
+    with torch.no_grad():
+        losses = {"float32": float(loss(False)), "bfloat16": float(loss(True))}
+
+    def step(bfloat16: bool) -> float:
+        t0 = time.perf_counter()
+        optimiser.zero_grad(set_to_none=True)
+        loss(bfloat16).backward()
+        optimiser.step()
+        return time.perf_counter() - t0
+
+    step(False), step(True)  # warm-up of each
+    times: dict[str, list[float]] = {"float32": [], "bfloat16": []}
+    for _ in range(steps):
+        for name, bfloat16 in (("float32", False), ("bfloat16", True)):
+            times[name].append(round(step(bfloat16), 4))
+    median = {name: statistics.median(t) for name, t in times.items()}
+    return {"config": config.name, "quick": quick, "threads": threads, "native_bfloat16": cpu_bfloat16_native(),
+            "patch_size_zyx": list(cfg.patch_size), "batch_size": cfg.batch_size, "modalities": modalities,
+            "network": cfg.network, "method": cfg.method, "seconds": times, "median_s": median,
+            "speedup": round(median["float32"] / median["bfloat16"], 3), "loss": losses,
+            "loss_difference": round(abs(losses["float32"] - losses["bfloat16"]), 5),
+            "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+                        "torch": torch.__version__}}
+
+
+def markdown(record: dict) -> str:
+    m = record["median_s"]
+    return "\n".join([
+        "# Training step on the CPU: float32 against bfloat16 autocast",
+        "",
+        f"Recipe `{record['config']}`{' (quick: a tiny network)' if record['quick'] else ''}: method {record['method']}, "
+        f"{record['batch_size']} patch(es) of {' x '.join(map(str, record['patch_size_zyx']))} (z y x) per modality "
+        f"({', '.join(record['modalities'])}), {record['threads']} thread(s); processor computes bfloat16 natively: "
+        f"{'yes' if record['native_bfloat16'] else 'no'}. Median of {len(record['seconds']['float32'])} alternating steps "
+        "each. Regenerate: `python benchmarks/training_precision.py`.",
+        "",
+        "| precision | seconds per step | loss of one batch |",
+        "|---|---:|---:|",
+        f"| float32 | {m['float32']:.3f} | {record['loss']['float32']:.5f} |",
+        f"| bfloat16 autocast | {m['bfloat16']:.3f} | {record['loss']['bfloat16']:.5f} |",
+        "",
+        f"float32 / bfloat16: **{record['speedup']:.2f}x**; loss difference {record['loss_difference']:.5f}.",
+        "",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the recipe whose network and patch are timed")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per precision (default 5)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument("--quick", action="store_true", help="a tiny network and patch (for the tests)")
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    record = measure(args.config, max(1, args.steps), args.threads, args.quick)
+    text = markdown(record)
+    save_results(args.results, "training_precision_quick" if args.quick else "training_precision", record, text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
