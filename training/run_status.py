@@ -26,6 +26,12 @@ from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
 from MultiModalSegLib.training.progress import read_progress  # noqa: E402
 
 
+def session_start(record: dict) -> str:
+    """``STEP on DEVICE``, and ``in PRECISION`` where the session recorded one other than float32."""
+    precision = record.get("precision", "float32")
+    return f"{record['step']} on {record.get('device', '?')}" + ("" if precision == "float32" else f" in {precision}")
+
+
 def status_markdown(records: list[dict], title: str) -> str:
     vals = [r for r in records if r["event"] == "validation"]
     by_step = validations(records)  # one row per step: a check repeated after a resume counts once
@@ -37,7 +43,7 @@ def status_markdown(records: list[dict], title: str) -> str:
         f"# {title}",
         "",
         f"Step {last['step']} of {last['steps']}; {training_seconds(records) / 3600:.2f} hours of training over "
-        f"{len(starts)} session(s) (start steps: {', '.join(str(r['step']) + ' on ' + str(r.get('device', '?')) for r in starts)}).",
+        f"{len(starts)} session(s) (start steps: {', '.join(session_start(r) for r in starts)}).",
         "",
         "![curves](" + "{png}" + ")",
         "",

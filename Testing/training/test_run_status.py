@@ -93,16 +93,18 @@ def test_a_check_repeated_after_a_resume_is_one_row(status_script, tmp_path):
     assert text.count("| 500 |") == 1 and "| 500 | 0.500 | 0.250 | 0.300 | 0.150 |" in text  # the last record counts
 
 
-def test_each_session_names_its_device(status_script, tmp_path):
+def test_each_session_names_its_device_and_a_precision_other_than_float32(status_script, tmp_path):
     write_run(tmp_path / "run", {250: (0.2, 0.0), 500: (0.4, 0.2)})
     progress = tmp_path / "run" / "progress.jsonl"
     records = [json.loads(line) for line in progress.read_text().splitlines()]
     records[0]["device"] = "cuda"
     records.insert(3, {"event": "start", "time": 300.0, "step": 250, "steps": 1000, "device": "cpu"})
+    records.insert(4, {"event": "start", "time": 400.0, "step": 300, "steps": 1000, "device": "cpu",
+                       "precision": "bfloat16 (CPU autocast)"})
     progress.write_text("".join(json.dumps(r) + "\n" for r in records))
     status_script.main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "report")])
     text = (tmp_path / "report" / "status.md").read_text()
-    assert "over 2 session(s) (start steps: 0 on cuda, 250 on cpu)." in text
+    assert "over 3 session(s) (start steps: 0 on cuda, 250 on cpu, 300 on cpu in bfloat16 (CPU autocast))." in text
 
 
 def test_the_largest_piece_figures_get_their_own_table_where_logged(status_script, tmp_path):
