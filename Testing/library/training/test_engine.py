@@ -32,8 +32,10 @@ def test_training_lowers_the_loss(phantom_dir, tmp_path):
     assert last < 0.85 * first, (first, last)
 
 
-def test_resume_gives_the_same_next_step_as_an_uninterrupted_run(phantom_dir, tmp_path):
-    cfg = config_from_dict(tiny_config(phantom_dir, augment=True))
+@pytest.mark.parametrize("cpu_bfloat16", [False, True])
+def test_resume_gives_the_same_next_step_as_an_uninterrupted_run(phantom_dir, tmp_path, cpu_bfloat16):
+    """Also under bfloat16 autocast (where the processor computes it; float32 elsewhere)."""
+    cfg = config_from_dict(tiny_config(phantom_dir, augment=True, cpu_bfloat16=cpu_bfloat16))
     straight = Trainer(cfg, tmp_path / "straight", quiet=True)
     straight.build()
     expected = [straight.train_step()["loss"] for _ in range(5)]
