@@ -39,7 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.results_files import save_results  # noqa: E402
+from benchmarks.results_files import out_option, save_results  # noqa: E402
 from MultiModalSegLib.errors import InputError  # noqa: E402
 from training.averaged_segmenter import described, segmenter  # noqa: E402
 from training.wheel_data import check_wheel  # noqa: E402
@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += found
             figures[found[0]["bundle"]] = figure
     command = ("python training/external_kidney_mr.py --wheel /tmp/renal/" + args.wheel.name + " "
-               + " ".join(f"--bundle {b}" for b in args.bundle) + (" --polarity-ensemble" if args.polarity_ensemble else ""))
+               + " ".join(f"--bundle {b}" for b in args.bundle) + (" --polarity-ensemble" if args.polarity_ensemble else "")
+               + out_option(args.out, parser.get_default("out"), REPO))
     text = markdown(rows, command)
     save_results(args.out, "external_kidney_mr", {"references_ml": references, "rows": rows}, text)
     figure_png(volumes, figures, args.out / "external_kidney_mr.png")

@@ -39,7 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.results_files import save_results  # noqa: E402
+from benchmarks.results_files import out_option, save_results  # noqa: E402
 from MultiModalSegLib.errors import InputError  # noqa: E402
 from training.averaged_segmenter import described, segmenter  # noqa: E402
 from training.wheel_data import check_wheel  # noqa: E402
@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row for bundle in args.bundle for row in score(bundle, volumes)]
     command = ("python training/external_liver_ct.py --wheel /tmp/lits/" + args.wheel.name + " "
                + " ".join(f"--bundle {b}" for b in args.bundle)
-               + "".join(" --spacing " + " ".join(f"{s:g}" for s in g) for g in geometries if args.spacing))
+               + "".join(" --spacing " + " ".join(f"{s:g}" for s in g) for g in geometries if args.spacing)
+               + out_option(args.out, parser.get_default("out"), REPO))
     text = markdown(rows, command)
     save_results(args.out, "external_liver_ct", {"geometries": geometries, "rows": rows}, text)
     print(text, end="")

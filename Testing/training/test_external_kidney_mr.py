@@ -142,6 +142,7 @@ def test_main_writes_the_table_the_record_and_the_figure(tiny_bundle, tmp_path, 
     record = json.loads((out / "external_kidney_mr.json").read_text())
     assert record["references_ml"] == {"test_sub_01": 310.5, "test_sub_02": 226.25} and len(record["rows"]) == 4
     assert "--wheel /tmp/renal/renalsegmentor-2.0.0-py3-none-any.whl" in (out / "external_kidney_mr.md").read_text()
+    assert f" --out {out}`" in (out / "external_kidney_mr.md").read_text()  # the command writes where the figures are
     assert (out / "external_kidney_mr.png").stat().st_size > 0
 
 
