@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.results_files import out_option  # noqa: E402
 from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
 from training.real_scans import REAL_SCANS, SHARED_DATA, abdomen_labels  # noqa: E402
@@ -150,9 +151,8 @@ def markdown(rows: list[dict]) -> str:
 def command(args: argparse.Namespace, default_out: Path) -> str:
     """The command line that writes this table again (``--out`` only where it is not the default)."""
     parts = ["python training/evaluate_real_scans.py", *(f"--bundle {b}" for b in args.bundle),
-             *(f"--quality {q}" for q in args.quality or ()), *(["--every-piece"] if args.every_piece else []),
-             *([f"--out {args.out}"] if args.out != default_out else [])]
-    return " ".join(parts)
+             *(f"--quality {q}" for q in args.quality or ()), *(["--every-piece"] if args.every_piece else [])]
+    return " ".join(parts) + out_option(args.out, default_out)
 
 
 def main(argv: list[str] | None = None) -> int:
