@@ -118,10 +118,15 @@ def render_model_card(metadata: dict | None, entry: ModelEntry | None = None) ->
     lines += ["## Modalities", ""]
     if meta.get("modalities"):
         ensemble = meta.get("inference", {}).get("polarity_ensemble", [])
+        normalisations = meta.get("inference", {}).get("normalisation_ensemble", {})
         for mod, profile in meta["modalities"].items():
+            fractions = normalisations.get(mod, [])
             lines.append(f"- **{mod}**: {profile.get('description') or profile.get('kind')}" + (
                 "; predicted as the mean of the class probabilities of the image and of its negative (polarity ensemble)"
-                if mod in ensemble else ""))
+                if mod in ensemble else "") + (
+                f"; normalised at {len(fractions)} bounds, " + ", ".join(f"{t:g}" for t in fractions)
+                + " of the way to the other foreground choice's, and predicted as the mean of their class probabilities"
+                " (normalisation ensemble)" if fractions else ""))
     else:
         lines += [f"- **{m}**" for m in entry.modalities]
     lines.append("")

@@ -25,10 +25,10 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
-from MultiModalSegLib.data.profile_jitter import blended_bounds, other_foreground  # noqa: E402
+from MultiModalSegLib.data.profile_jitter import normalize_blended, other_foreground  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
 from MultiModalSegLib.metrics import dice_scores  # noqa: E402
-from MultiModalSegLib.modalities import ModalityProfile, scale_to_unit  # noqa: E402
+from MultiModalSegLib.modalities import ModalityProfile  # noqa: E402
 from training.real_scans import REAL_SCANS, SHARED_DATA  # noqa: E402
 
 ORGANS = [lab.name for lab in ABDOMEN_LABELS]
@@ -46,14 +46,13 @@ class Remapped:
 
 class Blended:
     """A percentile profile whose bounds lie ``t`` of the way to its other foreground's (as a recipe's
-    ``profile_jitter`` draws them in training, :func:`~MultiModalSegLib.data.profile_jitter.blended_bounds`)."""
+    ``profile_jitter`` draws them in training, :func:`~MultiModalSegLib.data.profile_jitter.normalize_blended`)."""
 
     def __init__(self, profile: ModalityProfile, t: float):
         self.profile, self.t = profile, t
 
     def normalize(self, array: np.ndarray) -> np.ndarray:
-        data = np.asarray(array, dtype=np.float32)
-        return self.profile.compress(scale_to_unit(data, *blended_bounds(self.profile, data, self.t)))
+        return normalize_blended(self.profile, array, self.t)
 
 
 REMAPS: dict[str, Callable[[ModalityProfile], object]] = {

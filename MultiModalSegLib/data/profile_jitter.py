@@ -56,6 +56,15 @@ def blended_bounds(profile: ModalityProfile, sample: np.ndarray, t: float) -> tu
     return low + t * (other_low - low), high + t * (other_high - high)
 
 
+def normalize_blended(profile: ModalityProfile, array: np.ndarray, t: float) -> np.ndarray:
+    """``array`` normalised as ``profile`` does, with the bounds ``t`` of the way to its other foreground's
+    (:func:`blended_bounds`); ``profile.normalize(array)`` for ``t == 0``. What an item with jitter fraction
+    ``t`` is normalised with in training, and each pass of a normalisation ensemble at inference
+    (``inference.normalisation_ensemble``, :mod:`..inference.segmenter`)."""
+    data = np.asarray(array, dtype=np.float32)
+    return profile.compress(scale_to_unit(data, *blended_bounds(profile, data, t)))
+
+
 def unit_alternate(profile: ModalityProfile, array: np.ndarray) -> tuple[float, float] | None:
     """The other foreground's bounds for ``array`` on the scale ``profile.normalize(array)`` gives it
     (where the profile's own bounds are 0 and 1); ``None`` for a window profile or a flat image."""

@@ -8,7 +8,10 @@ input grid finer than the model's, the voxels around the organs then take the ar
 probabilities resampled linearly (and each organ's largest piece is kept again). For the modalities a
 bundle names in ``inference.polarity_ensemble`` (trained under both brightness orders,
 :mod:`..data.polarity`), the sliding window runs on the image and on its negative and their
-probabilities are averaged.
+probabilities are averaged. For those it names in ``inference.normalisation_ensemble`` (fractions
+``t`` in [0, 1]), the image is normalised once per fraction, with the profile's bounds moved ``t`` of
+the way to its other foreground choice's (:mod:`..data.profile_jitter`), and the class probabilities
+of the passes are averaged.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 from scipy import ndimage
 
 from ..bundle import Bundle, check_output_channels
+from ..data.profile_jitter import normalize_blended
 from ..device import resolve_device
 from ..errors import BundleError, InputError
 from ..io import Volume, probabilities_path, read_image, write_image_atomic, write_segmentation
@@ -184,6 +188,20 @@ def polarity_ensemble_modalities(metadata: dict, profiles: dict, source: object)
     return frozenset(named)
 
 
+def normalisation_ensemble_fractions(metadata: dict, profiles: dict, source: object) -> dict[str, tuple[float, ...]]:
+    """The normalisations a bundle averages per modality (its ``inference`` block's
+    ``normalisation_ensemble``: modality -> fractions of the way from the profile's bounds to its other
+    foreground's, :func:`..data.profile_jitter.normalize_blended`): modalities it has, of percentile
+    profiles. That each names at least two fractions in [0, 1] the bundle schema has checked on loading."""
+    named = metadata.get("inference", {}).get("normalisation_ensemble", {})
+    for modality in named:
+        if modality not in profiles or profiles[modality].kind != "percentile":
+            raise BundleError(f"{source}: inference.normalisation_ensemble names {modality!r}, which is not one of the bundle's "
+                              f"modalities of arbitrary units ({[m for m, p in profiles.items() if p.kind == 'percentile']}); "
+                              "the bundle is inconsistent, re-export it.")
+    return {modality: tuple(float(t) for t in fractions) for modality, fractions in named.items()}
+
+
 def finer(volume: Volume, model_space: Volume) -> bool:
     """True when some axis of ``volume``'s grid is finer than the model's voxels (by more than 1 %)."""
     return min(float(s) for s in volume.spacing) < 0.99 * min(float(s) for s in model_space.spacing)
@@ -232,6 +250,7 @@ class Segmenter:
         self.label_info = self.bundle.labels
         self.profiles = recorded_profiles(meta)
         self.polarity_ensemble = polarity_ensemble_modalities(meta, self.profiles, self.bundle.path)
+        self.normalisation_ensemble = normalisation_ensemble_fractions(meta, self.profiles, self.bundle.path)
         self.net = self._network()
 
     def _network(self) -> torch.nn.Module:
@@ -283,16 +302,23 @@ class Segmenter:
             )
         return name, reason
 
-    def network_input(self, volume: Volume, modality: str) -> tuple[Volume, tuple[slice, ...], torch.Tensor]:
+    def network_input(
+        self, volume: Volume, modality: str, fraction: float = 0.0, bbox: tuple[slice, ...] | None = None
+    ) -> tuple[Volume, tuple[slice, ...], torch.Tensor]:
         """What the sliding window runs on: the normalised model-space volume, the body's bounding box
-        in it (threshold 0.05, margin 8 voxels) and the cropped float32 tensor ``[1, 1, Z, Y, X]``.
+        in it (threshold 0.05, margin 8 voxels; or ``bbox``) and the cropped float32 tensor ``[1, 1, Z, Y, X]``.
 
-        ``modality`` is a resolved name (see :meth:`resolve_modality`).
+        ``modality`` is a resolved name (see :meth:`resolve_modality`); ``fraction``: the normalisation
+        bounds that far toward the profile's other foreground choice's (a percentile profile only).
         """
-        normalized = Volume(self.profiles[modality].normalize(volume.array), volume.spacing, volume.origin, volume.direction)
+        profile = self.profiles[modality]
+        array = normalize_blended(profile, volume.array, fraction) if fraction else profile.normalize(volume.array)
+        normalized = Volume(array, volume.spacing, volume.origin, volume.direction)
+        del array
         model_space = to_model_space(normalized, self.quality.network_spacing(self.spacing))
         del normalized
-        bbox = foreground_bbox(model_space.array, threshold=0.05, margin=8)
+        if bbox is None:
+            bbox = foreground_bbox(model_space.array, threshold=0.05, margin=8)
         image = torch.from_numpy(np.ascontiguousarray(crop(model_space.array, bbox), dtype=np.float32))[None, None]
         return model_space, bbox, image
 
@@ -307,23 +333,33 @@ class Segmenter:
         if detected[0] is None and name in DETECTABLE_MODALITIES:
             detected = detect_modality_reason(volume)
         report(0.02, f"modality {name} ({reason})")
-        model_space, bbox, image = self.network_input(volume, name)
-        report(0.1, "running the network")
+        fractions = self.normalisation_ensemble.get(name, (0.0,))
+        model_space, bbox, image = self.network_input(volume, name, fractions[0])
         window, overlap, mode, sw_batch_size = self.sliding_window(tuple(image.shape[2:]))
-        logits = predict_logits(
-            self.net,
-            image,
-            name,
-            window,
-            overlap=overlap,
-            sw_batch_size=sw_batch_size,
-            mode=mode,
-            device=self.device,
-            amp=self.amp,
-            progress=lambda f: report(0.1 + 0.75 * f, "running the network"),
-            cpu_bfloat16=self.quality.cpu_bfloat16,
-            polarity_ensemble=name in self.polarity_ensemble,
-        )
+        mean = None
+        for i, fraction in enumerate(fractions):
+            if i:  # the first pass's crop for every pass, so that their probabilities line up
+                image = self.network_input(volume, name, fraction, bbox)[2]
+            report(0.1 + 0.75 * i / len(fractions), "running the network")
+            logits = predict_logits(
+                self.net,
+                image,
+                name,
+                window,
+                overlap=overlap,
+                sw_batch_size=sw_batch_size,
+                mode=mode,
+                device=self.device,
+                amp=self.amp,
+                progress=lambda f, i=i: report(0.1 + 0.75 * (i + f) / len(fractions), "running the network"),
+                cpu_bfloat16=self.quality.cpu_bfloat16,
+                polarity_ensemble=name in self.polarity_ensemble,
+            )
+            if len(fractions) > 1:
+                p = torch.softmax(logits.float(), 1) / len(fractions)
+                mean = p if mean is None else mean.add_(p)
+        if mean is not None:  # the log of the passes' mean probabilities: its softmax is that mean, its argmax their labels
+            logits = torch.log(mean.clamp_min_(torch.finfo(mean.dtype).tiny))
         report(0.88, "mapping back to the input grid")
         labels = uncrop(logits.argmax(1)[0].numpy().astype(np.uint8), bbox, model_space.array.shape)
         if self.largest_component:

@@ -11,6 +11,7 @@ from MultiModalSegLib.data.profile_jitter import (
     blended_bounds,
     jitter_fraction,
     jitter_normalised,
+    normalize_blended,
     other_foreground,
     unit_alternate,
 )
@@ -64,6 +65,14 @@ def test_renormalising_a_normalised_image_matches_normalising_the_raw_one():
         got = jitter_normalised(unit, alternate, t)
         assert np.allclose(got[inside], np.clip(expected, 0, 1)[inside], atol=1e-5)
     assert jitter_normalised(unit, alternate, 0.0) is unit
+
+
+def test_blended_normalisation_runs_from_the_profile_to_its_other_foreground():
+    image = fat_dominated_mr(2)
+    assert np.array_equal(normalize_blended(MR, image, 0.0), MR.normalize(image))
+    assert np.allclose(normalize_blended(MR, image, 1.0), other_foreground(MR).normalize(image), atol=1e-6)
+    organs = [normalize_blended(MR, image, t)[:, 14:26, 14:26].mean() for t in (0.0, 0.2, 1.0)]
+    assert organs[0] > organs[1] > organs[2] == 0.0  # about 300, between air and fat: darker as the low bound nears the fat
 
 
 def test_a_window_profile_has_nothing_to_jitter():
