@@ -1,11 +1,14 @@
-"""The MR polarity ensemble against one pass, side by side: real MR scans, then MR drawn per weighting.
+"""An MR ensemble against one pass, side by side: real MR scans, then MR drawn per weighting.
 
     python benchmarks/polarity_ensemble.py [--model NAME_OR_BUNDLE ...] [--threads 1]
+    python benchmarks/polarity_ensemble.py --ensemble normalisation [--model ...]
 
 For each model, the same normal-quality Segmenter segments each image twice, alternately: with one
-pass of the network, and as the mean of the class probabilities of the image and of its negative
-(the ensemble a bundle asks for with ``inference.polarity_ensemble``, :mod:`MultiModalSegLib.data.polarity`),
-whatever the bundle itself asks. Images:
+pass of the network, and with the ensemble, whatever the bundle itself asks. ``polarity`` (the default):
+the mean of the class probabilities of the image and of its negative (``inference.polarity_ensemble``,
+:mod:`MultiModalSegLib.data.polarity`). ``normalisation``: the mean of those of the image normalised at the
+profile's bounds, halfway to its other foreground choice's and at those (``inference.normalisation_ensemble``
+with fractions 0, 0.5 and 1, :func:`MultiModalSegLib.data.profile_jitter.normalize_blended`). Images:
 
 1. every real labelled MR scan of ``../shared/data``, with its role for the model (``left out``: its
    recipe excluded it; ``train``);
@@ -22,7 +25,8 @@ Dice per scored organ and its mean; for the real scans also the stability under 
 (the receive-coil shading of about +-25 % that ``Testing/library/inference/test_robust_inputs.py``
 applies, and one of about +-50 %): the lowest Dice of an organ between the segmentation with and
 without the field (the test asks more than 0.85 of the default model), and the mean Dice against the
-reference under each field. Results: ``benchmarks/results/polarity_ensemble.{json,md}``.
+reference under each field. Results: ``benchmarks/results/polarity_ensemble.{json,md}`` and
+``normalisation_ensemble.{json,md}``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,11 @@ from training.real_scans import REAL_SCANS, SHARED_DATA, abdomen_labels  # noqa:
 
 VARIANTS = ("single", "ensemble")
 DRAWN_FROM = ("abdomen_mr_01", "abdomen_ct_01")  # training scans' label maps (never the validation scan's)
+# the Segmenter attribute an ensemble sets, its value with the ensemble on and off, and what the bundle records
+ENSEMBLES = {
+    "polarity": ("polarity_ensemble", frozenset({"MR"}), frozenset(), "inference.polarity_ensemble"),
+    "normalisation": ("normalisation_ensemble", {"MR": (0.0, 0.5, 1.0)}, {}, "inference.normalisation_ensemble"),
+}
 BIAS_FIELDS = {"shading 25 %": (0.25, -0.2, 0.1), "shading 50 %": (0.4, 0.3, 0.0)}  # exp(a x + b y + c z), axes in [-1, 1]
 
 
@@ -57,7 +66,7 @@ def biased(volume, coefficients: tuple[float, float, float]):
 
 
 def measure(models: list[str | None], data: Path = SHARED_DATA, scans=REAL_SCANS, drawn_from=DRAWN_FROM,
-            weightings: tuple[str, ...] | None = None) -> list[dict]:
+            weightings: tuple[str, ...] | None = None, ensemble: str = "polarity") -> list[dict]:
     from MultiModalSegLib.data.tissues import MR_SIGNAL
     from MultiModalSegLib.inference import Segmenter
     from MultiModalSegLib.io import read_image
@@ -80,7 +89,8 @@ def measure(models: list[str | None], data: Path = SHARED_DATA, scans=REAL_SCANS
     rows = []
     for model in models:
         segmenter = Segmenter(model, device="cpu", amp=False, quality="normal")
-        own = segmenter.polarity_ensemble
+        attribute, on, off, _ = ENSEMBLES[ensemble]
+        own = getattr(segmenter, attribute)
         name = f"{segmenter.bundle.name} {segmenter.bundle.metadata.get('version', '')}".strip()
         trained = trained_case_names(segmenter.bundle.metadata)
         images = [(scan, "real", role({"name": scan.name, "project_role": scan.project_role}, trained), volume, reference)
@@ -90,7 +100,7 @@ def measure(models: list[str | None], data: Path = SHARED_DATA, scans=REAL_SCANS
                 dice = {}
                 stability: dict = {}
                 for variant in VARIANTS if i % 2 == 0 else VARIANTS[::-1]:
-                    segmenter.polarity_ensemble = frozenset({"MR"}) if variant == "ensemble" else frozenset()
+                    setattr(segmenter, attribute, on if variant == "ensemble" else off)
                     labels = segmenter.segment(volume, "MR").labels.array
                     scores = dice_scores(labels, reference, ABDOMEN_LABELS)
                     dice[variant] = {o: round(float(scores[o]), 4) for o in scan.organs}
@@ -108,11 +118,11 @@ def measure(models: list[str | None], data: Path = SHARED_DATA, scans=REAL_SCANS
                              "dice": dice, "mean": {v: round(float(np.mean(list(dice[v].values()))), 4) for v in VARIANTS},
                              **({"bias_field": stability} if stability else {})})
         finally:
-            segmenter.polarity_ensemble = own
+            setattr(segmenter, attribute, own)
     return rows
 
 
-def markdown(rows: list[dict], threads: int) -> str:
+def markdown(rows: list[dict], threads: int, ensemble: str = "polarity") -> str:
     lines = ["| model | scan | image | role | Dice, one pass (liver / spleen / kidneys) | Dice, ensemble | mean, one pass | "
              "mean, ensemble | change |", "|---|---|---|---|---|---|---:|---:|---:|"]
     for r in rows:
@@ -141,8 +151,9 @@ def markdown(rows: list[dict], threads: int) -> str:
                              f"{both['lowest_agreement']:.3f} | {one['mean_dice']:.3f} | {both['mean_dice']:.3f} |")
     lines += ["", f"Normal quality; each image segmented by the same Segmenter with one pass and with the ensemble, alternating "
               f"which runs first; {threads} PyTorch thread(s); {platform.machine()}. References: the scans' TotalSegmentator "
-              "label maps. `(asks for it)`: the bundle records `inference.polarity_ensemble` and segments MR with the ensemble "
-              "by itself. Regenerate: `python benchmarks/polarity_ensemble.py --model ... --threads 1`.", ""]
+              f"label maps. `(asks for it)`: the bundle records `{ENSEMBLES[ensemble][3]}` and segments MR with the ensemble "
+              "by itself. Regenerate: `python benchmarks/polarity_ensemble.py "
+              + ("" if ensemble == "polarity" else f"--ensemble {ensemble} ") + "--model ... --threads 1`.", ""]
     return "\n".join(lines)
 
 
@@ -150,15 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", help="model name or bundle (repeat; default: the default model)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ensemble", choices=list(ENSEMBLES), default="polarity", help="which MR ensemble (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    rows = measure(args.model or [None])
-    record = {"rows": rows, "threads": args.threads, "machine": platform.machine()}
-    text = markdown(rows, args.threads)
-    save_results(args.out, "polarity_ensemble", record, text)
+    rows = measure(args.model or [None], ensemble=args.ensemble)
+    record = {"rows": rows, "threads": args.threads, "machine": platform.machine(), "ensemble": args.ensemble}
+    text = markdown(rows, args.threads, args.ensemble)
+    save_results(args.out, f"{args.ensemble}_ensemble", record, text)
     print(text)
     return 0
 

@@ -14,7 +14,8 @@ Writes, from the run folder alone (nothing is typed by hand):
 
 ``--bundle`` takes the weights and metadata from that bundle instead of the run's own export (a
 shipped model released again with another inference setting: ``--polarity-ensemble MR`` records
-``inference.polarity_ensemble``, :mod:`MultiModalSegLib.data.polarity`); ``--version`` and
+``inference.polarity_ensemble``, :mod:`MultiModalSegLib.data.polarity`; ``--normalisation-ensemble MR=0,0.5,1``
+records ``inference.normalisation_ensemble``, :func:`MultiModalSegLib.data.profile_jitter.normalize_blended`); ``--version`` and
 ``--description`` replace the recorded ones; ``--report`` is the report folder (default
 ``training/reports/<name>``). Every figure is measured on the bundle as written (under a trial name, as
 the manifest may already list the release with another sha256).
@@ -178,14 +179,31 @@ def packaged_metadata(meta: dict, real: dict, rows: list[dict], cpu_seconds: dic
     return meta
 
 
-def released_metadata(meta: dict, version: str | None, polarity_ensemble: list[str]) -> dict:
-    """``meta`` with the released ``version`` and, when given, ``inference.polarity_ensemble``."""
+def released_metadata(meta: dict, version: str | None, polarity_ensemble: list[str],
+                      normalisation_ensemble: dict[str, list[float]] | None = None) -> dict:
+    """``meta`` with the released ``version`` and, when given, ``inference.polarity_ensemble`` and
+    ``inference.normalisation_ensemble``."""
     meta = {**meta, "inference": dict(meta.get("inference", {}))}
     if version:
         meta["version"] = version
     if polarity_ensemble:
         meta["inference"]["polarity_ensemble"] = sorted(set(polarity_ensemble))
+    if normalisation_ensemble:
+        meta["inference"]["normalisation_ensemble"] = {m: list(f) for m, f in sorted(normalisation_ensemble.items())}
     return meta
+
+
+def normalisation_option(text: str) -> tuple[str, list[float]]:
+    """``MR=0,0.5,1`` -> ``("MR", [0.0, 0.5, 1.0])``; one sentence for a malformed value."""
+    modality, _, fractions = text.partition("=")
+    try:
+        values = [float(f) for f in fractions.split(",")]
+    except ValueError:
+        values = []
+    if not modality or len(values) < 2 or not all(0.0 <= v <= 1.0 for v in values) or len(set(values)) < len(values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give MODALITY=t1,t2,... with two or more different fractions in [0, 1], "
+                                         "e.g. MR=0,0.5,1.")
+    return modality, values
 
 
 def release_args(args: argparse.Namespace) -> str:
@@ -196,6 +214,7 @@ def release_args(args: argparse.Namespace) -> str:
     parts = [f" --bundle {rel(args.bundle)}"] if args.bundle else []
     parts += [f" --version {args.version}"] if args.version else []
     parts += [f" --polarity-ensemble {m}" for m in sorted(set(args.polarity_ensemble))]
+    parts += [f" --normalisation-ensemble {m}={','.join(f'{v:g}' for v in f)}" for m, f in sorted(args.normalisation_ensemble)]
     parts += [f" --report {rel(args.report)}"] if args.report else []
     parts += [' --description "..."'] if args.description else []
     return "".join(parts)
@@ -212,6 +231,8 @@ def main() -> int:
     p.add_argument("--description", help="the released description (default: the recipe's)")
     p.add_argument("--polarity-ensemble", action="append", default=[], metavar="MODALITY",
                    help="record inference.polarity_ensemble for this modality (repeat)")
+    p.add_argument("--normalisation-ensemble", action="append", default=[], type=normalisation_option, metavar="MODALITY=T,T,...",
+                   help="record inference.normalisation_ensemble: this modality normalised at these fractions (repeat)")
     p.add_argument("--report", type=Path, help="report folder (default: training/reports/<name>)")
     p.add_argument("--training-data", help="the manifest's training_data text")
     p.add_argument("--intended-use", help="the manifest's intended_use text")
@@ -228,8 +249,8 @@ def main() -> int:
     loss_plot(records, report_dir / "loss.png")
 
     measured = source
-    if args.version or args.polarity_ensemble:  # measure the bundle as it will ship
-        meta = released_metadata(meta, args.version, args.polarity_ensemble)
+    if args.version or args.polarity_ensemble or args.normalisation_ensemble:  # measure the bundle as it will ship
+        meta = released_metadata(meta, args.version, args.polarity_ensemble, dict(args.normalisation_ensemble))
         import tempfile
 
         # measured under a name of its own: the manifest may already list this name and version with another sha256

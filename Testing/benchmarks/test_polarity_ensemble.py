@@ -37,3 +37,23 @@ def test_a_bias_field_is_smooth_and_keeps_the_grid():
     assert shaded.spacing == volume.spacing and shaded.array.shape == volume.array.shape
     ratio = shaded.array[volume.array > 0] / volume.array[volume.array > 0]
     assert 0.5 < ratio.min() < 1.0 < ratio.max() < 2.0
+
+
+def test_the_normalisation_ensemble_is_scored_the_same_way_and_left_as_the_bundle_asks(tiny_bundle, monkeypatch):
+    bench = load_script("benchmarks/polarity_ensemble.py")
+    from MultiModalSegLib.inference import segmenter as segmenter_module
+
+    asked = []
+    original = segmenter_module.Segmenter.segment
+
+    def spy(self, volume, modality="auto", **kw):
+        asked.append(dict(self.normalisation_ensemble))
+        return original(self, volume, modality, **kw)
+
+    monkeypatch.setattr(segmenter_module.Segmenter, "segment", spy)
+    mr = real_scan("abdomen_mr_01")
+    rows = bench.measure([str(tiny_bundle)], data=SAMPLES, scans=(mr,), drawn_from=(), ensemble="normalisation")
+    assert len(rows) == 1 and set(rows[0]["dice"]) == {"single", "ensemble"} and not rows[0]["model_asks"]
+    assert {"MR": (0.0, 0.5, 1.0)} in asked and {} in asked  # both variants ran
+    text = bench.markdown(rows, 1, "normalisation")
+    assert "`inference.normalisation_ensemble`" in text and "--ensemble normalisation" in text

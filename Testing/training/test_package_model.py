@@ -3,6 +3,7 @@ by name and sha256, and a refusal for a bundle that still records a path."""
 
 from __future__ import annotations
 
+import argparse
 import copy
 from pathlib import Path
 
@@ -69,3 +70,15 @@ def test_a_release_sets_its_version_and_polarity_ensemble_and_nothing_else(tiny_
     assert {k: v for k, v in released["inference"].items() if k != "polarity_ensemble"} == meta["inference"]
     assert "polarity_ensemble" not in meta["inference"]  # the source is not changed
     assert package_model.released_metadata(meta, None, []) == meta
+
+
+def test_a_release_can_record_a_normalisation_ensemble(tiny_bundle):
+    package_model = _package_model()
+    meta = load_bundle(tiny_bundle).metadata
+    released = package_model.released_metadata(meta, "3.1.0", [], {"MR": [0.0, 0.5, 1.0]})
+    assert released["inference"]["normalisation_ensemble"] == {"MR": [0.0, 0.5, 1.0]}
+    assert "polarity_ensemble" not in released["inference"] and "normalisation_ensemble" not in meta["inference"]
+    assert package_model.normalisation_option("MR=0,0.5,1") == ("MR", [0.0, 0.5, 1.0])
+    for bad in ("MR", "MR=0.5", "MR=0,2", "MR=0,0", "=0,1", "MR=a,b"):
+        with pytest.raises(argparse.ArgumentTypeError, match="MODALITY=t1,t2"):
+            package_model.normalisation_option(bad)
