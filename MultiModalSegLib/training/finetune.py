@@ -603,6 +603,14 @@ def _parent_polarity(metadata: dict, recorded: dict, modalities: list[str]) -> d
     return {m: float(shares.get(m, 0.5)) for m in modalities if m in ensemble or m in shares}
 
 
+def _parent_normalisation(metadata: dict, modalities: list[str]) -> dict:
+    """The parent's ``inference.normalisation_ensemble`` for the child's modalities (an inference setting, not
+    learnt: the child segments those modalities as its parent did), as an ``inference`` entry; empty if none."""
+    named = metadata.get("inference", {}).get("normalisation_ensemble", {})
+    kept = {m: list(f) for m, f in named.items() if m in modalities}
+    return {"normalisation_ensemble": kept} if kept else {}
+
+
 def _parent_shaped_method(plan: _Plan, cfg) -> torch.nn.Module:
     """The method built for the parent's modalities (as the engine builds it, on the CPU)."""
     return build_configured_method(cfg, list(plan.parent.modalities), plan.parent.labels)
@@ -774,6 +782,7 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     meta = copy.deepcopy(trained.metadata)
     uses_unlabelled = bool(getattr(get_method(plan.method), "uses_unlabelled", False))
     meta["parent"] = parent_info
+    meta["inference"].update(_parent_normalisation(parent.metadata, list(meta["modalities"])))
     meta["training"]["datasets"] = _source_records(plan, uses_unlabelled)
     meta["training"]["case_files"] = _case_files(plan, uses_unlabelled)
     meta["training"]["finetune"] = {

@@ -384,6 +384,14 @@ def test_fine_tuning_keeps_the_parents_intensity_profiles(tiny_bundle, phantom_d
     assert ("MR", "above_mean") in seen and ("MR", "all") not in seen  # training data and held-out scoring alike
 
 
+def test_a_fine_tune_keeps_its_parents_normalisation_ensemble():
+    from MultiModalSegLib.training.finetune import _parent_normalisation
+
+    parent = {"inference": {"normalisation_ensemble": {"MR": [0.0, 0.5, 1.0]}}}
+    assert _parent_normalisation(parent, ["CT", "MR"]) == {"normalisation_ensemble": {"MR": [0.0, 0.5, 1.0]}}
+    assert _parent_normalisation(parent, ["CT"]) == {} and _parent_normalisation({"inference": {}}, ["MR"]) == {}
+
+
 def test_a_fine_tune_keeps_its_parents_polarity_ensemble():
     from MultiModalSegLib.training.finetune import _parent_polarity
 
