@@ -94,6 +94,18 @@ def tiny_bundle(tmp_path_factory, phantom_dir) -> Path:
     return result.bundle
 
 
+def with_inference(bundle: Path, tmp_path: Path, key: str, value) -> Path:
+    """A copy of the folder ``bundle`` whose metadata's ``inference`` block has ``key`` set to ``value``."""
+    import shutil
+
+    copy = tmp_path / f"{key}-{abs(hash(str(value)))}"
+    shutil.copytree(bundle, copy)
+    meta = json.loads((copy / "metadata.json").read_text())
+    meta["inference"][key] = value
+    (copy / "metadata.json").write_text(json.dumps(meta))
+    return copy
+
+
 def write_json(path: Path, data: dict) -> Path:
     path.write_text(json.dumps(data))
     return path

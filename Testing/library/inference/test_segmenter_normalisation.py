@@ -1,12 +1,10 @@
 """Bundles that average the probabilities of an MR normalised at several bounds (``inference.normalisation_ensemble``)."""
 
-import json
-import shutil
 
 import numpy as np
 import pytest
 import torch
-from conftest import REAL_CT, REAL_MR
+from conftest import REAL_CT, REAL_MR, with_inference
 
 import MultiModalSegLib.inference.segmenter as segmenter_module
 from MultiModalSegLib.errors import BundleError
@@ -16,12 +14,7 @@ from MultiModalSegLib.model_card import render_model_card
 
 
 def _with_ensemble(bundle, tmp_path, value):
-    copy = tmp_path / f"ensemble-{abs(hash(str(value)))}"
-    shutil.copytree(bundle, copy)
-    meta = json.loads((copy / "metadata.json").read_text())
-    meta["inference"]["normalisation_ensemble"] = value
-    (copy / "metadata.json").write_text(json.dumps(meta))
-    return copy
+    return with_inference(bundle, tmp_path, "normalisation_ensemble", value)
 
 
 def test_each_pass_sees_the_mr_normalised_at_its_fraction_in_one_crop(tiny_bundle, tmp_path, monkeypatch):

@@ -1,12 +1,10 @@
 """Bundles that average the probabilities of an image and of its negative (``inference.polarity_ensemble``)."""
 
-import json
-import shutil
 
 import numpy as np
 import pytest
 import torch
-from conftest import REAL_CT, REAL_MR
+from conftest import REAL_CT, REAL_MR, with_inference
 
 import MultiModalSegLib.inference.segmenter as segmenter_module
 from MultiModalSegLib.errors import BundleError
@@ -40,12 +38,7 @@ def test_the_ensemble_is_the_mean_of_the_two_probabilities():
 
 
 def _with_ensemble(bundle, tmp_path, value):
-    copy = tmp_path / f"ensemble-{abs(hash(str(value)))}"
-    shutil.copytree(bundle, copy)
-    meta = json.loads((copy / "metadata.json").read_text())
-    meta["inference"]["polarity_ensemble"] = value
-    (copy / "metadata.json").write_text(json.dumps(meta))
-    return copy
+    return with_inference(bundle, tmp_path, "polarity_ensemble", value)
 
 
 def test_a_bundle_naming_mr_runs_the_ensemble_on_mr_alone(tiny_bundle, tmp_path, monkeypatch):
