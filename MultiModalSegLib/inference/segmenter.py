@@ -311,10 +311,8 @@ class Segmenter:
         ``modality`` is a resolved name (see :meth:`resolve_modality`); ``fraction``: the normalisation
         bounds that far toward the profile's other foreground choice's (a percentile profile only).
         """
-        profile = self.profiles[modality]
-        array = normalize_blended(profile, volume.array, fraction) if fraction else profile.normalize(volume.array)
+        array = normalize_blended(self.profiles[modality], volume.array, fraction)  # the profile's own at 0
         normalized = Volume(array, volume.spacing, volume.origin, volume.direction)
-        del array
         model_space = to_model_space(normalized, self.quality.network_spacing(self.spacing))
         del normalized
         if bbox is None:
