@@ -8,7 +8,10 @@ the same prediction for both, as an in-run check.
         --out training/reports/stopped-runs
 
 Each checkpoint is copied into a temporary folder and read there, so a run folder is left as it is (a
-recipe's phantoms are drawn again there). Writes ``checkpoint_validation.md`` and ``.json`` to ``--out``.
+recipe's phantoms are drawn again there). Each case is predicted as the run's bundle would segment it (the
+recipe's polarity and normalisation ensembles); ``--normalisation-ensemble MR=0,0.5,1`` predicts as a bundle
+released with that ensemble would, for a recipe that does not name one (an inference setting: the
+checkpoint still matches). Writes ``checkpoint_validation.md`` and ``.json`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.results_files import save_results  # noqa: E402
+from training.package_model import normalisation_option  # noqa: E402
 
 
 def run_and_config(text: str) -> tuple[Path, Path]:
@@ -33,16 +37,20 @@ def run_and_config(text: str) -> tuple[Path, Path]:
     return Path(run), Path(config)
 
 
-def score_checkpoint(run: Path, config: Path) -> dict:
-    """The step of ``run``'s last checkpoint, its validation cases and the Dice per modality and organ both ways."""
+def score_checkpoint(run: Path, config: Path, normalisation_ensemble: dict[str, list[float]] | None = None) -> dict:
+    """The step of ``run``'s last checkpoint, its validation cases and the Dice per modality and organ both ways;
+    ``normalisation_ensemble`` in place of the recipe's."""
     from MultiModalSegLib.errors import ConfigError
     from MultiModalSegLib.training import Trainer, load_config
+    from MultiModalSegLib.training.config import config_from_dict
     from MultiModalSegLib.training.validation import validate_both_ways
 
     checkpoint = run / "checkpoints" / "last.pt"
     if not checkpoint.is_file():
         raise SystemExit(f"{checkpoint}: no checkpoint; give the folder of a run that has trained")
     cfg = load_config(config)
+    if normalisation_ensemble:
+        cfg = config_from_dict({**cfg.to_dict(), "normalisation_ensemble": normalisation_ensemble})
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "checkpoints").mkdir()
         shutil.copy2(checkpoint, Path(tmp) / "checkpoints" / "last.pt")
@@ -55,6 +63,7 @@ def score_checkpoint(run: Path, config: Path) -> dict:
         scores = validate_both_ways(trainer.method.inference_network(), trainer.val_cases, trainer.labels, cfg.patch_size,
                                     trainer.device, cfg.amp, polarity_ensemble=trainer.polarity_ensemble)
         return {"run": run.name, "step": trainer.step, "cases": [c.name for c in trainer.val_cases],
+                "normalisation_ensemble": {m: list(f) for m, f in trainer.normalisation_ensemble.items()},
                 "every_piece": scores["dice"], "largest_piece": scores["dice_largest_piece"]}
 
 
@@ -74,15 +83,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A run's last checkpoint scored every piece and largest piece on its validation cases.")
     parser.add_argument("--run", action="append", required=True, type=run_and_config, help="RUN_FOLDER=CONFIG (repeatable)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--normalisation-ensemble", type=normalisation_option, action="append", default=[],
+                        metavar="MODALITY=T,T,...", help="predict that modality as the mean of these normalisations (repeat)")
     args = parser.parse_args(argv)
-    rows = [score_checkpoint(run, config) for run, config in args.run]
+    ensemble = dict(args.normalisation_ensemble)
+    rows = [score_checkpoint(run, config, ensemble) for run, config in args.run]
     cases = sorted({c for r in rows for c in r["cases"]})
     text = (
         "# Runs' last checkpoints: every piece and largest piece\n\n"
         f"Validation Dice in model space on each run's validation cases ({', '.join(cases)}), from one prediction "
         "per case: every piece the network calls an organ (the in-run `dice`) -> each organ's largest piece alone "
         "(what the bundle keeps). Regenerate: `python training/checkpoint_validation.py "
-        + " ".join(f"--run {run}={config}" for run, config in args.run) + f" --out {args.out}`.\n\n" + markdown(rows) + "\n"
+        + " ".join(f"--run {run}={config}" for run, config in args.run)
+        + "".join(f" --normalisation-ensemble {m}={','.join(f'{t:g}' for t in f)}" for m, f in sorted(ensemble.items()))
+        + f" --out {args.out}`. Each case predicted as the run's bundle would segment it"
+        + (f", with the normalisation ensemble {ensemble}" if ensemble else "") + ".\n\n" + markdown(rows) + "\n"
     )
     save_results(args.out, "checkpoint_validation", rows, text)
     print(text)

@@ -14,7 +14,7 @@ from ..io import read_image, read_labelmap
 from ..modalities import ModalityProfile, get_modality
 from ..preprocessing import crop, foreground_bbox, to_model_space
 from .dataset import Case
-from .profile_jitter import unit_alternate
+from .profile_jitter import normalize_blended, unit_alternate
 
 
 @dataclass
@@ -28,6 +28,8 @@ class PreparedCase:
     weight: float = 1.0
     # a percentile profile's other foreground bounds on this image's [0, 1] scale (:mod:`.profile_jitter`)
     alternate: tuple[float, float] | None = None
+    # the image normalised at a normalisation ensemble's further fractions, in ``image``'s crop (validation)
+    passes: tuple[np.ndarray, ...] = ()
 
     @property
     def foreground(self) -> np.ndarray:
@@ -73,14 +75,21 @@ def remap_label_array(
 
 
 def prepare_case(
-    case: Case, spacing: Sequence[float], label_values: Sequence[int], profile: ModalityProfile | None = None
+    case: Case,
+    spacing: Sequence[float],
+    label_values: Sequence[int],
+    profile: ModalityProfile | None = None,
+    fractions: Sequence[float] = (0.0,),
 ) -> PreparedCase:
     """Read, normalise (``profile``, default the library's profile of the case's modality), reorient,
-    resample and crop one case."""
+    resample and crop one case. ``fractions``: the image is normalised at the first (the profile's own
+    bounds at 0), the crop found on it, and the further ones (a normalisation ensemble,
+    :func:`.profile_jitter.normalize_blended`, as the ``Segmenter`` runs it) are kept in that crop as ``passes``."""
     image = read_image(case.image)
+    raw = image.array
     profile = profile or get_modality(case.modality)
-    alternate = unit_alternate(profile, image.array)
-    image.array = profile.normalize(image.array)
+    alternate = unit_alternate(profile, raw)
+    image.array = normalize_blended(profile, raw, fractions[0])  # profile.normalize(raw) at 0
     model_image = to_model_space(image, spacing)
     label = None
     if case.label is not None:
@@ -95,4 +104,9 @@ def prepare_case(
         label = to_model_space(lab, spacing, is_label=True).array.astype(np.uint8)
     bbox = foreground_bbox(model_image.array, threshold=0.05, margin=4)
     img = crop(model_image.array, bbox).astype(np.float32)
-    return PreparedCase(case.name, case.modality, img, None if label is None else crop(label, bbox), case.weight, alternate)
+    passes = []
+    for t in fractions[1:]:
+        image.array = normalize_blended(profile, raw, t)
+        passes.append(crop(to_model_space(image, spacing).array, bbox).astype(np.float32))
+    return PreparedCase(case.name, case.modality, img, None if label is None else crop(label, bbox), case.weight, alternate,
+                        tuple(passes))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
-from ..modalities import FOREGROUNDS, ModalityProfile, scale_to_unit, with_params
+from ..modalities import FOREGROUNDS, ModalityProfile, get_modality, scale_to_unit, with_params
 from .recipe_shares import modality_shares
 
 JITTER_STREAM = 11  # the random stream of an item's jitter fraction (apart from the item's other draws)
@@ -97,3 +97,25 @@ def check_profile_jitter(jitter: dict, modalities: list[str], profiles: dict[str
             raise ConfigError(f"\"profile_jitter\" names {modality}, whose profile has a log_compression: jitter blends "
                               "linear bounds only; remove one of the two.")
     return shares
+
+
+def check_normalisation_ensemble(block: object, modalities: list[str], profiles: dict[str, ModalityProfile]) -> dict[str, tuple[float, ...]]:
+    """A recipe's ``normalisation_ensemble`` block (``{"MR": [0, 0.5, 1]}``) as ``{modality: fractions}``:
+    modalities the run trains, of percentile profiles, each with two or more different fractions in
+    [0, 1] (what ``inference.normalisation_ensemble`` of a bundle must hold); one sentence for a malformed one."""
+    if not isinstance(block, dict):
+        raise ConfigError(f"\"normalisation_ensemble\" must be {{MODALITY: [t, t, ...]}} with fractions in [0, 1]; got {block!r}.")
+    named = {}
+    for name, fractions in block.items():
+        modality = get_modality(name).name
+        if modality not in profiles:
+            raise ConfigError(f"\"normalisation_ensemble\" names {modality}, which the run does not train; its modalities are {modalities}.")
+        if profiles[modality].kind != "percentile":
+            raise ConfigError(f"\"normalisation_ensemble\" names {modality}, whose {profiles[modality].kind} profile does not depend "
+                              "on the image: every fraction would give the same input; remove it.")
+        numbers = isinstance(fractions, list) and all(isinstance(t, int | float) and not isinstance(t, bool) for t in fractions)
+        if not numbers or len(fractions) < 2 or len(set(fractions)) < len(fractions) or not all(0.0 <= t <= 1.0 for t in fractions):
+            raise ConfigError(f"\"normalisation_ensemble\": {modality} has {fractions!r}; give two or more different fractions "
+                              "in [0, 1], e.g. [0, 0.5, 1].")
+        named[modality] = tuple(float(t) for t in fractions)
+    return named

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..data.phantoms import anatomy_record, thorax_modalities
 from ..data.polarity import check_polarity
-from ..data.profile_jitter import check_profile_jitter
+from ..data.profile_jitter import check_normalisation_ensemble, check_profile_jitter
 from ..errors import ConfigError, InputError
 from ..labels import ABDOMEN_LABELS, LabelInfo
 from ..modalities import ModalityProfile, get_modality, with_params
@@ -54,6 +54,11 @@ class TrainConfig:
     ``polarity``: ``{"MR": s}`` shows that share of a modality's training items (real, phantom and
     synthesised) as their negative, ``1 - x``, and the bundle averages the probabilities of an image
     and of its negative at inference (:mod:`..data.polarity`; percentile profiles only).
+    ``normalisation_ensemble``: ``{"MR": [0, 0.5, 1]}`` makes the run's bundle segment that modality once
+    per fraction ``t``, normalised with its profile's bounds moved ``t`` of the way to its other foreground
+    choice's, and average the passes' probabilities (``inference.normalisation_ensemble``), and predicts the
+    in-run validation cases of that modality the same way, so that the run logs what its bundle delivers.
+    It changes no training step: a run may take it up or drop it when resumed.
     ``cpu_bfloat16``: true trains on a CPU under bfloat16 autocast where the processor computes bfloat16
     natively (AVX512-BF16 or AMX; several times faster per step there, ``benchmarks/training_precision.py``),
     in float32 elsewhere; each session's start event says which (``precision``). It changes the
@@ -83,6 +88,7 @@ class TrainConfig:
     intensity_profiles: dict = field(default_factory=dict)
     profile_jitter: dict = field(default_factory=dict)
     polarity: dict = field(default_factory=dict)
+    normalisation_ensemble: dict = field(default_factory=dict)
     lr: float = 2e-3
     weight_decay: float = 1e-4
     schedule: dict = field(default_factory=lambda: {"name": "cosine", "warmup_steps": 20})
@@ -115,7 +121,8 @@ class TrainConfig:
     def identity(self) -> dict:
         """What must not change between a run and its resumption (the length may grow)."""
         d = self.to_dict()
-        for key in ("steps", "validate_every", "checkpoint_every", "log_every", "device", "threads", "workers", "source"):
+        for key in ("steps", "validate_every", "checkpoint_every", "log_every", "device", "threads", "workers", "source",
+                    "normalisation_ensemble"):
             d.pop(key)
         for key in ("pretrain", "intensity_profiles", "profile_jitter", "polarity", "cpu_bfloat16"):  # absent from configs older than the key: they still resume
             if not d[key]:
@@ -154,6 +161,7 @@ def config_from_dict(raw: dict, base: Path | None = None) -> TrainConfig:
     _check_synthesis(cfg.synthesis)
     profile_jitter_shares(cfg)
     polarity_shares(cfg)
+    normalisation_ensemble(cfg)
     if cfg.pretrain:
         from .pretraining import PretrainSpec
 
@@ -221,6 +229,15 @@ def profile_jitter_shares(cfg: TrainConfig) -> dict[str, float]:
 def polarity_shares(cfg: TrainConfig) -> dict[str, float]:
     """The share of each modality's training items shown as their negative (0 when unnamed)."""
     return _item_shares(cfg, "polarity", check_polarity)
+
+
+def normalisation_ensemble(cfg: TrainConfig) -> dict[str, tuple[float, ...]]:
+    """The fractions each named modality is normalised at by the run's bundle and in-run validation
+    (:func:`..data.profile_jitter.check_normalisation_ensemble`; absent modalities: one pass)."""
+    try:
+        return check_normalisation_ensemble(cfg.normalisation_ensemble, cfg.modalities, configured_profiles(cfg))
+    except InputError as error:
+        raise ConfigError(f"\"normalisation_ensemble\": {error}") from None
 
 
 SYNTHESIS_SOURCES = ("datasets", "phantoms")

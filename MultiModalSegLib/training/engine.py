@@ -45,7 +45,14 @@ from ..reporting import Reporter
 from . import distributed
 from .batch_loader import step_batches
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import PHANTOM_COUNTS, TrainConfig, configured_profiles, polarity_shares, profile_jitter_shares
+from .config import (
+    PHANTOM_COUNTS,
+    TrainConfig,
+    configured_profiles,
+    normalisation_ensemble,
+    polarity_shares,
+    profile_jitter_shares,
+)
 from .progress import ProgressLog, format_seconds
 from .schedules import build_scheduler
 from .validation import validate_both_ways
@@ -149,6 +156,7 @@ class Trainer:
         self.profiles = {m: given.get(m) or configured[m] for m in self.modalities}
         self.jitter = profile_jitter_shares(config)  # share of each modality's items with jittered profile bounds
         self.polarity = polarity_shares(config)  # share of each modality's items shown as their negative
+        self.normalisation_ensemble = normalisation_ensemble(config)  # the bundle's passes per modality (inference only)
 
     # ----- data
     def _cases(self) -> tuple[list[Case], list[Case], list[dict]]:
@@ -195,10 +203,15 @@ class Trainer:
             train = [c for c in train if c.modality != modality] + kept
         return train, val, records
 
-    def _prepare(self, cases: list[Case], labelled: bool = True, what: str = "reading training cases") -> list[PreparedCase]:
+    def _prepare(self, cases: list[Case], labelled: bool = True, what: str = "reading training cases",
+                 fractions: dict[str, tuple[float, ...]] | None = None) -> list[PreparedCase]:
+        """The ``labelled`` (or unlabelled) ``cases`` in model space; ``fractions``: the normalisation
+        ensemble's passes per modality (validation cases, predicted as the bundle will segment)."""
         values = [lab.value for lab in self.labels]
         mine = [c for c in cases if c.labelled == labelled]
-        return self.reporter.each(mine, what, lambda c: prepare_case(c, self.cfg.spacing, values, self.profiles[c.modality])) if mine else []
+        fractions = fractions or {}
+        return self.reporter.each(mine, what, lambda c: prepare_case(c, self.cfg.spacing, values, self.profiles[c.modality],
+                                                                     fractions.get(c.modality, (0.0,)))) if mine else []
 
     def _mixed_samplers(self, train: list[Case], prepared: list[PreparedCase]) -> dict[str, MixedSampler]:
         """Per modality, a :class:`MixedSampler` of its real cases, its phantoms and images synthesised
@@ -257,7 +270,7 @@ class Trainer:
                            run=str(self.out))  # fmt: skip
         train, val, self.dataset_records = self._cases()
         prepared = self._prepare(train)
-        self.val_cases = self._prepare(val, what="reading validation cases")
+        self.val_cases = self._prepare(val, what="reading validation cases", fractions=self.normalisation_ensemble)
         self.samplers = self._mixed_samplers(train, prepared) if cfg.synthesis else {}
         for i, modality in enumerate(self.modalities if not cfg.synthesis else []):
             mine = [p for p in prepared if p.modality == modality]
@@ -554,7 +567,9 @@ class Trainer:
             "spacing": [float(s) for s in cfg.spacing],
             "patch_size": [int(p) for p in cfg.patch_size],
             "inference": {"overlap": 0.5, "sw_batch_size": 2, "mode": "gaussian",
-                          **({"polarity_ensemble": self.polarity_ensemble} if self.polarity_ensemble else {})},
+                          **({"polarity_ensemble": self.polarity_ensemble} if self.polarity_ensemble else {}),
+                          **({"normalisation_ensemble": {m: list(f) for m, f in self.normalisation_ensemble.items()}}
+                             if self.normalisation_ensemble else {})},
             "training": {
                 "datasets": self.dataset_records,
                 "cases": self.case_counts,

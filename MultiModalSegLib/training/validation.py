@@ -23,16 +23,20 @@ def predict_cases(
     amp: bool = True,
     polarity_ensemble: Sequence[str] = (),
 ) -> list[np.ndarray]:
-    """The label map of each case (model space); the modalities in ``polarity_ensemble`` are
-    predicted as the bundle will be (image and negative averaged)."""
+    """The label map of each case (model space), predicted as the bundle will: the modalities in
+    ``polarity_ensemble`` with image and negative averaged, and a case prepared with the passes of a
+    normalisation ensemble (``PreparedCase.passes``) as the argmax of the mean of every pass's probabilities."""
     was_training = net.training
     net.eval()
     preds = []
     for case in cases:
-        image = torch.from_numpy(case.image)[None, None]
-        logits = predict_logits(net, image, case.modality, patch_size, overlap=0.25, device=device, amp=amp,
-                                polarity_ensemble=case.modality in polarity_ensemble)
-        preds.append(logits.argmax(1)[0].numpy())
+        mean = None
+        for array in (case.image, *case.passes):
+            logits = predict_logits(net, torch.from_numpy(array)[None, None], case.modality, patch_size, overlap=0.25,
+                                    device=device, amp=amp, polarity_ensemble=case.modality in polarity_ensemble)
+            p = torch.softmax(logits.float(), 1)
+            mean = p if mean is None else mean.add_(p)
+        preds.append(mean.argmax(1)[0].numpy())
     net.train(was_training)
     return preds
 

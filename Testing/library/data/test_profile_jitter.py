@@ -9,6 +9,7 @@ from MultiModalSegLib.data.dataset import load_dataset
 from MultiModalSegLib.data.loading import PreparedCase, prepare_case
 from MultiModalSegLib.data.profile_jitter import (
     blended_bounds,
+    check_normalisation_ensemble,
     jitter_fraction,
     jitter_normalised,
     normalize_blended,
@@ -17,8 +18,10 @@ from MultiModalSegLib.data.profile_jitter import (
 )
 from MultiModalSegLib.data.sampling import ModalitySampler
 from MultiModalSegLib.data.synthesis import SynthSampler, prepare_source
-from MultiModalSegLib.errors import ConfigError
+from MultiModalSegLib.errors import ConfigError, InputError
+from MultiModalSegLib.io import Volume, read_image
 from MultiModalSegLib.modalities import CT, MR
+from MultiModalSegLib.preprocessing import crop, foreground_bbox, to_model_space
 
 SPACING = [6.0, 6.0, 6.0]
 PATCH = [16, 32, 32]
@@ -97,6 +100,39 @@ def test_prepared_cases_carry_their_other_bounds():
     mr = prepare_case(cases["MR"], SPACING, [1, 2, 3, 4])
     assert mr.alternate is not None and mr.alternate[0] > 0.0  # the organs' side of the other choice
     assert prepare_case(cases["CT"], SPACING, [1, 2, 3, 4]).alternate is None
+
+
+def test_a_case_prepared_for_a_normalisation_ensemble_keeps_every_pass_in_the_first_crop():
+    """The first fraction's image is the one prepared without the ensemble; each further pass is the
+    image normalised at its fraction before resampling (as the Segmenter runs it), cropped alike."""
+    mr = {c.modality: c for c in load_dataset(SAMPLES / "dataset.json").cases("training")}["MR"]
+    plain = prepare_case(mr, SPACING, [1, 2, 3, 4])
+    ensemble = prepare_case(mr, SPACING, [1, 2, 3, 4], fractions=(0.0, 0.5, 1.0))
+    assert plain.passes == () and np.array_equal(ensemble.image, plain.image) and np.array_equal(ensemble.label, plain.label)
+    assert len(ensemble.passes) == 2 and all(p.shape == plain.image.shape for p in ensemble.passes)
+    raw = read_image(mr.image)
+    bbox = foreground_bbox(to_model_space(Volume(MR.normalize(raw.array), raw.spacing, raw.origin, raw.direction), SPACING).array,
+                           threshold=0.05, margin=4)
+    for t, image in zip((0.5, 1.0), ensemble.passes, strict=True):
+        normalised = Volume(normalize_blended(MR, raw.array, t), raw.spacing, raw.origin, raw.direction)
+        assert np.array_equal(image, crop(to_model_space(normalised, SPACING).array, bbox))
+        assert not np.array_equal(image, plain.image)
+
+
+def test_a_recipe_normalisation_ensemble_is_read_or_refused_in_one_sentence():
+    profiles = {"CT": CT, "MR": MR}
+    assert check_normalisation_ensemble({"mr": [0, 0.5, 1]}, ["CT", "MR"], profiles) == {"MR": (0.0, 0.5, 1.0)}
+    assert check_normalisation_ensemble({}, ["CT", "MR"], profiles) == {}
+    for block, match in (({"CT": [0, 1]}, "does not depend on the image"), ({"MR": [0]}, "two or more different"),
+                         ({"MR": [0, 0]}, "two or more different"), ({"MR": [0, 1.5]}, "two or more different"),
+                         ({"MR": [0, True]}, "two or more different"), ({"MR": 0.5}, "two or more different"),
+                         ([0, 1], "must be")):
+        with pytest.raises(ConfigError, match=match):
+            check_normalisation_ensemble(block, ["CT", "MR"], profiles)
+    with pytest.raises(InputError, match="unknown modality 'PET'"):
+        check_normalisation_ensemble({"PET": [0, 1]}, ["CT", "MR"], profiles)
+    with pytest.raises(ConfigError, match="does not train"):
+        check_normalisation_ensemble({"MR": [0, 1]}, ["CT"], {"CT": CT})
 
 
 def _mr_case(alternate=(0.3, 1.2)) -> PreparedCase:

@@ -213,6 +213,25 @@ def test_validation_and_bundle_metadata(phantom_dir, tmp_path):
     assert {m: set(d) for m, d in check["dice_largest_piece"].items()} == {m: set(d) for m, d in result.validation.items()}
 
 
+def test_a_recipe_normalisation_ensemble_validates_and_exports_as_its_bundle_segments(phantom_dir, tmp_path):
+    """The MR validation case carries the ensemble's further passes (CT none), the bundle records the ensemble and the
+    Segmenter takes it up; being inference only, it may be added to a run when resumed, and a malformed one is refused."""
+    plain = config_from_dict(tiny_config(phantom_dir, steps=2))
+    Trainer(plain, tmp_path, quiet=True).run()
+    ensemble = config_from_dict(tiny_config(phantom_dir, steps=3, validate_every=3, normalisation_ensemble={"MR": [0, 0.5, 1]}))
+    trainer = Trainer(ensemble, tmp_path, quiet=True)
+    result = trainer.run()
+    assert result.step == 3  # resumed from step 2: the same run
+    assert {c.modality: len(c.passes) for c in trainer.val_cases} == {"CT": 0, "MR": 2}
+    meta = json.loads((result.bundle / "metadata.json").read_text())
+    assert meta["inference"]["normalisation_ensemble"] == {"MR": [0.0, 0.5, 1.0]}
+    from MultiModalSegLib.inference.segmenter import Segmenter
+
+    assert Segmenter(result.bundle, device="cpu").normalisation_ensemble == {"MR": (0.0, 0.5, 1.0)}
+    with pytest.raises(ConfigError, match="does not depend on the image"):
+        config_from_dict(tiny_config(phantom_dir, normalisation_ensemble={"CT": [0, 1]}))
+
+
 def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="no such config"):
         load_config(tmp_path / "missing.json")

@@ -1,4 +1,4 @@
-"""In-run validation predicts each modality as the bundle will (the polarity ensemble) and scores it plain and as the bundle keeps it (largest piece)."""
+"""In-run validation predicts each modality as the bundle will (the polarity and normalisation ensembles) and scores it plain and as the bundle keeps it (largest piece)."""
 
 import numpy as np
 import pytest
@@ -31,6 +31,23 @@ def test_validation_averages_both_polarities_only_for_the_modalities_named():
     assert single["MR"]["organ"] == single["CT"]["organ"] == 1.0
     assert both["CT"]["organ"] == 1.0  # CT keeps one pass
     assert both["MR"]["organ"] < 0.5  # the mean of an image and its negative puts this organ at even odds
+
+
+def test_a_case_with_the_passes_of_a_normalisation_ensemble_is_predicted_from_their_mean_probabilities():
+    """One pass calls the organ barely (0.69), two call it background firmly (0.002 each): the mean says background;
+    without the passes the same image gives the organ."""
+    image = np.full((16, 16, 16), 0.9, np.float32)
+    image[4:12, 4:12, 4:12] = 0.45  # barely darker than the middle
+    label = (image < 0.5).astype(np.uint8)
+    bright = np.full_like(image, 0.9)
+    passes = PreparedCase("mr", "MR", image, label, 1.0, passes=(bright, bright))
+    labels = [LabelInfo(1, "organ", (1.0, 0.0, 0.0))]
+    net, cpu = DarkIsOrgan(), torch.device("cpu")
+    assert validate(net, [PreparedCase("mr", "MR", image, label, 1.0)], labels, (16, 16, 16), cpu, amp=False)["MR"]["organ"] == 1.0
+    [pred] = predict_cases(net, [passes], (16, 16, 16), cpu, amp=False)
+    assert not pred.any()
+    one_bright = PreparedCase("mr", "MR", image, label, 1.0, passes=(np.full_like(image, 0.52),))  # 0.69 and 0.42 average above 0.5
+    assert np.array_equal(predict_cases(net, [one_bright], (16, 16, 16), cpu, amp=False)[0], label)
 
 
 def test_largest_piece_scores_what_the_bundle_keeps():
