@@ -497,23 +497,32 @@ def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> 
 
 def _prepare_heldout(plan: _Plan) -> list[tuple[str, PreparedCase]]:
     """The held-out cases, normalised with the parent's profiles (which the fine-tuned model keeps), so
-    that before and after are scored on the same inputs; a new modality gets the library's profile."""
+    that before and after are scored on the same inputs; a new modality gets the library's profile. The
+    modalities of the parent's normalisation ensemble (which the child keeps) carry its passes, so both
+    are scored as their bundles segment."""
     model_values = {lab.name: lab.value for lab in plan.parent.labels}
     spacing = plan.parent.metadata["spacing"]
     profiles = recorded_profiles(plan.parent.metadata)
+    fractions = _heldout_fractions(plan)
     out = []
     for group, spec, cases in plan.heldout:
         for c in cases:
             remap = _model_remap(c, spec.labels, model_values)
             case = Case(c.name, c.image, c.modality, c.label, remap, remap_is_table=c.label_remap is None)
-            out.append((group, prepare_case(case, spacing, list(model_values.values()), profiles.get(c.modality))))
+            out.append((group, prepare_case(case, spacing, list(model_values.values()), profiles.get(c.modality),
+                                            fractions.get(c.modality, (0.0,)))))
     return out
+
+
+def _heldout_fractions(plan: _Plan) -> dict[str, list[float]]:
+    """The parent's normalisation ensemble for the fine-tune's modalities (what parent and child segment with)."""
+    return _parent_normalisation(plan.parent.metadata, plan.modalities).get("normalisation_ensemble", {})
 
 
 def evaluate_bundle(bundle: Bundle, cases: list[tuple[str, PreparedCase]], device: torch.device) -> dict:
     """Dice per held-out group per modality per organ (and ``mean``) of ``bundle`` on ``cases``, each
-    modality predicted as the bundle declares (its polarity ensemble); cases of a modality the bundle
-    lacks are left out."""
+    modality predicted as the bundle declares (its polarity ensemble; the normalisation ensemble's passes
+    come with the cases, :func:`_prepare_heldout`); cases of a modality the bundle lacks are left out."""
     net = build_inference_network(bundle.metadata)
     net.load_state_dict(bundle.state_dict)
     net.to(device)
@@ -747,7 +756,9 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     heldout = _prepare_heldout(plan)
     counts = _counts(heldout)
     before_file = run / "evaluation-before.json"
-    key = {"parent_sha256": parent_sha, "cases": [f"{g}/{c.modality}/{c.name}" for g, c in heldout]}
+    fractions = _heldout_fractions(plan)
+    key = {"parent_sha256": parent_sha, "cases": [f"{g}/{c.modality}/{c.name}" for g, c in heldout],
+           **({"normalisation_ensemble": fractions} if fractions else {})}
     cached = json.loads(before_file.read_text()) if before_file.exists() else {}
     if cached.get("key") == key:  # a resumed run: the parent was scored already
         before = cached["dice"]
