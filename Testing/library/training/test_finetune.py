@@ -368,14 +368,14 @@ def test_fine_tuning_keeps_the_parents_intensity_profiles(tiny_bundle, phantom_d
     metadata["modalities"]["MR"]["params"] = dict(legacy)
     replace_metadata(parent, metadata)
     seen = []
-    original = ModalityProfile.normalize
+    original = ModalityProfile.compress  # the last step of every normalisation (profile.normalize, normalize_blended)
 
-    def spy(profile, array):
+    def spy(profile, unit):
         seen.append((profile.name, profile.foreground))
-        return original(profile, array)
+        return original(profile, unit)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ModalityProfile, "normalize", spy)
+        mp.setattr(ModalityProfile, "compress", spy)
         result = finetune(_options(parent, [phantom_dir], tmp_path / "child.zip", tmp_path / "run"))
     assert result.status == "done"
     child = load_bundle(tmp_path / "child.zip")
