@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
-from ..modalities import FOREGROUNDS, ModalityProfile, get_modality, scale_to_unit, with_params
-from .recipe_shares import modality_shares
+from ..modalities import FOREGROUNDS, ModalityProfile, scale_to_unit, with_params
+from .recipe_shares import modality_entries, modality_shares
 
 JITTER_STREAM = 11  # the random stream of an item's jitter fraction (apart from the item's other draws)
 
@@ -103,13 +103,9 @@ def check_normalisation_ensemble(block: object, modalities: list[str], profiles:
     """A recipe's ``normalisation_ensemble`` block (``{"MR": [0, 0.5, 1]}``) as ``{modality: fractions}``:
     modalities the run trains, of percentile profiles, each with two or more different fractions in
     [0, 1] (what ``inference.normalisation_ensemble`` of a bundle must hold); one sentence for a malformed one."""
-    if not isinstance(block, dict):
-        raise ConfigError(f"\"normalisation_ensemble\" must be {{MODALITY: [t, t, ...]}} with fractions in [0, 1]; got {block!r}.")
     named = {}
-    for name, fractions in block.items():
-        modality = get_modality(name).name
-        if modality not in profiles:
-            raise ConfigError(f"\"normalisation_ensemble\" names {modality}, which the run does not train; its modalities are {modalities}.")
+    form = "{MODALITY: [t, t, ...]} with fractions in [0, 1]"
+    for modality, fractions in modality_entries(block, "normalisation_ensemble", modalities, profiles, form):
         if profiles[modality].kind != "percentile":
             raise ConfigError(f"\"normalisation_ensemble\" names {modality}, whose {profiles[modality].kind} profile does not depend "
                               "on the image: every fraction would give the same input; remove it.")
