@@ -217,6 +217,7 @@ def release_args(args: argparse.Namespace) -> str:
     parts += [f" --normalisation-ensemble {m}={','.join(f'{v:g}' for v in f)}" for m, f in sorted(args.normalisation_ensemble)]
     parts += [f" --report {rel(args.report)}"] if args.report else []
     parts += [' --description "..."'] if args.description else []
+    parts += [' --note "..."'] if args.note else []
     return "".join(parts)
 
 

@@ -82,3 +82,13 @@ def test_a_release_can_record_a_normalisation_ensemble(tiny_bundle):
     for bad in ("MR", "MR=0.5", "MR=0,2", "MR=0,0", "=0,1", "MR=a,b"):
         with pytest.raises(argparse.ArgumentTypeError, match="MODALITY=t1,t2"):
             package_model.normalisation_option(bad)
+
+
+def test_the_regeneration_command_names_every_option_of_the_release(tmp_path):
+    package_model = _package_model()
+    args = argparse.Namespace(bundle=tmp_path / "b.zip", version="3.1.0", polarity_ensemble=[], normalisation_ensemble=[("MR", [0.0, 0.5, 1.0])],
+                              report=None, description="d", note="n")
+    assert package_model.release_args(args) == (f" --bundle {tmp_path / 'b.zip'} --version 3.1.0 --normalisation-ensemble MR=0,0.5,1"
+                                                ' --description "..." --note "..."')
+    assert package_model.release_args(argparse.Namespace(**{**vars(args), "note": "", "description": None, "bundle": None})) == (
+        " --version 3.1.0 --normalisation-ensemble MR=0,0.5,1")
