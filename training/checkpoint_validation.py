@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.results_files import save_results  # noqa: E402
-from training.package_model import normalisation_option  # noqa: E402
+from training.package_model import normalisation_args, normalisation_option  # noqa: E402
 
 
 def run_and_config(text: str) -> tuple[Path, Path]:
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "per case: every piece the network calls an organ (the in-run `dice`) -> each organ's largest piece alone "
         "(what the bundle keeps). Regenerate: `python training/checkpoint_validation.py "
         + " ".join(f"--run {run}={config}" for run, config in args.run)
-        + "".join(f" --normalisation-ensemble {m}={','.join(f'{t:g}' for t in f)}" for m, f in sorted(ensemble.items()))
+        + normalisation_args(ensemble)
         + f" --out {args.out}`. Each case predicted as the run's bundle would segment it"
         + (f", with the normalisation ensemble {ensemble}" if ensemble else "") + ".\n\n" + markdown(rows) + "\n"
     )

@@ -206,6 +206,11 @@ def normalisation_option(text: str) -> tuple[str, list[float]]:
     return modality, values
 
 
+def normalisation_args(ensemble: dict[str, list[float]]) -> str:
+    """``{"MR": [0, 0.5, 1]}`` as the command-line options that give it: `` --normalisation-ensemble MR=0,0.5,1``."""
+    return "".join(f" --normalisation-ensemble {m}={','.join(f'{v:g}' for v in f)}" for m, f in sorted(ensemble.items()))
+
+
 def release_args(args: argparse.Namespace) -> str:
     """The options of a release from another bundle, as the report's regeneration command gives them."""
     def rel(path: Path) -> Path:
@@ -214,7 +219,7 @@ def release_args(args: argparse.Namespace) -> str:
     parts = [f" --bundle {rel(args.bundle)}"] if args.bundle else []
     parts += [f" --version {args.version}"] if args.version else []
     parts += [f" --polarity-ensemble {m}" for m in sorted(set(args.polarity_ensemble))]
-    parts += [f" --normalisation-ensemble {m}={','.join(f'{v:g}' for v in f)}" for m, f in sorted(args.normalisation_ensemble)]
+    parts += [normalisation_args(dict(args.normalisation_ensemble))]
     parts += [f" --report {rel(args.report)}"] if args.report else []
     parts += [' --description "..."'] if args.description else []
     parts += [' --note "..."'] if args.note else []

@@ -47,7 +47,7 @@ from ..preprocessing import (
     uncrop,
 )
 from ..trust import Provenance, load_model
-from .sliding_window import count_windows, predict_logits
+from .sliding_window import add_pass_probabilities, count_windows, predict_logits
 
 Progress = Callable[[float, str], None]
 
@@ -354,8 +354,7 @@ class Segmenter:
                 polarity_ensemble=name in self.polarity_ensemble,
             )
             if len(fractions) > 1:
-                p = torch.softmax(logits.float(), 1) / len(fractions)
-                mean = p if mean is None else mean.add_(p)
+                mean = add_pass_probabilities(mean, logits, len(fractions))
         if mean is not None:  # the log of the passes' mean probabilities: its softmax is that mean, its argmax their labels
             logits = torch.log(mean.clamp_min_(torch.finfo(mean.dtype).tiny))
         report(0.88, "mapping back to the input grid")

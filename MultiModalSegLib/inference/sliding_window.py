@@ -73,6 +73,13 @@ def predict_logits(
     return torch.as_tensor(logits).float()
 
 
+def add_pass_probabilities(mean: torch.Tensor | None, logits: torch.Tensor, passes: int) -> torch.Tensor:
+    """``mean`` (``None`` before the first pass) plus one of ``passes`` passes' softmax class probabilities,
+    each weighted ``1 / passes``: after the last pass, their mean (a normalisation ensemble's passes)."""
+    p = torch.softmax(logits.float(), 1) / passes
+    return p if mean is None else mean.add_(p)
+
+
 def count_windows(shape: Sequence[int], patch: Sequence[int], overlap: float, sw_batch_size: int = 1) -> int:
     """How many windows (batches of ``sw_batch_size`` windows) MONAI's sliding window runs over ``shape``."""
     n = 1

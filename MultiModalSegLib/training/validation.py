@@ -10,7 +10,7 @@ from torch import nn
 
 from ..data.loading import PreparedCase
 from ..inference.segmenter import keep_largest_component
-from ..inference.sliding_window import predict_logits
+from ..inference.sliding_window import add_pass_probabilities, predict_logits
 from ..labels import LabelInfo
 from ..metrics import dice_scores
 
@@ -34,8 +34,7 @@ def predict_cases(
         for array in (case.image, *case.passes):
             logits = predict_logits(net, torch.from_numpy(array)[None, None], case.modality, patch_size, overlap=0.25,
                                     device=device, amp=amp, polarity_ensemble=case.modality in polarity_ensemble)
-            p = torch.softmax(logits.float(), 1)
-            mean = p if mean is None else mean.add_(p)
+            mean = add_pass_probabilities(mean, logits, 1 + len(case.passes))
         preds.append(mean.argmax(1)[0].numpy())
     net.train(was_training)
     return preds
