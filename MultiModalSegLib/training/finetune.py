@@ -503,7 +503,7 @@ def _prepare_heldout(plan: _Plan) -> list[tuple[str, PreparedCase]]:
     model_values = {lab.name: lab.value for lab in plan.parent.labels}
     spacing = plan.parent.metadata["spacing"]
     profiles = recorded_profiles(plan.parent.metadata)
-    fractions = _heldout_fractions(plan)
+    fractions = _parent_normalisation(plan.parent.metadata, plan.modalities)
     out = []
     for group, spec, cases in plan.heldout:
         for c in cases:
@@ -512,11 +512,6 @@ def _prepare_heldout(plan: _Plan) -> list[tuple[str, PreparedCase]]:
             out.append((group, prepare_case(case, spacing, list(model_values.values()), profiles.get(c.modality),
                                             fractions.get(c.modality, (0.0,)))))
     return out
-
-
-def _heldout_fractions(plan: _Plan) -> dict[str, list[float]]:
-    """The parent's normalisation ensemble for the fine-tune's modalities (what parent and child segment with)."""
-    return _parent_normalisation(plan.parent.metadata, plan.modalities).get("normalisation_ensemble", {})
 
 
 def evaluate_bundle(bundle: Bundle, cases: list[tuple[str, PreparedCase]], device: torch.device) -> dict:
@@ -584,6 +579,7 @@ def _config(opts: FinetuneOptions, plan: _Plan, run: Path, datasets: list[str], 
         "foreground_ratio": float(recorded.get("foreground_ratio", 0.67)),
         "augment": bool(recorded.get("augment", True)),
         "polarity": _parent_polarity(parent.metadata, recorded, plan.modalities),
+        "normalisation_ensemble": _parent_normalisation(parent.metadata, plan.modalities),
         "weight_decay": float(recorded.get("weight_decay", 1e-4)),
         "lr": float(opts.lr),
         "schedule": {"name": "cosine", "warmup_steps": int(warmup)},
@@ -612,12 +608,12 @@ def _parent_polarity(metadata: dict, recorded: dict, modalities: list[str]) -> d
     return {m: float(shares.get(m, 0.5)) for m in modalities if m in ensemble or m in shares}
 
 
-def _parent_normalisation(metadata: dict, modalities: list[str]) -> dict:
-    """The parent's ``inference.normalisation_ensemble`` for the child's modalities (an inference setting, not
-    learnt: the child segments those modalities as its parent did), as an ``inference`` entry; empty if none."""
+def _parent_normalisation(metadata: dict, modalities: list[str]) -> dict[str, list[float]]:
+    """The parent's ``inference.normalisation_ensemble`` for the fine-tune's modalities (an inference setting,
+    not learnt): the child's recipe names it, so the child's bundle records it and segments those modalities as
+    its parent did, and the held-out cases of both are scored with its passes; empty if the parent has none."""
     named = metadata.get("inference", {}).get("normalisation_ensemble", {})
-    kept = {m: list(f) for m, f in named.items() if m in modalities}
-    return {"normalisation_ensemble": kept} if kept else {}
+    return {m: [float(x) for x in f] for m, f in named.items() if m in modalities}
 
 
 def _parent_shaped_method(plan: _Plan, cfg) -> torch.nn.Module:
@@ -756,7 +752,7 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     heldout = _prepare_heldout(plan)
     counts = _counts(heldout)
     before_file = run / "evaluation-before.json"
-    fractions = _heldout_fractions(plan)
+    fractions = cfg.normalisation_ensemble
     key = {"parent_sha256": parent_sha, "cases": [f"{g}/{c.modality}/{c.name}" for g, c in heldout],
            **({"normalisation_ensemble": fractions} if fractions else {})}
     cached = json.loads(before_file.read_text()) if before_file.exists() else {}
@@ -793,7 +789,6 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     meta = copy.deepcopy(trained.metadata)
     uses_unlabelled = bool(getattr(get_method(plan.method), "uses_unlabelled", False))
     meta["parent"] = parent_info
-    meta["inference"].update(_parent_normalisation(parent.metadata, list(meta["modalities"])))
     meta["training"]["datasets"] = _source_records(plan, uses_unlabelled)
     meta["training"]["case_files"] = _case_files(plan, uses_unlabelled)
     meta["training"]["finetune"] = {

@@ -387,14 +387,14 @@ def test_fine_tuning_keeps_the_parents_intensity_profiles(tiny_bundle, phantom_d
 def test_a_fine_tune_keeps_its_parents_normalisation_ensemble():
     from MultiModalSegLib.training.finetune import _parent_normalisation
 
-    parent = {"inference": {"normalisation_ensemble": {"MR": [0.0, 0.5, 1.0]}}}
-    assert _parent_normalisation(parent, ["CT", "MR"]) == {"normalisation_ensemble": {"MR": [0.0, 0.5, 1.0]}}
+    parent = {"inference": {"normalisation_ensemble": {"MR": [0, 0.5, 1]}}}
+    assert _parent_normalisation(parent, ["CT", "MR"]) == {"MR": [0.0, 0.5, 1.0]}
     assert _parent_normalisation(parent, ["CT"]) == {} and _parent_normalisation({"inference": {}}, ["MR"]) == {}
 
 
 def test_a_parent_with_a_normalisation_ensemble_gives_a_child_with_it_both_scored_with_it(tiny_bundle, phantom_dir, tmp_path):
     """The held-out MR cases carry the ensemble's further passes (scored as parent and child segment), the CT
-    none, and the child bundle records the parent's ensemble."""
+    none, and the child's recipe names the parent's ensemble, so its bundle records it."""
     import MultiModalSegLib.training.finetune as ft
 
     parent = with_inference(Path(tiny_bundle), tmp_path, "normalisation_ensemble", {"MR": [0.0, 0.5, 1.0]})
@@ -404,7 +404,9 @@ def test_a_parent_with_a_normalisation_ensemble_gives_a_child_with_it_both_score
         mp.setattr(ft, "prepare_case", lambda case, *a: prepared.append(real(case, *a)) or prepared[-1])
         result = finetune(_options(parent, [phantom_dir], tmp_path / "child.zip", tmp_path / "run", heldout_phantoms=1))
     assert result.status == "done" and {c.modality: len(c.passes) for c in prepared} == {"CT": 0, "MR": 2}
-    assert load_bundle(tmp_path / "child.zip").metadata["inference"]["normalisation_ensemble"] == {"MR": [0.0, 0.5, 1.0]}
+    child = load_bundle(tmp_path / "child.zip").metadata
+    assert child["inference"]["normalisation_ensemble"] == {"MR": [0.0, 0.5, 1.0]}
+    assert child["training"]["config"]["normalisation_ensemble"] == {"MR": [0.0, 0.5, 1.0]}  # the child's recipe names it
 
 
 def test_a_fine_tune_keeps_its_parents_polarity_ensemble():
