@@ -14,7 +14,7 @@ from ..io import read_image, read_labelmap
 from ..modalities import ModalityProfile, get_modality
 from ..preprocessing import crop, foreground_bbox, to_model_space
 from .dataset import Case
-from .profile_jitter import normalize_blended, unit_alternate
+from .profile_jitter import blended_normaliser, unit_alternate
 
 
 @dataclass
@@ -84,12 +84,13 @@ def prepare_case(
     """Read, normalise (``profile``, default the library's profile of the case's modality), reorient,
     resample and crop one case. ``fractions``: the image is normalised at the first (the profile's own
     bounds at 0), the crop found on it, and the further ones (a normalisation ensemble,
-    :func:`.profile_jitter.normalize_blended`, as the ``Segmenter`` runs it) are kept in that crop as ``passes``."""
+    :func:`.profile_jitter.blended_normaliser`, as the ``Segmenter`` runs it) are kept in that crop as ``passes``."""
     image = read_image(case.image)
     raw = image.array
     profile = profile or get_modality(case.modality)
     alternate = unit_alternate(profile, raw)
-    image.array = normalize_blended(profile, raw, fractions[0])  # profile.normalize(raw) at 0
+    normalise = blended_normaliser(profile, raw)  # each foreground choice's percentiles once for all fractions
+    image.array = normalise(fractions[0])  # profile.normalize(raw) at 0
     model_image = to_model_space(image, spacing)
     label = None
     if case.label is not None:
@@ -106,7 +107,7 @@ def prepare_case(
     img = crop(model_image.array, bbox).astype(np.float32)
     passes = []
     for t in fractions[1:]:
-        image.array = normalize_blended(profile, raw, t)
+        image.array = normalise(t)
         passes.append(crop(to_model_space(image, spacing).array, bbox).astype(np.float32))
     return PreparedCase(case.name, case.modality, img, None if label is None else crop(label, bbox), case.weight, alternate,
                         tuple(passes))

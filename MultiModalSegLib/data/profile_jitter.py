@@ -49,20 +49,48 @@ def jitter_fraction(seed: int | None, share: float) -> float:
 
 def blended_bounds(profile: ModalityProfile, sample: np.ndarray, t: float) -> tuple[float, float]:
     """The bounds ``t`` of the way from ``profile``'s bounds for ``sample`` to its other foreground's."""
-    low, high = profile.bounds(sample)
-    if t == 0.0:
-        return low, high
-    other_low, other_high = other_foreground(profile).bounds(sample)
-    return low + t * (other_low - low), high + t * (other_high - high)
+    return BlendedNormaliser(profile, sample).bounds(t)
+
+
+class BlendedNormaliser:
+    """One image normalised as ``profile`` does, at any fraction ``t`` of the way to the bounds of its other
+    foreground choice (:func:`blended_bounds`); each choice's bounds (percentiles of the whole image) are
+    taken once, however many fractions are asked for: the passes of a normalisation ensemble."""
+
+    def __init__(self, profile: ModalityProfile, array: np.ndarray) -> None:
+        self.profile = profile
+        self.data = array
+        self._own: tuple[float, float] | None = None
+        self._other: tuple[float, float] | None = None
+
+    def bounds(self, t: float) -> tuple[float, float]:
+        """The bounds at fraction ``t`` (the profile's own at 0)."""
+        if self._own is None:
+            self._own = self.profile.bounds(self.data)
+        if t == 0.0:
+            return self._own
+        if self._other is None:
+            self._other = other_foreground(self.profile).bounds(self.data)
+        (low, high), (other_low, other_high) = self._own, self._other
+        return low + t * (other_low - low), high + t * (other_high - high)
+
+    def __call__(self, t: float) -> np.ndarray:
+        """The image normalised with :meth:`bounds` ``(t)``."""
+        return self.profile.compress(scale_to_unit(self.data, *self.bounds(t)))
 
 
 def normalize_blended(profile: ModalityProfile, array: np.ndarray, t: float) -> np.ndarray:
     """``array`` normalised as ``profile`` does, with the bounds ``t`` of the way to its other foreground's
     (:func:`blended_bounds`); ``profile.normalize(array)`` for ``t == 0``. What an item with jitter fraction
     ``t`` is normalised with in training, and each pass of a normalisation ensemble at inference
-    (``inference.normalisation_ensemble``, :mod:`..inference.segmenter`)."""
-    data = np.asarray(array, dtype=np.float32)
-    return profile.compress(scale_to_unit(data, *blended_bounds(profile, data, t)))
+    (``inference.normalisation_ensemble``, :mod:`..inference.segmenter`; several passes of one image:
+    :func:`blended_normaliser`)."""
+    return blended_normaliser(profile, array)(t)
+
+
+def blended_normaliser(profile: ModalityProfile, array: np.ndarray) -> BlendedNormaliser:
+    """A :class:`BlendedNormaliser` of ``array`` as float32 (what :func:`normalize_blended` normalises)."""
+    return BlendedNormaliser(profile, np.asarray(array, dtype=np.float32))
 
 
 def unit_alternate(profile: ModalityProfile, array: np.ndarray) -> tuple[float, float] | None:

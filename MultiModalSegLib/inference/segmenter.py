@@ -26,7 +26,7 @@ import torch
 from scipy import ndimage
 
 from ..bundle import Bundle, check_output_channels
-from ..data.profile_jitter import normalize_blended
+from ..data.profile_jitter import BlendedNormaliser, blended_normaliser
 from ..device import resolve_device
 from ..errors import BundleError, InputError
 from ..io import Volume, probabilities_path, read_image, write_image_atomic, write_segmentation
@@ -303,15 +303,19 @@ class Segmenter:
         return name, reason
 
     def network_input(
-        self, volume: Volume, modality: str, fraction: float = 0.0, bbox: tuple[slice, ...] | None = None
+        self, volume: Volume, modality: str, fraction: float = 0.0, bbox: tuple[slice, ...] | None = None,
+        normaliser: BlendedNormaliser | None = None,
     ) -> tuple[Volume, tuple[slice, ...], torch.Tensor]:
         """What the sliding window runs on: the normalised model-space volume, the body's bounding box
         in it (threshold 0.05, margin 8 voxels; or ``bbox``) and the cropped float32 tensor ``[1, 1, Z, Y, X]``.
 
         ``modality`` is a resolved name (see :meth:`resolve_modality`); ``fraction``: the normalisation
-        bounds that far toward the profile's other foreground choice's (a percentile profile only).
+        bounds that far toward the profile's other foreground choice's (a percentile profile only);
+        ``normaliser``: :func:`..data.profile_jitter.blended_normaliser` of ``volume`` for that profile, kept
+        across the passes of an ensemble so that the image's percentiles are taken once.
         """
-        array = normalize_blended(self.profiles[modality], volume.array, fraction)  # the profile's own at 0
+        normaliser = normaliser or blended_normaliser(self.profiles[modality], volume.array)
+        array = normaliser(fraction)  # the profile's own bounds at 0
         normalized = Volume(array, volume.spacing, volume.origin, volume.direction)
         model_space = to_model_space(normalized, self.quality.network_spacing(self.spacing))
         del normalized
@@ -332,12 +336,13 @@ class Segmenter:
             detected = detect_modality_reason(volume)
         report(0.02, f"modality {name} ({reason})")
         fractions = self.normalisation_ensemble.get(name, (0.0,))
-        model_space, bbox, image = self.network_input(volume, name, fractions[0])
+        normaliser = blended_normaliser(self.profiles[name], volume.array)
+        model_space, bbox, image = self.network_input(volume, name, fractions[0], normaliser=normaliser)
         window, overlap, mode, sw_batch_size = self.sliding_window(tuple(image.shape[2:]))
         mean = None
         for i, fraction in enumerate(fractions):
             if i:  # the first pass's crop for every pass, so that their probabilities line up
-                image = self.network_input(volume, name, fraction, bbox)[2]
+                image = self.network_input(volume, name, fraction, bbox, normaliser)[2]
             report(0.1 + 0.75 * i / len(fractions), "running the network")
             logits = predict_logits(
                 self.net,

@@ -9,6 +9,7 @@ from MultiModalSegLib.data.dataset import load_dataset
 from MultiModalSegLib.data.loading import PreparedCase, prepare_case
 from MultiModalSegLib.data.profile_jitter import (
     blended_bounds,
+    blended_normaliser,
     check_normalisation_ensemble,
     jitter_fraction,
     jitter_normalised,
@@ -20,7 +21,7 @@ from MultiModalSegLib.data.sampling import ModalitySampler
 from MultiModalSegLib.data.synthesis import SynthSampler, prepare_source
 from MultiModalSegLib.errors import ConfigError, InputError
 from MultiModalSegLib.io import Volume, read_image
-from MultiModalSegLib.modalities import CT, MR
+from MultiModalSegLib.modalities import CT, MR, ModalityProfile
 from MultiModalSegLib.preprocessing import crop, foreground_bbox, to_model_space
 
 SPACING = [6.0, 6.0, 6.0]
@@ -76,6 +77,21 @@ def test_blended_normalisation_runs_from_the_profile_to_its_other_foreground():
     assert np.allclose(normalize_blended(MR, image, 1.0), other_foreground(MR).normalize(image), atol=1e-6)
     organs = [normalize_blended(MR, image, t)[:, 14:26, 14:26].mean() for t in (0.0, 0.2, 1.0)]
     assert organs[0] > organs[1] > organs[2] == 0.0  # about 300, between air and fat: darker as the low bound nears the fat
+
+
+def test_one_normaliser_gives_every_fraction_from_one_percentile_pass_per_foreground(monkeypatch):
+    """The passes of a normalisation ensemble: what ``normalize_blended`` gives at each fraction, bit for bit,
+    with each foreground choice's percentiles taken once."""
+    image = fat_dominated_mr(3).astype(np.float64)
+    expected = {t: normalize_blended(MR, image, t) for t in (0.0, 0.5, 1.0)}
+    calls = []
+    original = ModalityProfile.bounds
+    monkeypatch.setattr(ModalityProfile, "bounds", lambda profile, a: calls.append(profile.foreground) or original(profile, a))
+    normalise = blended_normaliser(MR, image)
+    for t in (0.0, 0.5, 1.0, 0.5):
+        got = normalise(t)
+        assert got.dtype == np.float32 and np.array_equal(got, expected[t])
+    assert sorted(calls) == ["above_mean", "all"]
 
 
 def test_a_window_profile_has_nothing_to_jitter():

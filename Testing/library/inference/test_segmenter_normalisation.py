@@ -10,6 +10,7 @@ import MultiModalSegLib.inference.segmenter as segmenter_module
 from MultiModalSegLib.errors import BundleError
 from MultiModalSegLib.inference import Segmenter
 from MultiModalSegLib.io import read_image
+from MultiModalSegLib.modalities import ModalityProfile
 from MultiModalSegLib.model_card import render_model_card
 
 
@@ -37,6 +38,15 @@ def test_each_pass_sees_the_mr_normalised_at_its_fraction_in_one_crop(tiny_bundl
         assert torch.equal(image, ensemble.network_input(mr, "MR", fraction, bbox)[2])
     assert torch.equal(seen[0][1], first)
     assert not torch.allclose(seen[0][1], seen[2][1], atol=0.05)  # the passes differ: the mean is not either one
+
+
+def test_the_passes_take_the_mr_percentiles_once_per_foreground_choice(tiny_bundle, tmp_path, monkeypatch):
+    calls = []
+    original = ModalityProfile.bounds
+    monkeypatch.setattr(ModalityProfile, "bounds", lambda profile, a: calls.append(profile.foreground) or original(profile, a))
+    ensemble = Segmenter(_with_ensemble(tiny_bundle, tmp_path, {"MR": [0.0, 0.5, 1.0]}), device="cpu")
+    ensemble.segment(read_image(REAL_MR), "MR")
+    assert len(calls) == 2 and len(set(calls)) == 2  # three passes: the profile's bounds and its other choice's, once each
 
 
 def test_the_result_is_the_mean_of_the_passes_probabilities(tiny_bundle, tmp_path, monkeypatch):
