@@ -67,27 +67,16 @@ def validate(
     device: torch.device,
     amp: bool = True,
     polarity_ensemble: Sequence[str] = (),
-    largest_piece: bool = False,
-) -> dict[str, dict[str, float]]:
+    both_ways: bool = False,
+) -> dict:
     """Mean Dice per modality per label over ``cases`` (labelled, model space): :func:`predict_cases`
-    scored by :func:`dice_summary`."""
+    scored by :func:`dice_summary`, every piece counted. ``both_ways``: the one prediction per case scored
+    both ways, as ``{"dice": every piece (the in-run figure every run logs), "dice_largest_piece": each
+    organ's largest piece (what the bundle delivers)}``."""
     preds = predict_cases(net, cases, patch_size, device, amp, polarity_ensemble)
-    return dice_summary(preds, cases, labels, largest_piece)
-
-
-def validate_both_ways(
-    net: nn.Module,
-    cases: Sequence[PreparedCase],
-    labels: Sequence[LabelInfo],
-    patch_size: Sequence[int],
-    device: torch.device,
-    amp: bool = True,
-    polarity_ensemble: Sequence[str] = (),
-) -> dict[str, dict[str, dict[str, float]]]:
-    """One prediction per case scored two ways: ``dice`` (every piece, the in-run figure every run logs) and
-    ``dice_largest_piece`` (each organ's largest piece, what the bundle delivers)."""
-    preds = predict_cases(net, cases, patch_size, device, amp, polarity_ensemble)
-    return {"dice": dice_summary(preds, cases, labels), "dice_largest_piece": dice_summary(preds, cases, labels, largest_piece=True)}
+    if both_ways:
+        return {"dice": dice_summary(preds, cases, labels), "dice_largest_piece": dice_summary(preds, cases, labels, largest_piece=True)}
+    return dice_summary(preds, cases, labels)
 
 
 def validation_markdown(dice: dict[str, dict[str, float | None]]) -> str:

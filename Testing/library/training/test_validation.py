@@ -62,4 +62,5 @@ def test_largest_piece_scores_what_the_bundle_keeps():
     plain = dice_summary(preds, cases, labels)["CT"]["organ"]
     kept = dice_summary(preds, cases, labels, largest_piece=True)["CT"]["organ"]
     assert plain == pytest.approx(2 * 512 / (512 + 512 + 27)) and kept == 1.0
-    assert validate(DarkIsOrgan(), cases, labels, (16, 16, 16), torch.device("cpu"), amp=False, largest_piece=True)["CT"]["organ"] == kept
+    both = validate(DarkIsOrgan(), cases, labels, (16, 16, 16), torch.device("cpu"), amp=False, both_ways=True)
+    assert both["dice"]["CT"]["organ"] == plain and both["dice_largest_piece"]["CT"]["organ"] == kept
