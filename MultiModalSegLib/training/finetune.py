@@ -495,15 +495,14 @@ def _plan(opts: FinetuneOptions, run: Path, parent: Bundle, parent_sha: str) -> 
 # ----------------------------------------------------------------------------- evaluation
 
 
-def _prepare_heldout(plan: _Plan) -> list[tuple[str, PreparedCase]]:
+def _prepare_heldout(plan: _Plan, fractions: dict[str, list[float]]) -> list[tuple[str, PreparedCase]]:
     """The held-out cases, normalised with the parent's profiles (which the fine-tuned model keeps), so
     that before and after are scored on the same inputs; a new modality gets the library's profile. The
-    modalities of the parent's normalisation ensemble (which the child keeps) carry its passes, so both
-    are scored as their bundles segment."""
+    modalities of the parent's normalisation ensemble (``fractions``, which the child's recipe keeps) carry
+    its passes, so both are scored as their bundles segment."""
     model_values = {lab.name: lab.value for lab in plan.parent.labels}
     spacing = plan.parent.metadata["spacing"]
     profiles = recorded_profiles(plan.parent.metadata)
-    fractions = _parent_normalisation(plan.parent.metadata, plan.modalities)
     out = []
     for group, spec, cases in plan.heldout:
         for c in cases:
@@ -749,10 +748,10 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     log.close()
     trainer.build()
     device = resolve_device(opts.device)
-    heldout = _prepare_heldout(plan)
+    fractions = cfg.normalisation_ensemble  # the parent's, named in the child's recipe (_config)
+    heldout = _prepare_heldout(plan, fractions)
     counts = _counts(heldout)
     before_file = run / "evaluation-before.json"
-    fractions = cfg.normalisation_ensemble
     key = {"parent_sha256": parent_sha, "cases": [f"{g}/{c.modality}/{c.name}" for g, c in heldout],
            **({"normalisation_ensemble": fractions} if fractions else {})}
     cached = json.loads(before_file.read_text()) if before_file.exists() else {}
