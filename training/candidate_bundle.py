@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "training"))
 
-from package_model import normalisation_args, normalisation_option, released_metadata  # noqa: E402
+from package_model import inference_args, normalisation_option, released_metadata  # noqa: E402
 
 from MultiModalSegLib.bundle import bundle_sha256, load_bundle, save_bundle  # noqa: E402
 from MultiModalSegLib.errors import MMSegError  # noqa: E402
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         out = save_bundle(args.out, meta, bundle.state_dict, overwrite=args.overwrite)
     except MMSegError as error:
         raise SystemExit(str(error)) from None
-    changes = normalisation_args(dict(args.normalisation_ensemble)) + "".join(f" --polarity-ensemble {m}" for m in args.polarity_ensemble)
+    changes = inference_args(args.polarity_ensemble, dict(args.normalisation_ensemble))
     print(f"{out}: {meta['name']} {meta['version']}, the weights of {args.bundle}{changes}")
     return 0
 

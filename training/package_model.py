@@ -211,6 +211,11 @@ def normalisation_args(ensemble: dict[str, list[float]]) -> str:
     return "".join(f" --normalisation-ensemble {m}={','.join(f'{v:g}' for v in f)}" for m, f in sorted(ensemble.items()))
 
 
+def inference_args(polarity_ensemble: list[str], normalisation_ensemble: dict[str, list[float]]) -> str:
+    """The ``--polarity-ensemble`` and ``--normalisation-ensemble`` options that declare these ensembles."""
+    return "".join(f" --polarity-ensemble {m}" for m in sorted(set(polarity_ensemble))) + normalisation_args(normalisation_ensemble)
+
+
 def release_args(args: argparse.Namespace) -> str:
     """The options of a release from another bundle, as the report's regeneration command gives them."""
     def rel(path: Path) -> Path:
@@ -218,8 +223,7 @@ def release_args(args: argparse.Namespace) -> str:
 
     parts = [f" --bundle {rel(args.bundle)}"] if args.bundle else []
     parts += [f" --version {args.version}"] if args.version else []
-    parts += [f" --polarity-ensemble {m}" for m in sorted(set(args.polarity_ensemble))]
-    parts += [normalisation_args(dict(args.normalisation_ensemble))]
+    parts += [inference_args(args.polarity_ensemble, dict(args.normalisation_ensemble))]
     parts += [f" --report {rel(args.report)}"] if args.report else []
     parts += [' --description "..."'] if args.description else []
     parts += [' --note "..."'] if args.note else []
