@@ -43,7 +43,7 @@ def score_checkpoint(run: Path, config: Path, normalisation_ensemble: dict[str, 
     from MultiModalSegLib.errors import ConfigError
     from MultiModalSegLib.training import Trainer, load_config
     from MultiModalSegLib.training.config import config_from_dict
-    from MultiModalSegLib.training.validation import validate
+    from MultiModalSegLib.training.validation import dice_both_ways, predict_cases
 
     checkpoint = run / "checkpoints" / "last.pt"
     if not checkpoint.is_file():
@@ -60,8 +60,9 @@ def score_checkpoint(run: Path, config: Path, normalisation_ensemble: dict[str, 
         except ConfigError as exc:
             raise SystemExit(f"{run}: its checkpoint does not match {config} ({exc}); give the config the run was "
                              "trained with (the one in its folder's history)") from exc
-        scores = validate(trainer.method.inference_network(), trainer.val_cases, trainer.labels, cfg.patch_size,
-                          trainer.device, cfg.amp, polarity_ensemble=trainer.polarity_ensemble, both_ways=True)
+        preds = predict_cases(trainer.method.inference_network(), trainer.val_cases, cfg.patch_size, trainer.device,
+                              cfg.amp, polarity_ensemble=trainer.polarity_ensemble)
+        scores = dice_both_ways(preds, trainer.val_cases, trainer.labels)
         return {"run": run.name, "step": trainer.step, "cases": [c.name for c in trainer.val_cases],
                 "normalisation_ensemble": {m: list(f) for m, f in trainer.normalisation_ensemble.items()},
                 "every_piece": scores["dice"], "largest_piece": scores["dice_largest_piece"]}

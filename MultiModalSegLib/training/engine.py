@@ -55,7 +55,7 @@ from .config import (
 )
 from .progress import ProgressLog, format_seconds
 from .schedules import build_scheduler
-from .validation import validate
+from .validation import dice_both_ways, predict_cases
 
 UNLABELLED_STREAM = 1000  # sampler stream ids of unlabelled cases: 1000 + the modality's index
 
@@ -496,8 +496,9 @@ class Trainer:
                 bar.update(self.step, f"loss {losses['loss']:.4f} lr {lr:.2e} eta {format_seconds(eta)}",
                            loss=round(losses["loss"], 5), lr=lr, eta_s=round(eta, 1))  # fmt: skip
                 if self.is_main and self.val_cases and (self.step % cfg.validate_every == 0 or self.step == cfg.steps):
-                    scores = validate(self.method.inference_network(), self.val_cases, self.labels, cfg.patch_size,
-                                      self.device, cfg.amp, polarity_ensemble=self.polarity_ensemble, both_ways=True)
+                    preds = predict_cases(self.method.inference_network(), self.val_cases, cfg.patch_size, self.device,
+                                          cfg.amp, polarity_ensemble=self.polarity_ensemble)
+                    scores = dice_both_ways(preds, self.val_cases, self.labels)
                     val = scores["dice"]
                     log.write("validation", step=self.step, cases=[c.name for c in self.val_cases], **scores)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:

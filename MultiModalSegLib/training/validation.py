@@ -59,6 +59,12 @@ def dice_summary(
     return summary
 
 
+def dice_both_ways(preds: Sequence[np.ndarray], cases: Sequence[PreparedCase], labels: Sequence[LabelInfo]) -> dict[str, dict]:
+    """``preds`` scored both ways by :func:`dice_summary`: ``{"dice": every piece (the in-run figure every run
+    logs), "dice_largest_piece": each organ's largest piece (what the bundle delivers)}``."""
+    return {"dice": dice_summary(preds, cases, labels), "dice_largest_piece": dice_summary(preds, cases, labels, largest_piece=True)}
+
+
 def validate(
     net: nn.Module,
     cases: Sequence[PreparedCase],
@@ -67,16 +73,10 @@ def validate(
     device: torch.device,
     amp: bool = True,
     polarity_ensemble: Sequence[str] = (),
-    both_ways: bool = False,
-) -> dict:
+) -> dict[str, dict[str, float]]:
     """Mean Dice per modality per label over ``cases`` (labelled, model space): :func:`predict_cases`
-    scored by :func:`dice_summary`, every piece counted. ``both_ways``: the one prediction per case scored
-    both ways, as ``{"dice": every piece (the in-run figure every run logs), "dice_largest_piece": each
-    organ's largest piece (what the bundle delivers)}``."""
-    preds = predict_cases(net, cases, patch_size, device, amp, polarity_ensemble)
-    if both_ways:
-        return {"dice": dice_summary(preds, cases, labels), "dice_largest_piece": dice_summary(preds, cases, labels, largest_piece=True)}
-    return dice_summary(preds, cases, labels)
+    scored by :func:`dice_summary`, every piece counted."""
+    return dice_summary(predict_cases(net, cases, patch_size, device, amp, polarity_ensemble), cases, labels)
 
 
 def validation_markdown(dice: dict[str, dict[str, float | None]]) -> str:

@@ -6,7 +6,7 @@ import torch
 
 from MultiModalSegLib.data.loading import PreparedCase
 from MultiModalSegLib.labels import LabelInfo
-from MultiModalSegLib.training.validation import dice_summary, predict_cases, validate
+from MultiModalSegLib.training.validation import dice_both_ways, dice_summary, predict_cases, validate
 
 
 class DarkIsOrgan(torch.nn.Module):
@@ -62,5 +62,6 @@ def test_largest_piece_scores_what_the_bundle_keeps():
     plain = dice_summary(preds, cases, labels)["CT"]["organ"]
     kept = dice_summary(preds, cases, labels, largest_piece=True)["CT"]["organ"]
     assert plain == pytest.approx(2 * 512 / (512 + 512 + 27)) and kept == 1.0
-    both = validate(DarkIsOrgan(), cases, labels, (16, 16, 16), torch.device("cpu"), amp=False, both_ways=True)
+    both = dice_both_ways(preds, cases, labels)
     assert both["dice"]["CT"]["organ"] == plain and both["dice_largest_piece"]["CT"]["organ"] == kept
+    assert validate(DarkIsOrgan(), cases, labels, (16, 16, 16), torch.device("cpu"), amp=False)["CT"]["organ"] == plain
