@@ -5,7 +5,8 @@
 
 Writes ``status.md`` (steps done, training hours per session, the validation Dice at every
 validation step and each modality's mean over the last three checks, then the same for each organ's
-largest piece at the checks that logged it) and ``status.png`` (loss curves, validation Dice) to ``--out``; ``--name`` sets
+largest piece at the checks that logged it, and for a recipe with ``weight_average`` the same for the mean of
+its weights so far) and ``status.png`` (loss curves, validation Dice) to ``--out``; ``--name`` sets
 their file stem. Each ``--beside OTHER_RUN`` adds that run's validation Dice at the same steps, one
 table per modality, so that a run in progress is read against finished ones at equal training.
 """
@@ -55,6 +56,10 @@ def status_markdown(records: list[dict], title: str) -> str:
         if kept:
             lines += ["", "The same checks scored as the bundle segments, each organ's largest piece alone (at the "
                       "checks that logged it):", "", *dice_table(kept), "", recent_means(kept)]
+        averaged = validations(records, AVERAGE)
+        if averaged:
+            lines += ["", "The mean of the weights so far (`weight_average`, what the run's bundle will carry), each "
+                      "organ's largest piece alone:", "", *dice_table(averaged), "", recent_means(averaged)]
     return "\n".join(lines) + "\n"
 
 
@@ -79,12 +84,21 @@ def recent_means(by_step: dict[int, dict], last: int = 3) -> str:
 
 
 LARGEST_PIECE = "dice_largest_piece"
+AVERAGE = ("weight_average", LARGEST_PIECE)
 
 
-def validations(records: list[dict], key: str = "dice") -> dict[int, dict]:
+def validations(records: list[dict], key: str | tuple[str, ...] = "dice") -> dict[int, dict]:
     """Validation Dice by step (the last record of a step counts, as after a resumed run); ``key``
-    ``LARGEST_PIECE``: the Dice of each organ's largest piece, where the run logged it."""
-    return {r["step"]: r[key] for r in records if r["event"] == "validation" and key in r}
+    ``LARGEST_PIECE``: the Dice of each organ's largest piece, where the run logged it; ``AVERAGE``: that
+    of the averaged weights (a path of keys)."""
+    out = {}
+    for r in records:
+        value = r if r["event"] == "validation" else None
+        for k in (key,) if isinstance(key, str) else key:
+            value = value.get(k) if isinstance(value, dict) else None
+        if value is not None:
+            out[r["step"]] = value
+    return out
 
 
 def _cell(dice: dict, organ: str) -> str:

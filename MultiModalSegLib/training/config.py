@@ -15,6 +15,7 @@ from ..data.profile_jitter import check_normalisation_ensemble, check_profile_ji
 from ..errors import ConfigError, InputError
 from ..labels import ABDOMEN_LABELS, LabelInfo
 from ..modalities import ModalityProfile, get_modality, with_params
+from .weight_average import WeightAverage
 
 LABEL_SETS = {"abdomen": ABDOMEN_LABELS}
 
@@ -63,6 +64,9 @@ class TrainConfig:
     natively (AVX512-BF16 or AMX; several times faster per step there, ``benchmarks/training_precision.py``),
     in float32 elsewhere; each session's start event says which (``precision``). It changes the
     recipe, unlike ``threads``; on a GPU ``amp`` decides.
+    ``weight_average``: ``{"start": S, "every": E}`` gives the run's bundle the mean of the weights after
+    steps S, S + E, ... up to the last (:mod:`.weight_average`, stochastic weight averaging); it changes no
+    training step, and a finished run also writes its last step's weights as ``bundle_last_step``.
     ``init``: ``{"bundle": PATH, "sha256": HEX}`` starts the network from that bundle's weights
     (:mod:`.warm_start`: any U-Net-family method from any other; the sha256 is checked first).
     ``pretrain``: ``{"task": "masked_reconstruction", "steps": N, "lr": L, ...}`` pretrains the
@@ -89,6 +93,7 @@ class TrainConfig:
     profile_jitter: dict = field(default_factory=dict)
     polarity: dict = field(default_factory=dict)
     normalisation_ensemble: dict = field(default_factory=dict)
+    weight_average: dict = field(default_factory=dict)
     lr: float = 2e-3
     weight_decay: float = 1e-4
     schedule: dict = field(default_factory=lambda: {"name": "cosine", "warmup_steps": 20})
@@ -124,7 +129,7 @@ class TrainConfig:
         for key in ("steps", "validate_every", "checkpoint_every", "log_every", "device", "threads", "workers", "source",
                     "normalisation_ensemble"):
             d.pop(key)
-        for key in ("pretrain", "intensity_profiles", "profile_jitter", "polarity", "cpu_bfloat16"):  # absent from configs older than the key: they still resume
+        for key in ("pretrain", "intensity_profiles", "profile_jitter", "polarity", "cpu_bfloat16", "weight_average"):  # absent from configs older than the key: they still resume
             if not d[key]:
                 d.pop(key)
         return d
@@ -162,6 +167,7 @@ def config_from_dict(raw: dict, base: Path | None = None) -> TrainConfig:
     profile_jitter_shares(cfg)
     polarity_shares(cfg)
     normalisation_ensemble(cfg)
+    WeightAverage.from_config(cfg.weight_average, cfg.steps)
     if cfg.pretrain:
         from .pretraining import PretrainSpec
 

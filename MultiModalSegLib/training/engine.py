@@ -9,6 +9,7 @@ batch and rank 0 alone writes files (see :mod:`.distributed`).
 
 from __future__ import annotations
 
+import copy
 import datetime
 import inspect
 import math
@@ -56,6 +57,7 @@ from .config import (
 from .progress import ProgressLog, format_seconds
 from .schedules import build_scheduler
 from .validation import dice_both_ways, predict_cases
+from .weight_average import WeightAverage
 
 UNLABELLED_STREAM = 1000  # sampler stream ids of unlabelled cases: 1000 + the modality's index
 
@@ -306,6 +308,7 @@ class Trainer:
         self.scaler = grad_scaler(self.device, cfg.amp)
         self.step = 0
         self.history: list[dict] = []
+        self.weight_average = WeightAverage.from_config(cfg.weight_average, cfg.steps)
         if self.ckpt_path.exists():
             self._resume()
         self.ddp = None  # the method behind DistributedDataParallel, made at the first step under torchrun
@@ -321,6 +324,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "identity": self._identity(),
+            **({"weight_average": self.weight_average.state_dict()} if self.weight_average else {}),
         }
 
     def _identity(self) -> str:
@@ -365,6 +369,8 @@ class Trainer:
         self.scaler_resumed = load_scaler_state(self.scaler, state["scaler"])  # False: begun where AMP was off
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
+        if self.weight_average and "weight_average" in state:
+            self.weight_average.load_state_dict(state["weight_average"])
 
     def checkpoint(self) -> None:
         if self.is_main:
@@ -483,11 +489,13 @@ class Trainer:
         )
         start_step, t0 = self.step, time.time()
         losses: dict[str, float] = {}
-        val = None
+        val = val_average = None
         status = "done"
         with StopRequest(stop_file) as stop, step_batches(self.step_batches, self.step, cfg.steps, cfg.workers) as source:
             while self.step < cfg.steps:
                 losses = self.train_step(next(source))
+                if self.weight_average and self.weight_average.due(self.step):
+                    self.weight_average.update(self.method.inference_network().state_dict())
                 elapsed = time.time() - t0
                 eta = elapsed / (self.step - start_step) * (cfg.steps - self.step)
                 lr = self.optimizer.param_groups[0]["lr"]
@@ -500,6 +508,9 @@ class Trainer:
                                           cfg.amp, polarity_ensemble=self.polarity_ensemble)
                     scores = dice_both_ways(preds, self.val_cases, self.labels)
                     val = scores["dice"]
+                    if self.weight_average and self.weight_average.count:
+                        scores["weight_average"] = {"count": self.weight_average.count, **self._validate_average()}
+                        val_average = scores["weight_average"]["dice"]
                     log.write("validation", step=self.step, cases=[c.name for c in self.val_cases], **scores)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.checkpoint()
@@ -517,7 +528,7 @@ class Trainer:
             if start_step == cfg.steps and finished.is_file():
                 bundle = self.out / "bundle"  # a finished run rerun: its bundle (and metrics) stay as they are
             elif self.is_main:
-                bundle = self.export(val, time.time() - t0)
+                bundle = self.export(val, time.time() - t0, val_average)
             distributed.barrier()  # the other ranks return once rank 0 has written the bundle
             bundle = bundle or self.out / "bundle"
             log.write("done", step=self.step, bundle=str(bundle))
@@ -601,11 +612,29 @@ class Trainer:
             return {"config_file": None}
         return {"config_file": source.name, "config_sha256": file_sha256(source)}
 
-    def export(self, validation: dict | None, seconds: float) -> Path:
+    def export(self, validation: dict | None, seconds: float, validation_average: dict | None = None) -> Path:
+        """``bundle/``: the network's weights, or with ``weight_average`` their mean (``validation_average``
+        its last in-run scores), the last step's weights then going to ``bundle_last_step/`` beside it."""
         state = {k: v.detach().cpu() for k, v in self.method.inference_network().state_dict().items()}
         meta = self.metadata(validation, seconds)
         meta["metrics"] = _finite(meta["metrics"])
-        return save_bundle(self.out / "bundle", meta, state, overwrite=True)
+        if not (self.weight_average and self.weight_average.count):
+            return save_bundle(self.out / "bundle", meta, state, overwrite=True)
+        last = dict(meta, training={**meta["training"], "weights": "the last step's"})
+        save_bundle(self.out / "bundle_last_step", last, state, overwrite=True)
+        average = self.metadata(validation_average, seconds)
+        average["metrics"] = _finite(average["metrics"])
+        average["training"]["weights"] = "the mean over the steps of weight_average"
+        average["training"]["weight_average"] = self.weight_average.record()
+        return save_bundle(self.out / "bundle", average, self.weight_average.averaged(state), overwrite=True)
+
+    def _validate_average(self) -> dict:
+        """The in-run validation of the averaged weights, scored both ways (a copy of the network holds them)."""
+        net = copy.deepcopy(self.method.inference_network())
+        net.load_state_dict(self.weight_average.averaged(net.state_dict()))
+        preds = predict_cases(net, self.val_cases, self.cfg.patch_size, self.device, self.cfg.amp,
+                              polarity_ensemble=self.polarity_ensemble)
+        return dice_both_ways(preds, self.val_cases, self.labels)
 
 
 def _profiles_before_recording(modalities: list[str]) -> dict:

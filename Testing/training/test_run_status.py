@@ -123,3 +123,17 @@ def test_the_largest_piece_figures_get_their_own_table_where_logged(status_scrip
     assert "| 500 | 0.400 | 0.200 | 0.200 | 0.100 |" in plain and "| 250 |" in plain
     assert "| 500 | 0.600 | 0.500 | 0.300 | 0.200 |" in kept and "| 250 |" not in kept
     assert "Mean Dice over the last 1 checks (steps 500): CT 0.550, MR 0.250." in kept
+
+
+def test_the_averaged_weights_have_their_own_table(status_script, tmp_path):
+    write_run(tmp_path / "run", {250: (0.2, 0.0), 500: (0.4, 0.2)})
+    lines = (tmp_path / "run" / "progress.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1])
+    last["weight_average"] = {"count": 2, "dice": last["dice"], "dice_largest_piece": {"CT": dice(0.7, 0.5), "MR": dice(0.3, 0.1)}}
+    (tmp_path / "run" / "progress.jsonl").write_text("\n".join([*lines[:-1], json.dumps(last)]) + "\n")
+    status_script.main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "report")])
+    text = (tmp_path / "report" / "status.md").read_text()
+    averaged = text[text.index("The mean of the weights so far"):]
+    assert "| 500 | 0.700 | 0.500 | 0.300 | 0.100 |" in averaged and "| 250 |" not in averaged
+    assert "Mean Dice over the last 1 checks (steps 500): CT 0.600, MR 0.200." in averaged
+
