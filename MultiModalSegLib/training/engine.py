@@ -295,6 +295,8 @@ class Trainer:
         self.case_counts = {m: len(s.cases) for m, s in {**self.samplers, **self.unlabelled_samplers}.items()}
         torch.manual_seed(cfg.seed)
         self.method = build_configured_method(cfg, self.modalities, self.labels).to(self.device)
+        if cfg.weight_average:
+            WeightAverage.check_network(self.method)
         if self.init_state is not None:  # start from given weights (fine-tuning); a checkpoint still wins
             self.method = (self.init_state(self.method) or self.method).to(self.device)
         # warm start from another bundle's weights (logged at the run's first start); a checkpoint still wins

@@ -8,7 +8,9 @@ and what this module does: the learning rate is the recipe's own schedule (the p
 cyclic in the averaging phase; under a cosine schedule the mean covers the tail of the descent); the
 networks here normalise per image (instance normalisation, no running statistics), so the paper's final
 pass that recomputes BatchNorm statistics is not needed, and a buffer that is not floating point (a
-counter) is taken from the last update. Averaging changes no training step: a run's trajectory is the
+counter) is taken from the last update. A network that keeps running statistics (BatchNorm) is refused:
+the mean of its statistics is not the statistics of the mean weights, and the paper's recomputation pass is
+not implemented. Averaging changes no training step: a run's trajectory is the
 same with it and without it, and the mean is saved in the checkpoint, so a resumed run averages exactly
 as an uninterrupted one.
 """
@@ -47,6 +49,15 @@ class WeightAverage:
             raise ConfigError(f"weight_average start {start} is after the run's last step ({steps}): no weights would be "
                               f"averaged; {example}.")
         return cls(start, every)
+
+    @staticmethod
+    def check_network(net: torch.nn.Module) -> None:
+        """Refuse a network with running statistics (see the module's docstring)."""
+        kept = sorted({type(m).__name__ for m in net.modules() if getattr(m, "track_running_stats", False)})
+        if kept:
+            raise ConfigError(f"weight_average needs a network without running statistics, and this one has {', '.join(kept)}: "
+                              "give the network a per-image normalisation (e.g. \"norm\": \"modality_instance\" for "
+                              "unet3d) or drop weight_average.")
 
     def due(self, step: int) -> bool:
         """Whether the weights after ``step`` (steps done) join the mean."""

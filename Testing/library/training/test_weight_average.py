@@ -11,6 +11,8 @@ from MultiModalSegLib.training.config import config_from_dict
 from MultiModalSegLib.training.progress import read_progress
 from MultiModalSegLib.training.weight_average import WeightAverage
 
+INSTANCE = {"name": "unet3d", "params": {"features": [4, 8, 16], "norm": "modality_instance"}}  # no running statistics
+
 
 def test_the_running_mean_is_the_mean_of_the_states_it_was_given():
     average = WeightAverage(start=4, every=2)
@@ -41,8 +43,9 @@ def weights(bundle):
 def test_averaging_changes_no_step_and_its_bundle_carries_the_mean(phantom_dir, tmp_path):
     """The same run with and without weight_average: the last step's weights are the same; the averaged
     run's bundle is the mean of the weights after steps 2, 4 and 6, validated in the run as such."""
-    plain = Trainer(config_from_dict(tiny_config(phantom_dir, steps=6)), tmp_path / "plain", quiet=True).run()
-    cfg = config_from_dict(tiny_config(phantom_dir, steps=6, validate_every=3, weight_average={"start": 2, "every": 2}))
+    plain = Trainer(config_from_dict(tiny_config(phantom_dir, steps=6, network=INSTANCE)), tmp_path / "plain", quiet=True).run()
+    cfg = config_from_dict(tiny_config(phantom_dir, steps=6, validate_every=3, network=INSTANCE,
+                                       weight_average={"start": 2, "every": 2}))
     trainer = Trainer(cfg, tmp_path / "averaged", quiet=True)
     snapshots = []
     step = trainer.train_step
@@ -72,7 +75,7 @@ def test_averaging_changes_no_step_and_its_bundle_carries_the_mean(phantom_dir, 
 
 
 def test_a_resumed_run_averages_as_an_uninterrupted_one(phantom_dir, tmp_path):
-    cfg = config_from_dict(tiny_config(phantom_dir, steps=6, augment=True, weight_average={"start": 1, "every": 2}))
+    cfg = config_from_dict(tiny_config(phantom_dir, steps=6, augment=True, network=INSTANCE, weight_average={"start": 1, "every": 2}))
     straight = Trainer(cfg, tmp_path / "straight", quiet=True).run()
     first = Trainer(cfg, tmp_path / "resumed", quiet=True)
     first.build()
@@ -90,3 +93,10 @@ def test_a_resumed_run_averages_as_an_uninterrupted_one(phantom_dir, tmp_path):
         torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="keep the recipe the run began with"):
         WeightAverage(2, 2).load_state_dict(second.weight_average.state_dict())
+
+
+def test_a_network_with_running_statistics_is_refused(phantom_dir, tmp_path):
+    cfg = config_from_dict(tiny_config(phantom_dir, weight_average={"start": 2, "every": 2}))  # tiny: modality BatchNorm
+    with pytest.raises(ConfigError, match="running statistics.*modality_instance"):
+        Trainer(cfg, tmp_path, quiet=True).build()
+
