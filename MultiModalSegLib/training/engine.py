@@ -296,7 +296,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.method = build_configured_method(cfg, self.modalities, self.labels).to(self.device)
         if cfg.weight_average:
-            WeightAverage.check_network(self.method)
+            WeightAverage.check_network(self.method.inference_network())
         if self.init_state is not None:  # start from given weights (fine-tuning); a checkpoint still wins
             self.method = (self.init_state(self.method) or self.method).to(self.device)
         # warm start from another bundle's weights (logged at the run's first start); a checkpoint still wins
