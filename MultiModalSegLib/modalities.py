@@ -115,7 +115,17 @@ def with_params(profile: ModalityProfile, overrides: dict) -> ModalityProfile:
     if not overrides:
         return profile
     params = {**profile.params, **overrides}
-    return ModalityProfile(profile.name, profile.kind, params, f"{profile.description} Pinned by the recipe: {params}.")
+    described = _percentile_description(profile.name, params) if profile.kind == "percentile" else profile.description
+    return ModalityProfile(profile.name, profile.kind, params, f"{described} Pinned by the recipe: {overrides}.")
+
+
+def _percentile_description(name: str, params: dict) -> str:
+    """What a percentile profile with ``params`` does, in one sentence (a pinned profile's own words, not
+    the library profile's it replaced)."""
+    which = "the voxels above the image mean" if params.get("foreground") == "above_mean" else "all voxels"
+    c = params.get("log_compression")
+    curve = f", then log(1 + {c:g} u) / log(1 + {c:g})" if c else ""
+    return f"{name}, arbitrary units: {params['low_percentile']:g}-{params['high_percentile']:g} percentiles of {which}{curve}."
 
 
 def recorded_profiles(metadata: dict) -> dict[str, ModalityProfile]:

@@ -56,7 +56,11 @@ def test_a_recipe_pins_an_intensity_profile_and_bad_pins_are_refused(tmp_path):
     cfg = config_from_dict({**base, "intensity_profiles": {"mr": {"foreground": "above_mean"}}})
     pinned = configured_profiles(cfg)
     assert pinned["MR"].foreground == "above_mean" and pinned["MR"].params["high_percentile"] == 99.5
-    assert "Pinned by the recipe" in pinned["MR"].description and pinned["CT"] == get_modality("CT")
+    assert pinned["MR"].description == ("MR, arbitrary units: 0.5-99.5 percentiles of the voxels above the image mean. "
+                                        "Pinned by the recipe: {'foreground': 'above_mean'}.")  # its own words, not the library's
+    assert pinned["CT"] == get_modality("CT")
+    curved = configured_profiles(config_from_dict({**base, "intensity_profiles": {"MR": {"log_compression": 30}}}))["MR"]
+    assert "percentiles of all voxels, then log(1 + 30 u) / log(1 + 30)." in curved.description
     assert "intensity_profiles" in cfg.identity() and "intensity_profiles" not in config_from_dict(base).identity()
     for bad, words in (({"MR": {"foreground": "brightest"}}, "unknown foreground"), ({"MR": {"gain": 2}}, "cannot set"),
                        ({"CT": {"foreground": "all"}}, "cannot set"), ({"CBCT": {"low": 0}}, "does not train"),
