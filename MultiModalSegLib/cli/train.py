@@ -101,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
                         f"resume from {out}/checkpoints/last.pt", **fields)  # fmt: skip
         return 3
     text = result_text(result, out, validation) + f"\nbundle: {result.bundle} (model {load_bundle(result.bundle).name})"
+    last_step = Path(result.bundle).parent / "bundle_last_step"
+    if last_step.is_dir():
+        text += f" holding the mean of the recipe's weight_average; the last step's weights: {last_step}"
     if copied:
         text += f"\ncopied to: {args.bundle} (already there)"
     elif args.bundle:

@@ -535,7 +535,8 @@ class Trainer:
             bundle = bundle or self.out / "bundle"
             log.write("done", step=self.step, bundle=str(bundle))
         log.close()
-        return TrainResult(status, self.step, bundle, losses, val)
+        # the scores of the weights the bundle carries: with weight_average, their mean's
+        return TrainResult(status, self.step, bundle, losses, val_average if val_average is not None else val)
 
     # ----- packaging
     def bundle_name_and_description(self) -> tuple[str, str]:

@@ -74,3 +74,13 @@ def test_threads_from_the_command_line_and_refused_when_negative(tmp_path, capsy
     err = capsys.readouterr().err
     assert "threads -1: give 0 (torch's own choice) or a positive number of CPU threads." in err and not seen
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_with_weight_average_says_what_its_bundle_holds(tmp_path, capsys, phantom_dir):
+    config = tmp_path / "recipe.json"
+    network = {"name": "unet3d", "params": {"features": [4, 8, 16], "norm": "modality_instance"}}
+    config.write_text(json.dumps(tiny_config(phantom_dir, steps=2, validate_every=2, network=network,
+                                             weight_average={"start": 1, "every": 1})))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert f"holding the mean of the recipe's weight_average; the last step's weights: {tmp_path / 'run' / 'bundle_last_step'}" in out

@@ -72,6 +72,7 @@ def test_averaging_changes_no_step_and_its_bundle_carries_the_mean(phantom_dir, 
     checks = [r for r in read_progress(tmp_path / "averaged" / "progress.jsonl") if r["event"] == "validation"]
     assert [c["weight_average"]["count"] for c in checks] == [1, 3]  # steps 3 and 6
     assert meta["metrics"]["validation_dice"] == checks[-1]["weight_average"]["dice"]
+    assert result.validation == checks[-1]["weight_average"]["dice"]  # the scores of the weights the bundle carries
 
 
 def test_a_resumed_run_averages_as_an_uninterrupted_one(phantom_dir, tmp_path):
