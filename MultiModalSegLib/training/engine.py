@@ -625,10 +625,9 @@ class Trainer:
             return save_bundle(self.out / "bundle", meta, state, overwrite=True)
         last = dict(meta, training={**meta["training"], "weights": "the last step's"})
         save_bundle(self.out / "bundle_last_step", last, state, overwrite=True)
-        average = self.metadata(validation_average, seconds)
-        average["metrics"] = _finite(average["metrics"])
-        average["training"]["weights"] = "the mean over the steps of weight_average"
-        average["training"]["weight_average"] = self.weight_average.record()
+        average = dict(meta, metrics=_finite({"validation_dice": validation_average} if validation_average else {}),
+                       training={**meta["training"], "weights": "the mean over the steps of weight_average",
+                                 "weight_average": self.weight_average.record()})
         return save_bundle(self.out / "bundle", average, self.weight_average.averaged(state), overwrite=True)
 
     def _validate_average(self) -> dict:
