@@ -54,7 +54,7 @@ from .config import (
     polarity_shares,
     profile_jitter_shares,
 )
-from .progress import ProgressLog, format_seconds
+from .progress import ProgressLog, format_seconds, read_progress
 from .schedules import build_scheduler
 from .validation import dice_both_ways, predict_cases
 from .weight_average import WeightAverage
@@ -530,6 +530,8 @@ class Trainer:
             if start_step == cfg.steps and finished.is_file():
                 bundle = self.out / "bundle"  # a finished run rerun: its bundle (and metrics) stay as they are
             elif self.is_main:
+                if start_step == cfg.steps:  # a finished run whose bundle was removed: exported with its last scores
+                    val, val_average = self._last_validation()
                 bundle = self.export(val, time.time() - t0, val_average)
             distributed.barrier()  # the other ranks return once rank 0 has written the bundle
             bundle = bundle or self.out / "bundle"
@@ -623,12 +625,22 @@ class Trainer:
         meta["metrics"] = _finite(meta["metrics"])
         if not (self.weight_average and self.weight_average.count):
             return save_bundle(self.out / "bundle", meta, state, overwrite=True)
-        last = dict(meta, training={**meta["training"], "weights": "the last step's"})
+        last = dict(meta, name=f"{meta['name']}-last-step",  # a name of its own: reports tell the two apart
+                    description=f"{meta['description']} The last step's weights; the run's bundle holds their mean.",
+                    training={**meta["training"], "weights": "the last step's"})
         save_bundle(self.out / "bundle_last_step", last, state, overwrite=True)
         average = dict(meta, metrics=_finite({"validation_dice": validation_average} if validation_average else {}),
                        training={**meta["training"], "weights": "the mean over the steps of weight_average",
                                  "weight_average": self.weight_average.record()})
         return save_bundle(self.out / "bundle", average, self.weight_average.averaged(state), overwrite=True)
+
+    def _last_validation(self) -> tuple[dict | None, dict | None]:
+        """The scores of the run's validation at its last step (and of its averaged weights), from the progress log."""
+        checks = [r for r in read_progress(self.out / "progress.jsonl")
+                  if r.get("event") == "validation" and r.get("step") == self.step]  # fmt: skip
+        if not checks:
+            return None, None
+        return checks[-1].get("dice"), (checks[-1].get("weight_average") or {}).get("dice")
 
     def _validate_average(self) -> dict:
         """The in-run validation of the averaged weights, scored both ways (a copy of the network holds them)."""

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -68,11 +69,30 @@ def test_averaging_changes_no_step_and_its_bundle_carries_the_mean(phantom_dir, 
         if value.is_floating_point():
             torch.testing.assert_close(value, torch.stack([s[key] for s in snapshots]).mean(0))
     meta = json.loads((result.bundle / "metadata.json").read_text())
+    last_meta = json.loads((tmp_path / "averaged" / "bundle_last_step" / "metadata.json").read_text())
+    assert last_meta["name"] == meta["name"] + "-last-step" and "last step" in last_meta["description"]
     assert meta["training"]["weight_average"] == {"start": 2, "every": 2, "count": 3, "steps": [2, 6]}
     checks = [r for r in read_progress(tmp_path / "averaged" / "progress.jsonl") if r["event"] == "validation"]
     assert [c["weight_average"]["count"] for c in checks] == [1, 3]  # steps 3 and 6
     assert meta["metrics"]["validation_dice"] == checks[-1]["weight_average"]["dice"]
     assert result.validation == checks[-1]["weight_average"]["dice"]  # the scores of the weights the bundle carries
+
+
+def test_a_finished_run_whose_bundles_were_removed_exports_them_again(phantom_dir, tmp_path):
+    cfg = config_from_dict(tiny_config(phantom_dir, steps=4, validate_every=2, network=INSTANCE,
+                                       weight_average={"start": 2, "every": 2}))
+    first = Trainer(cfg, tmp_path, quiet=True).run()
+    before = {name: json.loads((tmp_path / name / "metadata.json").read_text()) for name in ("bundle", "bundle_last_step")}
+    weights_before = {name: weights(tmp_path / name) for name in before}
+    for name in before:
+        shutil.rmtree(tmp_path / name)
+    again = Trainer(cfg, tmp_path, quiet=True).run()
+    assert again.step == 4 and again.validation == first.validation
+    for name, meta in before.items():
+        now = json.loads((tmp_path / name / "metadata.json").read_text())
+        assert (now["name"], now["metrics"]) == (meta["name"], meta["metrics"]), name
+        for key, value in weights(tmp_path / name).items():
+            assert torch.equal(value, weights_before[name][key]), (name, key)
 
 
 def test_a_resumed_run_averages_as_an_uninterrupted_one(phantom_dir, tmp_path):
