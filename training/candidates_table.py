@@ -61,12 +61,12 @@ def figures(entry: dict, reports: Path) -> dict:
         ensemble.update(ensemble_means(path))
     merged: dict = {}
     for model in entry.get("models", []):
+        if model not in card and model not in ensemble:
+            raise SystemExit(f"{entry['candidate']}: {model!r} is in none of {entry.get('results')}; models there: {sorted(card)}")
         for key, value in {**card.get(model, {}), **({"ensemble": ensemble[model]} if model in ensemble else {})}.items():
             if key in merged and merged[key] != value:
                 raise SystemExit(f"{entry['candidate']}: {key} is {value} for {model} and {merged[key]} for another of its names")
             merged[key] = value
-    if entry.get("models") and not merged:
-        raise SystemExit(f"{entry['candidate']}: none of {entry['models']} is in {entry.get('results')}")
     return merged
 
 
