@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import subprocess
 import sys
 from pathlib import Path
-
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from MultiModalSegLib.bundle import load_bundle, save_bundle  # noqa: E402
 from MultiModalSegLib.errors import MMSegError  # noqa: E402
+from MultiModalSegLib.training.checkpoint import load_checkpoint  # noqa: E402
 from MultiModalSegLib.training.weight_average import WeightAverage  # noqa: E402
 
 
@@ -69,10 +67,7 @@ def average(sources: list[str], like: dict) -> tuple[dict, list[dict]]:
     records = []
     for source in sources:
         raw = read_source(source)
-        try:
-            state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
-            raise SystemExit(f"{source}: the checkpoint cannot be read ({exc.__class__.__name__}); give a run's last.pt") from exc
+        state = load_checkpoint(source, raw, fix="give a run's last.pt")
         records.append({"source": source, "step": int(state["step"]), "sha256": hashlib.sha256(raw).hexdigest()})
         mean.update(network_weights(state, like, source))
     steps = [r["step"] for r in records]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
@@ -16,8 +17,9 @@ def save_checkpoint(state: dict, path: Path) -> None:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path | str, data: bytes | None = None, fix: str = "delete it or start with --restart.") -> dict:
+    """The checkpoint at ``path`` (or its bytes ``data``, already read from there); one error with ``fix`` if unreadable."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
-        raise ConfigError(f"{path}: the checkpoint cannot be read ({exc.__class__.__name__}); delete it or start with --restart.") from exc
+        raise ConfigError(f"{path}: the checkpoint cannot be read ({exc.__class__.__name__}); {fix}") from exc
