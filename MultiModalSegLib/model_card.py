@@ -111,6 +111,10 @@ def render_model_card(metadata: dict | None, entry: ModelEntry | None = None) ->
     if meta.get("patch_size"):
         facts.append("patch " + " x ".join(str(p) for p in meta["patch_size"]))
     lines += ["- " + ", ".join(facts)]
+    if meta.get("members"):
+        lines.append(f"- an ensemble of {len(meta['members'])} networks, their class probabilities averaged: "
+                     + "; ".join(f"{m['name']} {m['version']} (weights sha256 {m['model_sha256'][:12]}..., "
+                                 f"{m.get('training', {}).get('steps', '?')} training steps)" for m in meta["members"]))
     if metadata is None:
         lines += ["- not downloaded yet: details below come from the models manifest only"]
     lines.append("")

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from ..errors import ConfigError
+from ..networks.member_ensemble import with_members
 
 METHODS: dict[str, type] = {}
 
@@ -27,6 +28,7 @@ def build_method(name: str, network: Mapping, modalities: list[str], n_classes: 
 
 
 def build_inference_network(metadata: Mapping) -> nn.Module:
-    """The untrained inference network a bundle's metadata describes (weights loaded separately)."""
+    """The untrained inference network a bundle's metadata describes (weights loaded separately); for a
+    bundle listing ``members``, an ensemble of that many (:mod:`..networks.member_ensemble`)."""
     cls = get_method(metadata["method"])
-    return cls.build_inference_network(metadata["network"], list(metadata["modalities"]))
+    return with_members(metadata, lambda: cls.build_inference_network(metadata["network"], list(metadata["modalities"])))

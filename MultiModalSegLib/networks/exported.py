@@ -15,6 +15,7 @@ from torch import nn
 from ..errors import BundleError
 from . import build_network
 from .cmc import CMCNetwork
+from .member_ensemble import with_members
 from .mulmodseg import MulModSegNet
 from .partly_shared import partly_shared_network
 from .router import ModalityRouter
@@ -69,11 +70,12 @@ def build_exported_network(method: str, spec: Mapping, modalities: Sequence[str]
 
 
 def build_inference_network(metadata: Mapping) -> nn.Module:
-    """The untrained inference network a bundle's metadata describes (weights are loaded separately)."""
+    """The untrained inference network a bundle's metadata describes (weights are loaded separately);
+    for a bundle listing ``members``, an ensemble of that many (:mod:`.member_ensemble`)."""
     method = metadata["method"]
     if method not in EXPORTED_NETWORKS:
         raise BundleError(
             f"the bundle's method {method!r} is not one this version of MultiModalSegLib knows "
             f"({', '.join(sorted(EXPORTED_NETWORKS))}); update MultiModalSegLib or choose another model."
         )
-    return EXPORTED_NETWORKS[method](metadata["network"], list(metadata["modalities"]))
+    return with_members(metadata, lambda: EXPORTED_NETWORKS[method](metadata["network"], list(metadata["modalities"])))

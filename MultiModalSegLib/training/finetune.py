@@ -69,6 +69,7 @@ from torch import nn
 
 from ..atomic import write_text_atomic
 from ..bundle import Bundle, bundle_sha256, file_sha256, load_bundle, save_bundle
+from ..bundle_members import member_bundle
 from ..data.dataset import Case, DatasetSpec, labelled_subset, load_dataset
 from ..data.loading import PreparedCase, prepare_case
 from ..data.phantoms import drawing_record, drawing_suffix, write_phantom_dataset
@@ -80,6 +81,7 @@ from ..methods.registry import build_inference_network
 from ..modalities import get_modality, modality_names, recorded_profiles
 from ..models import resolve_model
 from ..naming import check_new_model_name, timestamp
+from ..networks.member_ensemble import member_count
 from ..networks.norms import modality_norms
 from ..provenance import dataset_file_record, find_dataset, missing_dataset_error, project_data_roots
 from ..reporting import Reporter
@@ -172,6 +174,14 @@ def load_parent(init: str) -> tuple[Bundle, str]:
     path, expected = resolve_model(init)
     bundle = load_bundle(path, expected_sha256=expected)
     return bundle, expected or bundle_sha256(path)
+
+
+def ensemble_note(ensemble: Bundle) -> str:
+    """What fine-tuning an ensemble bundle (:mod:`..bundle_members`) does, in a sentence for the plan."""
+    first = ensemble.metadata["members"][0]
+    return (f"{ensemble.name} {ensemble.metadata['version']} is an ensemble of {member_count(ensemble.metadata)} networks; "
+            f"fine-tuning trains its first member ({first['name']} {first['version']}) and writes a single-network model, "
+            "scored against the whole ensemble on the held-out cases")
 
 
 def check_output(out: Path, parent: Bundle, overwrite: bool) -> None:
@@ -705,8 +715,9 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     out = Path(opts.out)
     if opts.norm_stats not in ("frozen", "train"):
         raise ConfigError(f"--norm-stats {opts.norm_stats!r}: give frozen or train.")
-    parent, parent_sha = load_parent(opts.init)
-    check_output(out, parent, opts.overwrite)
+    original, parent_sha = load_parent(opts.init)
+    check_output(out, original, opts.overwrite)
+    parent = member_bundle(original, 0)  # an ensemble's first member trains; a single network is itself
     run = Path(opts.run_dir) if opts.run_dir else default_run_dir(out)
     name = new_model_name(opts, parent, run)
     run.mkdir(parents=True, exist_ok=True)
@@ -725,6 +736,8 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
         parent=parent.name, name=name, version=version, steps=opts.steps, lr=opts.lr, run=str(run), out=str(out),
     )  # fmt: skip
     plan = _plan(opts, run, parent, parent_sha)
+    if original is not parent:
+        plan.notes.append(ensemble_note(original))
     for note in plan.notes:
         reporter.note(f"note: {note}")
     datasets = [
@@ -741,7 +754,8 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     if not main:  # another torchrun rank: it trains its share of each batch, nothing more
         result = trainer.run()
         return FinetuneResult(result.status, result.step, run)
-    parent_info = {"name": parent.name, "version": parent.metadata["version"], "sha256": parent_sha}
+    parent_info = {"name": parent.name, "version": parent.metadata["version"], "sha256": parent_sha,
+                   **({"member": 1, "members": member_count(original.metadata)} if original is not parent else {})}
     log = ProgressLog(run / "progress.jsonl")
     log.write("finetune", parent=parent_info, name=name, method=plan.method, out=str(out), data=[str(p) for p in opts.data],
               few_shot=opts.few_shot, replay=plan.replay, new_modalities=plan.new_modalities, notes=plan.notes)  # fmt: skip
@@ -760,7 +774,7 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     else:
         if heldout:
             reporter.plan(f"scoring the parent on {len(heldout)} held-out cases")
-        before = evaluate_bundle(parent, heldout, device)
+        before = evaluate_bundle(original, heldout, device)  # the model the user had, an ensemble whole
         write_text_atomic(before_file, json.dumps({"key": key, "dice": before}, indent=2) + "\n")
     if opts.validate_every > 0:  # the Trainer scores the held-out cases every N steps (a live Dice curve)
         trainer.val_cases = [c for _, c in heldout if c.modality in plan.modalities]

@@ -96,3 +96,13 @@ def test_a_card_says_which_modalities_are_predicted_with_the_polarity_ensemble()
     ct = next(line for line in card.splitlines() if line.startswith("- **CT**"))
     assert "image and of its negative" in mr and "negative" not in ct
     assert "negative" not in render_model_card(shipped_metadata())
+
+
+def test_a_card_names_an_ensembles_members():
+    meta = shipped_metadata()
+    assert "an ensemble of" not in render_model_card(meta)
+    meta["members"] = [{"name": "a", "version": "1.0.0", "model_sha256": "0" * 64, "training": {"steps": 5000}},
+                       {"name": "b", "version": "2.0.0", "model_sha256": "1" * 64, "training": {"steps": 10000}}]
+    line = next(x for x in render_model_card(meta).splitlines() if "an ensemble of" in x)
+    assert line.startswith("- an ensemble of 2 networks, their class probabilities averaged: a 1.0.0 ")
+    assert "b 2.0.0 (weights sha256 111111111111..., 10000 training steps)" in line

@@ -3,6 +3,7 @@ and the few-shot claim from the default model (slow)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -12,7 +13,7 @@ import pytest
 import torch
 from conftest import load_script, with_inference
 
-from MultiModalSegLib.bundle import bundle_sha256, file_sha256, load_bundle, replace_metadata
+from MultiModalSegLib.bundle import bundle_sha256, file_sha256, load_bundle, replace_metadata, save_bundle
 from MultiModalSegLib.errors import BundleError, ConfigError
 from MultiModalSegLib.modalities import ModalityProfile
 from MultiModalSegLib.provenance import path_like_strings, provenance_sections
@@ -416,3 +417,29 @@ def test_a_fine_tune_keeps_its_parents_polarity_ensemble():
     assert _parent_polarity({"inference": {"polarity_ensemble": ["MR"]}}, {"polarity": {"MR": 0.3}}, ["CT", "MR"]) == {"MR": 0.3}
     assert _parent_polarity({"inference": {"polarity_ensemble": ["MR"]}}, {}, ["CT", "MR"]) == {"MR": 0.5}
     assert _parent_polarity({"inference": {"polarity_ensemble": ["MR"]}}, {}, ["CT"]) == {}
+
+
+def test_an_ensemble_fine_tunes_its_first_member_and_is_scored_whole(tiny_bundle, phantom_dir, tmp_path):
+    """An ensemble parent (``bundle_members``): its first member trains into a single network; the plan
+    says so, the parent record names the ensemble and the member, and "before" is the whole ensemble's."""
+    from MultiModalSegLib.bundle_members import combine_bundles, member_bundle
+    from MultiModalSegLib.training.finetune import _plan, _prepare_heldout, evaluate_bundle, load_parent
+
+    first = load_bundle(tiny_bundle)
+    noisy = {k: v + 0.2 * torch.randn_like(v) if v.is_floating_point() else v for k, v in first.state_dict.items()}
+    second = dataclasses.replace(first, state_dict=noisy, metadata={**first.metadata, "name": "tiny-noisy"})
+    meta, state = combine_bundles([first, second], name="tiny-pair", version="1.0.0", description="two members")
+    parent_path = save_bundle(tmp_path / "pair", meta, state)
+    result = finetune(_options(parent_path, [phantom_dir], tmp_path / "new", tmp_path / "run", steps=1))
+    new = load_bundle(result.bundle)
+    assert "members" not in new.metadata and new.state_dict.keys() == first.state_dict.keys()
+    assert new.metadata["parent"] == {"name": "tiny-pair", "version": "1.0.0", "sha256": bundle_sha256(parent_path),
+                                      "member": 1, "members": 2}
+    assert new.metadata["version"] == "1.1.0"
+    plan = next(r for r in read_progress(tmp_path / "run" / "progress.jsonl") if r["event"] == "finetune")
+    assert any("ensemble of 2 networks; fine-tuning trains its first member" in n for n in plan["notes"])
+    parent, sha = load_parent(str(parent_path))
+    opts = _options(parent_path, [phantom_dir], tmp_path / "new2", tmp_path / "plan")
+    heldout = _prepare_heldout(_plan(opts, tmp_path / "plan", member_bundle(parent, 0), sha), {})
+    cpu = torch.device("cpu")
+    assert result.before == evaluate_bundle(parent, heldout, cpu) != evaluate_bundle(member_bundle(parent, 0), heldout, cpu)
