@@ -43,29 +43,38 @@ from MultiModalSegLib.training.progress import read_progress  # noqa: E402
 from MultiModalSegLib.training.validation import validation_markdown  # noqa: E402
 
 
-def loss_plot(records: list[dict], path: Path) -> None:
+def loss_plot(records: list[dict] | list[list[dict]], path: Path, titles: list[str] | None = None) -> None:
+    """Training losses and validation Dice of a run; of an ensemble's runs (a list of runs' records, one row
+    each, titled ``titles``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    runs = records if records and isinstance(records[0], list) else [records]
+    fig, axes = plt.subplots(len(runs), 2, figsize=(11, 4 * len(runs)), squeeze=False)
+    for (a, b), run, title in zip(axes, runs, titles or [""] * len(runs), strict=True):
+        _run_curves(a, b, run, title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _run_curves(a, b, records: list[dict], title: str) -> None:
+    """One run's losses on ``a`` and validation Dice on ``b``."""
     steps = [r for r in records if r["event"] == "step"]
     vals = [r for r in records if r["event"] == "validation"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for key in steps[-1]["losses"]:
         a.plot([r["step"] for r in steps], [r["losses"][key] for r in steps], label=key, lw=1)
     a.set_xlabel("step")
-    a.set_title("training losses")
+    a.set_title(f"{title}training losses")
     a.legend()
     for modality in vals[-1]["dice"] if vals else []:
         b.plot([r["step"] for r in vals], [r["dice"][modality]["mean"] for r in vals], marker="o", label=modality)
     b.set_ylim(0, 1)
     b.set_xlabel("step")
-    b.set_title("validation Dice (the run's validation cases, mean of organs)")
+    b.set_title(f"{title}validation Dice (the run's validation cases, mean of organs)")
     b.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def training_seconds(records: list[dict]) -> float:
@@ -230,9 +239,59 @@ def release_args(args: argparse.Namespace) -> str:
     return "".join(parts)
 
 
+def member_runs(bundle, runs: list[Path]) -> list[dict]:
+    """For an ensemble bundle (``MultiModalSegLib.bundle_members``), each member with the run that trained it
+    (``runs`` in the members' order): label, records, training provenance, run folder. Empty for a single
+    network, which takes one run. One sentence when the runs do not match the members."""
+    recorded = bundle.metadata.get("members") or []
+    if len(runs) != max(len(recorded), 1):
+        names = ", ".join(f"{m['name']} {m['version']}" for m in recorded) or bundle.name
+        raise SystemExit(f"{bundle.path} holds {max(len(recorded), 1)} network(s) ({names}); give one --run per network, "
+                         f"in that order (got {len(runs)}).")
+    if not recorded:
+        return []
+    return [{"label": f"member {i + 1}, {m['name']} {m['version']}", "records": read_progress(run / "progress.jsonl"),
+             "training": m["training"], "run": run} for i, (m, run) in enumerate(zip(recorded, runs, strict=True))]
+
+
+def config_argument(training: dict) -> str:
+    """The recipe a bundle's ``training`` block names, as ``mmseg train --config`` takes it."""
+    config_name = training.get("config_file") or "abdomen_ummkd_default.json"  # recorded by name
+    return f"training/configs/{config_name}" if (REPO / "training" / "configs" / config_name).is_file() else config_name
+
+
+def repo_relative(path: Path) -> Path:
+    return path.resolve().relative_to(REPO) if path.resolve().is_relative_to(REPO) else path
+
+
+def member_lines(members: list[dict]) -> list[str]:
+    """A paragraph per member of an ensemble: its recipe, steps, data shares, wall time and sessions, the
+    command that trains it, and its last in-run validation."""
+    lines = []
+    for m in members:
+        t, cfg = m["training"], m["training"].get("config", {})
+        seconds = training_seconds(m["records"])
+        last = next((r for r in reversed(m["records"]) if r["event"] == "validation"), None)
+        mix = cfg.get("synthesis", {}).get("mix")
+        lines += [
+            f"- **{m['label']}**: {t.get('steps')} steps, batch {cfg.get('batch_size')} per modality, seed {t.get('seed')}, "
+            f"trained on {t.get('device')}; training cases per modality {json.dumps(t.get('cases'))}"
+            + (f"; shares of real, synthesised and phantom items {json.dumps(mix)}" if mix else "")
+            + (f"; weights averaged over steps {t['weight_average']['steps'][0]}-{t['weight_average']['steps'][-1]}"
+               if isinstance(t.get("weight_average"), dict) and t["weight_average"].get("steps") else "")
+            + f". Wall time {seconds / 60:.0f} min in sessions (start step -> planned length) "
+            + ", ".join(f"{r['step']} -> {r['steps']}" for r in m["records"] if r["event"] == "start")
+            + f". `mmseg train --config {config_argument(t)} --out {repo_relative(m['run'])}`.",
+            "",
+            *([f"  Last validation in the run (step {last['step']}):", "", validation_markdown(last["dice"]), ""] if last else []),
+        ]
+    return lines
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", required=True, type=Path)
+    p.add_argument("--run", required=True, type=Path, action="append",
+                   help="the run folder; for an ensemble bundle one per member, in the order of its members (repeat)")
     p.add_argument("--out", required=True, type=Path, help="bundle zip to write (under Resources/Models/)")
     p.add_argument("--default", action="store_true", help="make it the manifest's default model")
     p.add_argument("--note", default="", help="a paragraph for the report (e.g. what changed between sessions)")
@@ -249,14 +308,18 @@ def main() -> int:
     p.add_argument("--limitations", help="the manifest's limitations text")
     args = p.parse_args()
 
-    source = args.bundle or args.run / "bundle"
+    source = args.bundle or args.run[0] / "bundle"
     bundle = load_bundle(source)
     meta = dict(bundle.metadata)
     name = meta["training"].get("config", {}).get("bundle", {}).get("name", meta["name"])  # the recipe's name
-    records = read_progress(args.run / "progress.jsonl")
+    members = member_runs(bundle, args.run)
+    records = read_progress(args.run[0] / "progress.jsonl")
     report_dir = args.report.resolve() if args.report else REPO / "training" / "reports" / name
     report_dir.mkdir(parents=True, exist_ok=True)
-    loss_plot(records, report_dir / "loss.png")
+    if members:
+        loss_plot([m["records"] for m in members], report_dir / "loss.png", [f"{m['label']}: " for m in members])
+    else:
+        loss_plot(records, report_dir / "loss.png")
 
     measured = source
     if args.version or args.polarity_ensemble or args.normalisation_ensemble:  # measure the bundle as it will ship
@@ -268,7 +331,7 @@ def main() -> int:
         measured = save_bundle(Path(tempfile.mkdtemp(prefix="package-model-")) / "bundle", trial, bundle.state_dict)
     real, cpu_seconds = real_sample_metrics(measured)
     rows = [{**r, "bundle": f"{name} {meta['version']}"} for r in real_scan_rows(measured)]
-    train_seconds = training_seconds(records)
+    train_seconds = sum(training_seconds(m["records"]) for m in members) if members else training_seconds(records)
     meta = packaged_metadata(meta, real, rows, cpu_seconds, train_seconds, bundle=source)
     if args.description:
         meta["description"] = args.description
@@ -276,9 +339,8 @@ def main() -> int:
     val_cases = ", ".join(validation_case_names(meta["training"])) or "the run's validation split"
     synthesis = meta["training"].get("config", {}).get("synthesis")
     cfg = meta["training"].get("config", {})
-    config_name = meta["training"].get("config_file") or "abdomen_ummkd_default.json"  # recorded by name
-    config_arg = f"training/configs/{config_name}" if (REPO / "training" / "configs" / config_name).is_file() else config_name
-    run_arg = args.run.resolve().relative_to(REPO) if args.run.resolve().is_relative_to(REPO) else args.run
+    config_arg = config_argument(meta["training"])
+    run_arg = " --run ".join(str(repo_relative(r)) for r in args.run)
     warm = next((r for r in records if r["event"] == "warm_start"), None)
     warm_line = (
         f"Started from the weights of `{Path(warm['bundle']).name}` (method `{warm['method']}`, sha256 {warm['sha256'][:12]}...): "
@@ -301,7 +363,7 @@ def main() -> int:
         *(["Synthesised training patches as the sampler draws them (`python training/synthesis_grid.py --out "
            f"{grid.relative_to(REPO)}`):", "", f"![synthesised samples]({grid.name})", ""] if grid.exists() else []),
     ] if synthesis else []
-    report = [
+    single = [
         f"# {name} {meta['version']}: training report",
         "",
         f"Method `{meta['method']}`, network `{meta['network']['name']}` {meta['network']['params'].get('features')}, "
@@ -319,6 +381,27 @@ def main() -> int:
         f"{args.out.name}{' --default' if args.default else ''}`.",
         "",
         *([warm_line, ""] if warm_line else []),
+    ]
+    ensemble = [
+        f"# {name} {meta['version']}: release report",
+        "",
+        f"An ensemble of {len(members)} networks of one architecture (method `{meta['method']}`, network "
+        f"`{meta['network']['name']}` {meta['network']['params'].get('features')}, spacing {meta['spacing']} mm, patch "
+        f"{meta['patch_size']} (z, y, x)), their class probabilities averaged in each window "
+        "(`MultiModalSegLib/bundle_members.py`); each member trained from scratch on its own recipe:",
+        "",
+        *member_lines(members),
+        f"Training wall time of all members: {train_seconds / 60:.0f} min ({train_seconds / 3600:.2f} "
+        f"{meta['training']['device'].upper()} hours on a 2-core machine shared with other work).",
+        "",
+        "Regenerate: each member's `mmseg train` above, then `python training/ensemble_bundle.py "
+        + " ".join(f"--member MEMBER{i + 1}" for i in range(len(members)))
+        + f" --out ENSEMBLE ...` and `python training/package_model.py --run {run_arg}{release_args(args)} --out Resources/Models/"
+        f"{args.out.name}{' --default' if args.default else ''}`.",
+        "",
+    ] if members else []
+    report = [
+        *(ensemble or single),
         *([args.note, ""] if args.note else []),
         "## Real scans (unseen first)",
         "",
@@ -330,17 +413,15 @@ def main() -> int:
         "",
         "Dice, HD95 and ASSD per organ are in the bundle's `metadata.json` (`metrics.real_scans`).",
         "",
-        *synthesis_lines,
+        *([] if members else synthesis_lines),
         "## Training curves",
         "",
+        *(["One row per member, in the order above.", ""] if members else []),
         f"Validation during training on {val_cases} (model space, overlap 0.25).",
         "",
         "![losses](loss.png)",
         "",
-        "Last validation:",
-        "",
-        validation_markdown(validation),
-        "",
+        *([] if members else ["Last validation:", "", validation_markdown(validation), ""]),
         "## CPU inference seconds (best of 2, this machine)",
         "",
         *[f"- {k}: {v} s" for k, v in cpu_seconds.items()],
@@ -356,7 +437,7 @@ def main() -> int:
         meta,
         bundle.state_dict,
         extra_files={"report.md": report_dir / "report.md", "loss.png": report_dir / "loss.png",
-                     **({"synthesised_samples.png": grid} if synthesis and grid.exists() else {})},
+                     **({"synthesised_samples.png": grid} if synthesis and grid.exists() and not members else {})},
         overwrite=True,
     )
     entry = {

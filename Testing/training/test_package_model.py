@@ -92,3 +92,27 @@ def test_the_regeneration_command_names_every_option_of_the_release(tmp_path):
                                                 ' --description "..." --note "..."')
     assert package_model.release_args(argparse.Namespace(**{**vars(args), "note": "", "description": None, "bundle": None})) == (
         " --version 3.1.0 --normalisation-ensemble MR=0,0.5,1")
+
+
+def test_an_ensemble_is_packaged_with_one_run_per_member(tiny_bundle, tmp_path):
+    """An ensemble bundle (``bundle_members``) takes one ``--run`` per member, in order: the report gives each
+    member's recipe, sessions and last validation, the figure a row per member."""
+    from MultiModalSegLib.bundle import save_bundle
+    from MultiModalSegLib.bundle_members import combine_bundles
+
+    package_model = _package_model()
+    member = load_bundle(tiny_bundle)
+    meta, state = combine_bundles([member, member], name="pair", version="1.0.0", description="d")
+    pair = load_bundle(save_bundle(tmp_path / "pair", meta, state))
+    run = Path(tiny_bundle).parent
+    with pytest.raises(SystemExit, match=r"holds 2 network\(s\) .*give one --run per network, in that order \(got 1\)"):
+        package_model.member_runs(pair, [run])
+    with pytest.raises(SystemExit, match="holds 1 network"):
+        package_model.member_runs(member, [run, run])
+    assert package_model.member_runs(member, [run]) == []
+    members = package_model.member_runs(pair, [run, run])
+    lines = "\n".join(package_model.member_lines(members))
+    assert lines.count(f"{member.metadata['training']['steps']} steps") == 2 and "- **member 2, " in lines
+    assert f"--out {run}" in lines
+    package_model.loss_plot([m["records"] for m in members], tmp_path / "loss.png", ["a: ", "b: "])
+    assert (tmp_path / "loss.png").stat().st_size > 0
