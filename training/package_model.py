@@ -67,13 +67,13 @@ def _run_curves(a, b, records: list[dict], title: str) -> None:
     for key in steps[-1]["losses"]:
         a.plot([r["step"] for r in steps], [r["losses"][key] for r in steps], label=key, lw=1)
     a.set_xlabel("step")
-    a.set_title(f"{title}training losses")
+    a.set_title(f"{title}training losses", fontsize=10)
     a.legend()
     for modality in vals[-1]["dice"] if vals else []:
         b.plot([r["step"] for r in vals], [r["dice"][modality]["mean"] for r in vals], marker="o", label=modality)
     b.set_ylim(0, 1)
     b.set_xlabel("step")
-    b.set_title(f"{title}validation Dice (the run's validation cases, mean of organs)")
+    b.set_title(f"{title}validation Dice (the run's validation cases, mean of organs)", fontsize=10)
     b.legend()
 
 
@@ -317,7 +317,7 @@ def main() -> int:
     report_dir = args.report.resolve() if args.report else REPO / "training" / "reports" / name
     report_dir.mkdir(parents=True, exist_ok=True)
     if members:
-        loss_plot([m["records"] for m in members], report_dir / "loss.png", [f"{m['label']}: " for m in members])
+        loss_plot([m["records"] for m in members], report_dir / "loss.png", [f"member {i + 1}: " for i in range(len(members))])
     else:
         loss_plot(records, report_dir / "loss.png")
 
