@@ -87,7 +87,8 @@ def combine_bundles(bundles: list[Bundle], *, name: str, version: str, descripti
     metadata["training"] = {**copy.deepcopy(first.get("training", {})), "datasets": _union_datasets(bundles)}
     metadata["members"] = [
         {"name": b.name, "version": b.metadata["version"], "model_sha256": b.metadata["model_sha256"],
-         "training": copy.deepcopy(b.metadata.get("training", {}))}
+         "training": copy.deepcopy(b.metadata.get("training", {})),
+         **({"parent": copy.deepcopy(b.metadata["parent"])} if "parent" in b.metadata else {})}
         for b in bundles
     ]
     state = {f"{PREFIX}.{i}.{k}": v for i, b in enumerate(bundles) for k, v in b.state_dict.items()}

@@ -459,14 +459,19 @@ class Trainer:
 
     def _warm_start(self) -> dict:
         from ..bundle import bundle_sha256, load_bundle
+        from ..bundle_members import member_bundle
+        from ..networks.member_ensemble import member_count
         from .warm_start import warm_start_method
 
         path = Path(self.cfg.init["bundle"])
-        source = load_bundle(path, expected_sha256=self.cfg.init.get("sha256"))  # hashes the file when a sha256 is given
+        bundle = load_bundle(path, expected_sha256=self.cfg.init.get("sha256"))  # hashes the file when a sha256 is given
+        members = member_count(bundle.metadata)
+        source = member_bundle(bundle, 0)  # an ensemble bundle: its first member's weights
         sha256 = self.cfg.init.get("sha256") or bundle_sha256(path)
         report = warm_start_method(self.method, source.state_dict, f"the init bundle {path}")
         self.method.to(self.device)
         return {"bundle": str(path), "method": source.method, "sha256": sha256,
+                **({"member": 1, "members": members} if members > 1 else {}),
                 "copied": len(report.copied), "averaged": len(report.averaged), "fresh": len(report.fresh)}
 
     # ----- the loop

@@ -1,5 +1,7 @@
 """Warm start across U-Net-family methods (training/warm_start.py) and the config's ``init`` key."""
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import tiny_config
@@ -122,6 +124,23 @@ def test_config_init_starts_from_a_bundle_and_logs_it(phantom_dir, tiny_bundle, 
     trainer.run()
     events = [r for r in read_progress(tmp_path / "progress.jsonl") if r["event"] == "warm_start"]
     assert len(events) == 1 and events[0]["method"] == "ummkd" and events[0]["fresh"] == 0
+
+
+def test_config_init_from_an_ensemble_starts_from_its_first_member(phantom_dir, tiny_bundle, tmp_path):
+    from MultiModalSegLib.bundle import load_bundle, save_bundle
+    from MultiModalSegLib.bundle_members import combine_bundles
+
+    first = load_bundle(tiny_bundle)
+    second = {k: v + 1.0 if v.is_floating_point() else v for k, v in first.state_dict.items()}
+    meta, state = combine_bundles([first, dataclasses.replace(first, state_dict=second)], name="pair", version="1.0.0", description="")
+    pair = save_bundle(tmp_path / "pair", meta, state)
+    trainer = Trainer(config_from_dict(tiny_config(phantom_dir, steps=1, init={"bundle": str(pair)})), tmp_path / "run", quiet=True)
+    trainer.build()
+    got = trainer.method.inference_network().state_dict()
+    assert all(torch.equal(got[k], v) for k, v in first.state_dict.items())
+    trainer.run()
+    [event] = [r for r in read_progress(tmp_path / "run" / "progress.jsonl") if r["event"] == "warm_start"]
+    assert event["member"] == 1 and event["members"] == 2 and event["fresh"] == 0
 
 
 def test_config_init_with_a_wrong_sha256_names_the_bundle(phantom_dir, tiny_bundle, tmp_path):
