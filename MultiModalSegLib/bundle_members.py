@@ -1,8 +1,8 @@
 """Ensemble bundles: the weights of several trained bundles of one architecture, averaged at inference.
 
 An ensemble bundle is an ordinary bundle (one ``metadata.json``, one ``model.pt`` checked against one
-``model_sha256``) whose metadata lists ``members`` (each member's name, version, weights' sha256 and its own
-training provenance) and whose state dict holds member ``i``'s weights under ``members.<i>.``; its
+``model_sha256``) whose metadata lists ``members`` (each member's name, version, weights' sha256, its own
+training provenance and, for a fine-tuned member, its parent) and whose state dict holds member ``i``'s weights under ``members.<i>.``; its
 inference network is a :class:`~MultiModalSegLib.networks.member_ensemble.MemberEnsemble`. The members must
 agree on everything that shapes the input and the output (method, network, modalities and their intensity
 profiles, labels, voxel size, patch size, inference settings): the Segmenter prepares each window once for
