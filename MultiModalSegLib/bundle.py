@@ -155,6 +155,31 @@ def check_consistency(metadata: dict, source: str | Path = METADATA_NAME) -> Non
         )
 
 
+MEMBERS_PREFIX = "members"
+
+
+def check_members(metadata: dict, state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
+    """An ensemble bundle (``members`` in its metadata, :mod:`.bundle_members`): its weights must be exactly the
+    members' (``members.<i>.`` for each listed member, nothing else), each matching the sha256 its record gives."""
+    members = metadata.get("members")
+    if not members:
+        return
+    for i, record in enumerate(members):
+        prefix = f"{MEMBERS_PREFIX}.{i}."
+        own = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        if not own or weights_sha256(own) != record["model_sha256"]:
+            raise BundleError(
+                f"Model bundle {path}: member {i + 1} ({record['name']} {record['version']}) "
+                f"{'has no weights' if not own else 'does not match the sha256 its record gives'}; the ensemble is "
+                "inconsistent and was not loaded, rebuild it with training/ensemble_bundle.py."
+            )
+    listed = tuple(f"{MEMBERS_PREFIX}.{i}." for i in range(len(members)))
+    extra = [k for k in state_dict if not k.startswith(listed)]
+    if extra:
+        raise BundleError(f"Model bundle {path}: weights {extra[0]!r} and {len(extra) - 1} more belong to no listed member; "
+                          "the ensemble is inconsistent and was not loaded, rebuild it with training/ensemble_bundle.py.")
+
+
 def check_output_channels(bundle: Bundle, n_channels: int) -> None:
     """Raise :class:`BundleError` if a network built from ``bundle`` outputs other than labels+1 classes."""
     expected = len(bundle.metadata["labels"]) + 1
@@ -166,6 +191,11 @@ def check_output_channels(bundle: Bundle, n_channels: int) -> None:
 
 
 # ----------------------------------------------------------------------------- saving
+
+
+def weights_sha256(state_dict: dict) -> str:
+    """The ``model_sha256`` that ``state_dict`` gets when saved in a bundle (its serialisation is deterministic)."""
+    return _sha256_bytes(_serialize_state_dict(state_dict))
 
 
 def _serialize_state_dict(state_dict: dict) -> bytes:
@@ -424,6 +454,7 @@ def load_bundle(path: str | Path, *, expected_sha256: str | None = None) -> Bund
     metadata = _parse_metadata(meta_raw, path)
     state_dict = _load_weights(weights_raw, metadata, path)
     check_consistency(metadata, source=f"{path}/{METADATA_NAME}")
+    check_members(metadata, state_dict, path)
     # the network's classes are the labels plus background, whether or not the metadata says so:
     # a network built with another default would give labels that its weights cannot produce
     metadata["network"].setdefault("params", {}).setdefault("out_channels", len(metadata["labels"]) + 1)

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import torch
 
-from .bundle import Bundle
+from .bundle import MEMBERS_PREFIX, Bundle, weights_sha256
 from .errors import BundleError
 from .modalities import recorded_profiles
 from .networks.member_ensemble import member_count
 
-PREFIX = "members"
 SHARED_FIELDS = ("method", "network", "labels", "spacing", "patch_size", "inference")
 
 
@@ -86,12 +85,12 @@ def combine_bundles(bundles: list[Bundle], *, name: str, version: str, descripti
     metadata.update(name=name, version=version, description=description)
     metadata["training"] = {**copy.deepcopy(first.get("training", {})), "datasets": _union_datasets(bundles)}
     metadata["members"] = [
-        {"name": b.name, "version": b.metadata["version"], "model_sha256": b.metadata["model_sha256"],
+        {"name": b.name, "version": b.metadata["version"], "model_sha256": weights_sha256(b.state_dict),
          "training": copy.deepcopy(b.metadata.get("training", {})),
          **({"parent": copy.deepcopy(b.metadata["parent"])} if "parent" in b.metadata else {})}
         for b in bundles
     ]
-    state = {f"{PREFIX}.{i}.{k}": v for i, b in enumerate(bundles) for k, v in b.state_dict.items()}
+    state = {f"{MEMBERS_PREFIX}.{i}.{k}": v for i, b in enumerate(bundles) for k, v in b.state_dict.items()}
     return metadata, state
 
 
@@ -105,7 +104,7 @@ def member_bundle(bundle: Bundle, index: int) -> Bundle:
         return bundle
     if not 0 <= index < count:
         raise BundleError(f"{bundle.path} has {count} members; it has no member {index + 1}.")
-    prefix = f"{PREFIX}.{index}."
+    prefix = f"{MEMBERS_PREFIX}.{index}."
     state = {k[len(prefix):]: v for k, v in bundle.state_dict.items() if k.startswith(prefix)}
     member = bundle.metadata["members"][index]
     metadata = {k: copy.deepcopy(v) for k, v in bundle.metadata.items() if k != "members"}

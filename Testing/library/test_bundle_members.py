@@ -105,13 +105,20 @@ def test_incompatible_members_and_broken_ensembles_are_refused(ensemble, tiny_bu
         combine_bundles([first], name="x", version="1.0.0", description="")
     with pytest.raises(BundleError, match="is itself an ensemble"):
         combine_bundles([first, load_bundle(ensemble["path"])], name="x", version="1.0.0", description="")
-    # an ensemble whose metadata lists a member its weights lack: one clear error on loading
+    # an ensemble whose records do not describe its weights: one clear error on loading, before any use
     bundle = load_bundle(ensemble["path"])
     meta = {k: v for k, v in bundle.metadata.items() if k not in ("model_sha256", "format_version")}
     meta["members"] = meta["members"] + [meta["members"][0]]
-    broken = save_bundle(tmp_path / "broken", meta, bundle.state_dict)
-    with pytest.raises(BundleError, match="do not fit the network its metadata describes"):
-        Segmenter(broken, device="cpu")
+    with pytest.raises(BundleError, match=r"member 3 \(.*\) has no weights; the ensemble is inconsistent"):
+        load_bundle(save_bundle(tmp_path / "broken", meta, bundle.state_dict))
+    meta["members"] = meta["members"][::-1][1:]  # the two records swapped: each names the other's weights
+    with pytest.raises(BundleError, match="member 1 .* does not match the sha256 its record gives"):
+        load_bundle(save_bundle(tmp_path / "swapped", meta, bundle.state_dict))
+    meta["members"] = bundle.metadata["members"][:1] + bundle.metadata["members"][:1]
+    meta["members"][1] = {**meta["members"][1], "model_sha256": bundle.metadata["members"][1]["model_sha256"]}
+    with_stray = {**bundle.state_dict, "stray.weight": torch.zeros(1)}
+    with pytest.raises(BundleError, match="'stray.weight' and 0 more belong to no listed member"):
+        load_bundle(save_bundle(tmp_path / "stray", meta, with_stray))
     meta["members"] = meta["members"][:1]
     with pytest.raises(BundleError, match="members"):
         save_bundle(tmp_path / "one", meta, bundle.state_dict)
