@@ -180,8 +180,19 @@ def ensemble_note(ensemble: Bundle) -> str:
     """What fine-tuning an ensemble bundle (:mod:`..bundle_members`) does, in a sentence for the plan."""
     first = ensemble.metadata["members"][0]
     return (f"{ensemble.name} {ensemble.metadata['version']} is an ensemble of {member_count(ensemble.metadata)} networks; "
-            f"fine-tuning trains its first member ({first['name']} {first['version']}) and writes a single-network model, "
-            "scored against the whole ensemble on the held-out cases")
+            f"fine-tuning trains its first member ({first['name']} {first['version']}) and writes a single-network model; "
+            "'before' is that member's held-out Dice (where training starts), the whole ensemble's is given beside the table")
+
+
+def ensemble_lines(whole: dict | None, parent: dict) -> str:
+    """Below the before/after table of an ensemble's fine-tune: the whole ensemble's held-out means, which the
+    new single network is not held to (the worse-than-parent rule compares it with the member it started from)."""
+    if not whole:
+        return ""
+    means = "; ".join(f"{group} {modality} {row['mean']:.3f}" for group, mods in whole.items() for modality, row in mods.items()
+                      if row.get("mean") is not None)
+    return (f"\nThe parent {parent['name']} {parent['version']} is an ensemble of {parent['members']} networks; 'before' is "
+            f"its first member, where training started. The whole ensemble's held-out mean Dice: {means}.\n")
 
 
 def check_output(out: Path, parent: Bundle, overwrite: bool) -> None:
@@ -770,12 +781,14 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
            **({"normalisation_ensemble": fractions} if fractions else {})}
     cached = json.loads(before_file.read_text()) if before_file.exists() else {}
     if cached.get("key") == key:  # a resumed run: the parent was scored already
-        before = cached["dice"]
+        before, whole = cached["dice"], cached.get("ensemble")
     else:
         if heldout:
             reporter.plan(f"scoring the parent on {len(heldout)} held-out cases")
-        before = evaluate_bundle(original, heldout, device)  # the model the user had, an ensemble whole
-        write_text_atomic(before_file, json.dumps({"key": key, "dice": before}, indent=2) + "\n")
+        before = evaluate_bundle(parent, heldout, device)  # where training starts: an ensemble's first member
+        whole = evaluate_bundle(original, heldout, device) if original is not parent else None
+        write_text_atomic(before_file, json.dumps({"key": key, "dice": before, **({"ensemble": whole} if whole else {})},
+                                                  indent=2) + "\n")
     if opts.validate_every > 0:  # the Trainer scores the held-out cases every N steps (a live Dice curve)
         trainer.val_cases = [c for _, c in heldout if c.modality in plan.modalities]
     if not any(r.get("event") == "evaluation" for r in read_progress(run / "progress.jsonl")):
@@ -790,7 +803,7 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     after = evaluate_bundle(trained, heldout, device)
     _log(run, "evaluation", phase="after", dice=after, cases=counts)
     title = f"{name} {version}: fine-tuned from {parent.name} {parent.metadata['version']}, held-out Dice before and after"
-    md = before_after_table(before, after, counts, [lab.name for lab in parent.labels], title)
+    md = before_after_table(before, after, counts, [lab.name for lab in parent.labels], title) + ensemble_lines(whole, parent_info)
     worse = worse_rows(before, after)
     if worse and not opts.keep_worse:
         md_path, json_path = run / "finetune-table.md", run / "finetune-table.json"
@@ -814,7 +827,8 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
         "lr": opts.lr,
         "notes": plan.notes,
     }
-    meta["metrics"] = {"heldout_dice_before": before, "heldout_dice_after": after, "heldout_cases": counts}
+    meta["metrics"] = {"heldout_dice_before": before, "heldout_dice_after": after, "heldout_cases": counts,
+                       **({"heldout_dice_parent_ensemble": whole} if whole else {})}
     if worse:
         meta["metrics"]["worse_than_parent"] = worse  # kept with --keep-worse
     for key_name in ("model_sha256", "format_version"):

@@ -421,7 +421,8 @@ def test_a_fine_tune_keeps_its_parents_polarity_ensemble():
 
 def test_an_ensemble_fine_tunes_its_first_member_and_is_scored_whole(tiny_bundle, phantom_dir, tmp_path):
     """An ensemble parent (``bundle_members``): its first member trains into a single network; the plan
-    says so, the parent record names the ensemble and the member, and "before" is the whole ensemble's."""
+    says so, the parent record names the ensemble and the member, "before" is that member's (where training
+    starts) and the whole ensemble's held-out Dice is recorded and printed beside the table."""
     from MultiModalSegLib.bundle_members import combine_bundles, member_bundle
     from MultiModalSegLib.training.finetune import _plan, _prepare_heldout, evaluate_bundle, load_parent
 
@@ -442,4 +443,8 @@ def test_an_ensemble_fine_tunes_its_first_member_and_is_scored_whole(tiny_bundle
     opts = _options(parent_path, [phantom_dir], tmp_path / "new2", tmp_path / "plan")
     heldout = _prepare_heldout(_plan(opts, tmp_path / "plan", member_bundle(parent, 0), sha), {})
     cpu = torch.device("cpu")
-    assert result.before == evaluate_bundle(parent, heldout, cpu) != evaluate_bundle(member_bundle(parent, 0), heldout, cpu)
+    whole = evaluate_bundle(parent, heldout, cpu)
+    # the worse-than-parent rule compares the new network with the member it started from; the whole is beside it
+    assert result.before == evaluate_bundle(member_bundle(parent, 0), heldout, cpu) != whole
+    assert new.metadata["metrics"]["heldout_dice_parent_ensemble"] == whole
+    assert f"The whole ensemble's held-out mean Dice: data CT {whole['data']['CT']['mean']:.3f}" in result.table_md.read_text()
