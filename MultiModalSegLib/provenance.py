@@ -129,8 +129,9 @@ def path_like_strings(obj: object, where: str = "") -> list[str]:
 
 
 def provenance_sections(metadata: dict) -> dict:
-    """The parts of a bundle's metadata that record where it came from (``training``, ``parent``)."""
-    return {k: metadata[k] for k in ("training", "parent") if k in metadata}
+    """The parts of a bundle's metadata that record where it came from (``training``, ``parent``, and an
+    ensemble's ``members`` with their own training records)."""
+    return {k: metadata[k] for k in ("training", "parent", "members") if k in metadata}
 
 
 # ----------------------------------------------------------------------------- finding data sets again

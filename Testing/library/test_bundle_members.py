@@ -135,3 +135,12 @@ def test_script_combines_and_refuses_with_one_line(tiny_bundle, ensemble, tmp_pa
     assert "at least two bundles" in capsys.readouterr().err
     assert not (tmp_path / "single").exists()
     shutil.rmtree(out)
+
+
+def test_member_records_are_provenance_and_may_name_no_path(ensemble):
+    from MultiModalSegLib.provenance import path_like_strings, provenance_sections
+
+    meta = json.loads(json.dumps(load_bundle(ensemble["path"]).metadata))
+    assert path_like_strings(provenance_sections(meta)) == []
+    meta["members"][1]["training"]["config_file"] = "/home/someone/recipes/tiny.json"
+    assert path_like_strings(provenance_sections(meta)) == ["members[1].training.config_file: /home/someone/recipes/tiny.json"]
