@@ -158,6 +158,12 @@ def check_consistency(metadata: dict, source: str | Path = METADATA_NAME) -> Non
 MEMBERS_PREFIX = "members"
 
 
+def member_state(state_dict: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
+    """Member ``index``'s weights in an ensemble's state dict (its ``members.<index>.`` keys, without the prefix)."""
+    prefix = f"{MEMBERS_PREFIX}.{index}."
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
 def check_members(metadata: dict, state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
     """An ensemble bundle (``members`` in its metadata, :mod:`.bundle_members`): its weights must be exactly the
     members' (``members.<i>.`` for each listed member, nothing else), each matching the sha256 its record gives."""
@@ -165,8 +171,7 @@ def check_members(metadata: dict, state_dict: dict[str, torch.Tensor], path: str
     if not members:
         return
     for i, record in enumerate(members):
-        prefix = f"{MEMBERS_PREFIX}.{i}."
-        own = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        own = member_state(state_dict, i)
         if not own or weights_sha256(own) != record["model_sha256"]:
             raise BundleError(
                 f"Model bundle {path}: member {i + 1} ({record['name']} {record['version']}) "

@@ -2,8 +2,11 @@
 
 An ensemble bundle is an ordinary bundle (one ``metadata.json``, one ``model.pt`` checked against one
 ``model_sha256``) whose metadata lists ``members`` (each member's name, version, weights' sha256, its own
-training provenance and, for a fine-tuned member, its parent) and whose state dict holds member ``i``'s weights under ``members.<i>.``; its
-inference network is a :class:`~MultiModalSegLib.networks.member_ensemble.MemberEnsemble`. The members must
+training provenance and, for a fine-tuned member, its parent) and whose state dict holds member ``i``'s
+weights under ``members.<i>.`` (each checked against its record on loading,
+:func:`~MultiModalSegLib.bundle.check_members`); its inference network is a
+:class:`~MultiModalSegLib.networks.member_ensemble.MemberEnsemble`, whose ``members`` module list gives
+those keys. The members must
 agree on everything that shapes the input and the output (method, network, modalities and their intensity
 profiles, labels, voxel size, patch size, inference settings): the Segmenter prepares each window once for
 all of them.
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .bundle import MEMBERS_PREFIX, Bundle, weights_sha256
+from .bundle import MEMBERS_PREFIX, Bundle, member_state, weights_sha256
 from .errors import BundleError
 from .modalities import recorded_profiles
 from .networks.member_ensemble import member_count
@@ -96,7 +99,8 @@ def combine_bundles(bundles: list[Bundle], *, name: str, version: str, descripti
 
 def member_bundle(bundle: Bundle, index: int) -> Bundle:
     """Member ``index`` of an ensemble as a single-network :class:`Bundle` in memory: the ensemble's
-    metadata (name, version, labels, inference) with that member's training provenance and weights. A single-network bundle is returned as it is for index 0."""
+    metadata (name, version, labels, inference) with that member's training provenance and weights. A
+    single-network bundle is returned as it is for index 0."""
     count = member_count(bundle.metadata)
     if count == 1:
         if index != 0:
@@ -104,8 +108,7 @@ def member_bundle(bundle: Bundle, index: int) -> Bundle:
         return bundle
     if not 0 <= index < count:
         raise BundleError(f"{bundle.path} has {count} members; it has no member {index + 1}.")
-    prefix = f"{MEMBERS_PREFIX}.{index}."
-    state = {k[len(prefix):]: v for k, v in bundle.state_dict.items() if k.startswith(prefix)}
+    state = member_state(bundle.state_dict, index)
     member = bundle.metadata["members"][index]
     metadata = {k: copy.deepcopy(v) for k, v in bundle.metadata.items() if k != "members"}
     metadata["training"] = copy.deepcopy(member["training"])
