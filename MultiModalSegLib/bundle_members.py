@@ -45,10 +45,11 @@ def check_compatible(bundles: list[Bundle]) -> None:
     """Raise :class:`BundleError` naming the first member and field that differ from the first member's."""
     if len(bundles) < 2:
         raise BundleError(f"an ensemble needs at least two bundles, got {len(bundles)}; give two or more.")
+    for bundle in bundles:
+        if member_count(bundle.metadata) > 1:
+            raise BundleError(f"{bundle.path} is itself an ensemble; give its members instead.")
     first = bundles[0]
     for other in bundles[1:]:
-        if member_count(other.metadata) > 1:
-            raise BundleError(f"{other.path} is itself an ensemble; give its members instead.")
         for field in SHARED_FIELDS:
             if first.metadata.get(field, {}) != other.metadata.get(field, {}):
                 raise BundleError(f"{other.path}: its {field} differs from {first.path}'s; an ensemble's members "
@@ -56,8 +57,6 @@ def check_compatible(bundles: list[Bundle]) -> None:
         if _profiles(first.metadata) != _profiles(other.metadata):
             raise BundleError(f"{other.path}: its modalities or intensity profiles differ from {first.path}'s; an "
                               "ensemble's members must normalise their inputs alike.")
-    if member_count(first.metadata) > 1:
-        raise BundleError(f"{first.path} is itself an ensemble; give its members instead.")
 
 
 def _union_datasets(bundles: list[Bundle]) -> list[dict]:
@@ -114,3 +113,16 @@ def member_bundle(bundle: Bundle, index: int) -> Bundle:
     metadata["training"] = copy.deepcopy(member["training"])
     metadata["model_sha256"] = member["model_sha256"]
     return Bundle(path=Path(bundle.path), metadata=metadata, state_dict=state)
+
+
+def write_ensemble(members: list[Bundle], out: str | Path, *, name: str, version: str, description: str | None = None,
+                   overwrite: bool = False) -> Path:
+    """Combine ``members`` (:func:`combine_bundles`) and save the ensemble bundle at ``out`` (a ``.zip`` or a
+    folder, written atomically; an existing one only with ``overwrite``). ``description`` defaults to a
+    sentence naming the members."""
+    from .bundle import save_bundle
+
+    named = ", ".join(f"{b.name} {b.metadata['version']}" for b in members)
+    text = description or f"An ensemble of {len(members)} networks, their class probabilities averaged: {named}."
+    metadata, state = combine_bundles(members, name=name, version=version, description=text)
+    return save_bundle(out, metadata, state, overwrite=overwrite)

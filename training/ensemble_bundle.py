@@ -8,6 +8,7 @@ Each member is loaded sha256-verified; the members must share method, network, l
 size, intensity profiles and inference settings (:func:`MultiModalSegLib.bundle_members.check_compatible`).
 The result is an ordinary bundle (:mod:`MultiModalSegLib.bundle_members`) that every command segments,
 evaluates and fine-tunes; ``training/package_model.py --bundle`` releases it with measured figures.
+``mmseg models combine`` does the same from the installed package, members given by manifest name or path.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from MultiModalSegLib.bundle import load_bundle, save_bundle  # noqa: E402
-from MultiModalSegLib.bundle_members import combine_bundles  # noqa: E402
+from MultiModalSegLib.bundle import load_bundle  # noqa: E402
+from MultiModalSegLib.bundle_members import write_ensemble  # noqa: E402
 from MultiModalSegLib.errors import BundleError  # noqa: E402
 
 
@@ -35,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         bundles = [load_bundle(path) for path in args.member]
-        metadata, state = combine_bundles(bundles, name=args.name, version=args.version, description=args.description)
-        out = save_bundle(args.out, metadata, state, overwrite=args.overwrite)
+        out = write_ensemble(bundles, args.out, name=args.name, version=args.version, description=args.description,
+                             overwrite=args.overwrite)
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""``mmseg models list | download | verify | remove | import | export | show | trust``: the model zoo.
+"""``mmseg models list | download | verify | remove | import | export | show | combine | trust``: the model zoo.
 
 Trust: a model named from the manifest is checked against the manifest's sha256. A bundle given by
 path is *verified* when its sha256 is the manifest's, *trusted* when it is in the user's trusted list
@@ -15,6 +15,8 @@ import sys
 import textwrap
 import time
 from typing import TYPE_CHECKING
+
+from .options import OUTPUT_FLAGS
 
 if TYPE_CHECKING:
     from ..download import ProgressCallback
@@ -83,6 +85,19 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                "Print a model's card (markdown): modalities, labels, training data, metrics, intended use, licence.")  # fmt: skip
     p.add_argument("name", help="model name, or a bundle path (its sha256 says whether it is the manifest's model)")
     p.set_defaults(func=run_show)
+    p = action("combine", "make one ensemble bundle of two or more models (their probabilities averaged)",
+               "Combine two or more models of one architecture (manifest names or bundle paths, each opened and verified "
+               "as for segmenting) into one ensemble bundle: every window runs through every network and their class "
+               "probabilities are averaged. The members must share method, network, labels, voxel size, patch size, "
+               "intensity profiles and inference settings. Fine-tuning the ensemble trains its first member.")  # fmt: skip
+    p.add_argument("members", nargs="+", help="the models, in order: manifest names or bundle paths (two or more)")
+    p.add_argument(*OUTPUT_FLAGS, dest="out", metavar="BUNDLE", required=True,
+                   help="the ensemble bundle to write: a .zip file or a folder (--out is an alias)")  # fmt: skip
+    p.add_argument("--name", required=True, help="the ensemble's model name (not one of the models manifest's)")
+    p.add_argument("--version", dest="model_version", metavar="X.Y.Z", required=True, help="the ensemble's version")
+    p.add_argument("--description", help="the ensemble's description (default: a sentence naming its members)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --output")
+    p.set_defaults(func=run_combine)
     p = actions.add_parser(
         "trust", parents=[common], help="add a bundle's sha256 to your trusted list (no 'unverified' warning for it)",
         description="Add the sha256 of a bundle given by path to your trusted list "
@@ -236,4 +251,22 @@ def run_trust(args: argparse.Namespace) -> int:
 
     sha, listed = trust_bundle(args.path, args.trusted_list)
     print(f"{args.path}: sha256 {sha} is trusted (listed in {listed})")
+    return 0
+
+
+def run_combine(args: argparse.Namespace) -> int:
+    from ..bundle_members import write_ensemble
+    from ..naming import check_new_model_name
+    from ..trust import UNVERIFIED, load_model
+
+    check_new_model_name(args.name, "--name", args.manifest)
+    members = []
+    for model in args.members:
+        bundle, provenance = load_model(model, args.manifest, cache_dir=args.cache)
+        if provenance.status == UNVERIFIED:
+            print(f"mmseg models combine: warning: {provenance.message}.", file=sys.stderr)
+        members.append(bundle)
+    out = write_ensemble(members, args.out, name=args.name, version=args.model_version, description=args.description,
+                         overwrite=args.overwrite)
+    print(f"{out}: {args.name} {args.model_version}, an ensemble of " + ", ".join(f"{b.name} {b.metadata['version']}" for b in members))
     return 0

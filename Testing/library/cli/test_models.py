@@ -138,3 +138,28 @@ def test_invalid_manifest_entry_is_an_error(tmp_path, capsys):
     assert main(models("list", "--manifest", str(manifest))) == 1
     err = capsys.readouterr().err
     assert "model entry 0 ('bad'): field 'url' is invalid" in err and "fix the manifest" in err
+
+
+def test_combine_makes_an_ensemble_and_refuses_with_one_line(tiny_bundle, tmp_path, capsys):
+    """``mmseg models combine``: members by path (each with the unverified warning a path gets) or by manifest
+    name; a manifest model's name, or members of different networks, are one error and nothing is written."""
+    from MultiModalSegLib.bundle import load_bundle
+
+    out = tmp_path / "pair.zip"
+    assert main(models("combine", str(tiny_bundle), str(tiny_bundle), "-o", str(out), "--name", "tiny-pair",
+                       "--version", "1.0.0")) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("is unverified") == 2 and "tiny-pair 1.0.0, an ensemble of tiny 0.1.0, tiny 0.1.0" in captured.out
+    pair = load_bundle(out)
+    assert len(pair.metadata["members"]) == 2 and pair.metadata["description"].startswith("An ensemble of 2 networks")
+    assert main(models("combine", str(tiny_bundle), str(tiny_bundle), "-o", str(tmp_path / "a"), "--name",
+                       "abdomen-ummkd-synth", "--version", "9.0.0")) == 1
+    assert "--name abdomen-ummkd-synth: a model of the models manifest has this name" in capsys.readouterr().err
+    assert main(models("combine", "abdomen-ummkd-synth", str(tiny_bundle), "-o", str(tmp_path / "b"), "--name", "x",
+                       "--version", "1.0.0")) == 1
+    err = capsys.readouterr().err
+    assert "abdomen-ummkd-synth-3.2.0.zip is itself an ensemble; give its members instead" in err.splitlines()[-1]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert main(models("combine", str(tiny_bundle), str(tiny_bundle), "-o", str(out), "--name", "tiny-pair",
+                       "--version", "1.0.0")) == 1
+    assert "already exists" in capsys.readouterr().err
