@@ -115,6 +115,11 @@ def member_bundle(bundle: Bundle, index: int) -> Bundle:
     return Bundle(path=Path(bundle.path), metadata=metadata, state_dict=state)
 
 
+def member_names(members: list[Bundle]) -> str:
+    """``"NAME VERSION, NAME VERSION"``: the members as messages and descriptions name them."""
+    return ", ".join(f"{b.name} {b.metadata['version']}" for b in members)
+
+
 def write_ensemble(members: list[Bundle], out: str | Path, *, name: str, version: str, description: str | None = None,
                    overwrite: bool = False) -> Path:
     """Combine ``members`` (:func:`combine_bundles`) and save the ensemble bundle at ``out`` (a ``.zip`` or a
@@ -122,7 +127,6 @@ def write_ensemble(members: list[Bundle], out: str | Path, *, name: str, version
     sentence naming the members."""
     from .bundle import save_bundle
 
-    named = ", ".join(f"{b.name} {b.metadata['version']}" for b in members)
-    text = description or f"An ensemble of {len(members)} networks, their class probabilities averaged: {named}."
+    text = description or f"An ensemble of {len(members)} networks, their class probabilities averaged: {member_names(members)}."
     metadata, state = combine_bundles(members, name=name, version=version, description=text)
     return save_bundle(out, metadata, state, overwrite=overwrite)

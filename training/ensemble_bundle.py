@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from MultiModalSegLib.bundle import load_bundle  # noqa: E402
-from MultiModalSegLib.bundle_members import write_ensemble  # noqa: E402
+from MultiModalSegLib.bundle_members import member_names, write_ensemble  # noqa: E402
 from MultiModalSegLib.errors import BundleError  # noqa: E402
 
 
@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    members = ", ".join(f"{b.name} {b.metadata['version']}" for b in bundles)
-    print(f"{out}: {args.name} {args.version}, the mean of {members}")
+    print(f"{out}: {args.name} {args.version}, the mean of {member_names(bundles)}")
     return 0
 
 

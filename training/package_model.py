@@ -313,7 +313,7 @@ def main() -> int:
     meta = dict(bundle.metadata)
     name = meta["training"].get("config", {}).get("bundle", {}).get("name", meta["name"])  # the recipe's name
     members = member_runs(bundle, args.run)
-    records = read_progress(args.run[0] / "progress.jsonl")
+    records = members[0]["records"] if members else read_progress(args.run[0] / "progress.jsonl")  # read once
     report_dir = args.report.resolve() if args.report else REPO / "training" / "reports" / name
     report_dir.mkdir(parents=True, exist_ok=True)
     if members:

@@ -255,7 +255,7 @@ def run_trust(args: argparse.Namespace) -> int:
 
 
 def run_combine(args: argparse.Namespace) -> int:
-    from ..bundle_members import write_ensemble
+    from ..bundle_members import member_names, write_ensemble
     from ..naming import check_new_model_name
     from ..trust import UNVERIFIED, load_model
 
@@ -268,5 +268,5 @@ def run_combine(args: argparse.Namespace) -> int:
         members.append(bundle)
     out = write_ensemble(members, args.out, name=args.name, version=args.model_version, description=args.description,
                          overwrite=args.overwrite)
-    print(f"{out}: {args.name} {args.model_version}, an ensemble of " + ", ".join(f"{b.name} {b.metadata['version']}" for b in members))
+    print(f"{out}: {args.name} {args.model_version}, an ensemble of {member_names(members)}")
     return 0
