@@ -96,6 +96,15 @@ def combine_bundles(bundles: list[Bundle], *, name: str, version: str, descripti
     return metadata, state
 
 
+def trained_member_records(metadata: dict, state: dict[str, torch.Tensor], count: int) -> list[dict]:
+    """The ``members`` records of an ensemble trained as one network (a recipe's ``network.members``,
+    :meth:`~MultiModalSegLib.methods.base.Method.train_as_ensemble`): member i is ``<name>-member-<i+1>`` of
+    the ensemble's version, with the sha256 of its weights in ``state`` and the ensemble's training provenance."""
+    return [{"name": f"{metadata['name']}-member-{i + 1}", "version": metadata["version"],
+             "model_sha256": weights_sha256(member_state(state, i)), "training": copy.deepcopy(metadata["training"])}
+            for i in range(count)]
+
+
 def member_bundle(bundle: Bundle, index: int) -> Bundle:
     """Member ``index`` of an ensemble as a single-network :class:`Bundle` in memory: the ensemble's
     metadata (name, version, labels, inference) with that member's training provenance and weights. A

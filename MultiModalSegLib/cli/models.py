@@ -89,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                "Combine two or more models of one architecture (manifest names or bundle paths, each opened and verified "
                "as for segmenting) into one ensemble bundle: every window runs through every network and their class "
                "probabilities are averaged. The members must share method, network, labels, voxel size, patch size, "
-               "intensity profiles and inference settings. Fine-tuning the ensemble trains its first member.")  # fmt: skip
+               "intensity profiles and inference settings. Fine-tuning the ensemble trains every member.")  # fmt: skip
     p.add_argument("members", nargs="+", help="the models, in order: manifest names or bundle paths (two or more)")
     p.add_argument(*OUTPUT_FLAGS, dest="out", metavar="BUNDLE", required=True,
                    help="the ensemble bundle to write: a .zip file or a folder (--out is an alias)")  # fmt: skip

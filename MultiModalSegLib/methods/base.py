@@ -15,6 +15,7 @@ from ..modalities import get_modality
 from ..networks import SliceWise, UNet
 from ..networks import add_modality as add_norm_sets
 from ..networks.exported import build_exported_network
+from ..networks.member_ensemble import MemberEnsemble
 
 Batch = Mapping[str, torch.Tensor]  # {"image": [B,1,...], "label": [B,1,...]}
 BATCH_FORWARDS = ("mixed", "per_modality")
@@ -59,6 +60,9 @@ class Method(nn.Module):
     uses_unlabelled: ClassVar[bool] = False  # True: batches also hold "<modality>:unlabelled" (images only)
     # learning-rate factor of every parameter that existed before add_modality (see there)
     added_modality_lr_scale: ClassVar[float] = 0.1
+    # True: the method uses its network only as ``net(image, modality)``, so ``net`` may be an ensemble
+    # (:meth:`train_as_ensemble`)
+    trains_ensembles: ClassVar[bool] = False
 
     def __init__(self, network: Mapping, modalities: Sequence[str], n_classes: int) -> None:
         super().__init__()
@@ -94,6 +98,26 @@ class Method(nn.Module):
 
     def inference_network(self) -> nn.Module:
         return self.net
+
+    def train_as_ensemble(self, members: int) -> None:
+        """Make :attr:`net` a :class:`..networks.member_ensemble.MemberEnsemble` of ``members`` networks of
+        its architecture (the current one first), trained together: every loss sees the log of their mean
+        class probabilities, the output an ensemble bundle's network gives at inference, and the exported
+        state holds each member under ``members.<i>.``. Fine-tuning an ensemble bundle trains every member
+        this way. The choice (rather than training each member alone on its own loss): one run, one
+        progress log and one checkpoint, so fine-tuning an ensemble stops, resumes and reports as fine-tuning
+        one network does. Only a method that uses its network as ``net(image, modality)`` alone can
+        (:attr:`trains_ensembles`); the others reach into its parts."""
+        if members < 2:
+            raise ConfigError(f"an ensemble trains two or more networks, not {members}.")
+        if not self.trains_ensembles:
+            from .registry import METHODS
+
+            able = ", ".join(sorted(n for n, c in METHODS.items() if c.trains_ensembles))
+            raise ConfigError(f"method {self.name} uses parts of its network, so it cannot train an ensemble of "
+                              f"{members} networks; methods that can: {able}.")
+        fresh = [self.build_inference_network(self.network_spec, self.modalities) for _ in range(members - 1)]
+        self.net = MemberEnsemble([self.net, *fresh])
 
     def pretraining_network(self) -> nn.Module:
         """The network self-supervised pretraining trains (``training.pretraining``), called as

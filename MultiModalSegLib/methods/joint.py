@@ -30,6 +30,7 @@ class Joint(Method):
     equations = "-"
     loss_summary = "Dice + CE per modality, summed (weights 1, 1); CT and MR patches in one mixed batch"
     inference_summary = "one network, every parameter shared (shared BatchNorm, trained on mixed CT+MR batches)"
+    trains_ensembles = True  # the network is used only as net(image, modality): Method.train_as_ensemble
 
     def __init__(self, network: Mapping, modalities: Sequence[str], n_classes: int, batch_forward: str = "mixed") -> None:
         super().__init__(network, modalities, n_classes)

@@ -82,6 +82,7 @@ class UMMKD(DistillationTerms, Method):
         "weight decay); CE unweighted (class_balanced optional)"
     )
     inference_summary = "the shared network with the input modality's BatchNorm set"
+    trains_ensembles = True  # the network is used only as net(image, modality): Method.train_as_ensemble
 
     def __init__(
         self,

@@ -31,12 +31,9 @@ class MemberEnsemble(nn.Module):
         return max(getattr(m, "divisor", 1) for m in self.members)
 
     def forward(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
-        mean = None
-        for member in self.members:
-            p = torch.softmax(member(x, modality).float(), 1)
-            mean = p if mean is None else mean.add_(p)
-        mean.div_(len(self.members))
-        return torch.log(mean.clamp_min_(torch.finfo(mean.dtype).tiny))
+        # out of place: in training (Method.train_as_ensemble) autograd needs every member's probabilities
+        mean = sum(torch.softmax(member(x, modality).float(), 1) for member in self.members) / len(self.members)
+        return torch.log(mean.clamp_min(torch.finfo(mean.dtype).tiny))
 
 
 def member_count(metadata: Mapping) -> int:

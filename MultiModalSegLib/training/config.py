@@ -67,6 +67,9 @@ class TrainConfig:
     ``weight_average``: ``{"start": S, "every": E}`` gives the run's bundle the mean of the weights after
     steps S, S + E, ... up to the last (:mod:`.weight_average`, stochastic weight averaging); it changes no
     training step, and a finished run also writes its last step's weights as ``bundle_last_step``.
+    ``network``: ``{"name": ..., "params": {...}}``; ``"members": K`` trains K networks of that architecture
+    together as one ensemble (:meth:`..methods.base.Method.train_as_ensemble`: the losses see their mean class
+    probabilities) and exports an ensemble bundle; fine-tuning an ensemble bundle sets it.
     ``init``: ``{"bundle": PATH, "sha256": HEX}`` starts the network from that bundle's weights
     (:mod:`.warm_start`: any U-Net-family method from any other; the sha256 is checked first).
     ``pretrain``: ``{"task": "masked_reconstruction", "steps": N, "lr": L, ...}`` pretrains the
@@ -162,6 +165,7 @@ def config_from_dict(raw: dict, base: Path | None = None) -> TrainConfig:
         raise ConfigError("the config names no data: give \"datasets\" and/or \"phantoms\".")
     if cfg.init and (set(cfg.init) - {"bundle", "sha256"} or "bundle" not in cfg.init):
         raise ConfigError(f"\"init\" must be {{\"bundle\": PATH, \"sha256\": HEX}} (sha256 optional); got {cfg.init}.")
+    network_members(cfg.network)
     _check_phantoms(cfg.phantoms)
     _check_synthesis(cfg.synthesis)
     profile_jitter_shares(cfg)
@@ -235,6 +239,15 @@ def profile_jitter_shares(cfg: TrainConfig) -> dict[str, float]:
 def polarity_shares(cfg: TrainConfig) -> dict[str, float]:
     """The share of each modality's training items shown as their negative (0 when unnamed)."""
     return _item_shares(cfg, "polarity", check_polarity)
+
+
+def network_members(network: dict) -> int:
+    """How many networks ``network`` trains together (its ``"members"``, 1 when absent); a count that is
+    not a whole number of at least 1 is a :class:`ConfigError`."""
+    members = network.get("members", 1)
+    if not isinstance(members, int) or isinstance(members, bool) or members < 1:
+        raise ConfigError(f"network \"members\": {members!r}: give a whole number, 2 or more for an ensemble (1: one network).")
+    return members
 
 
 def normalisation_ensemble(cfg: TrainConfig) -> dict[str, tuple[float, ...]]:

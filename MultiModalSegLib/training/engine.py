@@ -24,6 +24,7 @@ import torch
 
 from .. import __version__
 from ..bundle import file_sha256, save_bundle
+from ..bundle_members import trained_member_records
 from ..data.dataset import Case, labelled_subset, load_dataset
 from ..data.loading import PreparedCase, prepare_case
 from ..data.phantoms import drawing_record, write_phantom_dataset
@@ -41,6 +42,7 @@ from ..errors import ConfigError
 from ..methods import build_method, get_method
 from ..modalities import LEGACY_FOREGROUND, ModalityProfile, get_modality, with_params
 from ..naming import derived_model_name
+from ..networks.member_ensemble import MemberEnsemble
 from ..provenance import config_record, dataset_file_record
 from ..reporting import Reporter
 from . import distributed
@@ -50,6 +52,7 @@ from .config import (
     PHANTOM_COUNTS,
     TrainConfig,
     configured_profiles,
+    network_members,
     normalisation_ensemble,
     polarity_shares,
     profile_jitter_shares,
@@ -99,11 +102,17 @@ class StopRequest:
 
 def build_configured_method(cfg: TrainConfig, modalities: list[str], labels: list) -> torch.nn.Module:
     """``cfg``'s method for ``modalities`` and ``labels`` (background added), with the label names
-    passed to a method that takes them (e.g. text prompts per class)."""
+    passed to a method that takes them (e.g. text prompts per class); with ``network.members`` K, its
+    network an ensemble of K."""
     params = dict(cfg.method_params)
     if "label_names" in inspect.signature(get_method(cfg.method)).parameters:
         params.setdefault("label_names", [lab.name for lab in labels])
-    return build_method(cfg.method, cfg.network, modalities, len(labels) + 1, **params)
+    network = {k: v for k, v in cfg.network.items() if k != "members"}
+    method = build_method(cfg.method, network, modalities, len(labels) + 1, **params)
+    members = network_members(cfg.network)
+    if members > 1:  # an ensemble trained as one network (Method.train_as_ensemble)
+        method.train_as_ensemble(members)
+    return method
 
 
 def _model_remap(case: Case, dataset_labels: dict[int, str], model_values: dict[str, int]) -> dict[int, int] | None:
@@ -625,19 +634,27 @@ class Trainer:
     def export(self, validation: dict | None, seconds: float, validation_average: dict | None = None) -> Path:
         """``bundle/``: the network's weights, or with ``weight_average`` their mean (``validation_average``
         its last in-run scores), the last step's weights then going to ``bundle_last_step/`` beside it."""
-        state = {k: v.detach().cpu() for k, v in self.method.inference_network().state_dict().items()}
+        net = self.method.inference_network()
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         meta = self.metadata(validation, seconds)
         meta["metrics"] = _finite(meta["metrics"])
+        members = len(net.members) if isinstance(net, MemberEnsemble) else 1
+
+        def save(folder: str, metadata: dict, weights: dict) -> Path:
+            if members > 1:  # an ensemble trained as one network: a record per member, for its weights
+                metadata = dict(metadata, members=trained_member_records(metadata, weights, members))
+            return save_bundle(self.out / folder, metadata, weights, overwrite=True)
+
         if not (self.weight_average and self.weight_average.count):
-            return save_bundle(self.out / "bundle", meta, state, overwrite=True)
+            return save("bundle", meta, state)
         last = dict(meta, name=f"{meta['name']}-last-step",  # a name of its own: reports tell the two apart
                     description=f"{meta['description']} The last step's weights; the run's bundle holds their mean.",
                     training={**meta["training"], "weights": "the last step's"})
-        save_bundle(self.out / "bundle_last_step", last, state, overwrite=True)
+        save("bundle_last_step", last, state)
         average = dict(meta, metrics=_finite({"validation_dice": validation_average} if validation_average else {}),
                        training={**meta["training"], "weights": "the mean over the steps of weight_average",
                                  "weight_average": self.weight_average.record()})
-        return save_bundle(self.out / "bundle", average, self.weight_average.averaged(state), overwrite=True)
+        return save("bundle", average, self.weight_average.averaged(state))
 
     def _last_validation(self) -> tuple[dict | None, dict | None]:
         """The scores of the run's validation at its last step (and of its averaged weights), from the progress log."""

@@ -47,6 +47,12 @@ patch is padding), and updating the running statistics from them shifts every pr
 modality; with 1 real MR the held-out phantom MR Dice fell by 0.09 within 6 steps when they were
 updated (``"train"``, the engine's ordinary behaviour).
 
+An ensemble parent (:mod:`..bundle_members`, the default model is one) trains every member, together, in
+one run: the child's recipe sets ``network.members`` (:meth:`..methods.base.Method.train_as_ensemble`), so
+every loss sees the members' mean class probabilities, the output the ensemble segments with; the child is an
+ensemble of as many members, member i's record naming member i of the parent. "Before" and the
+worse-than-parent rule are the whole parent's. A step costs about K times one network's for K members.
+
 A dataset with a modality the parent lacks is accepted when the method can add one: after
 loading the parent's weights, ``method.add_modality(new, like=existing)`` is called (``like``
 maps new to existing modalities; default the parent's first one); the method is expected to add
@@ -69,7 +75,6 @@ from torch import nn
 
 from ..atomic import write_text_atomic
 from ..bundle import Bundle, bundle_sha256, file_sha256, load_bundle, save_bundle
-from ..bundle_members import member_bundle
 from ..data.dataset import Case, DatasetSpec, labelled_subset, load_dataset
 from ..data.loading import PreparedCase, prepare_case
 from ..data.phantoms import drawing_record, drawing_suffix, write_phantom_dataset
@@ -178,21 +183,18 @@ def load_parent(init: str) -> tuple[Bundle, str]:
 
 def ensemble_note(ensemble: Bundle) -> str:
     """What fine-tuning an ensemble bundle (:mod:`..bundle_members`) does, in a sentence for the plan."""
-    first = ensemble.metadata["members"][0]
-    return (f"{ensemble.name} {ensemble.metadata['version']} is an ensemble of {member_count(ensemble.metadata)} networks; "
-            f"fine-tuning trains its first member ({first['name']} {first['version']}) and writes a single-network model; "
-            "'before' is that member's held-out Dice (where training starts), the whole ensemble's is given beside the table")
+    count = member_count(ensemble.metadata)
+    return (f"{ensemble.name} {ensemble.metadata['version']} is an ensemble of {count} networks; fine-tuning trains all "
+            f"{count} together (every loss sees their mean class probabilities, as the ensemble segments) and writes an "
+            f"ensemble of {count}; each step takes about {count} times one network's time")
 
 
-def ensemble_lines(whole: dict | None, parent: dict) -> str:
-    """Below the before/after table of an ensemble's fine-tune: the whole ensemble's held-out means, which the
-    new single network is not held to (the worse-than-parent rule compares it with the member it started from)."""
-    if not whole:
-        return ""
-    means = "; ".join(f"{group} {modality} {row['mean']:.3f}" for group, mods in whole.items() for modality, row in mods.items()
-                      if row.get("mean") is not None)
-    return (f"\nThe parent {parent['name']} {parent['version']} is an ensemble of {parent['members']} networks; 'before' is "
-            f"its first member, where training started. The whole ensemble's held-out mean Dice: {means}.\n")
+def child_member_records(child: dict, parent: dict) -> list[dict]:
+    """The ``members`` records of a fine-tuned ensemble: member i shares the child's training provenance and
+    names member i of the parent (name, version, weights' sha256) as its parent."""
+    return [{**record, "training": copy.deepcopy(child["training"]),
+             "parent": {k: source[k] for k in ("name", "version", "model_sha256")}}
+            for record, source in zip(child["members"], parent["members"], strict=True)]
 
 
 def check_output(out: Path, parent: Bundle, overwrite: bool) -> None:
@@ -589,7 +591,8 @@ def _config(opts: FinetuneOptions, plan: _Plan, run: Path, datasets: list[str], 
         "name": name,
         "method": plan.method,
         "method_params": dict(recorded.get("method_params", {})) if plan.method == parent.method else {},
-        "network": {"name": parent.metadata["network"]["name"], "params": params},
+        "network": {"name": parent.metadata["network"]["name"], "params": params,
+                    **({"members": member_count(parent.metadata)} if member_count(parent.metadata) > 1 else {})},
         "datasets": datasets,
         "labels": [lab.to_dict() for lab in parent.labels],
         "modalities": plan.modalities,
@@ -726,9 +729,8 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     out = Path(opts.out)
     if opts.norm_stats not in ("frozen", "train"):
         raise ConfigError(f"--norm-stats {opts.norm_stats!r}: give frozen or train.")
-    original, parent_sha = load_parent(opts.init)
-    check_output(out, original, opts.overwrite)
-    parent = member_bundle(original, 0)  # an ensemble's first member trains; a single network is itself
+    parent, parent_sha = load_parent(opts.init)
+    check_output(out, parent, opts.overwrite)
     run = Path(opts.run_dir) if opts.run_dir else default_run_dir(out)
     name = new_model_name(opts, parent, run)
     run.mkdir(parents=True, exist_ok=True)
@@ -747,8 +749,8 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
         parent=parent.name, name=name, version=version, steps=opts.steps, lr=opts.lr, run=str(run), out=str(out),
     )  # fmt: skip
     plan = _plan(opts, run, parent, parent_sha)
-    if original is not parent:
-        plan.notes.append(ensemble_note(original))
+    if member_count(parent.metadata) > 1:
+        plan.notes.append(ensemble_note(parent))
     for note in plan.notes:
         reporter.note(f"note: {note}")
     datasets = [
@@ -765,8 +767,7 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     if not main:  # another torchrun rank: it trains its share of each batch, nothing more
         result = trainer.run()
         return FinetuneResult(result.status, result.step, run)
-    parent_info = {"name": parent.name, "version": parent.metadata["version"], "sha256": parent_sha,
-                   **({"member": 1, "members": member_count(original.metadata)} if original is not parent else {})}
+    parent_info = {"name": parent.name, "version": parent.metadata["version"], "sha256": parent_sha}
     log = ProgressLog(run / "progress.jsonl")
     log.write("finetune", parent=parent_info, name=name, method=plan.method, out=str(out), data=[str(p) for p in opts.data],
               few_shot=opts.few_shot, replay=plan.replay, new_modalities=plan.new_modalities, notes=plan.notes)  # fmt: skip
@@ -781,14 +782,12 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
            **({"normalisation_ensemble": fractions} if fractions else {})}
     cached = json.loads(before_file.read_text()) if before_file.exists() else {}
     if cached.get("key") == key:  # a resumed run: the parent was scored already
-        before, whole = cached["dice"], cached.get("ensemble")
+        before = cached["dice"]
     else:
         if heldout:
             reporter.plan(f"scoring the parent on {len(heldout)} held-out cases")
-        before = evaluate_bundle(parent, heldout, device)  # where training starts: an ensemble's first member
-        whole = evaluate_bundle(original, heldout, device) if original is not parent else None
-        write_text_atomic(before_file, json.dumps({"key": key, "dice": before, **({"ensemble": whole} if whole else {})},
-                                                  indent=2) + "\n")
+        before = evaluate_bundle(parent, heldout, device)
+        write_text_atomic(before_file, json.dumps({"key": key, "dice": before}, indent=2) + "\n")
     if opts.validate_every > 0:  # the Trainer scores the held-out cases every N steps (a live Dice curve)
         trainer.val_cases = [c for _, c in heldout if c.modality in plan.modalities]
     if not any(r.get("event") == "evaluation" for r in read_progress(run / "progress.jsonl")):
@@ -803,7 +802,7 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     after = evaluate_bundle(trained, heldout, device)
     _log(run, "evaluation", phase="after", dice=after, cases=counts)
     title = f"{name} {version}: fine-tuned from {parent.name} {parent.metadata['version']}, held-out Dice before and after"
-    md = before_after_table(before, after, counts, [lab.name for lab in parent.labels], title) + ensemble_lines(whole, parent_info)
+    md = before_after_table(before, after, counts, [lab.name for lab in parent.labels], title)
     worse = worse_rows(before, after)
     if worse and not opts.keep_worse:
         md_path, json_path = run / "finetune-table.md", run / "finetune-table.json"
@@ -827,10 +826,11 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
         "lr": opts.lr,
         "notes": plan.notes,
     }
-    meta["metrics"] = {"heldout_dice_before": before, "heldout_dice_after": after, "heldout_cases": counts,
-                       **({"heldout_dice_parent_ensemble": whole} if whole else {})}
+    meta["metrics"] = {"heldout_dice_before": before, "heldout_dice_after": after, "heldout_cases": counts}
     if worse:
         meta["metrics"]["worse_than_parent"] = worse  # kept with --keep-worse
+    if "members" in meta:  # an ensemble: each member's record carries the fine-tune and its own parent
+        meta["members"] = child_member_records(meta, parent.metadata)
     for key_name in ("model_sha256", "format_version"):
         meta.pop(key_name, None)
     bundle_path = save_bundle(out, meta, trained.state_dict, overwrite=opts.overwrite)

@@ -256,3 +256,33 @@ def test_a_label_on_another_grid_than_its_image_is_refused(phantom_dir, tmp_path
     cfg = config_from_dict(tiny_config(tmp_path, modalities=[case["modality"]]))
     with pytest.raises(InputError, match="shifted.nii.gz"):
         Trainer(cfg, tmp_path / "run", quiet=True).build()
+
+
+def test_a_recipe_with_network_members_trains_them_together_into_an_ensemble_bundle(phantom_dir, tmp_path):
+    """``network.members`` 2: two networks trained through their mean probabilities; the run's bundle and its
+    last step's are ensembles whose member records match their weights (loading checks them), and the
+    ensemble segments as a bundle does."""
+    from MultiModalSegLib.bundle import load_bundle, member_state
+    from MultiModalSegLib.inference import Segmenter
+    from MultiModalSegLib.io import read_image
+
+    network = {"name": "unet3d", "params": {"features": [4, 8, 16], "norm": "modality_instance"}, "members": 2}
+    cfg = config_from_dict(tiny_config(phantom_dir, steps=4, network=network, weight_average={"start": 2, "every": 2}))
+    result = Trainer(cfg, tmp_path, quiet=True).run()
+    for folder in ("bundle", "bundle_last_step"):
+        bundle = load_bundle(tmp_path / folder)
+        assert [m["name"] for m in bundle.metadata["members"]] == [f"{bundle.name}-member-1", f"{bundle.name}-member-2"]
+        assert "members" not in bundle.metadata["network"]  # the members' architecture, as a combined bundle stores it
+        first, second = member_state(bundle.state_dict, 0), member_state(bundle.state_dict, 1)
+        assert any(not torch.equal(first[k], second[k]) for k in first if first[k].is_floating_point())
+    assert load_bundle(result.bundle).metadata["training"]["config"]["network"]["members"] == 2
+    case = json.loads((phantom_dir / "dataset.json").read_text())["training"][0]
+    labels = Segmenter(result.bundle, device="cpu").segment(read_image(phantom_dir / case["image"]), case["modality"]).labels
+    assert labels.array.shape == read_image(phantom_dir / case["image"]).array.shape
+
+
+@pytest.mark.parametrize("members", [0, 1.5, "2", True])
+def test_network_members_must_be_a_whole_number(phantom_dir, members):
+    network = {"name": "unet3d", "params": {"features": [4, 8, 16]}, "members": members}
+    with pytest.raises(ConfigError, match=r"network \"members\": .*give a whole number"):
+        config_from_dict(tiny_config(phantom_dir, network=network))

@@ -419,32 +419,52 @@ def test_a_fine_tune_keeps_its_parents_polarity_ensemble():
     assert _parent_polarity({"inference": {"polarity_ensemble": ["MR"]}}, {}, ["CT"]) == {}
 
 
-def test_an_ensemble_fine_tunes_its_first_member_and_is_scored_whole(tiny_bundle, phantom_dir, tmp_path):
-    """An ensemble parent (``bundle_members``): its first member trains into a single network; the plan
-    says so, the parent record names the ensemble and the member, "before" is that member's (where training
-    starts) and the whole ensemble's held-out Dice is recorded and printed beside the table."""
-    from MultiModalSegLib.bundle_members import combine_bundles, member_bundle
-    from MultiModalSegLib.training.finetune import _plan, _prepare_heldout, evaluate_bundle, load_parent
+def _tiny_pair(tiny_bundle, tmp_path) -> Path:
+    """An ensemble bundle of the tiny model and a noisy copy of it."""
+    from MultiModalSegLib.bundle_members import combine_bundles
 
     first = load_bundle(tiny_bundle)
     noisy = {k: v + 0.2 * torch.randn_like(v) if v.is_floating_point() else v for k, v in first.state_dict.items()}
     second = dataclasses.replace(first, state_dict=noisy, metadata={**first.metadata, "name": "tiny-noisy"})
     meta, state = combine_bundles([first, second], name="tiny-pair", version="1.0.0", description="two members")
-    parent_path = save_bundle(tmp_path / "pair", meta, state)
-    result = finetune(_options(parent_path, [phantom_dir], tmp_path / "new", tmp_path / "run", steps=1))
-    new = load_bundle(result.bundle)
-    assert "members" not in new.metadata and new.state_dict.keys() == first.state_dict.keys()
-    assert new.metadata["parent"] == {"name": "tiny-pair", "version": "1.0.0", "sha256": bundle_sha256(parent_path),
-                                      "member": 1, "members": 2}
-    assert new.metadata["version"] == "1.1.0"
-    plan = next(r for r in read_progress(tmp_path / "run" / "progress.jsonl") if r["event"] == "finetune")
-    assert any("ensemble of 2 networks; fine-tuning trains its first member" in n for n in plan["notes"])
+    return save_bundle(tmp_path / "pair", meta, state)
+
+
+def test_an_ensemble_fine_tunes_every_member_into_an_ensemble_scored_whole(tiny_bundle, phantom_dir, tmp_path):
+    """An ensemble parent (``bundle_members``): all its members train, together, in one run, and the child is
+    an ensemble of as many, each member's record naming its parent member; the plan says so, the recipe records
+    the member count, and "before" (the worse-than-parent rule's reference) is the whole parent's held-out Dice."""
+    from MultiModalSegLib.bundle import member_state
+    from MultiModalSegLib.training.finetune import _plan, _prepare_heldout, evaluate_bundle, load_parent
+
+    parent_path = _tiny_pair(tiny_bundle, tmp_path)
     parent, sha = load_parent(str(parent_path))
+    result = finetune(_options(parent_path, [phantom_dir], tmp_path / "new", tmp_path / "run", steps=2))
+    new = load_bundle(result.bundle)  # loading checks each member's weights against its record
+    assert [m["name"] for m in new.metadata["members"]] == [f"{new.name}-member-1", f"{new.name}-member-2"]
+    assert new.state_dict.keys() == parent.state_dict.keys()
+    for i, record in enumerate(new.metadata["members"]):
+        source = parent.metadata["members"][i]
+        assert record["parent"] == {k: source[k] for k in ("name", "version", "model_sha256")}
+        assert record["training"] == new.metadata["training"] and "finetune" in record["training"]
+        trained, before = member_state(new.state_dict, i), member_state(parent.state_dict, i)
+        assert any(not torch.equal(trained[k], before[k]) for k in trained if trained[k].is_floating_point())  # it trained
+    assert new.metadata["parent"] == {"name": "tiny-pair", "version": "1.0.0", "sha256": bundle_sha256(parent_path)}
+    assert new.metadata["version"] == "1.1.0"
+    assert new.metadata["training"]["config"]["network"]["members"] == 2
+    plan = next(r for r in read_progress(tmp_path / "run" / "progress.jsonl") if r["event"] == "finetune")
+    assert any("ensemble of 2 networks; fine-tuning trains all 2 together" in n for n in plan["notes"])
     opts = _options(parent_path, [phantom_dir], tmp_path / "new2", tmp_path / "plan")
-    heldout = _prepare_heldout(_plan(opts, tmp_path / "plan", member_bundle(parent, 0), sha), {})
+    heldout = _prepare_heldout(_plan(opts, tmp_path / "plan", parent, sha), {})
     cpu = torch.device("cpu")
-    whole = evaluate_bundle(parent, heldout, cpu)
-    # the worse-than-parent rule compares the new network with the member it started from; the whole is beside it
-    assert result.before == evaluate_bundle(member_bundle(parent, 0), heldout, cpu) != whole
-    assert new.metadata["metrics"]["heldout_dice_parent_ensemble"] == whole
-    assert f"The whole ensemble's held-out mean Dice: data CT {whole['data']['CT']['mean']:.3f}" in result.table_md.read_text()
+    assert result.before == evaluate_bundle(parent, heldout, cpu)  # the whole ensemble, where training starts
+    assert result.after == evaluate_bundle(new, heldout, cpu) == new.metadata["metrics"]["heldout_dice_after"]
+
+
+def test_an_ensemble_fine_tune_with_a_method_that_cannot_train_one_is_refused_before_training(tiny_bundle, phantom_dir, tmp_path):
+    """A method that reaches into its network's parts cannot train an ensemble: one error naming the methods
+    that can, before any case is prepared or step taken."""
+    parent_path = _tiny_pair(tiny_bundle, tmp_path)
+    with pytest.raises(ConfigError, match=r"method csa uses parts of its network.*methods that can: joint, joint_kd, ummkd"):
+        finetune(_options(parent_path, [phantom_dir], tmp_path / "new", tmp_path / "run", steps=1, method="csa"))
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "new").exists()
