@@ -71,7 +71,8 @@ class TrainConfig:
     together as one ensemble (:meth:`..methods.base.Method.train_as_ensemble`: the losses see their mean class
     probabilities) and exports an ensemble bundle; fine-tuning an ensemble bundle sets it.
     ``init``: ``{"bundle": PATH, "sha256": HEX}`` starts the network from that bundle's weights
-    (:mod:`.warm_start`: any U-Net-family method from any other; the sha256 is checked first).
+    (:mod:`.warm_start`: any U-Net-family method from any other; the sha256 is checked first; a single network
+    from an ensemble bundle's first member, an ensemble recipe's member i from member i of an ensemble of as many).
     ``pretrain``: ``{"task": "masked_reconstruction", "steps": N, "lr": L, ...}`` pretrains the
     method's network self-supervised on the run's training images before training
     (:mod:`.pretraining`; e.g. LSSC's Transformer, whose paper starts from ImageNet weights).

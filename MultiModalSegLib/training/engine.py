@@ -470,18 +470,28 @@ class Trainer:
         from ..bundle import bundle_sha256, load_bundle
         from ..bundle_members import member_bundle
         from ..networks.member_ensemble import member_count
-        from .warm_start import warm_start_method
+        from .warm_start import warm_start, warm_start_method
 
         path = Path(self.cfg.init["bundle"])
         bundle = load_bundle(path, expected_sha256=self.cfg.init.get("sha256"))  # hashes the file when a sha256 is given
         members = member_count(bundle.metadata)
-        source = member_bundle(bundle, 0)  # an ensemble bundle: its first member's weights
         sha256 = self.cfg.init.get("sha256") or bundle_sha256(path)
-        report = warm_start_method(self.method, source.state_dict, f"the init bundle {path}")
+        net = self.method.inference_network()
+        if isinstance(net, MemberEnsemble):  # an ensemble recipe (network.members): member i from member i
+            if members != len(net.members):
+                raise ConfigError(f"init {path}: it holds {members} network(s) and the recipe trains an ensemble of "
+                                  f"{len(net.members)}; start an ensemble from an ensemble bundle of as many members "
+                                  "(members started alike get alike gradients and stay alike).")
+            reports = [warm_start(m, member_bundle(bundle, i).state_dict, f"member {i + 1} of the init bundle {path}")
+                       for i, m in enumerate(net.members)]
+            record = {"members": members}
+        else:
+            source = member_bundle(bundle, 0)  # an ensemble bundle: its first member's weights
+            reports = [warm_start_method(self.method, source.state_dict, f"the init bundle {path}")]
+            record = {"member": 1, "members": members} if members > 1 else {}
         self.method.to(self.device)
-        return {"bundle": str(path), "method": source.method, "sha256": sha256,
-                **({"member": 1, "members": members} if members > 1 else {}),
-                "copied": len(report.copied), "averaged": len(report.averaged), "fresh": len(report.fresh)}
+        return {"bundle": str(path), "method": bundle.method, "sha256": sha256, **record,
+                **{k: sum(len(getattr(r, k)) for r in reports) for k in ("copied", "averaged", "fresh")}}
 
     # ----- the loop
     def run(self) -> TrainResult:

@@ -143,6 +143,29 @@ def test_config_init_from_an_ensemble_starts_from_its_first_member(phantom_dir, 
     assert event["member"] == 1 and event["members"] == 2 and event["fresh"] == 0
 
 
+def test_an_ensemble_recipe_starts_each_member_from_the_init_ensembles_member_and_refuses_other_counts(phantom_dir, tiny_bundle, tmp_path):
+    """``network.members`` 2 with ``init`` an ensemble of 2: member i from member i; from one network: one error
+    (members started alike would stay alike)."""
+    from MultiModalSegLib.bundle import load_bundle, member_state, save_bundle
+    from MultiModalSegLib.bundle_members import combine_bundles
+
+    first = load_bundle(tiny_bundle)
+    second = {k: v + 1.0 if v.is_floating_point() else v for k, v in first.state_dict.items()}
+    meta, state = combine_bundles([first, dataclasses.replace(first, state_dict=second)], name="pair", version="1.0.0", description="")
+    pair = save_bundle(tmp_path / "pair", meta, state)
+    network = {**tiny_config(phantom_dir)["network"], "members": 2}
+    trainer = Trainer(config_from_dict(tiny_config(phantom_dir, steps=1, network=network, init={"bundle": str(pair)})),
+                      tmp_path / "run", quiet=True)
+    trainer.build()
+    got = trainer.method.inference_network().state_dict()
+    for i, source in enumerate((first.state_dict, second)):
+        assert all(torch.equal(member_state(got, i)[k], v) for k, v in source.items())
+    assert trainer.warm_start["members"] == 2 and "member" not in trainer.warm_start and trainer.warm_start["fresh"] == 0
+    single = config_from_dict(tiny_config(phantom_dir, steps=1, network=network, init={"bundle": str(tiny_bundle)}))
+    with pytest.raises(ConfigError, match=r"holds 1 network\(s\) and the recipe trains an ensemble of 2"):
+        Trainer(single, tmp_path / "run2", quiet=True).build()
+
+
 def test_config_init_with_a_wrong_sha256_names_the_bundle(phantom_dir, tiny_bundle, tmp_path):
     cfg = config_from_dict(tiny_config(phantom_dir, init={"bundle": str(tiny_bundle), "sha256": "0" * 64}))
     with pytest.raises(BundleError, match="sha256") as info:
