@@ -114,7 +114,9 @@ def render_model_card(metadata: dict | None, entry: ModelEntry | None = None) ->
     if meta.get("members"):
         lines.append(f"- an ensemble of {len(meta['members'])} networks, their class probabilities averaged: "
                      + "; ".join(f"{m['name']} {m['version']} (weights sha256 {m['model_sha256'][:12]}..., "
-                                 f"{m.get('training', {}).get('steps', '?')} training steps)" for m in meta["members"]))
+                                 f"{m.get('training', {}).get('steps', '?')} training steps"
+                                 + (f", fine-tuned from {m['parent']['name']} {m['parent']['version']}" if m.get("parent") else "")
+                                 + ")" for m in meta["members"]))
     if metadata is None:
         lines += ["- not downloaded yet: details below come from the models manifest only"]
     lines.append("")

@@ -106,3 +106,6 @@ def test_a_card_names_an_ensembles_members():
     line = next(x for x in render_model_card(meta).splitlines() if "an ensemble of" in x)
     assert line.startswith("- an ensemble of 2 networks, their class probabilities averaged: a 1.0.0 ")
     assert "b 2.0.0 (weights sha256 111111111111..., 10000 training steps)" in line
+    meta["members"][1]["parent"] = {"name": "c", "version": "1.0.0", "model_sha256": "2" * 64}
+    line = next(x for x in render_model_card(meta).splitlines() if "an ensemble of" in x)
+    assert "b 2.0.0 (weights sha256 111111111111..., 10000 training steps, fine-tuned from c 1.0.0)" in line
