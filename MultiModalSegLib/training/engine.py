@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import datetime
 import inspect
+import json
 import math
 import signal
 import threading
@@ -559,7 +560,8 @@ class Trainer:
                 bundle = self.export(val, time.time() - t0, val_average)
             distributed.barrier()  # the other ranks return once rank 0 has written the bundle
             bundle = bundle or self.out / "bundle"
-            log.write("done", step=self.step, bundle=str(bundle))
+            name = json.loads((bundle / "metadata.json").read_text())["name"] if (bundle / "metadata.json").is_file() else None
+            log.write("done", step=self.step, bundle=str(bundle), **({"name": name} if name else {}))
         log.close()
         # the scores of the weights the bundle carries: with weight_average, their mean's
         return TrainResult(status, self.step, bundle, losses, val_average if val_average is not None else val)
@@ -568,11 +570,17 @@ class Trainer:
     def bundle_name_and_description(self) -> tuple[str, str]:
         """The config's name and description, unless a models-manifest model has that name: then a
         name of its own (:func:`~MultiModalSegLib.naming.derived_model_name`) and a description saying
-        what it is, so that a run of a shipped model's recipe is never taken for the shipped model."""
+        what it is, so that a run of a shipped model's recipe is never taken for the shipped model; the
+        ``done`` event records it, and a finished run exported again keeps it."""
         b = self.cfg.bundle
         name = b.get("name", self.cfg.name)
         description = b.get("description", f"{self.cfg.method} model trained by mmseg train")
-        new = derived_model_name(name, "trained")
+        if getattr(self, "_derived_name", None) is None:
+            earlier = [r["name"] for r in read_progress(self.out / "progress.jsonl") if r.get("event") == "done"
+                       and r.get("step") == self.step and str(r.get("name", "")).startswith(f"{name}-")]
+            # a finished run exported again (its bundle removed) keeps the derived name its first export had
+            self._derived_name = earlier[0] if earlier else derived_model_name(name, "trained")
+        new = self._derived_name
         if new != name:
             description = (f"{self.cfg.method} model trained by mmseg train ({self.step} steps) from the recipe of "
                            f"{name}; not the model {name} of the models manifest")  # fmt: skip

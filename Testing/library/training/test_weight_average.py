@@ -78,21 +78,32 @@ def test_averaging_changes_no_step_and_its_bundle_carries_the_mean(phantom_dir, 
     assert result.validation == checks[-1]["weight_average"]["dice"]  # the scores of the weights the bundle carries
 
 
-def test_a_finished_run_whose_bundles_were_removed_exports_them_again(phantom_dir, tmp_path):
-    cfg = config_from_dict(tiny_config(phantom_dir, steps=4, validate_every=2, network=INSTANCE,
+@pytest.mark.parametrize("name", ["tiny", "abdomen-ummkd-synth"])
+def test_a_finished_run_whose_bundles_were_removed_exports_them_again(phantom_dir, tmp_path, name, monkeypatch):
+    """The same weights, scores and names; a run of a manifest model's recipe keeps the derived name
+    (``<name>-trained-<time>``) of its first export, which the ``done`` event records."""
+    import MultiModalSegLib.training.engine as engine
+
+    cfg = config_from_dict(tiny_config(phantom_dir, steps=4, validate_every=2, network=INSTANCE, name=name,
                                        weight_average={"start": 2, "every": 2}))
     first = Trainer(cfg, tmp_path, quiet=True).run()
-    before = {name: json.loads((tmp_path / name / "metadata.json").read_text()) for name in ("bundle", "bundle_last_step")}
-    weights_before = {name: weights(tmp_path / name) for name in before}
-    for name in before:
-        shutil.rmtree(tmp_path / name)
+    real = engine.derived_model_name
+    stamps = iter(["20990101-000000", "20990101-000001"])  # a later export would take a later time
+    monkeypatch.setattr(engine, "derived_model_name", lambda base, kind: real(base, kind, stamp=next(stamps)))
+    before = {folder: json.loads((tmp_path / folder / "metadata.json").read_text()) for folder in ("bundle", "bundle_last_step")}
+    assert before["bundle"]["name"].startswith(f"{name}-trained-") == (name != "tiny")  # a manifest name is derived
+    weights_before = {folder: weights(tmp_path / folder) for folder in before}
+    for folder in before:
+        shutil.rmtree(tmp_path / folder)
     again = Trainer(cfg, tmp_path, quiet=True).run()
     assert again.step == 4 and again.validation == first.validation
-    for name, meta in before.items():
-        now = json.loads((tmp_path / name / "metadata.json").read_text())
-        assert (now["name"], now["metrics"]) == (meta["name"], meta["metrics"]), name
-        for key, value in weights(tmp_path / name).items():
-            assert torch.equal(value, weights_before[name][key]), (name, key)
+    for folder, meta in before.items():
+        now = json.loads((tmp_path / folder / "metadata.json").read_text())
+        assert (now["name"], now["metrics"]) == (meta["name"], meta["metrics"]), folder
+        for key, value in weights(tmp_path / folder).items():
+            assert torch.equal(value, weights_before[folder][key]), (folder, key)
+    done = [r for r in read_progress(tmp_path / "progress.jsonl") if r["event"] == "done"]
+    assert [r["name"] for r in done] == [before["bundle"]["name"]] * 2
 
 
 def test_a_resumed_run_averages_as_an_uninterrupted_one(phantom_dir, tmp_path):
