@@ -586,13 +586,14 @@ def _config(opts: FinetuneOptions, plan: _Plan, run: Path, datasets: list[str], 
     recorded = parent.metadata.get("training", {}).get("config", {})
     recorded = recorded if isinstance(recorded, dict) else {}
     params = {k: v for k, v in parent.metadata["network"].get("params", {}).items() if k not in ("out_channels", "modalities")}
+    members = member_count(parent.metadata)
     warmup = opts.warmup_steps if opts.warmup_steps is not None else min(10, opts.steps // 10)
     raw = {
         "name": name,
         "method": plan.method,
         "method_params": dict(recorded.get("method_params", {})) if plan.method == parent.method else {},
         "network": {"name": parent.metadata["network"]["name"], "params": params,
-                    **({"members": member_count(parent.metadata)} if member_count(parent.metadata) > 1 else {})},
+                    **({"members": members} if members > 1 else {})},  # an ensemble trains every member
         "datasets": datasets,
         "labels": [lab.to_dict() for lab in parent.labels],
         "modalities": plan.modalities,
