@@ -468,3 +468,19 @@ def test_an_ensemble_fine_tune_with_a_method_that_cannot_train_one_is_refused_be
     with pytest.raises(ConfigError, match=r"method csa uses parts of its network.*methods that can: joint, joint_kd, ummkd"):
         finetune(_options(parent_path, [phantom_dir], tmp_path / "new", tmp_path / "run", steps=1, method="csa"))
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "new").exists()
+
+
+def test_an_ensemble_gains_a_new_modality_in_every_member(tiny_bundle, tmp_path):
+    """CBCT cases and an ensemble parent: every member gets CBCT's normalisation set (copied from CT's), and
+    the child, an ensemble of as many, lists CBCT and loads (each member's weights match its record)."""
+    from MultiModalSegLib.bundle import member_state
+    from MultiModalSegLib.data.phantoms import write_phantom_dataset
+
+    data = write_phantom_dataset(tmp_path / "cbct", 0, 0, seed=12, n_validation=0, extra={"CBCT": 1})
+    parent = _tiny_pair(tiny_bundle, tmp_path)
+    result = finetune(_options(parent, [data], tmp_path / "new", tmp_path / "run", steps=1, like={"CBCT": "CT"}, phantoms=1))
+    new = load_bundle(result.bundle)
+    assert list(new.metadata["modalities"]) == ["CT", "MR", "CBCT"] and len(new.metadata["members"]) == 2
+    for i in range(2):
+        added = [k for k in member_state(new.state_dict, i) if ".norms.CBCT." in k]
+        assert added, f"member {i + 1} has no CBCT normalisation"
