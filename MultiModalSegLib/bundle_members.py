@@ -86,22 +86,28 @@ def combine_bundles(bundles: list[Bundle], *, name: str, version: str, descripti
     metadata = {k: copy.deepcopy(v) for k, v in first.items() if k not in ("metrics", "model_sha256", "format_version", "parent")}
     metadata.update(name=name, version=version, description=description)
     metadata["training"] = {**copy.deepcopy(first.get("training", {})), "datasets": _union_datasets(bundles)}
-    metadata["members"] = [
-        {"name": b.name, "version": b.metadata["version"], "model_sha256": weights_sha256(b.state_dict),
-         "training": copy.deepcopy(b.metadata.get("training", {})),
-         **({"parent": copy.deepcopy(b.metadata["parent"])} if "parent" in b.metadata else {})}
-        for b in bundles
-    ]
+    metadata["members"] = [member_record(b.name, b.metadata["version"], b.state_dict, b.metadata.get("training", {}),
+                                         b.metadata.get("parent")) for b in bundles]
     state = {f"{MEMBERS_PREFIX}.{i}.{k}": v for i, b in enumerate(bundles) for k, v in b.state_dict.items()}
     return metadata, state
 
 
-def trained_member_records(metadata: dict, state: dict[str, torch.Tensor], count: int) -> list[dict]:
+def member_record(name: str, version: str, weights: dict[str, torch.Tensor], training: dict,
+                  parent: dict | None = None) -> dict:
+    """One entry of an ensemble's ``members``: name, version, the sha256 of the member's own ``weights`` (what
+    loading checks), its training provenance and, for a fine-tuned member, its parent."""
+    return {"name": name, "version": version, "model_sha256": weights_sha256(weights), "training": copy.deepcopy(training),
+            **({"parent": copy.deepcopy(parent)} if parent else {})}
+
+
+def trained_member_records(metadata: dict, state: dict[str, torch.Tensor], count: int,
+                           parents: list[dict] | None = None) -> list[dict]:
     """The ``members`` records of an ensemble trained as one network (a recipe's ``network.members``,
     :meth:`~MultiModalSegLib.methods.base.Method.train_as_ensemble`): member i is ``<name>-member-<i+1>`` of
-    the ensemble's version, with the sha256 of its weights in ``state`` and the ensemble's training provenance."""
-    return [{"name": f"{metadata['name']}-member-{i + 1}", "version": metadata["version"],
-             "model_sha256": weights_sha256(member_state(state, i)), "training": copy.deepcopy(metadata["training"])}
+    the ensemble's version, with the sha256 of its weights in ``state``, the ensemble's training provenance and,
+    when fine-tuned, ``parents[i]`` (member i of the parent ensemble: its name, version and weights' sha256)."""
+    return [member_record(f"{metadata['name']}-member-{i + 1}", metadata["version"], member_state(state, i),
+                          metadata["training"], {k: parents[i][k] for k in ("name", "version", "model_sha256")} if parents else None)
             for i in range(count)]
 
 

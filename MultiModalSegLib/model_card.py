@@ -89,6 +89,14 @@ def _training_summary(metadata: dict | None, entry: ModelEntry | None) -> list[s
     return lines or ["Not stated."]
 
 
+def _member_text(member: dict) -> str:
+    """One member of an ensemble as the card names it: name, version, weights, steps, and its parent if fine-tuned."""
+    facts = [f"weights sha256 {member['model_sha256'][:12]}...", f"{member.get('training', {}).get('steps', '?')} training steps"]
+    if member.get("parent"):
+        facts.append(f"fine-tuned from {member['parent']['name']} {member['parent']['version']}")
+    return f"{member['name']} {member['version']} ({', '.join(facts)})"
+
+
 def render_model_card(metadata: dict | None, entry: ModelEntry | None = None) -> str:
     """Markdown card of a model from its bundle ``metadata`` and/or its manifest ``entry`` (either may be None)."""
     if metadata is None and entry is None:
@@ -113,10 +121,7 @@ def render_model_card(metadata: dict | None, entry: ModelEntry | None = None) ->
     lines += ["- " + ", ".join(facts)]
     if meta.get("members"):
         lines.append(f"- an ensemble of {len(meta['members'])} networks, their class probabilities averaged: "
-                     + "; ".join(f"{m['name']} {m['version']} (weights sha256 {m['model_sha256'][:12]}..., "
-                                 f"{m.get('training', {}).get('steps', '?')} training steps"
-                                 + (f", fine-tuned from {m['parent']['name']} {m['parent']['version']}" if m.get("parent") else "")
-                                 + ")" for m in meta["members"]))
+                     + "; ".join(_member_text(m) for m in meta["members"]))
     if metadata is None:
         lines += ["- not downloaded yet: details below come from the models manifest only"]
     lines.append("")

@@ -169,6 +169,7 @@ class Trainer:
         self.jitter = profile_jitter_shares(config)  # share of each modality's items with jittered profile bounds
         self.polarity = polarity_shares(config)  # share of each modality's items shown as their negative
         self.normalisation_ensemble = normalisation_ensemble(config)  # the bundle's passes per modality (inference only)
+        self._derived_name: str | None = None  # a manifest-named recipe's bundle name, once chosen (bundle_name_and_description)
 
     # ----- data
     def _cases(self) -> tuple[list[Case], list[Case], list[dict]]:
@@ -575,7 +576,7 @@ class Trainer:
         b = self.cfg.bundle
         name = b.get("name", self.cfg.name)
         description = b.get("description", f"{self.cfg.method} model trained by mmseg train")
-        if getattr(self, "_derived_name", None) is None:
+        if self._derived_name is None:
             earlier = [r["name"] for r in read_progress(self.out / "progress.jsonl") if r.get("event") == "done"
                        and r.get("step") == self.step and str(r.get("name", "")).startswith(f"{name}-")]
             # a finished run exported again (its bundle removed) keeps the derived name its first export had

@@ -75,6 +75,7 @@ from torch import nn
 
 from ..atomic import write_text_atomic
 from ..bundle import Bundle, bundle_sha256, file_sha256, load_bundle, save_bundle
+from ..bundle_members import trained_member_records
 from ..data.dataset import Case, DatasetSpec, labelled_subset, load_dataset
 from ..data.loading import PreparedCase, prepare_case
 from ..data.phantoms import drawing_record, drawing_suffix, write_phantom_dataset
@@ -187,14 +188,6 @@ def ensemble_note(ensemble: Bundle) -> str:
     return (f"{ensemble.name} {ensemble.metadata['version']} is an ensemble of {count} networks; fine-tuning trains all "
             f"{count} together (every loss sees their mean class probabilities, as the ensemble segments) and writes an "
             f"ensemble of {count}; each step takes about {count} times one network's time")
-
-
-def child_member_records(child: dict, parent: dict) -> list[dict]:
-    """The ``members`` records of a fine-tuned ensemble: member i shares the child's training provenance and
-    names member i of the parent (name, version, weights' sha256) as its parent."""
-    return [{**record, "training": copy.deepcopy(child["training"]),
-             "parent": {k: source[k] for k in ("name", "version", "model_sha256")}}
-            for record, source in zip(child["members"], parent["members"], strict=True)]
 
 
 def check_output(out: Path, parent: Bundle, overwrite: bool) -> None:
@@ -830,8 +823,8 @@ def finetune(opts: FinetuneOptions) -> FinetuneResult:
     meta["metrics"] = {"heldout_dice_before": before, "heldout_dice_after": after, "heldout_cases": counts}
     if worse:
         meta["metrics"]["worse_than_parent"] = worse  # kept with --keep-worse
-    if "members" in meta:  # an ensemble: each member's record carries the fine-tune and its own parent
-        meta["members"] = child_member_records(meta, parent.metadata)
+    if "members" in meta:  # an ensemble: each member's record carries the fine-tune and its own parent member
+        meta["members"] = trained_member_records(meta, trained.state_dict, len(meta["members"]), parent.metadata["members"])
     for key_name in ("model_sha256", "format_version"):
         meta.pop(key_name, None)
     bundle_path = save_bundle(out, meta, trained.state_dict, overwrite=opts.overwrite)
