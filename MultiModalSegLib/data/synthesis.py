@@ -26,6 +26,13 @@ and bowel gas are structures too. For each patch (SynthSeg's generative model, S
    or a Dixon fat image), an appearance a fixed weighting table alone rarely draws;
 6. for a recipe's ``polarity`` share, the negative ``1 - x`` (:mod:`.polarity`).
 
+Real texture (a recipe's ``mr_texture_share``; 0 by default): step 2 paints every voxel of a structure
+with independent Gaussian noise, so no drawn MR shows what a real image holds inside an organ (vessels,
+partial volume at its border, the grain of the tissue). For that share of the MR items drawn from a CT
+source, each voxel of a structure whose HU the source measured keeps its place in that structure's
+distribution in the real CT, :func:`textured` (choice beyond the paper: the CT's texture under the MR
+contrast drawn; structures without a measurement are painted as in step 2).
+
 Two generators (a recipe's ``synthesis.generator``; older recipes, which do not name one, keep 1):
 
 - **1**, as the shipped models were trained: a source's label values are read as generation ids
@@ -79,18 +86,23 @@ GENERATORS = (1, 2)  # see the module docstring
 DEFAULT_GENERATOR = 1  # a recipe without "generator" reproduces what older recipes drew
 VOLUME_SAMPLE = 20000  # voxels of the source drawn to find a generator-2 item's normalisation bounds
 VOLUME_STREAM = 7  # the random stream of that sample (apart from the item's own draws)
+TEXTURE_STREAM = 11  # the stream of the real-texture choice and its gain (no other draw moves with it)
+TEXTURE_CLIP = 3.0  # a voxel's z-score within its structure is kept within +- this
+TEXTURE_GAIN = (1.0, 3.0)  # the texture's amplitude: this many times the structure's drawn spread
 
 
 @dataclass
 class SynthSource:
     """A generation label map in model space: ``structures`` (uint8 generation ids), ``label`` (the
-    model's labels), the source's modality and, for a CT source, each structure's measured HU."""
+    model's labels), the source's modality and, for a CT source, each structure's measured HU and
+    its image in HU (``hu``, for real texture: :func:`textured`)."""
 
     name: str
     modality: str
     structures: np.ndarray
     label: np.ndarray
     measured_hu: dict[int, tuple[float, float]] = field(default_factory=dict)
+    hu: np.ndarray | None = None
 
     def as_case(self) -> PreparedCase:
         """The source as a sampler case: patch centres are drawn from ``label`` as for real cases."""
@@ -128,8 +140,10 @@ def prepare_source(
         structures = np.where(target > 0, lut[target], structures).astype(np.uint8)
     bbox = foreground_bbox((profile or get_modality(modality)).normalize(hu), threshold=0.05, margin=4)
     structures, target, hu = crop(structures, bbox), crop(target, bbox), crop(hu, bbox)
-    measured = _measured_hu(structures, hu) if modality in CT_LIKE else {}
-    return SynthSource(case.name, modality, np.ascontiguousarray(structures), np.ascontiguousarray(target), measured)
+    ct_like = modality in CT_LIKE
+    measured = _measured_hu(structures, hu) if ct_like else {}
+    return SynthSource(case.name, modality, np.ascontiguousarray(structures), np.ascontiguousarray(target), measured,
+                       np.ascontiguousarray(hu) if ct_like else None)
 
 
 def _measured_hu(structures: np.ndarray, hu: np.ndarray) -> dict[int, tuple[float, float]]:
@@ -163,6 +177,23 @@ def paint(structures: np.ndarray, means: np.ndarray, spreads: np.ndarray, modali
     if modality not in CT_LIKE:
         np.clip(image, 0.0, None, out=image)
     return image.astype(np.float32)
+
+
+def textured(structures: np.ndarray, hu: np.ndarray, measured_hu: dict[int, tuple[float, float]],
+             means: np.ndarray, spreads: np.ndarray, gain: float, painted: np.ndarray) -> np.ndarray:
+    """A drawn image with the texture of a real CT: a voxel of a measured structure ``i`` (id above 0)
+    gets ``means[i] + gain * spreads[i] * z``, ``z`` its HU's distance from the structure's median in
+    robust spreads (:func:`_measured_hu`), clipped to :data:`TEXTURE_CLIP`; other voxels keep
+    ``painted``. MR intensities stay at 0 or above."""
+    median = np.zeros(256, dtype=np.float32)
+    spread = np.ones(256, dtype=np.float32)
+    known = np.zeros(256, dtype=bool)
+    for i, (m, s) in measured_hu.items():
+        if i > 0:
+            median[i], spread[i], known[i] = m, s, True
+    z = np.clip((hu - median[structures]) / spread[structures], -TEXTURE_CLIP, TEXTURE_CLIP)
+    image = np.where(known[structures], means[structures] + np.float32(gain) * spreads[structures] * z, painted)
+    return np.clip(image, 0.0, None).astype(np.float32)
 
 
 def draw_means(ids: np.ndarray, modality: str, rng: np.random.Generator,
@@ -310,19 +341,20 @@ def _fit(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 # --------------------------------------------------------------------------- sampler
 
 
-def spatial_transform(scale: float = DEFAULT_SCALE) -> Rand3DElasticd:
+def spatial_transform(scale: float = DEFAULT_SCALE, with_hu: bool = False) -> Rand3DElasticd:
     """Affine (rotation mostly in the axial plane, scaling by a factor in ``1 +- scale`` per axis,
-    shearing) and elastic deformation of the label patch, nearest-neighbour. No left-right flips:
-    they would swap the kidneys."""
+    shearing) and elastic deformation of the label patch, nearest-neighbour; ``with_hu``: the
+    source's HU patch too (``"hu"``, linear), deformed by the same draw. No left-right flips: they
+    would swap the kidneys."""
     return Rand3DElasticd(
-        ("structures", "label"),
+        ("structures", "label", "hu") if with_hu else ("structures", "label"),
         sigma_range=(5.0, 8.0),
         magnitude_range=(0.0, 120.0),
         prob=0.8,
         rotate_range=(0.3, 0.1, 0.1),
         shear_range=(0.05, 0.05, 0.05),
         scale_range=(scale, scale, scale),
-        mode="nearest",
+        mode=("nearest", "nearest", "bilinear") if with_hu else "nearest",
         padding_mode="zeros",
     )
 
@@ -334,7 +366,7 @@ def recipe_options(synthesis: dict, modality: str) -> dict:
     """The :class:`SynthSampler` keywords a recipe's ``synthesis`` block sets for ``modality``
     (see :class:`~..training.config.TrainConfig`); keys it leaves out keep the defaults."""
     options: dict = {"gamma": synthesis.get("gamma", {}).get(modality)}
-    for key in ("ct_arterial_share", "mr_random_share", "scale"):
+    for key in ("ct_arterial_share", "mr_random_share", "mr_texture_share", "scale"):
         if key in synthesis:
             options[key] = float(synthesis[key])
     if "generator" in synthesis:
@@ -377,6 +409,7 @@ class SynthSampler(ModalitySampler):
         generator: int = DEFAULT_GENERATOR,
         jitter: float = 0.0,
         polarity: float = 0.0,
+        mr_texture_share: float = 0.0,
     ) -> None:
         if not sources:
             raise ConfigError("synthesis needs at least one labelled source case.")
@@ -385,6 +418,7 @@ class SynthSampler(ModalitySampler):
         self.generator = int(generator)
         self.ct_arterial_share = float(ct_arterial_share)
         self.mr_random_share = float(mr_random_share)
+        self.mr_texture_share = float(mr_texture_share)
         self._counts: dict[int, np.ndarray] = {}  # voxels per generation id of each source (generator 2)
         self.sources = list(sources)
         super().__init__([s.as_case() for s in self.sources], patch_size, batch_size, foreground_ratio, True, seed, stream,
@@ -393,6 +427,7 @@ class SynthSampler(ModalitySampler):
         self.profile = profile or get_modality(self.modality)  # the run's profile (a fine-tune keeps its parent's)
         self.spacing = tuple(float(s) for s in spacing)
         self.spatial = spatial_transform(float(scale))
+        self.spatial_hu = spatial_transform(float(scale), with_hu=True)
         self.bias = RandBiasFieldd("image", degree=3, coeff_range=(0.0, 0.4), prob=0.7)
         self.noise = RandGaussianNoised("image", prob=0.5, std=0.03)
         gamma = {**DEFAULT_GAMMA, **(gamma or {})}
@@ -402,20 +437,28 @@ class SynthSampler(ModalitySampler):
         """The normalised image, the label patch and the contrast drawn, for one item."""
         source = self.sources[index]
         rng = np.random.default_rng(seed)
+        ct_like = self.modality in CT_LIKE
+        texture_gain = self.texture_gain(source, seed)
         item = {
             "structures": extract_patch(source.structures, center, self.patch_size)[None].astype(np.float32),
             "label": extract_patch(source.label, center, self.patch_size)[None].astype(np.float32),
         }
-        self.spatial.set_random_state(seed=seed)
-        item = self.spatial(item)
+        spatial = self.spatial
+        if texture_gain:
+            item["hu"] = extract_patch(source.hu, center, self.patch_size)[None].astype(np.float32)
+            spatial = self.spatial_hu
+        spatial.set_random_state(seed=seed)
+        item = spatial(item)
         structures = np.rint(np.asarray(item["structures"][0])).astype(np.uint8)
         label = np.rint(np.asarray(item["label"][0])).astype(np.uint8)
-        ct_like = self.modality in CT_LIKE
         measured = source.measured_hu if source.modality in CT_LIKE else None
         present = np.unique(structures)
         means, spreads, contrast = draw_means(present, self.modality, rng, measured,
                                               arterial_share=self.ct_arterial_share, random_share=self.mr_random_share)
         image = paint(structures, means, spreads, self.modality, rng)
+        if texture_gain:
+            image = textured(structures, np.asarray(item["hu"][0], dtype=np.float32), source.measured_hu, means, spreads,
+                             texture_gain, image)
         image = ndimage.gaussian_filter(image, sigma=rng.uniform(0.0, 0.8))
         gains: np.ndarray | float = 1.0
         if not ct_like:
@@ -441,6 +484,15 @@ class SynthSampler(ModalitySampler):
         item = self.gamma(self.noise(item))
         image = np.clip(np.asarray(item["image"][0], dtype=np.float32), 0.0, 1.0)
         return image, label, contrast
+
+    def texture_gain(self, source: SynthSource, seed: int) -> float:
+        """The real texture's gain for this item (:data:`TEXTURE_GAIN`), or 0 where the item is painted:
+        a share ``mr_texture_share`` of the MR items whose source is a CT with its HU, drawn from
+        stream :data:`TEXTURE_STREAM` so that no other draw of the item changes with the share."""
+        if self.modality in CT_LIKE or not self.mr_texture_share or source.hu is None or not source.measured_hu:
+            return 0.0
+        rng = np.random.default_rng([seed, TEXTURE_STREAM])
+        return float(rng.uniform(*TEXTURE_GAIN)) if rng.random() < self.mr_texture_share else 0.0
 
     def whole_source(self, index: int, present: np.ndarray, means: np.ndarray, spreads: np.ndarray, contrast: str,
                      measured: dict | None, seed: int, gains: np.ndarray | float = 1.0) -> np.ndarray:

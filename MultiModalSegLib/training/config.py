@@ -42,6 +42,8 @@ class TrainConfig:
     [low, high], "prob": p}}`` sets the random gamma of a modality's synthesised images (default
     range 0.7-1.5, probability 0.5). ``"mr_random_share": s`` gives that share of the synthesised MR
     images fully random structure means instead of a weighting's table (default 0.25);
+    ``"mr_texture_share": s`` draws that share of the synthesised MR images from a CT source with
+    the real CT's texture inside each structure (default 0; :func:`..data.synthesis.textured`);
     ``"scale": s`` scales the label patches by a random factor in ``1 +- s`` per axis (default 0.15).
     ``"generator": 2`` draws each labelled organ as its own tissue and normalises each image on the
     scale of its whole source, as inference normalises a whole scan; without it, 1, the synthesiser
@@ -266,6 +268,7 @@ MIX_KINDS = ("real", "synthetic", "phantom")
 SYNTHESIS_NUMBERS = (
     ("ct_arterial_share", lambda v: 0.0 <= v <= 1.0, "a share between 0 and 1"),
     ("mr_random_share", lambda v: 0.0 <= v <= 1.0, "a share between 0 and 1"),
+    ("mr_texture_share", lambda v: 0.0 <= v <= 1.0, "a share between 0 and 1"),
     ("scale", lambda v: 0.0 <= v < 1.0, "the largest relative change of size, at least 0 and below 1, e.g. 0.3"),
 )
 

@@ -1,5 +1,7 @@
 """Images synthesised from label maps: sources, intensities, acquisitions, the mixed sampler."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import SAMPLES
@@ -7,6 +9,7 @@ from conftest import SAMPLES
 from MultiModalSegLib.data.dataset import load_dataset
 from MultiModalSegLib.data.sampling import ModalitySampler
 from MultiModalSegLib.data.synthesis import (
+    TEXTURE_GAIN,
     Acquisition,
     MixedSampler,
     SynthSampler,
@@ -15,6 +18,7 @@ from MultiModalSegLib.data.synthesis import (
     recipe_options,
     simulate_acquisition,
     spatial_transform,
+    textured,
 )
 from MultiModalSegLib.data.tissues import UNLABELLED_BASE, intensity_classes, tissue_of
 from MultiModalSegLib.errors import ConfigError
@@ -141,6 +145,7 @@ def test_scale_widens_the_random_resizing_of_the_label_patches(ct_source):
 def test_recipe_options_read_the_synthesis_block():
     block = {"mix": {}, "ct_arterial_share": 0.35, "mr_random_share": 0.5, "scale": 0.3, "gamma": {"MR": {"prob": 0.8}}}
     assert recipe_options(block, "MR") == {"gamma": {"prob": 0.8}, "ct_arterial_share": 0.35, "mr_random_share": 0.5, "scale": 0.3}
+    assert recipe_options({"mix": {}, "mr_texture_share": 0.5}, "MR") == {"gamma": None, "mr_texture_share": 0.5}
     assert recipe_options({"mix": {}}, "CT") == {"gamma": None}  # the sampler's defaults stand in
 
 
@@ -148,7 +153,8 @@ def test_bad_mr_random_share_and_scale_are_refused():
     from MultiModalSegLib.training.config import _check_synthesis
 
     _check_synthesis({"mix": {"MR": {"synthetic": 1}}, "mr_random_share": 0.5, "scale": 0.3})
-    for key, bad in (("mr_random_share", 1.2), ("mr_random_share", "half"), ("scale", 1.0), ("scale", -0.1), ("scale", True)):
+    for key, bad in (("mr_random_share", 1.2), ("mr_random_share", "half"), ("scale", 1.0), ("scale", -0.1), ("scale", True),
+                     ("mr_texture_share", 1.5), ("mr_texture_share", -0.2)):
         with pytest.raises(ConfigError, match=key):
             _check_synthesis({"mix": {"MR": {"synthetic": 1}}, key: bad})
 
@@ -300,3 +306,62 @@ def test_generator_must_be_known(ct_source):
     with pytest.raises(ConfigError, match="generator"):
         SynthSampler([ct_source], "MR", PATCH, 1, SPACING, generator=3)
     assert recipe_options({"mix": {}, "generator": 2}, "MR")["generator"] == 2
+
+
+def test_textured_keeps_each_voxels_place_in_its_structure_of_the_real_ct():
+    """A measured structure: the drawn mean plus gain x spread x the voxel's robust z-score in the CT
+    (clipped to 3); an unmeasured one (and id 0) keeps its painted value; MR stays at 0 or above."""
+    structures = np.array([[[5, 5, 5, 9, 0]]], dtype=np.uint8)
+    hu = np.array([[[60.0, 70.0, 500.0, 3.0, -1000.0]]], dtype=np.float32)
+    means, spreads = np.zeros(256, np.float32), np.zeros(256, np.float32)
+    means[5], spreads[5] = 0.5, 0.02
+    painted = np.full(structures.shape, 0.3, np.float32)
+    out = textured(structures, hu, {5: (60.0, 10.0), 0: (-1000.0, 5.0)}, means, spreads, 2.0, painted)
+    assert np.allclose(out[0, 0], [0.5, 0.5 + 2 * 0.02 * 1.0, 0.5 + 2 * 0.02 * 3.0, 0.3, 0.3])
+    means[5] = 0.0
+    assert textured(structures, np.full_like(hu, -1000.0), {5: (60.0, 10.0)}, means, spreads, 2.0, painted).min() >= 0.0
+
+
+def test_mr_texture_share_gives_that_share_of_mr_items_the_ct_texture(ct_source):
+    """Share 0 draws what a sampler without the option draws, item for item; share 1 gives every MR
+    item from a CT source a texture gain (the labels and contrasts unchanged, the image not), and
+    the gain follows the real CT inside the liver; CT items and sources without HU are never textured."""
+    plain = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, seed=4, generator=2)
+    none = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, seed=4, generator=2, mr_texture_share=0.0)
+    every = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, seed=4, generator=2, mr_texture_share=1.0,
+                         gamma={"prob": 0.0})
+    half = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, seed=4, generator=2, mr_texture_share=0.5)
+    flat = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, seed=4, generator=2, gamma={"prob": 0.0})
+    rng = np.random.default_rng(9)
+    draws = [plain.draw(rng) for _ in range(4)]
+    changed = 0
+    for draw in draws:
+        image, label, contrast = plain.synthesize(*draw)
+        same = none.synthesize(*draw)
+        assert np.array_equal(image, same[0]) and np.array_equal(label, same[1]) and contrast == same[2]
+        tex_image, tex_label, tex_contrast = every.synthesize(*draw)
+        assert np.array_equal(label, tex_label) and contrast == tex_contrast
+        assert TEXTURE_GAIN[0] <= every.texture_gain(ct_source, draw[2]) <= TEXTURE_GAIN[1]
+        changed += not np.allclose(tex_image, flat.synthesize(*draw)[0])
+    assert changed == len(draws)
+    gains = [half.texture_gain(ct_source, seed) for seed in range(200)]
+    assert 60 < sum(g > 0 for g in gains) < 140
+    ct_every = SynthSampler([ct_source], "CT", PATCH, 1, SPACING, seed=4, generator=2, mr_texture_share=1.0)
+    assert ct_every.texture_gain(ct_source, 3) == 0.0
+    no_hu = dataclasses.replace(ct_source, hu=None)
+    assert every.texture_gain(no_hu, 3) == 0.0
+
+
+def test_the_texture_is_deformed_with_the_labels():
+    """The HU patch takes the same random deformation as the label patch."""
+    labels = np.zeros((1, 16, 24, 24), np.float32)
+    labels[0, 4:12, 6:18, 8:16] = 1
+    plain, with_hu = spatial_transform(0.3), spatial_transform(0.3, with_hu=True)
+    for seed in range(4):
+        plain.set_random_state(seed=seed)
+        with_hu.set_random_state(seed=seed)
+        a = plain({"structures": labels, "label": labels})
+        b = with_hu({"structures": labels, "label": labels, "hu": labels * 100.0})
+        assert np.array_equal(np.asarray(a["label"]), np.asarray(b["label"]))
+        inside = np.asarray(b["label"][0]) > 0.5
+        assert np.asarray(b["hu"][0])[inside].mean() > 90.0 > np.asarray(b["hu"][0])[~inside].mean()
