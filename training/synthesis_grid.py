@@ -6,12 +6,15 @@
     python training/synthesis_grid.py --recipe training/configs/abdomen_synth_v6.json --columns 10 --out training/reports/abdomen-synth-v6/synthesised_samples.png
     python training/synthesis_grid.py --recipe training/configs/abdomen_synth_v16.json --columns 10 --out training/reports/abdomen-synth-v16/synthesised_samples.png
     python training/synthesis_grid.py --recipe training/configs/abdomen_synth_v19.json --columns 10 --out training/reports/abdomen-synth-v19/synthesised_samples.png
+    python training/synthesis_grid.py --recipe training/configs/abdomen_synth_v32.json --texture-pairs --columns 8 --out training/reports/abdomen-synth-v32/texture_pairs.png
 
 Each column is one item of a :class:`~MultiModalSegLib.data.synthesis.SynthSampler` (the middle
 slice of its patch along z, with the model's labels outlined), drawn exactly as training draws it:
 with ``--recipe``, under that recipe's synthesis settings, intensity profiles, profile jitter (an
 item's title then gives its jitter fraction ``t`` when it has one) and polarity (``negated`` in the
-title of an item shown as its negative).
+title of an item shown as its negative). ``--texture-pairs``: two MR rows of the same items, painted
+(``mr_texture_share`` 0) above and with the real CT's texture (share 1) below, each image at its own
+display range (0 to its 99.5th percentile), so that what the texture changes is visible.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ def main() -> None:
     parser.add_argument("--recipe", type=Path, default=None,
                         help="draw with this training config's synthesis settings (arterial share, MR random share, scale, gamma), "
                              "intensity profiles and profile jitter")
+    parser.add_argument("--texture-pairs", action="store_true",
+                        help="two MR rows of the same items: painted, then with the real CT's texture")
     args = parser.parse_args()
     recipe = load_config(args.recipe) if args.recipe else None
     synthesis = recipe.synthesis if recipe else {}
@@ -74,11 +79,15 @@ def main() -> None:
     source = prepare_source(case, [args.spacing] * 3, [lab.value for lab in ABDOMEN_LABELS],
                             organ_ids=source_organ_ids(recipe_generator(synthesis), ABDOMEN_LABELS))
     fig, axes = plt.subplots(2, args.columns, figsize=(2.2 * args.columns, 5.4))
-    for row, modality in enumerate(("CT", "MR")):
-        sampler = SynthSampler([source], modality, args.patch, args.columns, [args.spacing] * 3, 1.0, seed=7, stream=row,
+    rows = [("MR", 1, 0.0), ("MR", 1, 1.0)] if args.texture_pairs else [("CT", 0, None), ("MR", 1, None)]
+    for row, (modality, stream, texture) in enumerate(rows):
+        options = recipe_options(synthesis, modality)
+        if texture is not None:
+            options["mr_texture_share"] = texture
+        sampler = SynthSampler([source], modality, args.patch, args.columns, [args.spacing] * 3, 1.0, seed=7, stream=stream,
                                profile=profiles[modality], jitter=jitter.get(modality, 0.0), polarity=polarity.get(modality, 0.0),
-                               **recipe_options(synthesis, modality))
-        rng = np.random.default_rng([7, row])
+                               **options)
+        rng = np.random.default_rng([7, stream])
         for col in range(args.columns):
             index, center, seed = sampler.draw(rng)
             image, label, contrast = sampler.synthesize(index, center, seed)
@@ -86,12 +95,14 @@ def main() -> None:
                 image, contrast = 1.0 - image, contrast + ", negated"
             z = image.shape[0] // 2
             ax = axes[row, col]
-            ax.imshow(image[z], cmap="gray", vmin=0, vmax=1)
+            top = float(np.percentile(image[z], 99.5)) if args.texture_pairs else 1.0
+            ax.imshow(image[z], cmap="gray", vmin=0, vmax=max(top, 1e-3))
             for value, colour in COLOURS.items():
                 if (label[z] == value).any():
                     ax.contour(label[z] == value, levels=[0.5], colors=[colour], linewidths=0.6)
             t = jitter_fraction(seed, sampler.jitter)
-            ax.set_title(contrast + (f"\nt = {t:.2f}" if t else ""), fontsize=8)
+            shown = {None: "", 0.0: ", painted", 1.0: ", textured"}[texture]
+            ax.set_title(contrast + shown + (f"\nt = {t:.2f}" if t else ""), fontsize=8)
             ax.axis("off")
     fig.suptitle(f"Synthesised training patches from the label map of {args.case} (middle axial slice, labels outlined)", fontsize=9)
     fig.tight_layout()
