@@ -13,7 +13,7 @@ slice of its patch along z, with the model's labels outlined), drawn exactly as 
 with ``--recipe``, under that recipe's synthesis settings, intensity profiles, profile jitter (an
 item's title then gives its jitter fraction ``t`` when it has one) and polarity (``negated`` in the
 title of an item shown as its negative). ``--texture-pairs``: two MR rows of the same items, painted
-(``mr_texture_share`` 0) above and with the real CT's texture (share 1) below, each image at its own
+above and with the real CT's texture below (a recipe's ``textured`` kind), each image at its own
 display range (0 to its 99.5th percentile), so that what the texture changes is visible.
 """
 
@@ -79,14 +79,11 @@ def main() -> None:
     source = prepare_source(case, [args.spacing] * 3, [lab.value for lab in ABDOMEN_LABELS],
                             organ_ids=source_organ_ids(recipe_generator(synthesis), ABDOMEN_LABELS))
     fig, axes = plt.subplots(2, args.columns, figsize=(2.2 * args.columns, 5.4))
-    rows = [("MR", 1, 0.0), ("MR", 1, 1.0)] if args.texture_pairs else [("CT", 0, None), ("MR", 1, None)]
+    rows = [("MR", 1, False), ("MR", 1, True)] if args.texture_pairs else [("CT", 0, None), ("MR", 1, None)]
     for row, (modality, stream, texture) in enumerate(rows):
-        options = recipe_options(synthesis, modality)
-        if texture is not None:
-            options["mr_texture_share"] = texture
         sampler = SynthSampler([source], modality, args.patch, args.columns, [args.spacing] * 3, 1.0, seed=7, stream=stream,
                                profile=profiles[modality], jitter=jitter.get(modality, 0.0), polarity=polarity.get(modality, 0.0),
-                               **options)
+                               texture=bool(texture), **recipe_options(synthesis, modality))
         rng = np.random.default_rng([7, stream])
         for col in range(args.columns):
             index, center, seed = sampler.draw(rng)
@@ -101,7 +98,7 @@ def main() -> None:
                 if (label[z] == value).any():
                     ax.contour(label[z] == value, levels=[0.5], colors=[colour], linewidths=0.6)
             t = jitter_fraction(seed, sampler.jitter)
-            shown = {None: "", 0.0: ", painted", 1.0: ", textured"}[texture]
+            shown = {None: "", False: ", painted", True: ", textured"}[texture]
             ax.set_title(contrast + shown + (f"\nt = {t:.2f}" if t else ""), fontsize=8)
             ax.axis("off")
     fig.suptitle(f"Synthesised training patches from the label map of {args.case} (middle axial slice, labels outlined)", fontsize=9)

@@ -26,12 +26,13 @@ and bowel gas are structures too. For each patch (SynthSeg's generative model, S
    or a Dixon fat image), an appearance a fixed weighting table alone rarely draws;
 6. for a recipe's ``polarity`` share, the negative ``1 - x`` (:mod:`.polarity`).
 
-Real texture (a recipe's ``mr_texture_share``; 0 by default): step 2 paints every voxel of a structure
-with independent Gaussian noise, so no drawn MR shows what a real image holds inside an organ (vessels,
-partial volume at its border, the grain of the tissue). For that share of the MR items drawn from a CT
-source, each voxel of a structure whose HU the source measured keeps its place in that structure's
-distribution in the real CT, :func:`textured` (choice beyond the paper: the CT's texture under the MR
-contrast drawn; structures without a measurement are painted as in step 2).
+Real texture (a sampler with ``texture=True``: the ``textured`` kind of a recipe's MR mix): step 2 paints
+every voxel of a structure with independent Gaussian noise, so no drawn MR shows what a real image holds
+inside an organ (vessels, partial volume at its border, the grain of the tissue). A textured item is drawn
+from a real CT source, and each voxel of a structure whose HU the source measured keeps its place in that
+structure's distribution in the real CT, :func:`textured` (choice beyond the paper: the CT's texture under
+the MR contrast drawn; structures without a measurement are painted as in step 2). Phantom images are
+painted themselves and carry no texture to keep.
 
 Two generators (a recipe's ``synthesis.generator``; older recipes, which do not name one, keep 1):
 
@@ -86,7 +87,7 @@ GENERATORS = (1, 2)  # see the module docstring
 DEFAULT_GENERATOR = 1  # a recipe without "generator" reproduces what older recipes drew
 VOLUME_SAMPLE = 20000  # voxels of the source drawn to find a generator-2 item's normalisation bounds
 VOLUME_STREAM = 7  # the random stream of that sample (apart from the item's own draws)
-TEXTURE_STREAM = 11  # the stream of the real-texture choice and its gain (no other draw moves with it)
+TEXTURE_STREAM = 11  # the stream of the real texture's gain (no other draw of an item moves with it)
 TEXTURE_CLIP = 3.0  # a voxel's z-score within its structure is kept within +- this
 TEXTURE_GAIN = (1.0, 3.0)  # the texture's amplitude: this many times the structure's drawn spread
 
@@ -94,8 +95,8 @@ TEXTURE_GAIN = (1.0, 3.0)  # the texture's amplitude: this many times the struct
 @dataclass
 class SynthSource:
     """A generation label map in model space: ``structures`` (uint8 generation ids), ``label`` (the
-    model's labels), the source's modality and, for a CT source, each structure's measured HU and
-    its image in HU (``hu``, for real texture: :func:`textured`)."""
+    model's labels), the source's modality and, for a CT source, each structure's measured HU and,
+    for a real CT source, its image in HU (``hu``, for real texture: :func:`textured`)."""
 
     name: str
     modality: str
@@ -143,7 +144,7 @@ def prepare_source(
     ct_like = modality in CT_LIKE
     measured = _measured_hu(structures, hu) if ct_like else {}
     return SynthSource(case.name, modality, np.ascontiguousarray(structures), np.ascontiguousarray(target), measured,
-                       np.ascontiguousarray(hu) if ct_like else None)
+                       np.ascontiguousarray(hu) if ct_like and case.origin == "real" else None)
 
 
 def _measured_hu(structures: np.ndarray, hu: np.ndarray) -> dict[int, tuple[float, float]]:
@@ -184,7 +185,9 @@ def textured(structures: np.ndarray, hu: np.ndarray, measured_hu: dict[int, tupl
     """A drawn image with the texture of a real CT: a voxel of a measured structure ``i`` (id above 0)
     gets ``means[i] + gain * spreads[i] * z``, ``z`` its HU's distance from the structure's median in
     robust spreads (:func:`_measured_hu`), clipped to :data:`TEXTURE_CLIP`; other voxels keep
-    ``painted``. MR intensities stay at 0 or above."""
+    ``painted`` (so do voxels that the deformation brings from beyond the source: their structure is 0;
+    along that edge the linearly resampled HU blends with 0 and its z-score sits at the clip).
+    MR intensities stay at 0 or above."""
     median = np.zeros(256, dtype=np.float32)
     spread = np.ones(256, dtype=np.float32)
     known = np.zeros(256, dtype=bool)
@@ -366,7 +369,7 @@ def recipe_options(synthesis: dict, modality: str) -> dict:
     """The :class:`SynthSampler` keywords a recipe's ``synthesis`` block sets for ``modality``
     (see :class:`~..training.config.TrainConfig`); keys it leaves out keep the defaults."""
     options: dict = {"gamma": synthesis.get("gamma", {}).get(modality)}
-    for key in ("ct_arterial_share", "mr_random_share", "mr_texture_share", "scale"):
+    for key in ("ct_arterial_share", "mr_random_share", "scale"):
         if key in synthesis:
             options[key] = float(synthesis[key])
     if "generator" in synthesis:
@@ -409,16 +412,19 @@ class SynthSampler(ModalitySampler):
         generator: int = DEFAULT_GENERATOR,
         jitter: float = 0.0,
         polarity: float = 0.0,
-        mr_texture_share: float = 0.0,
+        texture: bool = False,
     ) -> None:
         if not sources:
             raise ConfigError("synthesis needs at least one labelled source case.")
+        if texture and (get_modality(modality).name in CT_LIKE or any(s.hu is None or not s.measured_hu for s in sources)):
+            raise ConfigError(f"textured {modality} items need an MR-like modality and real CT sources with their HU "
+                              f"(got {[s.name for s in sources]}); give the \"textured\" kind to an MR-like mix only.")
         if generator not in GENERATORS:
             raise ConfigError(f"synthesis generator {generator!r}: use one of {list(GENERATORS)}.")
         self.generator = int(generator)
         self.ct_arterial_share = float(ct_arterial_share)
         self.mr_random_share = float(mr_random_share)
-        self.mr_texture_share = float(mr_texture_share)
+        self.texture = bool(texture)
         self._counts: dict[int, np.ndarray] = {}  # voxels per generation id of each source (generator 2)
         self.sources = list(sources)
         super().__init__([s.as_case() for s in self.sources], patch_size, batch_size, foreground_ratio, True, seed, stream,
@@ -438,7 +444,7 @@ class SynthSampler(ModalitySampler):
         source = self.sources[index]
         rng = np.random.default_rng(seed)
         ct_like = self.modality in CT_LIKE
-        texture_gain = self.texture_gain(source, seed)
+        texture_gain = self.texture_gain(seed)
         item = {
             "structures": extract_patch(source.structures, center, self.patch_size)[None].astype(np.float32),
             "label": extract_patch(source.label, center, self.patch_size)[None].astype(np.float32),
@@ -485,14 +491,13 @@ class SynthSampler(ModalitySampler):
         image = np.clip(np.asarray(item["image"][0], dtype=np.float32), 0.0, 1.0)
         return image, label, contrast
 
-    def texture_gain(self, source: SynthSource, seed: int) -> float:
-        """The real texture's gain for this item (:data:`TEXTURE_GAIN`), or 0 where the item is painted:
-        a share ``mr_texture_share`` of the MR items whose source is a CT with its HU, drawn from
-        stream :data:`TEXTURE_STREAM` so that no other draw of the item changes with the share."""
-        if self.modality in CT_LIKE or not self.mr_texture_share or source.hu is None or not source.measured_hu:
+    def texture_gain(self, seed: int) -> float:
+        """The real texture's gain for this item (:data:`TEXTURE_GAIN`), 0 for a painted sampler; drawn
+        from stream :data:`TEXTURE_STREAM`, so that a textured item draws everything else as the same
+        item painted."""
+        if not self.texture:
             return 0.0
-        rng = np.random.default_rng([seed, TEXTURE_STREAM])
-        return float(rng.uniform(*TEXTURE_GAIN)) if rng.random() < self.mr_texture_share else 0.0
+        return float(np.random.default_rng([seed, TEXTURE_STREAM]).uniform(*TEXTURE_GAIN))
 
     def whole_source(self, index: int, present: np.ndarray, means: np.ndarray, spreads: np.ndarray, contrast: str,
                      measured: dict | None, seed: int, gains: np.ndarray | float = 1.0) -> np.ndarray:

@@ -37,13 +37,15 @@ class TrainConfig:
     {"real": a, "synthetic": b, "phantom": c}, "MR": {...}}}`` draws each item of a modality's batch
     from its real cases, its phantoms or images synthesised from the labelled training cases' label
     maps (:mod:`..data.synthesis`) with those shares; empty: real and phantom cases alike, by weight.
+    Synthesised items draw every source label map alike (case weights do not apply to them). An
+    MR-like modality's mix may name ``"textured": d``: images synthesised from the label maps of the
+    real CT sources alone, each structure keeping that CT's texture under the MR contrast drawn
+    (:func:`..data.synthesis.textured`).
     ``"ct_arterial_share": s`` turns that share of the synthesised CT images that are not drawn at
     the source's measured HU into arterial-phase images (default 0). ``"gamma": {"MR": {"range":
     [low, high], "prob": p}}`` sets the random gamma of a modality's synthesised images (default
     range 0.7-1.5, probability 0.5). ``"mr_random_share": s`` gives that share of the synthesised MR
     images fully random structure means instead of a weighting's table (default 0.25);
-    ``"mr_texture_share": s`` draws that share of the synthesised MR images from a CT source with
-    the real CT's texture inside each structure (default 0; :func:`..data.synthesis.textured`);
     ``"scale": s`` scales the label patches by a random factor in ``1 +- s`` per axis (default 0.15).
     ``"generator": 2`` draws each labelled organ as its own tissue and normalises each image on the
     scale of its whole source, as inference normalises a whole scan; without it, 1, the synthesiser
@@ -263,12 +265,11 @@ def normalisation_ensemble(cfg: TrainConfig) -> dict[str, tuple[float, ...]]:
 
 
 SYNTHESIS_SOURCES = ("datasets", "phantoms")
-MIX_KINDS = ("real", "synthetic", "phantom")
+MIX_KINDS = ("real", "synthetic", "phantom", "textured")
 # numbers of a synthesis block: key, whether a value is valid, what a valid value is
 SYNTHESIS_NUMBERS = (
     ("ct_arterial_share", lambda v: 0.0 <= v <= 1.0, "a share between 0 and 1"),
     ("mr_random_share", lambda v: 0.0 <= v <= 1.0, "a share between 0 and 1"),
-    ("mr_texture_share", lambda v: 0.0 <= v <= 1.0, "a share between 0 and 1"),
     ("scale", lambda v: 0.0 <= v < 1.0, "the largest relative change of size, at least 0 and below 1, e.g. 0.3"),
 )
 
@@ -289,6 +290,7 @@ def _check_synthesis(synthesis: dict) -> None:
     if not synthesis:
         return
     from ..data.synthesis import (  # a recipe with synthesis trains with it anyway
+        CT_LIKE,
         DEFAULT_GENERATOR,
         GENERATORS,
     )
@@ -313,6 +315,9 @@ def _check_synthesis(synthesis: dict) -> None:
         if not isinstance(shares, dict) or set(shares) - set(MIX_KINDS)
         or any(not isinstance(v, int | float) or v < 0 for v in shares.values()) or not any(shares.values())
     ]
+    bad_mix += [f"{m}: textured items are MR-like images drawn with a real CT's texture, not {m}"
+                for m, shares in (mix.items() if isinstance(mix, dict) else []) if isinstance(shares, dict)
+                and shares.get("textured") and str(m).upper() in CT_LIKE]
     if unknown or bad_sources or bad_mix or not mix:
         raise ConfigError(
             f"\"synthesis\" must be {{\"sources\": a subset of {list(SYNTHESIS_SOURCES)}, \"mix\": {{MODALITY: "

@@ -228,7 +228,8 @@ class Trainer:
 
     def _mixed_samplers(self, train: list[Case], prepared: list[PreparedCase]) -> dict[str, MixedSampler]:
         """Per modality, a :class:`MixedSampler` of its real cases, its phantoms and images synthesised
-        from the label maps of the training cases whose origin ``synthesis["sources"]`` names."""
+        from the label maps of the training cases whose origin ``synthesis["sources"]`` names (and, for
+        a mix that names ``textured``, from the real CT sources with their texture)."""
         cfg = self.cfg
         origins = {"datasets": "real", "phantoms": "phantom"}
         wanted = {origins[s] for s in cfg.synthesis.get("sources", list(origins))}
@@ -239,23 +240,25 @@ class Trainer:
         sources = self.reporter.each(wanted_cases, "reading label maps for synthesis",
                                      lambda c: prepare_source(c, cfg.spacing, values, self.profiles[c.modality], organ_ids))
         pairs = list(zip(labelled, prepared, strict=True))
+        synthesised = {"synthetic": sources, "textured": [s for s in sources if s.hu is not None]}
         jitter = self.jitter
         samplers = {}
         for i, modality in enumerate(self.modalities):
+            shares = cfg.synthesis["mix"].get(modality)
+            if shares is None:
+                raise ConfigError(f"\"synthesis\" has no mix for modality {modality}; add \"{modality}\": {{KIND: share}}.")
             kinds: dict[str, ModalitySampler] = {}
             for kind in ("real", "phantom"):
                 mine = [p for c, p in pairs if c.origin == kind and c.modality == modality]
                 if mine:
                     kinds[kind] = ModalitySampler(mine, cfg.patch_size, cfg.batch_size, cfg.foreground_ratio, cfg.augment, cfg.seed, i,
                                                   jitter[modality], self.polarity[modality])
-            if sources:
-                kinds["synthetic"] = SynthSampler(sources, modality, cfg.patch_size, cfg.batch_size, cfg.spacing, cfg.foreground_ratio, cfg.seed, i,
-                                                  profile=self.profiles[modality], jitter=jitter[modality],
-                                                  polarity=self.polarity[modality],
-                                                  **recipe_options(cfg.synthesis, modality))
-            shares = cfg.synthesis["mix"].get(modality)
-            if shares is None:
-                raise ConfigError(f"\"synthesis\" has no mix for modality {modality}; add \"{modality}\": {{KIND: share}}.")
+            for kind, kind_sources in synthesised.items():
+                if kind_sources and (kind == "synthetic" or shares.get(kind)):
+                    kinds[kind] = SynthSampler(kind_sources, modality, cfg.patch_size, cfg.batch_size, cfg.spacing,
+                                               cfg.foreground_ratio, cfg.seed, i, profile=self.profiles[modality],
+                                               jitter=jitter[modality], polarity=self.polarity[modality],
+                                               texture=kind == "textured", **recipe_options(cfg.synthesis, modality))
             samplers[modality] = MixedSampler(kinds, shares, cfg.batch_size, cfg.seed, i)
         return samplers
 

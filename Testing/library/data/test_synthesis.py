@@ -145,7 +145,6 @@ def test_scale_widens_the_random_resizing_of_the_label_patches(ct_source):
 def test_recipe_options_read_the_synthesis_block():
     block = {"mix": {}, "ct_arterial_share": 0.35, "mr_random_share": 0.5, "scale": 0.3, "gamma": {"MR": {"prob": 0.8}}}
     assert recipe_options(block, "MR") == {"gamma": {"prob": 0.8}, "ct_arterial_share": 0.35, "mr_random_share": 0.5, "scale": 0.3}
-    assert recipe_options({"mix": {}, "mr_texture_share": 0.5}, "MR") == {"gamma": None, "mr_texture_share": 0.5}
     assert recipe_options({"mix": {}}, "CT") == {"gamma": None}  # the sampler's defaults stand in
 
 
@@ -153,8 +152,7 @@ def test_bad_mr_random_share_and_scale_are_refused():
     from MultiModalSegLib.training.config import _check_synthesis
 
     _check_synthesis({"mix": {"MR": {"synthetic": 1}}, "mr_random_share": 0.5, "scale": 0.3})
-    for key, bad in (("mr_random_share", 1.2), ("mr_random_share", "half"), ("scale", 1.0), ("scale", -0.1), ("scale", True),
-                     ("mr_texture_share", 1.5), ("mr_texture_share", -0.2)):
+    for key, bad in (("mr_random_share", 1.2), ("mr_random_share", "half"), ("scale", 1.0), ("scale", -0.1), ("scale", True)):
         with pytest.raises(ConfigError, match=key):
             _check_synthesis({"mix": {"MR": {"synthetic": 1}}, key: bad})
 
@@ -322,34 +320,33 @@ def test_textured_keeps_each_voxels_place_in_its_structure_of_the_real_ct():
     assert textured(structures, np.full_like(hu, -1000.0), {5: (60.0, 10.0)}, means, spreads, 2.0, painted).min() >= 0.0
 
 
-def test_mr_texture_share_gives_that_share_of_mr_items_the_ct_texture(ct_source):
-    """Share 0 draws what a sampler without the option draws, item for item; share 1 gives every MR
-    item from a CT source a texture gain (the labels and contrasts unchanged, the image not), and
-    the gain follows the real CT inside the liver; CT items and sources without HU are never textured."""
-    plain = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, seed=4, generator=2)
-    none = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, seed=4, generator=2, mr_texture_share=0.0)
-    every = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, seed=4, generator=2, mr_texture_share=1.0,
-                         gamma={"prob": 0.0})
-    half = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, seed=4, generator=2, mr_texture_share=0.5)
-    flat = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, seed=4, generator=2, gamma={"prob": 0.0})
+def test_a_textured_sampler_draws_the_items_of_a_painted_one_with_the_ct_texture(ct_source):
+    """The same draws: labels and contrasts as painted, the image not, a gain within TEXTURE_GAIN; a
+    painted sampler's gain is 0. Textured items need an MR-like modality and real CT sources with HU."""
+    painted = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, seed=4, generator=2, gamma={"prob": 0.0})
+    textured_items = SynthSampler([ct_source], "MR", PATCH, 1, SPACING, seed=4, generator=2, gamma={"prob": 0.0},
+                                  texture=True)
     rng = np.random.default_rng(9)
-    draws = [plain.draw(rng) for _ in range(4)]
-    changed = 0
-    for draw in draws:
-        image, label, contrast = plain.synthesize(*draw)
-        same = none.synthesize(*draw)
-        assert np.array_equal(image, same[0]) and np.array_equal(label, same[1]) and contrast == same[2]
-        tex_image, tex_label, tex_contrast = every.synthesize(*draw)
+    for _ in range(4):
+        draw = painted.draw(rng)
+        image, label, contrast = painted.synthesize(*draw)
+        tex_image, tex_label, tex_contrast = textured_items.synthesize(*draw)
         assert np.array_equal(label, tex_label) and contrast == tex_contrast
-        assert TEXTURE_GAIN[0] <= every.texture_gain(ct_source, draw[2]) <= TEXTURE_GAIN[1]
-        changed += not np.allclose(tex_image, flat.synthesize(*draw)[0])
-    assert changed == len(draws)
-    gains = [half.texture_gain(ct_source, seed) for seed in range(200)]
-    assert 60 < sum(g > 0 for g in gains) < 140
-    ct_every = SynthSampler([ct_source], "CT", PATCH, 1, SPACING, seed=4, generator=2, mr_texture_share=1.0)
-    assert ct_every.texture_gain(ct_source, 3) == 0.0
-    no_hu = dataclasses.replace(ct_source, hu=None)
-    assert every.texture_gain(no_hu, 3) == 0.0
+        assert not np.allclose(image, tex_image) and 0.0 <= tex_image.min() and tex_image.max() <= 1.0
+        assert TEXTURE_GAIN[0] <= textured_items.texture_gain(draw[2]) <= TEXTURE_GAIN[1]
+        assert painted.texture_gain(draw[2]) == 0.0
+    with pytest.raises(ConfigError, match="textured CT items need an MR-like modality"):
+        SynthSampler([ct_source], "CT", PATCH, 1, SPACING, texture=True)
+    with pytest.raises(ConfigError, match="real CT sources with their HU"):
+        SynthSampler([dataclasses.replace(ct_source, hu=None)], "MR", PATCH, 1, SPACING, texture=True)
+
+
+def test_only_a_real_ct_source_keeps_its_hu(ct_source, tmp_path):
+    """Phantom images are painted themselves: a phantom CT source has measured HU and no texture to keep."""
+    case = next(c for c in load_dataset(SAMPLES / "dataset.json").cases("training") if c.modality == "CT")
+    phantom = prepare_source(dataclasses.replace(case, origin="phantom"), SPACING, [1, 2, 3, 4])
+    assert ct_source.hu is not None and ct_source.hu.shape == ct_source.structures.shape
+    assert phantom.hu is None and phantom.measured_hu
 
 
 def test_the_texture_is_deformed_with_the_labels():

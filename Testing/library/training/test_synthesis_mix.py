@@ -31,6 +31,25 @@ def test_a_mix_asking_for_cases_that_do_not_exist_is_refused(tmp_path):
         Trainer(synthesis_config(synthesis=bad), tmp_path, quiet=True).build()
 
 
+def test_a_textured_mr_kind_draws_the_real_ct_with_its_texture(tmp_path):
+    """``textured`` in an MR mix: a sampler of the real CT sources alone, with texture; the painted
+    kind keeps every source; a mix without it builds no textured sampler."""
+    mix = {"sources": ["datasets", "phantoms"], "mix": {"CT": {"synthetic": 1.0}, "MR": {"synthetic": 0.5, "textured": 0.5}}}
+    trainer = Trainer(synthesis_config(synthesis=mix, phantoms={"ct": 1, "mr": 1, "validation": 0, "seed": 3}),
+                      tmp_path / "t", quiet=True)
+    trainer.build()
+    kinds = trainer.samplers["MR"].samplers
+    assert kinds["textured"].texture and [s.name for s in kinds["textured"].sources] == ["abdomen_ct_01"]
+    assert not kinds["synthetic"].texture and len(kinds["synthetic"].sources) == 3
+    assert "textured" not in trainer.samplers["CT"].samplers
+    assert trainer.batches(2)["MR"]["image"].shape[0] == trainer.cfg.batch_size
+
+
+def test_a_textured_ct_kind_is_refused():
+    with pytest.raises(ConfigError, match="textured items are MR-like images"):
+        config_from_dict(tiny_config(SAMPLES, synthesis={"mix": {"CT": {"textured": 1.0}, "MR": {"synthetic": 1.0}}}))
+
+
 @pytest.mark.parametrize("synthesis", [
     {"mix": {"CT": {"real": 1.0, "painted": 1.0}}},
     {"sources": ["atlases"], "mix": {"CT": {"real": 1.0}}},
