@@ -37,9 +37,10 @@ class TrainConfig:
     {"real": a, "synthetic": b, "phantom": c}, "MR": {...}}}`` draws each item of a modality's batch
     from its real cases, its phantoms or images synthesised from the labelled training cases' label
     maps (:mod:`..data.synthesis`) with those shares; empty: real and phantom cases alike, by weight.
-    Synthesised items draw every source label map alike (case weights do not apply to them). An
-    MR-like modality's mix may name ``"textured": d``: images synthesised from the label maps of the
-    real CT sources alone, each structure keeping that CT's texture under the MR contrast drawn
+    Synthesised items draw every source label map alike (case weights do not apply to them); a
+    mix's ``"real_maps": e`` draws that share synthesised from the real (dataset) sources' maps alone.
+    An MR-like modality's mix may name ``"textured": d``: images synthesised from the label maps of
+    the real CT sources alone, each structure keeping that CT's texture under the MR contrast drawn
     (:func:`..data.synthesis.textured`).
     ``"ct_arterial_share": s`` turns that share of the synthesised CT images that are not drawn at
     the source's measured HU into arterial-phase images (default 0). ``"gamma": {"MR": {"range":
@@ -265,7 +266,7 @@ def normalisation_ensemble(cfg: TrainConfig) -> dict[str, tuple[float, ...]]:
 
 
 SYNTHESIS_SOURCES = ("datasets", "phantoms")
-MIX_KINDS = ("real", "synthetic", "phantom", "textured")
+MIX_KINDS = ("real", "synthetic", "phantom", "real_maps", "textured")
 # numbers of a synthesis block: key, whether a value is valid, what a valid value is
 SYNTHESIS_NUMBERS = (
     ("ct_arterial_share", lambda v: 0.0 <= v <= 1.0, "a share between 0 and 1"),

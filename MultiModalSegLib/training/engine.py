@@ -228,8 +228,9 @@ class Trainer:
 
     def _mixed_samplers(self, train: list[Case], prepared: list[PreparedCase]) -> dict[str, MixedSampler]:
         """Per modality, a :class:`MixedSampler` of its real cases, its phantoms and images synthesised
-        from the label maps of the training cases whose origin ``synthesis["sources"]`` names (and, for
-        a mix that names ``textured``, from the real CT sources with their texture)."""
+        from the label maps of the training cases whose origin ``synthesis["sources"]`` names (a mix's
+        ``real_maps``: from the real sources' maps alone; ``textured``: the real CT sources' maps with
+        their texture)."""
         cfg = self.cfg
         origins = {"datasets": "real", "phantoms": "phantom"}
         wanted = {origins[s] for s in cfg.synthesis.get("sources", list(origins))}
@@ -240,7 +241,8 @@ class Trainer:
         sources = self.reporter.each(wanted_cases, "reading label maps for synthesis",
                                      lambda c: prepare_source(c, cfg.spacing, values, self.profiles[c.modality], organ_ids))
         pairs = list(zip(labelled, prepared, strict=True))
-        synthesised = {"synthetic": sources, "textured": [s for s in sources if s.hu is not None]}
+        real = [s for c, s in zip(wanted_cases, sources, strict=True) if c.origin == "real"]
+        synthesised = {"synthetic": sources, "real_maps": real, "textured": [s for s in real if s.hu is not None]}
         jitter = self.jitter
         samplers = {}
         for i, modality in enumerate(self.modalities):
@@ -254,7 +256,7 @@ class Trainer:
                     kinds[kind] = ModalitySampler(mine, cfg.patch_size, cfg.batch_size, cfg.foreground_ratio, cfg.augment, cfg.seed, i,
                                                   jitter[modality], self.polarity[modality])
             for kind, kind_sources in synthesised.items():
-                if kind_sources and (kind == "synthetic" or shares.get(kind)):
+                if kind_sources and (kind == "synthetic" or shares.get(kind)):  # a kind of the mix only
                     kinds[kind] = SynthSampler(kind_sources, modality, cfg.patch_size, cfg.batch_size, cfg.spacing,
                                                cfg.foreground_ratio, cfg.seed, i, profile=self.profiles[modality],
                                                jitter=jitter[modality], polarity=self.polarity[modality],

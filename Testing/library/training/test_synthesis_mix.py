@@ -45,6 +45,20 @@ def test_a_textured_mr_kind_draws_the_real_ct_with_its_texture(tmp_path):
     assert trainer.batches(2)["MR"]["image"].shape[0] == trainer.cfg.batch_size
 
 
+def test_a_real_maps_kind_paints_the_real_sources_alone(tmp_path):
+    """``real_maps``: items painted from the real sources' label maps, without texture; the
+    synthesised kind keeps every source."""
+    mix = {"sources": ["datasets", "phantoms"], "mix": {"CT": {"synthetic": 0.5, "real_maps": 0.5}, "MR": {"real_maps": 1.0}}}
+    trainer = Trainer(synthesis_config(synthesis=mix, phantoms={"ct": 1, "mr": 1, "validation": 0, "seed": 3}),
+                      tmp_path / "r", quiet=True)
+    trainer.build()
+    for modality in ("CT", "MR"):
+        kind = trainer.samplers[modality].samplers["real_maps"]
+        assert not kind.texture and [s.name for s in kind.sources] == ["abdomen_ct_01"]
+    assert len(trainer.samplers["CT"].samplers["synthetic"].sources) == 3
+    assert trainer.batches(1)["MR"]["label"].shape[0] == trainer.cfg.batch_size
+
+
 def test_a_textured_ct_kind_is_refused():
     with pytest.raises(ConfigError, match="textured items are MR-like images"):
         config_from_dict(tiny_config(SAMPLES, synthesis={"mix": {"CT": {"textured": 1.0}, "MR": {"synthetic": 1.0}}}))
