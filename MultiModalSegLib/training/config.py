@@ -286,12 +286,21 @@ def _valid_gamma(spec: object) -> bool:
     return range_ok and (prob is None or (isinstance(prob, int | float) and 0.0 <= prob <= 1.0))
 
 
+def _ct_like(name: str) -> bool:
+    """Whether ``name`` is a registered CT-like modality, resolved as the samplers resolve it."""
+    from ..data.synthesis import CT_LIKE
+
+    try:
+        return get_modality(name).name in CT_LIKE
+    except InputError:
+        return False  # an unknown modality is refused where the modalities are checked
+
+
 def _check_synthesis(synthesis: dict) -> None:
     """One sentence for a malformed ``synthesis`` block (see :class:`TrainConfig`)."""
     if not synthesis:
         return
     from ..data.synthesis import (  # a recipe with synthesis trains with it anyway
-        CT_LIKE,
         DEFAULT_GENERATOR,
         GENERATORS,
     )
@@ -318,7 +327,7 @@ def _check_synthesis(synthesis: dict) -> None:
     ]
     bad_mix += [f"{m}: textured items are MR-like images drawn with a real CT's texture, not {m}"
                 for m, shares in (mix.items() if isinstance(mix, dict) else []) if isinstance(shares, dict)
-                and shares.get("textured") and str(m).upper() in CT_LIKE]
+                and shares.get("textured") and _ct_like(str(m))]
     if unknown or bad_sources or bad_mix or not mix:
         raise ConfigError(
             f"\"synthesis\" must be {{\"sources\": a subset of {list(SYNTHESIS_SOURCES)}, \"mix\": {{MODALITY: "
