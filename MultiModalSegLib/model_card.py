@@ -52,7 +52,7 @@ def _metric_tables(metrics: dict) -> list[str]:
                 for group, vals in rows:
                     lines.append(f"| {group} | " + " | ".join(_fmt(vals.get(c, "")) for c in columns) + " |")
         elif isinstance(value, dict):
-            lines += [f"- {k}: {_fmt(v)}" for k, v in value.items()]
+            lines += [f"- {k}: {_fmt(v)}" for k, v in value.items()] or ["- not recorded in this bundle"]
         else:
             lines.append(f"- {_fmt(value)}")
         lines.append("")
@@ -73,19 +73,50 @@ def _dataset_text(record: dict | str) -> str:
     return f"{record.get('name')} ({kind}{len(record.get('training', []))} training cases, sha256 {str(record.get('sha256'))[:12]}...)"
 
 
+def _mix_text(config: dict) -> str | None:
+    """The recipe's share of each item kind per modality (``synthesis.mix``), or None without one."""
+    mix = (config.get("synthesis") or {}).get("mix") or {}
+    if not mix:
+        return None
+    text = "; ".join(f"{mod}: " + ", ".join(f"{kind} {share:g}" for kind, share in kinds.items()) for mod, kinds in mix.items())
+    if any("textured" in kinds for kinds in mix.values()):
+        text += " (textured: a real CT's label map drawn at a random MR contrast with that CT's texture; counted as an MR case)"
+    return text
+
+
+def _run_facts(training: dict) -> list[str]:
+    """One training run's facts: cases, data sets, item mix, steps, seed, device, date, which weights."""
+    lines = []
+    if training.get("cases"):
+        lines.append("cases per modality: " + ", ".join(f"{k}: {v}" for k, v in training["cases"].items()))
+    if training.get("datasets"):
+        lines.append("data sets: " + ", ".join(_dataset_text(d) for d in training["datasets"]))
+    mix = _mix_text(training.get("config", {}))
+    if mix:
+        lines.append(f"item mix: {mix}")
+    for key in ("steps", "seed", "device", "date"):
+        if key in training:
+            lines.append(f"{key}: {training[key]}")
+    average = training.get("weight_average") or {}
+    if average.get("steps"):
+        first, last = average["steps"]
+        lines.append(f"weights: the mean of {average.get('count', '?')} checkpoints, steps {first} to {last}")
+    return lines
+
+
 def _training_summary(metadata: dict | None, entry: ModelEntry | None) -> list[str]:
+    """The manifest's training text, then the run's facts; an ensemble's facts member by member."""
     lines = []
     if entry is not None and entry.training_data:
         lines.append(entry.training_data)
         lines.append("")
-    training = (metadata or {}).get("training", {})
-    if training.get("cases"):
-        lines.append("- cases per modality: " + ", ".join(f"{k}: {v}" for k, v in training["cases"].items()))
-    if training.get("datasets"):
-        lines.append("- data sets: " + ", ".join(_dataset_text(d) for d in training["datasets"]))
-    for key, label in (("steps", "steps"), ("seed", "seed"), ("device", "device"), ("date", "date")):
-        if key in training:
-            lines.append(f"- {label}: {training[key]}")
+    members = (metadata or {}).get("members") or []
+    if members:
+        for i, member in enumerate(members, 1):
+            lines.append(f"- member {i}, {member['name']} {member['version']}:")
+            lines += [f"  - {fact}" for fact in _run_facts(member.get("training", {}))]
+    else:
+        lines += [f"- {fact}" for fact in _run_facts((metadata or {}).get("training", {}))]
     return lines or ["Not stated."]
 
 

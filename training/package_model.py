@@ -307,6 +307,9 @@ def main() -> int:
     p.add_argument("--intended-use", help="the manifest's intended_use text")
     p.add_argument("--limitations", help="the manifest's limitations text")
     args = p.parse_args()
+    missing = [f"--{k.replace('_', '-')}" for k in ("training_data", "intended_use", "limitations") if not getattr(args, k)]
+    if args.default and missing:  # the default model's card is what a clinician reads first
+        p.error(f"a default model's manifest entry needs {', '.join(missing)}: give the text the model card shows")
 
     source = args.bundle or args.run[0] / "bundle"
     bundle = load_bundle(source)

@@ -109,3 +109,34 @@ def test_a_card_names_an_ensembles_members():
     meta["members"][1]["parent"] = {"name": "c", "version": "1.0.0", "model_sha256": "2" * 64}
     line = next(x for x in render_model_card(meta).splitlines() if "an ensemble of" in x)
     assert "b 2.0.0 (weights sha256 111111111111..., 10000 training steps, fine-tuned from c 1.0.0)" in line
+
+
+def test_an_ensembles_training_data_is_given_member_by_member():
+    meta = shipped_metadata()
+    first = {**meta["training"], "config": {"synthesis": {"mix": {"MR": {"synthetic": 0.75, "phantom": 0.25}}}}}
+    second = {**meta["training"], "steps": 10000, "weight_average": {"count": 11, "steps": [7500, 10000]},
+              "config": {"synthesis": {"mix": {"MR": {"synthetic": 0.5, "textured": 0.25, "phantom": 0.25}}}}}
+    meta["members"] = [{"name": "a", "version": "1.0.0", "model_sha256": "0" * 64, "training": first},
+                       {"name": "b", "version": "2.0.0", "model_sha256": "1" * 64, "training": second}]
+    card = render_model_card(meta)
+    section = card[card.index("## Training data"):card.index("## Metrics")]
+    assert section.index("- member 1, a 1.0.0:") < section.index("  - item mix: MR: synthetic 0.75, phantom 0.25")
+    assert section.index("- member 2, b 2.0.0:") < section.index("  - steps: 10000")
+    assert "  - weights: the mean of 11 checkpoints, steps 7500 to 10000" in section
+    assert section.count("textured: a real CT's label map") == 1  # said where a member draws such items
+
+
+def test_an_empty_metric_group_says_so():
+    meta = shipped_metadata()
+    meta["metrics"] = {"validation_dice": {}, "validation_dice_source": "the run's validation cases"}
+    card = render_model_card(meta)
+    assert "**validation dice** (source: the run's validation cases)\n\n- not recorded in this bundle" in card
+
+
+def test_the_default_models_card_states_its_training_data_use_and_limits():
+    """What a clinician reads first: the shipped default's manifest entry says what it trained on and where it fails."""
+    (entry,) = [e for e in load_manifest() if e.default]
+    for text in (entry.training_data, entry.intended_use, entry.limitations):
+        assert text and len(text) > 40
+    card = render_model_card(None, entry)
+    assert entry.limitations in card and entry.training_data in card

@@ -116,3 +116,11 @@ def test_an_ensemble_is_packaged_with_one_run_per_member(tiny_bundle, tmp_path):
     assert f"--out {run}" in lines
     package_model.loss_plot([m["records"] for m in members], tmp_path / "loss.png", ["a: ", "b: "])
     assert (tmp_path / "loss.png").stat().st_size > 0
+
+
+def test_a_default_model_is_not_packaged_without_its_card_texts(monkeypatch, capsys):
+    package_model = _package_model()
+    monkeypatch.setattr("sys.argv", ["package_model.py", "--run", "r", "--out", "o.zip", "--default", "--intended-use", "x"])
+    with pytest.raises(SystemExit):
+        package_model.main()
+    assert "a default model's manifest entry needs --training-data, --limitations" in capsys.readouterr().err
