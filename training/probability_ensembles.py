@@ -1,5 +1,5 @@
-"""Would averaging finished models close the gap? Dice of every model alone, of every pair and of all
-of them together, on the real scans that none of them trained on.
+"""Would averaging finished models close the gap? Dice of every model alone and of every group of them
+(pairs, triples, ... all of them together), on the real scans that none of them trained on.
 
     python training/probability_ensembles.py \
         --bundle 3.0.0=Resources/Models/abdomen-ummkd-synth-3.0.0.zip \
@@ -68,9 +68,10 @@ def group_dice(members: tuple[str, ...], scan, probs: dict, references: dict) ->
 
 
 def groups(names: list[str]) -> list[tuple[str, ...]]:
-    """Every model alone, every pair, and all of them (when more than two)."""
-    found = [(n,) for n in names] + list(itertools.combinations(names, 2))
-    return found + ([tuple(names)] if len(names) > 2 else [])
+    """Every model alone, then every group of two, of three, ... up to all of them, in the models' order.
+
+    Each model's probabilities are computed once, so a group costs only its mean and its scoring."""
+    return [g for size in range(1, len(names) + 1) for g in itertools.combinations(names, size)]
 
 
 def markdown(rows: list[dict], scans: list) -> str:

@@ -25,9 +25,12 @@ def _probs(liver_share: float) -> np.ndarray:
     return p
 
 
-def test_groups_are_each_model_each_pair_and_all(pe):
+def test_groups_are_each_model_and_every_group_of_them(pe):
     assert pe.groups(["a", "b"]) == [("a",), ("b",), ("a", "b")]
     assert pe.groups(["a", "b", "c"])[-1] == ("a", "b", "c") and len(pe.groups(["a", "b", "c"])) == 7
+    four = pe.groups(["a", "b", "c", "d"])
+    assert len(four) == 15 and len(set(four)) == 15 and ("a", "c", "d") in four and four[-1] == ("a", "b", "c", "d")
+    assert [len(g) for g in four] == sorted(len(g) for g in four)  # singles first, the whole set last
 
 
 def test_a_group_takes_the_argmax_of_its_members_mean(pe):
