@@ -8,7 +8,8 @@ organ lies on, and how much of each organ is found from its lower to its upper e
 
 Dice says how much is wrong; this says what: an organ called background or another organ, a
 prediction that sits on a neighbouring structure of the full TotalSegmentator map (fat, stomach,
-heart), an organ found in its middle but lost at one pole. Writes ``errors.md`` (the three tables per
+heart), an organ found in its middle but lost at one pole, and whether the voxels it misses lie in a
+thin rim along the predicted organ (a border drawn too tight) or in whole parts of it (farther away). Writes ``errors.md`` (the three tables per
 bundle) and ``errors.png`` (reference outlines solid, prediction dashed, on the axial slices through
 each organ's centre) to ``--out``. Reference labels are TotalSegmentator pseudo-labels (see
 ``../shared/data/README.md``).
@@ -33,6 +34,7 @@ from training.real_scans import SHARED_DATA, abdomen_labels, real_scan  # noqa: 
 
 ORGANS = {lab.value: lab.name for lab in ABDOMEN_LABELS}
 BANDS = 5  # parts of an organ's extent from its lower to its upper end
+RIM_MM = 3.0  # a missed voxel this near the predicted organ counts as its border (one voxel of the 3 mm models)
 COLOURS = {value: tuple(c / 255 for c in rgb) for value, rgb in display_colours(ABDOMEN_LABELS).items()}
 
 
@@ -87,6 +89,21 @@ def recall_by_height(pred: np.ndarray, ref: np.ndarray, value: int, axis: int, s
     return [float(found[p].sum() / per_slice[p].sum()) for p in parts]
 
 
+def missed_near_prediction(pred: np.ndarray, ref: np.ndarray, value: int, spacing: tuple[float, ...],
+                           mm: float = RIM_MM) -> float | None:
+    """Share of the organ's missed reference voxels that lie within ``mm`` of the predicted organ
+    (``spacing``: x, y, z mm): near 1, a border drawn too tight; low, whole parts missed. ``None``
+    when nothing is missed or the organ is not predicted at all."""
+    from scipy.ndimage import distance_transform_edt
+
+    organ, predicted = ref == value, pred == value
+    missed = organ & ~predicted
+    if not missed.any() or not predicted.any():
+        return None
+    distance = distance_transform_edt(~predicted, sampling=tuple(float(s) for s in spacing[::-1]))
+    return float((distance[missed] <= mm).mean())
+
+
 def structure_names(scan_folder: Path) -> dict[int, str]:
     """TotalSegmentator ids to names from the scan's ``structures.csv`` (columns ``id`` and
     ``structure``), when it has one; else the ids shared by the "total" and "total_mr" sets."""
@@ -101,12 +118,14 @@ def structure_names(scan_folder: Path) -> dict[int, str]:
     return names
 
 
-def markdown(label: str, went: dict, covers: dict, heights: dict) -> str:
-    lines = [f"### {label}", "", "| reference organ | called (share of its voxels) | found, lower to upper fifth |",
-             "|---|---|---|"]
+def markdown(label: str, went: dict, covers: dict, heights: dict, rims: dict | None = None) -> str:
+    rims = rims or {}
+    lines = [f"### {label}", "", "| reference organ | called (share of its voxels) | found, lower to upper fifth "
+             f"| missed within {RIM_MM:g} mm of the prediction |", "|---|---|---|---|"]
     for organ, shares in went.items():
         called = ", ".join(f"{k} {v:.2f}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]))
-        lines.append(f"| {organ} | {called} | {' / '.join(f'{r:.2f}' for r in heights.get(organ, []))} |")
+        rim = "-" if rims.get(organ) is None else f"{rims[organ]:.2f}"
+        lines.append(f"| {organ} | {called} | {' / '.join(f'{r:.2f}' for r in heights.get(organ, []))} | {rim} |")
     lines += ["", "| predicted organ | lies on (share of its voxels) |", "|---|---|"]
     for organ, under in covers.items():
         lines.append(f"| {organ} | {', '.join(f'{n} {s:.2f}' for n, s in under)} |")
@@ -165,8 +184,9 @@ def main(argv: list[str] | None = None) -> None:
         pred = np.asarray(segmenter.segment(volume, scan.modality).labels.array)
         preds[label] = pred
         heights = {ORGANS[v]: recall_by_height(pred, ref, v, axis, sign) for v in ORGANS}
+        rims = {ORGANS[v]: missed_near_prediction(pred, ref, v, volume.spacing) for v in ORGANS}
         sections.append(markdown(f"`{label}` ({bundle.name})", where_each_organ_went(pred, ref),
-                                 what_each_prediction_covers(pred, structures, names), heights))
+                                 what_each_prediction_covers(pred, structures, names), heights, rims))
     args.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out / "errors.md", "\n".join(sections))
     window = (-200.0, 300.0) if scan.modality == "CT" else None  # CT: a soft-tissue window in HU

@@ -12,6 +12,12 @@ largest piece kept, as the ``Segmenter`` keeps it. A model alone is scored the s
 compare like with like (for a single model the figures equal ``training/evaluate_real_scans.py``'s up
 to the organ borders it draws from resampled probabilities). Scans a member trained on are left out
 for every group holding it. Writes ``ensembles.md`` and ``ensembles.json`` to ``--out``.
+
+``--spacing-scale NAME=FACTOR`` runs the model named NAME at its bundle's voxel size times FACTOR (the
+``spacing_scale`` of :class:`~MultiModalSegLib.inference.segmenter.Quality`). One bundle listed under
+several names at several factors makes the groups a test-time average over voxel sizes:
+
+    python training/probability_ensembles.py --bundle x1=M.zip --bundle x0.9=M.zip --spacing-scale x0.9=0.9 --out OUT
 """
 
 from __future__ import annotations
@@ -40,11 +46,26 @@ def named_bundle(text: str) -> tuple[str, Path]:
     return (name, Path(path)) if sep else (Path(text).stem, Path(text))
 
 
-def probabilities(bundles: dict[str, Path], scans: list, root: Path) -> tuple[dict, dict, dict]:
+def named_scale(text: str) -> tuple[str, float]:
+    """``name=factor`` from the command line: a positive voxel-size factor for the model named ``name``."""
+    name, sep, factor = text.partition("=")
+    try:
+        value = float(factor) if sep and name else 0.0
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give NAME=FACTOR with a positive factor, e.g. x0.9=0.9")
+    return name, value
+
+
+def probabilities(bundles: dict[str, Path], scans: list, root: Path,
+                  scales: dict[str, float] | None = None) -> tuple[dict, dict, dict]:
     """Per model and unseen scan, the class probabilities (float16) on the scan's grid; the scans'
-    references; per model, the names of the scans it trained on. Each scan is read once."""
+    references; per model, the names of the scans it trained on. Each scan is read once. ``scales``:
+    per model name, the factor on its bundle's voxel size (default 1, normal quality)."""
     from MultiModalSegLib.bundle import load_bundle
     from MultiModalSegLib.inference import Segmenter
+    from MultiModalSegLib.inference.segmenter import Quality
     from MultiModalSegLib.io import read_image
 
     probs: dict[tuple[str, str], np.ndarray] = {}
@@ -52,7 +73,7 @@ def probabilities(bundles: dict[str, Path], scans: list, root: Path) -> tuple[di
     volumes = {s.name: read_image(s.image(root)) for s in scans if any(s.name not in t for t in trained.values())}
     references = {s.name: (s.reference(volumes[s.name], root), volumes[s.name].spacing) for s in scans if s.name in volumes}
     for name, path in bundles.items():
-        seg = Segmenter(path, device="cpu", amp=False, quality="normal")
+        seg = Segmenter(path, device="cpu", amp=False, quality=Quality(spacing_scale=(scales or {}).get(name, 1.0)))
         for scan in scans:
             if scan.name in volumes and scan.name not in trained[name]:
                 probs[name, scan.name] = seg.segment(volumes[scan.name], scan.modality, probabilities=True).probabilities.astype(np.float16)
@@ -87,14 +108,19 @@ def markdown(rows: list[dict], scans: list) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Dice of finished models alone and averaged, on the unseen real scans.")
     parser.add_argument("--bundle", action="append", required=True, type=named_bundle, help="name=bundle path (repeatable)")
+    parser.add_argument("--spacing-scale", action="append", default=[], type=named_scale, metavar="NAME=FACTOR",
+                        help="run the model named NAME at its voxel size times FACTOR (repeatable; default 1)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help=f"the real scans' folder (default {SHARED_DATA})")
     args = parser.parse_args(argv)
     bundles = dict(args.bundle)
     if len(bundles) != len(args.bundle):
         parser.error("give each bundle its own name (name=path)")
+    scales = dict(args.spacing_scale)
+    if set(scales) - set(bundles):
+        parser.error(f"--spacing-scale names no --bundle: {sorted(set(scales) - set(bundles))}")
     scans = [s for s in REAL_SCANS if s.image(args.data).is_file()]
-    probs, references, trained = probabilities(bundles, scans, args.data)
+    probs, references, trained = probabilities(bundles, scans, args.data, scales)
     scans = [s for s in scans if s.name in references]
     rows = [{"models": list(g), "dice": {s.name: group_dice(g, s, probs, references) for s in scans
                                           if not any(s.name in trained[m] for m in g)}} for g in groups(list(bundles))]
@@ -103,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         "Dice against the TotalSegmentator pseudo-labels of the real scans that none of the averaged models "
         "trained on ('-': a member trained on it); normal quality, each model with the inference its bundle "
         "declares; a group's labels are the argmax of its members' mean class probabilities. Models: "
-        + ", ".join(f"`{n}` = `{p}`" for n, p in bundles.items()) + ". Regenerate: `python training/probability_ensembles.py "
-        + " ".join(f"--bundle {n}={p}" for n, p in bundles.items()) + f" --out {args.out}`.\n\n" + markdown(rows, scans) + "\n"
+        + ", ".join(f"`{n}` = `{p}`" + (f" at {scales[n]} times its voxel size" if n in scales else "") for n, p in bundles.items())
+        + ". Regenerate: `python training/probability_ensembles.py "
+        + " ".join(f"--bundle {n}={p}" for n, p in bundles.items())
+        + "".join(f" --spacing-scale {n}={f}" for n, f in scales.items()) + f" --out {args.out}`.\n\n" + markdown(rows, scans) + "\n"
     )
     save_results(args.out, "ensembles", rows, text)
     print(text)

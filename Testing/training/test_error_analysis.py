@@ -54,3 +54,19 @@ def test_structure_names_read_the_scans_table(ea, tmp_path):
     names = ea.structure_names(tmp_path)
     assert names[51] == "heart" and names[5] == "liver"
     assert ea.structure_names(tmp_path / "missing")[1] == "spleen"
+
+
+def test_a_tight_border_is_told_from_a_missed_part(ea):
+    ref = np.zeros((3, 20, 20), np.uint8)
+    ref[:, 2:18, 2:18] = 1  # liver, 1 mm voxels in-plane
+    tight = np.zeros_like(ref)
+    tight[:, 3:17, 3:17] = 1  # one voxel short all round
+    part = ref.copy()
+    part[:, 2:18, 12:18] = 0  # a slab 6 voxels deep lost
+    spacing = (1.0, 1.0, 4.0)
+    assert ea.missed_near_prediction(tight, ref, 1, spacing) == 1.0
+    assert ea.missed_near_prediction(part, ref, 1, spacing) == pytest.approx(0.5)  # 3 of its 6 columns
+    assert ea.missed_near_prediction(ref, ref, 1, spacing) is None  # nothing missed
+    assert ea.missed_near_prediction(np.zeros_like(ref), ref, 1, spacing) is None  # nothing predicted
+    rows = ea.markdown("m", {"liver": {"liver": 1.0}}, {}, {}, {"liver": 0.25}).splitlines()
+    assert rows[2].endswith("| missed within 3 mm of the prediction |") and rows[4].endswith("| 0.25 |")

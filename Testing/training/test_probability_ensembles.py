@@ -54,3 +54,28 @@ def test_named_bundles_and_the_table_leave_out_what_a_member_trained_on(pe):
     table = pe.markdown(rows, scans).splitlines()
     assert table[2] == "| a | 0.900 | 0.500 | 0.700 | 0.900 | 0.600 |"
     assert table[3] == "| a + b | 0.800 | - | - | 0.800 | - |"
+
+
+def test_named_scales_take_a_name_and_a_positive_factor(pe):
+    import argparse
+
+    assert pe.named_scale("x0.9=0.9") == ("x0.9", 0.9)
+    for bad in ("x0.9", "=0.9", "x=0", "x=-1", "x=small"):
+        with pytest.raises(argparse.ArgumentTypeError, match="NAME=FACTOR"):
+            pe.named_scale(bad)
+
+
+def test_a_scaled_model_runs_at_its_voxel_size_times_the_factor(pe, tiny_bundle, phantom_dir, tmp_path):
+    """The same bundle under two names, one at twice its voxel size: both give probabilities on the
+    scan's own grid, and they differ (the network saw a coarser image)."""
+    import shutil
+
+    (tmp_path / "s").mkdir()
+    shutil.copy(phantom_dir / "imagesTr" / "ct_000.nii.gz", tmp_path / "s" / "image.nii.gz")
+    shutil.copy(phantom_dir / "labelsTr" / "ct_000.nii.gz", tmp_path / "s" / "label_totalseg.nii.gz")
+    scan = RealScan("s", "CT", ("liver",), "validation")
+    probs, references, _ = pe.probabilities({"a": tiny_bundle, "b": tiny_bundle}, [scan], tmp_path, {"b": 2.0})
+    a, b = probs["a", "s"], probs["b", "s"]
+    assert a.shape == b.shape == (5, *references["s"][0].shape)
+    assert not np.allclose(a, b, atol=1e-3)
+    assert np.allclose(a.astype(np.float32).sum(0), 1.0, atol=1e-2)
