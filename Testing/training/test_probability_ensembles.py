@@ -65,6 +65,12 @@ def test_named_scales_take_a_name_and_a_positive_factor(pe):
             pe.named_scale(bad)
 
 
+def test_a_scale_for_a_model_not_listed_is_refused(pe, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        pe.main(["--bundle", "a=a.zip", "--spacing-scale", "b=0.9", "--out", str(tmp_path)])
+    assert "--spacing-scale names no --bundle: ['b']" in capsys.readouterr().err
+
+
 def test_a_scaled_model_runs_at_its_voxel_size_times_the_factor(pe, tiny_bundle, phantom_dir, tmp_path):
     """The same bundle under two names, one at twice its voxel size: both give probabilities on the
     scan's own grid, and they differ (the network saw a coarser image)."""
