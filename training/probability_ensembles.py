@@ -88,11 +88,51 @@ def group_dice(members: tuple[str, ...], scan, probs: dict, references: dict) ->
     return {o: round(float(metrics[o]["dice"]), 4) for o in scan.organs}
 
 
-def groups(names: list[str]) -> list[tuple[str, ...]]:
-    """Every model alone, then every group of two, of three, ... up to all of them, in the models' order.
+def groups(names: list[str], largest: int | None = None) -> list[tuple[str, ...]]:
+    """Every model alone, then every group of two, of three, ... up to all of them (or up to ``largest``
+    models), in the models' order.
 
     Each model's probabilities are computed once, so a group costs only its mean and its scoring."""
-    return [g for size in range(1, len(names) + 1) for g in itertools.combinations(names, size)]
+    top = len(names) if largest is None else min(largest, len(names))
+    return [g for size in range(1, top + 1) for g in itertools.combinations(names, size)]
+
+
+def voxel_size_spread(rows: list[dict], bundles: dict[str, Path], scales: dict[str, float]) -> list[dict]:
+    """For each bundle listed at two or more voxel sizes: per unseen scan and organ, its Dice alone at
+    each size (``rows``' single-model rows), their mean and the lowest. A model whose figure holds
+    across sizes a tenth apart generalises over patients' organ sizes; a peak at one size does not."""
+    alone = {r["models"][0]: r["dice"] for r in rows if len(r["models"]) == 1}
+    by_path: dict[str, list[str]] = {}
+    for name, path in bundles.items():
+        by_path.setdefault(str(path), []).append(name)
+    out = []
+    for path, names in by_path.items():
+        names = sorted(names, key=lambda n: scales.get(n, 1.0))
+        if len({scales.get(n, 1.0) for n in names}) < 2 or not all(n in alone for n in names):
+            continue
+        dice = {}
+        for scan in alone[names[0]]:
+            organs = alone[names[0]][scan]
+            dice[scan] = {o: {"by_scale": [alone[n][scan][o] for n in names],
+                              "mean": round(float(np.mean([alone[n][scan][o] for n in names])), 4),
+                              "lowest": min(alone[n][scan][o] for n in names)} for o in organs}
+        out.append({"bundle": path, "names": names, "scales": [scales.get(n, 1.0) for n in names], "dice": dice})
+    return out
+
+
+def spread_markdown(spread: list[dict], scans: list) -> str:
+    """One row per bundle: per organ its Dice at each voxel size (smallest factor first), then the mean."""
+    cols = [(s.name, o) for s in scans for o in s.organs]
+    head = ["bundle (names)", "voxel size factors"] + [f"{s} {o}" for s, o in cols] + [f"{s.name} mean" for s in scans]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for r in spread:
+        cells = [" / ".join(f"{d:.3f}" for d in r["dice"][s][o]["by_scale"]) + f" ({r['dice'][s][o]['mean']:.3f})"
+                 if s in r["dice"] else "-" for s, o in cols]
+        means = [f"{np.mean([v['mean'] for v in r['dice'][s.name].values()]):.3f}" if s.name in r["dice"] else "-"
+                 for s in scans]
+        lines.append("| " + " | ".join([f"`{r['bundle']}` ({', '.join(r['names'])})",
+                                         " / ".join(f"{f:g}" for f in r["scales"]), *cells, *means]) + " |")
+    return "\n".join(lines)
 
 
 def markdown(rows: list[dict], scans: list) -> str:
@@ -110,20 +150,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", action="append", required=True, type=named_bundle, help="name=bundle path (repeatable)")
     parser.add_argument("--spacing-scale", action="append", default=[], type=named_scale, metavar="NAME=FACTOR",
                         help="run the model named NAME at its voxel size times FACTOR (repeatable; default 1)")
+    parser.add_argument("--largest-group", type=int, default=None, metavar="K",
+                        help="form groups of at most K models (default: every group; 1: each model alone)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help=f"the real scans' folder (default {SHARED_DATA})")
     args = parser.parse_args(argv)
     bundles = dict(args.bundle)
     if len(bundles) != len(args.bundle):
         parser.error("give each bundle its own name (name=path)")
+    if args.largest_group is not None and args.largest_group < 1:
+        parser.error("--largest-group must be 1 or more")
     scales = dict(args.spacing_scale)
     if set(scales) - set(bundles):
         parser.error(f"--spacing-scale names no --bundle: {sorted(set(scales) - set(bundles))}")
     scans = [s for s in REAL_SCANS if s.image(args.data).is_file()]
     probs, references, trained = probabilities(bundles, scans, args.data, scales)
     scans = [s for s in scans if s.name in references]
-    rows = [{"models": list(g), "dice": {s.name: group_dice(g, s, probs, references) for s in scans
-                                          if not any(s.name in trained[m] for m in g)}} for g in groups(list(bundles))]
+    rows = [{"models": list(g), "spacing_scales": [scales.get(m, 1.0) for m in g],
+             "dice": {s.name: group_dice(g, s, probs, references) for s in scans if not any(s.name in trained[m] for m in g)}}
+            for g in groups(list(bundles), args.largest_group)]
     text = (
         "# Finished models alone and averaged\n\n"
         "Dice against the TotalSegmentator pseudo-labels of the real scans that none of the averaged models "
@@ -132,10 +177,23 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"`{n}` = `{p}`" + (f" at {scales[n]} times its voxel size" if n in scales else "") for n, p in bundles.items())
         + ". Regenerate: `python training/probability_ensembles.py "
         + " ".join(f"--bundle {n}={p}" for n, p in bundles.items())
-        + "".join(f" --spacing-scale {n}={f}" for n, f in scales.items()) + f" --out {args.out}`.\n\n" + markdown(rows, scans) + "\n"
+        + "".join(f" --spacing-scale {n}={f}" for n, f in scales.items())
+        + (f" --largest-group {args.largest_group}" if args.largest_group else "")
+        + f" --out {args.out}`.\n\n" + markdown(rows, scans) + "\n"
     )
     save_results(args.out, "ensembles", rows, text)
     print(text)
+    spread = voxel_size_spread(rows, bundles, scales)
+    if spread:
+        spread_text = (
+            "# Each bundle at several voxel sizes\n\n"
+            "Dice of each bundle alone at each voxel size it was run at (its own voxel size times the factor, smallest "
+            "factor first) and, in brackets, their mean, on the real scans it never trained on; from the single-model "
+            "rows of `ensembles.md` (same run). A figure that holds across sizes a tenth apart holds across patients' "
+            "organ sizes; one that peaks at the model's own size does not.\n\n" + spread_markdown(spread, scans) + "\n"
+        )
+        save_results(args.out, "voxel_sizes", spread, spread_text)
+        print(spread_text)
     return 0
 
 

@@ -31,6 +31,8 @@ def test_groups_are_each_model_and_every_group_of_them(pe):
     four = pe.groups(["a", "b", "c", "d"])
     assert len(four) == 15 and len(set(four)) == 15 and ("a", "c", "d") in four and four[-1] == ("a", "b", "c", "d")
     assert [len(g) for g in four] == sorted(len(g) for g in four)  # singles first, the whole set last
+    assert pe.groups(["a", "b", "c"], largest=1) == [("a",), ("b",), ("c",)]
+    assert len(pe.groups(["a", "b", "c", "d"], largest=2)) == 10 and pe.groups(["a"], largest=5) == [("a",)]
 
 
 def test_a_group_takes_the_argmax_of_its_members_mean(pe):
@@ -85,3 +87,22 @@ def test_a_scaled_model_runs_at_its_voxel_size_times_the_factor(pe, tiny_bundle,
     assert a.shape == b.shape == (5, *references["s"][0].shape)
     assert not np.allclose(a, b, atol=1e-3)
     assert np.allclose(a.astype(np.float32).sum(0), 1.0, atol=1e-2)
+
+
+def test_the_spread_over_voxel_sizes_gives_each_size_its_mean_and_the_lowest(pe):
+    """One bundle at three sizes, another at one (no spread): only the first gets a row, its sizes
+    sorted by factor, and groups of several models are not read as a size."""
+    bundles = {"m": Path("m.zip"), "m_fine": Path("m.zip"), "m_coarse": Path("m.zip"), "n": Path("n.zip")}
+    scales = {"m_fine": 0.9, "m_coarse": 1.1}
+    rows = [{"models": ["m"], "dice": {"ct": {"spleen": 0.8}}},
+            {"models": ["m_coarse"], "dice": {"ct": {"spleen": 0.6}}},
+            {"models": ["m_fine"], "dice": {"ct": {"spleen": 0.0}}},
+            {"models": ["n"], "dice": {"ct": {"spleen": 0.9}}},
+            {"models": ["m", "m_fine"], "dice": {"ct": {"spleen": 1.0}}}]
+    spread = pe.voxel_size_spread(rows, bundles, scales)
+    assert len(spread) == 1
+    row = spread[0]
+    assert row["names"] == ["m_fine", "m", "m_coarse"] and row["scales"] == [0.9, 1.0, 1.1]
+    assert row["dice"]["ct"]["spleen"] == {"by_scale": [0.0, 0.8, 0.6], "mean": pytest.approx(0.4667, abs=1e-4), "lowest": 0.0}
+    table = pe.spread_markdown(spread, [RealScan("ct", "CT", ("spleen",), "validation")]).splitlines()
+    assert table[2] == "| `m.zip` (m_fine, m, m_coarse) | 0.9 / 1 / 1.1 | 0.000 / 0.800 / 0.600 (0.467) | 0.467 |"
