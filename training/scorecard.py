@@ -8,7 +8,8 @@ Reads, in each ``--results`` folder, whichever of these it holds: ``real_scans.j
 (``evaluate_real_scans.py``), ``external_liver_ct.json`` (``external_liver_ct.py``),
 ``external_kidney_mr.json`` (``external_kidney_mr.py``) and ``ensemble/normalisation_ensemble.json`` or
 ``ensemble/polarity_ensemble.json`` (``benchmarks/polarity_ensemble.py``: the bias-field agreement under the
-inference each bundle declares). A model is named as those files name it (``NAME VERSION``); a figure found in
+inference each bundle declares) and ``voxel-sizes/voxel_sizes.json`` (``probability_ensembles.py`` with each
+bundle at 0.9, 1 and 1.1 times its voxel size: shown beside the rules, judged by none). A model is named as those files name it (``NAME VERSION``); a figure found in
 two folders must agree (the same model scored twice differently is refused). Writes ``scorecard.md`` and
 ``.json``: a row per model, normal quality, and for each model but the default the rules a new default must
 pass (README, "Real scans first"):
@@ -34,11 +35,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.results_files import save_results  # noqa: E402
+from training.real_scans import REAL_SCANS  # noqa: E402
 
 LITS_SLACK = 0.02
 KIDNEY_SLACK = 0.05
 AGREEMENT = 0.85
 ENSEMBLE_FILES = ("ensemble/normalisation_ensemble.json", "ensemble/polarity_ensemble.json")
+VOXEL_SIZES_FILE = "voxel-sizes/voxel_sizes.json"
+VALIDATION_SCAN = next(s.name for s in REAL_SCANS if s.project_role == "validation")
 
 
 def _put(card: dict, model: str, key: str, value, source: Path) -> None:
@@ -72,6 +76,12 @@ def read_folder(folder: Path, card: dict) -> None:
                 ratios.setdefault(r["bundle"], {})[r["scan"]] = r["ratio"]
         for model, by_scan in ratios.items():
             _put(card, model, "kidney MR ratios", by_scan, path)
+    if (path := folder / VOXEL_SIZES_FILE).is_file():
+        for r in json.loads(path.read_text()):
+            if "model" in r:
+                means = {scan: [round(sum(o["by_scale"][i] for o in organs.values()) / len(organs), 4)
+                                for i in range(len(r["scales"]))] for scan, organs in r["dice"].items()}
+                _put(card, r["model"], "voxel sizes", {"factors": r["scales"], "means": means}, path)
     for name in ENSEMBLE_FILES:
         if (path := folder / name).is_file():
             for r in json.loads(path.read_text())["rows"]:
@@ -104,7 +114,19 @@ def _f(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def sizes_text(row: dict) -> str:
+    """The scans' mean Dice at each voxel size (``voxel sizes``), the validation scan first, ``-`` when not run."""
+    sizes = row.get("voxel sizes")
+    if not sizes:
+        return "-"
+    scans = sorted(sizes["means"], key=lambda s: (s != VALIDATION_SCAN, s))
+    return "; ".join(f"{s}: " + " / ".join(_f(d) for d in sizes["means"][s]) for s in scans)
+
+
 def markdown(card: dict, default: str, command: str) -> str:
+    sizes = any("voxel sizes" in row for row in card.values())
+    factors = next((row["voxel sizes"]["factors"] for row in card.values() if "voxel sizes" in row), [])
+    sizes_head = f" mean Dice at {' / '.join(f'{f:g}' for f in factors)} times its voxel size (not a rule) |"
     lines = [
         "# Scorecard: every real-scan check beside the default",
         "",
@@ -114,8 +136,8 @@ def markdown(card: dict, default: str, command: str) -> str:
         f"at least {AGREEMENT} at every field (under the inference the bundle declares). `-`: not measured (fails).",
         "",
         "| model | validation CT (liver / spleen) | fast liver | left-out MR (organs) | LiTS | kidney MR ratios "
-        "(mean \\|1 - r\\|) | bias-field agreement | passes |",
-        "|---|---|---:|---|---:|---|---|---|",
+        "(mean \\|1 - r\\|) | bias-field agreement | passes |" + (sizes_head if sizes else ""),
+        "|---|---|---:|---|---:|---|---|---|" + ("---|" if sizes else ""),
     ]
     for model, row in card.items():
         ct = row.get("validation CT organs", {})
@@ -134,6 +156,7 @@ def markdown(card: dict, default: str, command: str) -> str:
             f"| {_f(row.get('LiTS'))} "
             f"| {' / '.join(_f(r, 2) for r in ratios.values()) + f' ({_f(kidney_error(ratios))})' if ratios else '-'} "
             f"| {' / '.join(_f(a) for a in bias.values()) if bias else '-'} | {passes} |"
+            + (f" {sizes_text(row)} |" if sizes else "")
         )
     return "\n".join(lines) + "\n"
 

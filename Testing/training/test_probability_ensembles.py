@@ -106,3 +106,24 @@ def test_the_spread_over_voxel_sizes_gives_each_size_its_mean_and_the_lowest(pe)
     assert row["dice"]["ct"]["spleen"] == {"by_scale": [0.0, 0.8, 0.6], "mean": pytest.approx(0.4667, abs=1e-4), "lowest": 0.0}
     table = pe.spread_markdown(spread, [RealScan("ct", "CT", ("spleen",), "validation")]).splitlines()
     assert table[2] == "| `m.zip` (m_fine, m, m_coarse) | 0.9 / 1 / 1.1 | 0.000 / 0.800 / 0.600 (0.467) | 0.467 |"
+
+
+def test_a_run_at_two_voxel_sizes_writes_their_spread_named_as_the_scorecard_reads_it(pe, tiny_bundle, phantom_dir, tmp_path):
+    import json
+    import shutil
+
+    from MultiModalSegLib.bundle import load_bundle
+
+    scan = tmp_path / "data" / "chest_abdomen_ct_02"
+    scan.mkdir(parents=True)
+    shutil.copy(phantom_dir / "imagesTr" / "ct_000.nii.gz", scan / "image.nii.gz")
+    shutil.copy(phantom_dir / "labelsTr" / "ct_000.nii.gz", scan / "label_totalseg.nii.gz")
+    out = tmp_path / "out"
+    assert pe.main(["--bundle", f"a={tiny_bundle}", "--bundle", f"a2={tiny_bundle}", "--spacing-scale", "a2=2",
+                    "--largest-group", "1", "--data", str(tmp_path / "data"), "--out", str(out)]) == 0
+    rows = json.loads((out / "ensembles.json").read_text())
+    assert [(r["models"], r["spacing_scales"]) for r in rows] == [(["a"], [1.0]), (["a2"], [2.0])]  # no pair
+    spread = json.loads((out / "voxel_sizes.json").read_text())
+    meta = load_bundle(tiny_bundle).metadata
+    assert len(spread) == 1 and spread[0]["model"] == f"{meta['name']} {meta['version']}" and spread[0]["scales"] == [1.0, 2.0]
+    assert "--spacing-scale a2=2.0 --largest-group 1" in (out / "ensembles.md").read_text()

@@ -69,3 +69,26 @@ def test_unmeasured_checks_fail_and_conflicting_figures_are_refused(tmp_path):
                      "--out", str(tmp_path / "out2")])
     with pytest.raises(SystemExit, match="in none of the result files"):
         script.main(["--results", str(tmp_path / "one"), "--default", "X 9.9", "--out", str(tmp_path / "out3")])
+
+
+def test_voxel_sizes_are_shown_beside_the_rules_and_judge_nothing(tmp_path):
+    script = load_script("training/scorecard.py")
+    figures = {"D 1.0": {"ct": (0.88, 0.70), "mr": 0.66, "lits": 0.78, "kidney": (0.70, 0.74), "bias": 0.9},
+               "A 2.0": {"ct": (0.92, 0.78), "mr": 0.70, "lits": 0.78, "kidney": (0.70, 0.74), "bias": 0.9}}
+    write(tmp_path / "r", figures)
+    script.main(["--results", str(tmp_path / "r"), "--default", "D 1.0", "--out", str(tmp_path / "plain")])
+    assert "times its voxel size" not in (tmp_path / "plain" / "scorecard.md").read_text()  # no file, no column
+    spread = [{"bundle": "a.zip", "model": "A 2.0", "scales": [0.9, 1.0, 1.1],
+               "dice": {"abdomen_mr_01": {"liver": {"by_scale": [0.5, 0.7, 0.6]}},
+                        "chest_abdomen_ct_02": {"liver": {"by_scale": [0.9, 0.92, 0.9]}, "spleen": {"by_scale": [0.0, 0.78, 0.5]}}}},
+              {"bundle": "old.zip", "scales": [0.9, 1.0], "dice": {}}]  # written before models were named: skipped
+    (tmp_path / "r" / "voxel-sizes").mkdir()
+    (tmp_path / "r" / "voxel-sizes" / "voxel_sizes.json").write_text(json.dumps(spread))
+    script.main(["--results", str(tmp_path / "r"), "--default", "D 1.0", "--out", str(tmp_path / "out")])
+    models = json.loads((tmp_path / "out" / "scorecard.json").read_text())["models"]
+    assert models["A 2.0"]["voxel sizes"]["means"]["chest_abdomen_ct_02"] == [0.45, 0.85, 0.7]
+    assert models["A 2.0"]["passes"] == json.loads((tmp_path / "plain" / "scorecard.json").read_text())["models"]["A 2.0"]["passes"]
+    text = (tmp_path / "out" / "scorecard.md").read_text()
+    assert "| mean Dice at 0.9 / 1 / 1.1 times its voxel size (not a rule) |" in text
+    assert "| chest_abdomen_ct_02: 0.450 / 0.850 / 0.700; abdomen_mr_01: 0.500 / 0.700 / 0.600 |" in text
+    assert "(the default) | - |" in text  # the default was not run at other sizes
