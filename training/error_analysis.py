@@ -9,10 +9,10 @@ organ lies on, and how much of each organ is found from its lower to its upper e
 Dice says how much is wrong; this says what: an organ called background or another organ, a
 prediction that sits on a neighbouring structure of the full TotalSegmentator map (fat, stomach,
 heart), an organ found in its middle but lost at one pole, and whether the voxels it misses lie in a
-thin rim along the predicted organ (a border drawn too tight) or in whole parts of it (farther away). Writes ``errors.md`` (the three tables per
-bundle) and ``errors.png`` (reference outlines solid, prediction dashed, on the axial slices through
-each organ's centre) to ``--out``. Reference labels are TotalSegmentator pseudo-labels (see
-``../shared/data/README.md``).
+thin rim along the predicted organ (a border drawn too tight) or in whole parts of it (farther away).
+Writes ``errors.md`` (the three tables per bundle) and ``errors.png`` (reference outlines solid,
+prediction dashed, on the axial slices through each organ's centre) to ``--out``. Reference labels are
+TotalSegmentator pseudo-labels (see ``../shared/data/README.md``).
 """
 
 from __future__ import annotations
