@@ -61,15 +61,16 @@ def named_scale(text: str) -> tuple[str, float]:
 def probabilities(bundles: dict[str, Path], scans: list, root: Path,
                   scales: dict[str, float] | None = None) -> tuple[dict, dict, dict]:
     """Per model and unseen scan, the class probabilities (float16) on the scan's grid; the scans'
-    references; per model, the names of the scans it trained on. Each scan is read once. ``scales``:
-    per model name, the factor on its bundle's voxel size (default 1, normal quality)."""
+    references; per model, its bundle's metadata (read once, sha256 checked). Each scan is read once.
+    ``scales``: per model name, the factor on its bundle's voxel size (default 1, normal quality)."""
     from MultiModalSegLib.bundle import load_bundle
     from MultiModalSegLib.inference import Segmenter
     from MultiModalSegLib.inference.segmenter import Quality
     from MultiModalSegLib.io import read_image
 
     probs: dict[tuple[str, str], np.ndarray] = {}
-    trained = {name: trained_case_names(load_bundle(path).metadata) for name, path in bundles.items()}
+    metadata = {name: load_bundle(path).metadata for name, path in bundles.items()}
+    trained = {name: trained_case_names(meta) for name, meta in metadata.items()}
     volumes = {s.name: read_image(s.image(root)) for s in scans if any(s.name not in t for t in trained.values())}
     references = {s.name: (s.reference(volumes[s.name], root), volumes[s.name].spacing) for s in scans if s.name in volumes}
     for name, path in bundles.items():
@@ -77,7 +78,7 @@ def probabilities(bundles: dict[str, Path], scans: list, root: Path,
         for scan in scans:
             if scan.name in volumes and scan.name not in trained[name]:
                 probs[name, scan.name] = seg.segment(volumes[scan.name], scan.modality, probabilities=True).probabilities.astype(np.float16)
-    return probs, references, trained
+    return probs, references, metadata
 
 
 def group_dice(members: tuple[str, ...], scan, probs: dict, references: dict) -> dict[str, float]:
@@ -164,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     if set(scales) - set(bundles):
         parser.error(f"--spacing-scale names no --bundle: {sorted(set(scales) - set(bundles))}")
     scans = [s for s in REAL_SCANS if s.image(args.data).is_file()]
-    probs, references, trained = probabilities(bundles, scans, args.data, scales)
+    probs, references, metadata = probabilities(bundles, scans, args.data, scales)
+    trained = {name: trained_case_names(meta) for name, meta in metadata.items()}
     scans = [s for s in scans if s.name in references]
     rows = [{"models": list(g), "spacing_scales": [scales.get(m, 1.0) for m in g],
              "dice": {s.name: group_dice(g, s, probs, references) for s in scans if not any(s.name in trained[m] for m in g)}}
@@ -185,10 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     spread = voxel_size_spread(rows, bundles, scales)
     if spread:
-        from MultiModalSegLib.bundle import load_bundle
-
         for row in spread:  # named as the other checks' result files name a model, for training/scorecard.py
-            meta = load_bundle(Path(row["bundle"])).metadata
+            meta = metadata[row["names"][0]]
             row["model"] = f"{meta['name']} {meta['version']}"
         spread_text = (
             "# Each bundle at several voxel sizes\n\n"
