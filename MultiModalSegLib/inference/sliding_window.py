@@ -9,6 +9,10 @@ from torch import nn
 
 from ..device import autocast
 
+# The sliding window a trained bundle declares (its metadata's "inference"), and the one the in-run
+# validation runs, so that a run's checks score what its bundle will deliver.
+BUNDLE_WINDOWS = {"overlap": 0.5, "sw_batch_size": 2, "mode": "gaussian"}
+
 
 def predict_logits(
     net: nn.Module,

@@ -40,6 +40,7 @@ from ..data.synthesis import (
 )
 from ..device import autocast, cpu_bfloat16_native, grad_scaler, load_scaler_state, resolve_device, use_amp
 from ..errors import ConfigError
+from ..inference.sliding_window import BUNDLE_WINDOWS
 from ..methods import build_method, get_method
 from ..modalities import LEGACY_FOREGROUND, ModalityProfile, get_modality, with_params
 from ..naming import derived_model_name
@@ -544,7 +545,8 @@ class Trainer:
                     if self.weight_average and self.weight_average.count:
                         scores["weight_average"] = {"count": self.weight_average.count, **self._validate_average()}
                         val_average = scores["weight_average"]["dice"]
-                    log.write("validation", step=self.step, cases=[c.name for c in self.val_cases], **scores)
+                    log.write("validation", step=self.step, cases=[c.name for c in self.val_cases],
+                              overlap=BUNDLE_WINDOWS["overlap"], **scores)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.checkpoint()
                     log.write("checkpoint", step=self.step, path=str(self.ckpt_path))
@@ -621,7 +623,7 @@ class Trainer:
             "labels": [lab.to_dict() for lab in self.labels],
             "spacing": [float(s) for s in cfg.spacing],
             "patch_size": [int(p) for p in cfg.patch_size],
-            "inference": {"overlap": 0.5, "sw_batch_size": 2, "mode": "gaussian",
+            "inference": {**BUNDLE_WINDOWS,
                           **({"polarity_ensemble": self.polarity_ensemble} if self.polarity_ensemble else {}),
                           **({"normalisation_ensemble": {m: list(f) for m, f in self.normalisation_ensemble.items()}}
                              if self.normalisation_ensemble else {})},

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..data.loading import PreparedCase
 from ..inference.segmenter import keep_largest_component
-from ..inference.sliding_window import add_pass_probabilities, predict_logits
+from ..inference.sliding_window import BUNDLE_WINDOWS, add_pass_probabilities, predict_logits
 from ..labels import LabelInfo
 from ..metrics import dice_scores
 
@@ -23,7 +23,9 @@ def predict_cases(
     amp: bool = True,
     polarity_ensemble: Sequence[str] = (),
 ) -> list[np.ndarray]:
-    """The label map of each case (model space), predicted as the bundle will: the modalities in
+    """The label map of each case (model space), predicted as the bundle will: its sliding window
+    (:data:`..inference.sliding_window.BUNDLE_WINDOWS`; a single network's Dice can move by tenths with the
+    overlap, ``training/reports/window-settings``), the modalities in
     ``polarity_ensemble`` with image and negative averaged, and a case prepared with the passes of a
     normalisation ensemble (``PreparedCase.passes``) as the argmax of the mean of every pass's probabilities."""
     was_training = net.training
@@ -32,7 +34,7 @@ def predict_cases(
     for case in cases:
         mean = None
         for array in (case.image, *case.passes):
-            logits = predict_logits(net, torch.from_numpy(array)[None, None], case.modality, patch_size, overlap=0.25,
+            logits = predict_logits(net, torch.from_numpy(array)[None, None], case.modality, patch_size, **BUNDLE_WINDOWS,
                                     device=device, amp=amp, polarity_ensemble=case.modality in polarity_ensemble)
             mean = add_pass_probabilities(mean, logits, 1 + len(case.passes))
         preds.append(mean.argmax(1)[0].numpy())

@@ -124,3 +124,11 @@ def test_a_default_model_is_not_packaged_without_its_card_texts(monkeypatch, cap
     with pytest.raises(SystemExit):
         package_model.main()
     assert "a default model's manifest entry needs --training-data, --limitations" in capsys.readouterr().err
+
+
+def test_the_card_names_the_overlap_the_runs_checks_ran_at():
+    """Runs whose checks record their windows' overlap (the bundle's, 0.5) say it; older runs checked at 0.25."""
+    package_model = _package_model()
+    assert package_model.check_overlap([{"event": "step"}, {"event": "validation", "overlap": 0.5}]) == 0.5
+    assert package_model.check_overlap([{"event": "validation", "dice": {}}]) == 0.25
+    assert package_model.check_overlap([]) == 0.25

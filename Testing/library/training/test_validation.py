@@ -65,3 +65,21 @@ def test_largest_piece_scores_what_the_bundle_keeps():
     both = dice_both_ways(preds, cases, labels)
     assert both["dice"]["CT"]["organ"] == plain and both["dice_largest_piece"]["CT"]["organ"] == kept
     assert validate(DarkIsOrgan(), cases, labels, (16, 16, 16), torch.device("cpu"), amp=False)["CT"]["organ"] == plain
+
+
+def test_the_in_run_check_runs_the_sliding_window_its_bundle_declares(monkeypatch, tmp_path):
+    """The check's windows are the bundle's (overlap, blending): a network whose output moves with where its
+    windows fall is scored as it will segment, and a run's bundle declares the same windows."""
+    import MultiModalSegLib.training.validation as validation
+    from MultiModalSegLib.inference.sliding_window import BUNDLE_WINDOWS, predict_logits
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append({k: kwargs[k] for k in ("overlap", "mode", "sw_batch_size")})
+        return predict_logits(*args, **kwargs)
+
+    monkeypatch.setattr(validation, "predict_logits", recording)
+    image = np.full((16, 16, 16), 0.9, np.float32)
+    predict_cases(DarkIsOrgan(), [PreparedCase("ct", "CT", image, None, 1.0)], (8, 8, 8), torch.device("cpu"), amp=False)
+    assert seen == [BUNDLE_WINDOWS] and BUNDLE_WINDOWS["overlap"] == 0.5 and BUNDLE_WINDOWS["mode"] == "gaussian"
