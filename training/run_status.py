@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "training"))
 
-from package_model import loss_plot, training_seconds  # noqa: E402
+from package_model import check_overlap, loss_plot, training_seconds  # noqa: E402
 
 from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
 from MultiModalSegLib.training.progress import read_progress  # noqa: E402
@@ -125,6 +125,10 @@ def beside_markdown(runs: dict[str, list[dict]]) -> str:
         return ""
     first = by_step[names[0]][steps[-1]]
     lines = ["## Beside other runs at the same steps", ""]
+    overlaps = {name: check_overlap(records) for name, records in runs.items()}
+    if len(set(overlaps.values())) > 1:  # a single network's figures move with its windows (reports/window-settings)
+        lines += ["Checks at different sliding-window overlaps, so not like for like: "
+                  + ", ".join(f"{name} {overlap}" for name, overlap in overlaps.items()) + ".", ""]
     for modality, organs in first.items():
         order = [o for o in organs if o != "mean"]
         lines += [f"{modality} validation Dice ({' / '.join(order)} (mean)):", "",

@@ -137,3 +137,11 @@ def test_the_averaged_weights_have_their_own_table(status_script, tmp_path):
     assert "| 500 | 0.700 | 0.500 | 0.300 | 0.100 |" in averaged and "| 250 |" not in averaged
     assert "Mean Dice over the last 1 checks (steps 500): CT 0.600, MR 0.200." in averaged
 
+
+
+def test_runs_checked_at_different_overlaps_are_said_not_like_for_like(status_script):
+    """A run whose checks slide the bundle's windows (overlap 0.5, recorded) beside one that checked at 0.25."""
+    check = {"event": "validation", "step": 250, "dice": {"CT": {"spleen": 0.5, "mean": 0.5}}}
+    new, old = [{**check, "overlap": 0.5}], [check]
+    assert "not like for like: new 0.5, old 0.25." in status_script.beside_markdown({"new": new, "old": old})
+    assert "like for like" not in status_script.beside_markdown({"new": new, "newer": new})
