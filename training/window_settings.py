@@ -47,12 +47,20 @@ def named_setting(text: str) -> tuple[str, dict]:
     return name, fields
 
 
-def score(bundle: Path, settings: dict[str, dict], scans: list, root: Path) -> dict:
-    """Per unseen scan, per setting, each scored organ's Dice; the model's name; the spread per organ."""
+def read_scans(scans: list, root: Path) -> dict:
+    """Per scan name, its image and its reference labels on the image's grid (read once for every bundle)."""
+    from MultiModalSegLib.io import read_image
+
+    volumes = {s.name: read_image(s.image(root)) for s in scans}
+    return {s.name: (volumes[s.name], s.reference(volumes[s.name], root)) for s in scans}
+
+
+def score(bundle: Path, settings: dict[str, dict], scans: list, images: dict) -> dict:
+    """Per unseen scan, per setting, each scored organ's Dice; the model's name; the spread per organ.
+    ``images``: :func:`read_scans`' images and references."""
     from MultiModalSegLib.bundle import load_bundle
     from MultiModalSegLib.inference import Segmenter
     from MultiModalSegLib.inference.segmenter import Quality
-    from MultiModalSegLib.io import read_image
 
     meta = load_bundle(bundle).metadata
     trained = trained_case_names(meta)
@@ -61,8 +69,7 @@ def score(bundle: Path, settings: dict[str, dict], scans: list, root: Path) -> d
     for scan in scans:
         if scan.name in trained:
             continue
-        volume = read_image(scan.image(root))
-        reference = scan.reference(volume, root)
+        volume, reference = images[scan.name]
         dice[scan.name] = {}
         for name, seg in segmenters.items():
             metrics = evaluate_labels(seg.segment(volume, scan.modality).labels.array, reference, ABDOMEN_LABELS, volume.spacing)
@@ -99,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     scans = [s for s in REAL_SCANS if s.image(args.data).is_file()]
     if not scans:
         parser.error(f"no real scans under {args.data}; pass --data with the folder of ../shared/data")
-    rows = [score(b, settings, scans, args.data) for b in args.bundle]
+    images = read_scans(scans, args.data)
+    rows = [score(b, settings, scans, images) for b in args.bundle]
     described = "; ".join(f"`{n}`: " + (", ".join(f"{k} {v}" for k, v in f.items()) or "the normal quality") for n, f in settings.items())
     text = (
         "# Dice under several sliding-window settings\n\n"
