@@ -63,18 +63,18 @@ def probabilities(bundles: dict[str, Path], scans: list, root: Path,
     """Per model and unseen scan, the class probabilities (float16) on the scan's grid; the scans'
     references; per model, its bundle's metadata (read once, sha256 checked). Each scan is read once.
     ``scales``: per model name, the factor on its bundle's voxel size (default 1, normal quality)."""
-    from MultiModalSegLib.bundle import load_bundle
     from MultiModalSegLib.inference import Segmenter
     from MultiModalSegLib.inference.segmenter import Quality
     from MultiModalSegLib.io import read_image
 
     probs: dict[tuple[str, str], np.ndarray] = {}
-    metadata = {name: load_bundle(path).metadata for name, path in bundles.items()}
+    segmenters = {name: Segmenter(path, device="cpu", amp=False, quality=Quality(spacing_scale=(scales or {}).get(name, 1.0)))
+                  for name, path in bundles.items()}
+    metadata = {name: seg.bundle.metadata for name, seg in segmenters.items()}  # each bundle loaded once, sha256-checked
     trained = {name: trained_case_names(meta) for name, meta in metadata.items()}
     volumes = {s.name: read_image(s.image(root)) for s in scans if any(s.name not in t for t in trained.values())}
     references = {s.name: (s.reference(volumes[s.name], root), volumes[s.name].spacing) for s in scans if s.name in volumes}
-    for name, path in bundles.items():
-        seg = Segmenter(path, device="cpu", amp=False, quality=Quality(spacing_scale=(scales or {}).get(name, 1.0)))
+    for name, seg in segmenters.items():
         for scan in scans:
             if scan.name in volumes and scan.name not in trained[name]:
                 probs[name, scan.name] = seg.segment(volumes[scan.name], scan.modality, probabilities=True).probabilities.astype(np.float16)

@@ -58,13 +58,12 @@ def read_scans(scans: list, root: Path) -> dict:
 def score(bundle: Path, settings: dict[str, dict], scans: list, images: dict) -> dict:
     """Per unseen scan, per setting, each scored organ's Dice; the model's name; the spread per organ.
     ``images``: :func:`read_scans`' images and references."""
-    from MultiModalSegLib.bundle import load_bundle
     from MultiModalSegLib.inference import Segmenter
     from MultiModalSegLib.inference.segmenter import Quality
 
-    meta = load_bundle(bundle).metadata
-    trained = trained_case_names(meta)
     segmenters = {name: Segmenter(bundle, device="cpu", amp=False, quality=Quality(**fields)) for name, fields in settings.items()}
+    meta = next(iter(segmenters.values())).bundle.metadata  # loaded and sha256-checked by the Segmenter
+    trained = trained_case_names(meta)
     dice: dict[str, dict[str, dict[str, float]]] = {}
     for scan in scans:
         if scan.name in trained:
