@@ -94,6 +94,15 @@ def training_seconds(records: list[dict]) -> float:
     return total + session
 
 
+def session_list(records: list[dict]) -> str:
+    """``START -> PLANNED`` for each session of a run; where the sessions computed in different
+    precisions (a run resumed on another processor or on a GPU), each names its own."""
+    starts = [r for r in records if r["event"] == "start"]
+    mixed = len({r.get("precision", "float32") for r in starts}) > 1
+    return ", ".join(f"{r['step']} -> {r['steps']}" + (f" in {r.get('precision', 'float32')}" if mixed else "")
+                     for r in starts)
+
+
 def real_sample_metrics(bundle_path: Path, repeats: int = 2) -> tuple[dict, dict]:
     """Metrics against the shipped pseudo-labels, and the best of ``repeats`` CPU timings."""
     seg = Segmenter(bundle_path, device="cpu")
@@ -286,7 +295,7 @@ def member_lines(members: list[dict]) -> list[str]:
             + (f"; weights averaged over steps {t['weight_average']['steps'][0]}-{t['weight_average']['steps'][-1]}"
                if isinstance(t.get("weight_average"), dict) and t["weight_average"].get("steps") else "")
             + f". Wall time {seconds / 60:.0f} min in sessions (start step -> planned length) "
-            + ", ".join(f"{r['step']} -> {r['steps']}" for r in m["records"] if r["event"] == "start")
+            + session_list(m["records"])
             + f". `mmseg train --config {config_argument(t)} --out {repo_relative(m['run'])}`.",
             "",
             *([f"  Last validation in the run (step {last['step']}):", "", validation_markdown(last["dice"]), ""] if last else []),
@@ -382,7 +391,7 @@ def main() -> int:
         f"Training wall time, all sessions of the run: {train_seconds / 60:.0f} min ({train_seconds / 3600:.2f} "
         f"{meta['training']['device'].upper()} hours on a 2-core machine shared with other work) "
         "in sessions (start step -> planned length): "
-        + ", ".join(f"{r['step']} -> {r['steps']}" for r in records if r["event"] == "start")
+        + session_list(records)
         + ".",
         "",
         f"Regenerate: `mmseg train --config {config_arg} --out {run_arg}` "

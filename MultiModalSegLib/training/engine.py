@@ -516,9 +516,16 @@ class Trainer:
             log.write("warm_start", **self.warm_start)
         if getattr(self, "pretrained", None) and self.step == 0:
             log.write("pretrain", **self.pretrained)
+        before = self.precision_before() if self.is_main and self.step > 0 else None
+        if before:
+            self.reporter.note(
+                f"{self.out}: this run's last session computed in {before}; this one computes in {self.precision} "
+                f"(here {self._precision_reason()}), so its steps from {self.step} on differ in precision from those "
+                f"before. To keep the run in one precision, stop it (Ctrl-C) and resume it where it computes in {before}.",
+                precision=self.precision, precision_before=before)
         log.write(
             "start", step=self.step, steps=cfg.steps, cases=self.case_counts, device=str(self.device), method=cfg.method, processes=self.world,
-            precision=self.precision,
+            precision=self.precision, **({"precision_before": before} if before else {}),
             **({"amp_scaler": "new (the checkpoint was written with AMP off)"} if getattr(self, "scaler_resumed", True) is False else {}),
         )
         start_step, t0 = self.step, time.time()
@@ -603,6 +610,22 @@ class Trainer:
         if self.cfg.cpu_bfloat16 and self.device.type == "cpu" and cpu_bfloat16_native():
             return "bfloat16 (CPU autocast)"
         return "float32"
+
+    def precision_before(self) -> str | None:
+        """The precision the run's last session computed in, where it differs from this session's (a run
+        begun in bfloat16 on a processor that computes it, resumed on one that does not; begun on a CPU,
+        resumed on a GPU); None where they agree or the log has no session."""
+        starts = [r for r in read_progress(self.out / "progress.jsonl") if r["event"] == "start"]
+        before = starts[-1].get("precision", "float32") if starts else None
+        return before if before and before != self.precision else None
+
+    def _precision_reason(self) -> str:
+        """Why this session computes in what it does, for the note on a change of precision."""
+        if use_amp(self.device, self.cfg.amp):
+            return "a CUDA GPU with AMP on"
+        if self.device.type == "cpu" and self.cfg.cpu_bfloat16 and not cpu_bfloat16_native():
+            return "a processor without bfloat16 in hardware (AVX512-BF16 or AMX), which emulates it more slowly than float32"
+        return f"{self.device} without mixed precision"
 
     @property
     def polarity_ensemble(self) -> list[str]:

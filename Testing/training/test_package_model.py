@@ -132,3 +132,16 @@ def test_the_card_names_the_overlap_the_runs_checks_ran_at():
     assert package_model.check_overlap([{"event": "step"}, {"event": "validation", "overlap": 0.5}]) == 0.5
     assert package_model.check_overlap([{"event": "validation", "dice": {}}]) == 0.25
     assert package_model.check_overlap([]) == 0.25
+
+
+def test_the_sessions_name_their_precision_where_it_changed():
+    """A run resumed in another precision says which steps computed in which; a run in one precision does not."""
+    package_model = _package_model()
+    one = [{"event": "start", "step": 0, "steps": 10, "precision": "bfloat16 (CPU autocast)"},
+           {"event": "step", "step": 1}, {"event": "start", "step": 4, "steps": 10, "precision": "bfloat16 (CPU autocast)"}]
+    assert package_model.session_list(one) == "0 -> 10, 4 -> 10"
+    mixed = [*one, {"event": "start", "step": 7, "steps": 10, "precision": "float32"}]
+    assert package_model.session_list(mixed) == ("0 -> 10 in bfloat16 (CPU autocast), 4 -> 10 in bfloat16 (CPU autocast), "
+                                                 "7 -> 10 in float32")
+    older = [{"event": "start", "step": 0, "steps": 10}, {"event": "start", "step": 5, "steps": 10, "precision": "float32"}]
+    assert package_model.session_list(older) == "0 -> 10, 5 -> 10"  # before the field: float32

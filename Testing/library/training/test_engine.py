@@ -155,6 +155,37 @@ def test_cpu_bfloat16_trains_under_bfloat16_autocast_where_the_processor_compute
     assert start["precision"] == ("bfloat16 (CPU autocast)" if computed == torch.bfloat16 else "float32")
 
 
+def test_a_run_resumed_in_another_precision_says_so(phantom_dir, tmp_path, monkeypatch):
+    """A run begun in bfloat16 (a processor that computes it, patched here) and resumed on one that does
+    not computes in float32 from then on: the person is told, and the start event records both."""
+    import io
+
+    import MultiModalSegLib.device as device
+    import MultiModalSegLib.training.engine as engine
+    from MultiModalSegLib.reporting import Reporter
+
+    for module in (device, engine):
+        monkeypatch.setattr(module, "cpu_bfloat16_native", lambda: True)
+    Trainer(config_from_dict(tiny_config(phantom_dir, steps=1, amp=False, cpu_bfloat16=True)), tmp_path, quiet=True).run()
+    for module in (device, engine):
+        monkeypatch.setattr(module, "cpu_bfloat16_native", lambda: False)
+    longer = config_from_dict(tiny_config(phantom_dir, steps=2, amp=False, cpu_bfloat16=True))
+    said = io.StringIO()
+    Trainer(longer, tmp_path, reporter=Reporter(err=said)).run()
+    starts = [r for r in read_progress(tmp_path / "progress.jsonl") if r["event"] == "start"]
+    assert [s["precision"] for s in starts] == ["bfloat16 (CPU autocast)", "float32"]
+    assert "precision_before" not in starts[0] and starts[1]["precision_before"] == "bfloat16 (CPU autocast)"
+    assert "last session computed in bfloat16 (CPU autocast); this one computes in float32" in said.getvalue()
+    assert "steps from 1 on" in said.getvalue()
+
+    quiet = io.StringIO()  # a third session in float32 again: nothing to say
+    Trainer(config_from_dict(tiny_config(phantom_dir, steps=3, amp=False, cpu_bfloat16=True)), tmp_path,
+            reporter=Reporter(err=quiet)).run()
+    assert "computes in" not in quiet.getvalue()
+    last = [r for r in read_progress(tmp_path / "progress.jsonl") if r["event"] == "start"][-1]
+    assert last["step"] == 2 and "precision_before" not in last
+
+
 def test_stop_file_ends_the_run_with_a_checkpoint(phantom_dir, tmp_path):
     cfg = config_from_dict(tiny_config(phantom_dir, steps=200, checkpoint_every=1000))
     trainer = Trainer(cfg, tmp_path, quiet=True)
