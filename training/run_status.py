@@ -51,7 +51,8 @@ def status_markdown(records: list[dict], title: str) -> str:
     ]
     if vals:
         cases = ", ".join(vals[-1].get("cases", [])) or "the run's validation cases"
-        lines += [f"Validation Dice ({cases}; model space):", "", *dice_table(by_step), "", recent_means(by_step)]
+        lines += [f"Validation Dice ({cases}; model space; sliding windows at overlap {check_overlap(records)}):", "",
+                  *dice_table(by_step), "", recent_means(by_step)]
         kept = validations(records, LARGEST_PIECE)
         if kept:
             lines += ["", "The same checks scored as the bundle segments, each organ's largest piece alone (at the "

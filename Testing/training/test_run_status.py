@@ -145,3 +145,15 @@ def test_runs_checked_at_different_overlaps_are_said_not_like_for_like(status_sc
     new, old = [{**check, "overlap": 0.5}], [check]
     assert "not like for like: new 0.5, old 0.25." in status_script.beside_markdown({"new": new, "old": old})
     assert "like for like" not in status_script.beside_markdown({"new": new, "newer": new})
+
+
+def test_the_status_names_the_overlap_its_checks_ran_at(status_script, tmp_path):
+    """A run's own table says at which overlap its checks slid their windows (0.25 where none is recorded)."""
+    write_run(tmp_path / "old", {250: (0.2, 0.0)})
+    status_script.main(["--run", str(tmp_path / "old"), "--out", str(tmp_path / "report")])
+    assert "model space; sliding windows at overlap 0.25):" in (tmp_path / "report" / "status.md").read_text()
+    records = [json.loads(line) for line in (tmp_path / "old" / "progress.jsonl").read_text().splitlines()]
+    (tmp_path / "old" / "progress.jsonl").write_text("".join(json.dumps({**r, "overlap": 0.5} if r["event"] == "validation" else r) + "\n"
+                                                             for r in records))
+    status_script.main(["--run", str(tmp_path / "old"), "--out", str(tmp_path / "report")])
+    assert "model space; sliding windows at overlap 0.5):" in (tmp_path / "report" / "status.md").read_text()
