@@ -13,6 +13,11 @@ thin rim along the predicted organ (a border drawn too tight) or in whole parts 
 Writes ``errors.md`` (the three tables per bundle) and ``errors.png`` (reference outlines solid,
 prediction dashed, on the axial slices through each organ's centre) to ``--out``. Reference labels are
 TotalSegmentator pseudo-labels (see ``../shared/data/README.md``).
+
+``--pieces`` adds a fourth table from a second segmentation with every piece kept (the ``Segmenter``
+otherwise keeps each organ's largest): each predicted organ's largest pieces, their volume and what
+they lie on, so that a false piece that can outgrow the true organ (and win the largest-piece step at
+another voxel size or window placement) is seen before it does.
 """
 
 from __future__ import annotations
@@ -104,6 +109,33 @@ def missed_near_prediction(pred: np.ndarray, ref: np.ndarray, value: int, spacin
     return float((distance[missed] <= mm).mean())
 
 
+def pieces(pred: np.ndarray, structures: np.ndarray, names: dict[int, str], voxel_ml: float,
+           largest: int = 3) -> dict[str, list[tuple[float, list[tuple[str, float]]]]]:
+    """For each predicted organ: its ``largest`` 26-connected pieces, largest first, each as its volume
+    (ml) and the structures of the full reference map under it (:func:`what_each_prediction_covers`' shares)."""
+    from scipy import ndimage
+
+    out = {}
+    for value, name in ORGANS.items():
+        comp, n = ndimage.label(pred == value, structure=np.ones((3, 3, 3), bool))
+        if not n:
+            continue
+        sizes = np.bincount(comp.ravel())[1:]
+        out[name] = []
+        for index in np.argsort(-sizes, kind="stable")[:largest]:
+            piece = np.where(comp == index + 1, value, 0).astype(pred.dtype)
+            out[name].append((float(sizes[index] * voxel_ml), what_each_prediction_covers(piece, structures, names, top=3)[name]))
+    return out
+
+
+def pieces_markdown(found: dict) -> str:
+    lines = ["| predicted organ, every piece kept | piece | ml | lies on (share of its voxels) |", "|---|---:|---:|---|"]
+    for organ, listed in found.items():
+        for i, (ml, under) in enumerate(listed, 1):
+            lines.append(f"| {organ} | {i} | {ml:.1f} | {', '.join(f'{n} {s:.2f}' for n, s in under)} |")
+    return "\n".join(lines) + "\n"
+
+
 def structure_names(scan_folder: Path) -> dict[int, str]:
     """TotalSegmentator ids to names from the scan's ``structures.csv`` (columns ``id`` and
     ``structure``), when it has one; else the ids shared by the "total" and "total_mr" sets."""
@@ -166,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bundle", action="append", required=True, type=Path, help="a bundle (repeatable)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--data", type=Path, default=SHARED_DATA)
+    parser.add_argument("--pieces", action="store_true",
+                        help="also segment with every piece kept and list each organ's largest pieces and what they lie on")
     args = parser.parse_args(argv)
 
     from MultiModalSegLib.inference import Segmenter
@@ -187,6 +221,10 @@ def main(argv: list[str] | None = None) -> None:
         rims = {ORGANS[v]: missed_near_prediction(pred, ref, v, volume.spacing) for v in ORGANS}
         sections.append(markdown(f"`{label}` ({bundle.name})", where_each_organ_went(pred, ref),
                                  what_each_prediction_covers(pred, structures, names), heights, rims))
+        if args.pieces:
+            whole = Segmenter(bundle, device="cpu", amp=False, largest_component=False)
+            every = np.asarray(whole.segment(volume, scan.modality).labels.array)
+            sections.append(pieces_markdown(pieces(every, structures, names, float(np.prod(volume.spacing)) / 1000.0)))
     args.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out / "errors.md", "\n".join(sections))
     window = (-200.0, 300.0) if scan.modality == "CT" else None  # CT: a soft-tissue window in HU

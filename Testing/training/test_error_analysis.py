@@ -70,3 +70,20 @@ def test_a_tight_border_is_told_from_a_missed_part(ea):
     assert ea.missed_near_prediction(np.zeros_like(ref), ref, 1, spacing) is None  # nothing predicted
     rows = ea.markdown("m", {"liver": {"liver": 1.0}}, {}, {}, {"liver": 0.25}).splitlines()
     assert rows[2].endswith("| missed within 3 mm of the prediction |") and rows[4].endswith("| 0.25 |")
+
+
+def test_each_organs_pieces_are_listed_largest_first_with_what_they_lie_on(ea):
+    pred = np.zeros((4, 10, 10), np.uint8)
+    pred[:, :3, :3] = 2  # a spleen piece of 36 voxels on the spleen
+    pred[:, 6:, 6:] = 2  # a larger one, 64 voxels, on the heart
+    pred[0, 0, 9] = 1  # a one-voxel liver
+    structures = np.zeros_like(pred)
+    structures[:, :3, :3] = 1
+    structures[:, 6:, 6:] = 51
+    found = ea.pieces(pred, structures, {1: "spleen", 51: "heart"}, voxel_ml=0.5)
+    assert found["spleen"] == [(32.0, [("heart", 1.0)]), (18.0, [("spleen", 1.0)])]
+    assert found["liver"] == [(0.5, [("unlabelled", 1.0)])] and "kidney_left" not in found
+    assert len(ea.pieces(pred, structures, {}, 1.0, largest=1)["spleen"]) == 1
+    rows = ea.pieces_markdown(found).splitlines()
+    assert rows[2:] == ["| liver | 1 | 0.5 | unlabelled 1.00 |", "| spleen | 1 | 32.0 | heart 1.00 |",
+                        "| spleen | 2 | 18.0 | spleen 1.00 |"]
