@@ -95,10 +95,11 @@ def training_seconds(records: list[dict]) -> float:
 
 
 def session_list(records: list[dict]) -> str:
-    """``START -> PLANNED`` for each session of a run; where the sessions computed in different
-    precisions (a run resumed on another processor or on a GPU), each names its own."""
+    """``START -> PLANNED`` for each session of a run; where the sessions that computed steps did so in
+    different precisions (a run resumed on another processor or on a GPU), each names its own (a session
+    begun at its planned length, which only exports the bundle again, does not count)."""
     starts = [r for r in records if r["event"] == "start"]
-    mixed = len({r.get("precision", "float32") for r in starts}) > 1
+    mixed = len({r.get("precision", "float32") for r in starts if r["step"] < r["steps"]}) > 1
     return ", ".join(f"{r['step']} -> {r['steps']}" + (f" in {r.get('precision', 'float32')}" if mixed else "")
                      for r in starts)
 

@@ -516,7 +516,7 @@ class Trainer:
             log.write("warm_start", **self.warm_start)
         if getattr(self, "pretrained", None) and self.step == 0:
             log.write("pretrain", **self.pretrained)
-        before = self.precision_before() if self.is_main and self.step > 0 else None
+        before = self.precision_before() if self.is_main and 0 < self.step < cfg.steps else None  # steps left to compute
         if before:
             self.reporter.note(
                 f"{self.out}: this run's last session computed in {before}; this one computes in {self.precision} "

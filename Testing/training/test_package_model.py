@@ -145,3 +145,5 @@ def test_the_sessions_name_their_precision_where_it_changed():
                                                  "7 -> 10 in float32")
     older = [{"event": "start", "step": 0, "steps": 10}, {"event": "start", "step": 5, "steps": 10, "precision": "float32"}]
     assert package_model.session_list(older) == "0 -> 10, 5 -> 10"  # before the field: float32
+    exported = [*one, {"event": "start", "step": 10, "steps": 10, "precision": "float32"}]  # a finished run exported again
+    assert package_model.session_list(exported) == "0 -> 10, 4 -> 10, 10 -> 10"

@@ -185,6 +185,15 @@ def test_a_run_resumed_in_another_precision_says_so(phantom_dir, tmp_path, monke
     last = [r for r in read_progress(tmp_path / "progress.jsonl") if r["event"] == "start"][-1]
     assert last["step"] == 2 and "precision_before" not in last
 
+    for module in (device, engine):  # a finished run begun again only exports its bundle: no step to warn about
+        monkeypatch.setattr(module, "cpu_bfloat16_native", lambda: True)
+    finished = io.StringIO()
+    Trainer(config_from_dict(tiny_config(phantom_dir, steps=3, amp=False, cpu_bfloat16=True)), tmp_path,
+            reporter=Reporter(err=finished)).run()
+    assert "computes in" not in finished.getvalue()
+    last = [r for r in read_progress(tmp_path / "progress.jsonl") if r["event"] == "start"][-1]
+    assert last["step"] == 3 and "precision_before" not in last
+
 
 def test_stop_file_ends_the_run_with_a_checkpoint(phantom_dir, tmp_path):
     cfg = config_from_dict(tiny_config(phantom_dir, steps=200, checkpoint_every=1000))
