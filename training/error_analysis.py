@@ -14,7 +14,9 @@ Writes ``errors.md`` (the three tables per bundle) and ``errors.png`` (reference
 prediction dashed, on the axial slices through each organ's centre) to ``--out``. Reference labels are
 TotalSegmentator pseudo-labels (see ``../shared/data/README.md``).
 
-``--pieces`` adds a fourth table from a second segmentation with every piece kept (the ``Segmenter``
+``--spacing-scale FACTOR`` and ``--window-scale K`` segment under another sliding-window setting (the
+network at its voxel size times FACTOR; windows up to K times the patch), as ``window_settings.py`` and
+``probability_ensembles.py`` score them. ``--pieces`` adds a fourth table from a second segmentation with every piece kept (the ``Segmenter``
 otherwise keeps each organ's largest): each predicted organ's largest pieces, their volume and what
 they lie on, so that a false piece that can outgrow the true organ (and win the largest-piece step at
 another voxel size or window placement) is seen before it does.
@@ -198,12 +200,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bundle", action="append", required=True, type=Path, help="a bundle (repeatable)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--data", type=Path, default=SHARED_DATA)
+    parser.add_argument("--spacing-scale", type=float, default=1.0, metavar="FACTOR",
+                        help="run the network at its bundle's voxel size times FACTOR (default 1: normal quality)")
+    parser.add_argument("--window-scale", type=int, default=1, metavar="K",
+                        help="let the sliding windows grow to K times the training patch per axis (default 1)")
     parser.add_argument("--pieces", action="store_true",
                         help="also segment with every piece kept and list each organ's largest pieces and what they lie on")
     args = parser.parse_args(argv)
 
     from MultiModalSegLib.inference import Segmenter
+    from MultiModalSegLib.inference.segmenter import Quality
     from MultiModalSegLib.io import read_image
+
+    if not (args.spacing_scale > 0 and args.window_scale >= 1):
+        parser.error("--spacing-scale must be positive and --window-scale 1 or more")
+    quality = Quality(spacing_scale=args.spacing_scale, window_scale=args.window_scale)
+    setting = "".join([f", {args.spacing_scale:g} times its voxel size" if args.spacing_scale != 1 else "",
+                       f", windows up to {args.window_scale} times the patch" if args.window_scale != 1 else ""])
 
     scan = real_scan(args.scan)
     volume = read_image(scan.image(args.data))
@@ -213,8 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     axis, sign = superior_axis(volume.direction)
     sections, preds = [f"# Where the models go wrong on `{scan.name}` ({scan.modality})", ""], {}
     for bundle in args.bundle:
-        segmenter = Segmenter(bundle, device="cpu", amp=False)
-        label = f"{segmenter.bundle.metadata['name']} {segmenter.bundle.metadata['version']}"
+        segmenter = Segmenter(bundle, device="cpu", amp=False, quality=quality)
+        label = f"{segmenter.bundle.metadata['name']} {segmenter.bundle.metadata['version']}{setting}"
         pred = np.asarray(segmenter.segment(volume, scan.modality).labels.array)
         preds[label] = pred
         heights = {ORGANS[v]: recall_by_height(pred, ref, v, axis, sign) for v in ORGANS}
@@ -222,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         sections.append(markdown(f"`{label}` ({bundle.name})", where_each_organ_went(pred, ref),
                                  what_each_prediction_covers(pred, structures, names), heights, rims))
         if args.pieces:
-            whole = Segmenter(bundle, device="cpu", amp=False, largest_component=False)
+            whole = Segmenter(bundle, device="cpu", amp=False, quality=quality, largest_component=False)
             every = np.asarray(whole.segment(volume, scan.modality).labels.array)
             sections.append(pieces_markdown(pieces(every, structures, names, float(np.prod(volume.spacing)) / 1000.0)))
     args.out.mkdir(parents=True, exist_ok=True)

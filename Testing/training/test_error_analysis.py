@@ -87,3 +87,11 @@ def test_each_organs_pieces_are_listed_largest_first_with_what_they_lie_on(ea):
     rows = ea.pieces_markdown(found).splitlines()
     assert rows[2:] == ["| liver | 1 | 0.5 | unlabelled 1.00 |", "| spleen | 1 | 32.0 | heart 1.00 |",
                         "| spleen | 2 | 18.0 | spleen 1.00 |"]
+
+
+@pytest.mark.parametrize("option", [["--spacing-scale", "0"], ["--window-scale", "0"]])
+def test_a_setting_that_cannot_run_is_refused_before_anything_is_read(ea, tmp_path, option, capsys):
+    with pytest.raises(SystemExit):
+        ea.main(["--scan", "chest_abdomen_ct_02", "--bundle", str(tmp_path / "none.zip"), "--out", str(tmp_path / "o"), *option])
+    assert "--spacing-scale must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
