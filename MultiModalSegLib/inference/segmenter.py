@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +122,7 @@ class Segmentation:
     seconds: float
     detected_modality: str | None = None
     detected_reason: str = ""
+    rival_pieces: dict[str, tuple[float, float]] = field(default_factory=dict)  # organ -> (kept ml, dropped ml)
 
     def volumes_ml(self) -> dict[str, float]:
         voxel_ml = float(np.prod(self.labels.spacing)) / 1000.0
@@ -140,7 +141,8 @@ class Segmentation:
 
     def warnings(self) -> list[str]:
         """One sentence per fact the user must not miss: a given modality that detection contradicts,
-        a result in which every organ is empty."""
+        a result in which every organ is empty, an organ whose dropped piece rivalled the piece kept
+        (:func:`rival_pieces`)."""
         out = []
         if self.modality_disagrees:
             out.append(
@@ -153,7 +155,38 @@ class Segmentation:
                 f"check that the image is a {self.modality} scan of the region the model was trained on"
             )
             out.append(f"no organ was found: every label ({', '.join(lab.name for lab in self.label_info)}) is empty; {cause}")
+        for organ, (kept, dropped) in self.rival_pieces.items():
+            out.append(
+                f"{organ}: a separate piece of about {dropped:.0f} mL was dropped beside the piece kept (about {kept:.0f} mL; "
+                f"each organ keeps its largest piece); check that the piece kept is the {organ} and not a neighbouring structure"
+            )
         return out
+
+
+RIVAL_SHARE = 0.5  # a dropped piece at least this share of the kept one ...
+RIVAL_MIN_ML = 5.0  # ... and at least this large is worth a warning
+
+
+def rival_pieces(labels: np.ndarray, label_info: list[LabelInfo], spacing: tuple[float, ...]) -> dict[str, tuple[float, float]]:
+    """Per organ whose second-largest 26-connected piece is at least :data:`RIVAL_SHARE` of its largest
+    and :data:`RIVAL_MIN_ML` ml: the two pieces' volumes (ml). Keeping the largest piece then chose
+    between two candidates of similar size, and the choice may be wrong: a network can call a
+    neighbouring structure (the soft tissue of a shoulder, the heart) an organ with as much
+    confidence as the organ itself (``training/reports/false-pieces/``)."""
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    structure = np.ones((3, 3, 3), dtype=bool)
+    boxes = ndimage.find_objects(labels) if labels.size and labels.max() > 0 else []
+    out = {}
+    for lab in label_info:
+        box = boxes[lab.value - 1] if 0 < lab.value <= len(boxes) else None
+        if box is None:
+            continue
+        comp, n = ndimage.label(labels[box] == lab.value, structure=structure)
+        if n > 1:
+            kept, dropped = np.sort(np.bincount(comp.ravel())[1:])[::-1][:2] * voxel_ml
+            if dropped >= RIVAL_SHARE * kept and dropped >= RIVAL_MIN_ML:
+                out[lab.name] = (round(float(kept), 1), round(float(dropped), 1))
+    return out
 
 
 def keep_largest_component(labels: np.ndarray, values: list[int]) -> np.ndarray:
@@ -364,7 +397,9 @@ class Segmenter:
             logits = torch.log(mean.clamp_min_(torch.finfo(mean.dtype).tiny))
         report(0.88, "mapping back to the input grid")
         labels = uncrop(logits.argmax(1)[0].numpy().astype(np.uint8), bbox, model_space.array.shape)
+        rivals = {}
         if self.largest_component:
+            rivals = rival_pieces(labels, self.label_info, model_space.spacing)
             labels = keep_largest_component(labels, [lab.value for lab in self.label_info])
         model_labels = Volume(labels, model_space.spacing, model_space.origin, model_space.direction)
         result = to_input_grid(model_labels, volume)
@@ -379,7 +414,7 @@ class Segmenter:
             full[(slice(None), *bbox)] = p
             probs = probabilities_to_input_grid(full, model_space, volume)
         report(1.0, "done")
-        return Segmentation(result, self.label_info, name, reason, probs, time.perf_counter() - t0, *detected)
+        return Segmentation(result, self.label_info, name, reason, probs, time.perf_counter() - t0, *detected, rival_pieces=rivals)
 
     def smooth_labels(self, nearest: Volume, probs: np.ndarray, bbox: tuple[slice, ...], model_space: Volume,
                       volume: Volume) -> Volume:

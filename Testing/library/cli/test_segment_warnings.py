@@ -74,3 +74,26 @@ def test_a_given_modality_that_detection_contradicts_is_said(tiny_bundle, tmp_pa
     assert f"mmseg segment: warning: {REAL_MR}: the modality was given as CT but the image looks like MR" in err
     code, out, err = run(["segment", str(REAL_MR), "--model", str(tiny_bundle), "-o", str(tmp_path / "auto")], capsys)
     assert code == 0 and "looks like" not in out + err
+
+
+def test_a_dropped_rival_piece_is_said_in_the_summary_and_the_record(tiny_bundle, tmp_path, capsys, monkeypatch):
+    """The network patched to call two separate places of about one size spleen: the larger is kept, and the
+    summary line, stderr and the ``--progress`` record say what was dropped."""
+    import MultiModalSegLib.inference.segmenter as segmenter_module
+
+    def two_spleens(net, image, modality, window, **kwargs):
+        logits = torch.zeros((1, 5, *image.shape[2:]))
+        logits[:, 0] = 5.0
+        z, y, x = image.shape[2:]
+        logits[0, 2, : z // 3, : y // 3, : x // 3] = 10.0
+        logits[0, 2, z - z // 4:, y - y // 3:, x - x // 3:] = 10.0
+        return logits
+
+    monkeypatch.setattr(segmenter_module, "predict_logits", two_spleens)
+    code, out, err = run(["segment", str(REAL_CT), "--model", str(tiny_bundle), "-o", str(tmp_path / "a")], capsys)
+    assert code == 0 and "; warning: spleen: a piece of about " in out and "mL, check it" in out
+    assert f"mmseg segment: warning: {REAL_CT}: spleen: a separate piece of" in err
+    code, out, _ = run(["segment", str(REAL_CT), "--model", str(tiny_bundle), "-o", str(tmp_path / "b"), "--progress"], capsys)
+    result = json.loads(out.splitlines()[-1])
+    assert set(result["rival_pieces"]) == {"spleen"} and result["rival_pieces"]["spleen"]["dropped_ml"] >= 5.0
+    assert any(w.startswith("spleen: a separate piece") for w in result["warnings"])

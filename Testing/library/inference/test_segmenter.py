@@ -285,3 +285,47 @@ def test_keep_largest_component_works_within_each_organ_box():
     _, pieces = ndimage.label(out == 3, structure=cube)
     before, _ = ndimage.label(labels == 3, structure=cube)
     assert pieces == 1 and (out == 3).sum() == np.bincount(before.ravel())[1:].max()
+
+
+def test_rival_pieces_are_those_nearly_as_large_as_the_piece_kept():
+    """A dropped piece of at least half the kept one's volume and 5 ml is reported; a smaller one is not."""
+    from MultiModalSegLib.inference.segmenter import rival_pieces
+
+    info = [LabelInfo(1, "liver", (1, 2, 3)), LabelInfo(2, "spleen", (4, 5, 6)), LabelInfo(3, "kidney_left", (7, 8, 9))]
+    labels = np.zeros((30, 30, 30), np.uint8)
+    labels[0:10, 0:10, 0:10] = 2  # spleen: 1000 voxels of 0.02 ml = 20 ml ...
+    labels[20:26, 20:30, 20:30] = 2  # ... and 600 voxels apart, 12 ml: 0.6 of it
+    labels[0:10, 20:30, 0:10] = 1  # liver: 20 ml and 6 ml (0.3 of it)
+    labels[20:23, 0:10, 20:30] = 1
+    labels[12:17, 12:17, 0:6] = 3  # kidney: 3 ml and 2.4 ml (0.8 of it, under 5 ml)
+    labels[12:17, 12:16, 20:26] = 3
+    spacing = (0.2 * 10, 1.0, 10.0)  # 0.02 ml a voxel
+    assert rival_pieces(labels, info, spacing) == {"spleen": (20.0, 12.0)}
+    assert rival_pieces(np.zeros_like(labels), info, spacing) == {}
+
+    volume = Volume(keep_largest_component(labels, [1, 2, 3]), spacing, (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    seg = Segmentation(volume, info, "CT", "given by the user", None, 0.1, rival_pieces={"spleen": (20.0, 12.0)})
+    assert seg.warnings() == ["spleen: a separate piece of about 12 mL was dropped beside the piece kept (about 20 mL; each "
+                              "organ keeps its largest piece); check that the piece kept is the spleen and not a neighbouring structure"]
+
+
+def test_the_segmenter_reports_a_rival_piece_it_dropped(tiny_bundle, monkeypatch):
+    """Where the network calls two separate places of about one size spleen, the Segmenter keeps the larger
+    and says which it dropped (its network patched here to draw exactly that)."""
+    import MultiModalSegLib.inference.segmenter as segmenter_module
+
+    def two_spleens(net, image, modality, window, **kwargs):
+        logits = torch.zeros((1, 5, *image.shape[2:]))
+        logits[:, 0] = 5.0
+        z, y, x = image.shape[2:]
+        logits[0, 2, : z // 3, : y // 3, : x // 3] = 10.0  # spleen here ...
+        logits[0, 2, z - z // 4:, y - y // 3:, x - x // 3:] = 10.0  # ... and there, 3/4 of its size
+        return logits
+
+    monkeypatch.setattr(segmenter_module, "predict_logits", two_spleens)
+    seg = Segmenter(tiny_bundle, device="cpu").segment(read_image(REAL_CT), "CT")
+    assert set(seg.rival_pieces) == {"spleen"}
+    kept, dropped = seg.rival_pieces["spleen"]
+    assert 0.5 <= dropped / kept <= 1.0 and dropped >= 5.0
+    assert any(w.startswith("spleen: a separate piece of") for w in seg.warnings())
+    assert Segmenter(tiny_bundle, device="cpu", largest_component=False).segment(read_image(REAL_CT), "CT").rival_pieces == {}
