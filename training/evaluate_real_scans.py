@@ -123,6 +123,7 @@ def score(bundle: Path, scans: list[dict], qualities: tuple[str, ...] = QUALITIE
                 "organs": scan["organs"], "seconds": round(seconds, 2),
                 "metrics": {o: {k: (None if math.isnan(v) else round(float(v), 4)) for k, v in metrics[o].items()}
                             for o in scan["organs"]},
+                "rival_pieces": {o: list(v) for o, v in result.rival_pieces.items()},  # every organ, scored or not
             })
     return rows
 
@@ -145,6 +146,12 @@ def markdown(rows: list[dict]) -> str:
         cells = [_f(r["metrics"][o]["dice"]) if o in r["organs"] else "n/s" for o in ORGANS]
         lines.append("| " + " | ".join([r["scan"], r["role"], f"`{r['bundle']}`", r["quality"], *cells,
                                         _f(mean_dice(r)), f"{r['seconds']:.1f}"]) + " |")
+    rivals = [f"{r['scan']} `{r['bundle']}` {r['quality']}: {organ} {kept:.0f} mL kept, {dropped:.0f} mL dropped"
+              for r in ordered for organ, (kept, dropped) in r.get("rival_pieces", {}).items()]
+    if rivals:  # where the largest-piece step chose between near equals (the Segmenter warns of each)
+        lines += ["", "Organs whose dropped piece was at least half the kept one's volume (model space; the choice between "
+                  "them may flip with the voxel size or the windows, see `training/reports/false-pieces/`): "
+                  + "; ".join(rivals) + "."]
     return "\n".join(lines)
 
 

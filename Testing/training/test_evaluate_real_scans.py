@@ -72,6 +72,8 @@ def test_score_reads_each_scan_once_and_scores_what_the_segmenter_returns(tiny_b
     expected = evaluate_labels(labels, reference, ABDOMEN_LABELS, volume.spacing)
     row = next(r for r in rows if r["scan"] == "abdomen_mr_01" and r["quality"] == "fast")
     assert row["role"] == "left out" and row["organs"] == list(mr["organs"])
+    assert row["rival_pieces"] == {o: list(v) for o, v in Segmenter(tiny_bundle, device="cpu", amp=False, quality="fast")
+                                   .segment(volume, "MR").rival_pieces.items()}
     for organ in mr["organs"]:
         dice = expected[organ]["dice"]
         assert row["metrics"][organ]["dice"] == (None if dice != dice else round(float(dice), 4))
@@ -108,3 +110,12 @@ def test_the_regenerate_command_carries_every_option_given():
                                          "--every-piece --out x")
     plain = argparse.Namespace(bundle=[Path("a.zip")], quality=None, every_piece=False, out=default)
     assert e.command(plain, default) == "python training/evaluate_real_scans.py --bundle a.zip"
+
+
+def test_organs_whose_dropped_piece_rivalled_the_kept_one_are_listed_under_the_table():
+    e = _module()
+    row = {"bundle": "m 1.0.0", "scan": "chest_abdomen_ct_02", "role": "validation", "quality": "normal",
+           "organs": ["liver"], "seconds": 1.0, "metrics": {"liver": {"dice": 0.9}}}
+    assert "dropped" not in e.markdown([row]) and "dropped" not in e.markdown([{**row, "rival_pieces": {}}])
+    table = e.markdown([{**row, "rival_pieces": {"kidney_left": [51.2, 42.0]}}])
+    assert table.endswith("chest_abdomen_ct_02 `m 1.0.0` normal: kidney_left 51 mL kept, 42 mL dropped.")
