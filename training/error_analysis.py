@@ -16,10 +16,10 @@ TotalSegmentator pseudo-labels (see ``../shared/data/README.md``).
 
 ``--spacing-scale FACTOR`` and ``--window-scale K`` segment under another sliding-window setting (the
 network at its voxel size times FACTOR; windows up to K times the patch), as ``window_settings.py`` and
-``probability_ensembles.py`` score them. ``--pieces`` adds a fourth table from a second segmentation with every piece kept (the ``Segmenter``
-otherwise keeps each organ's largest): each predicted organ's largest pieces, their volume and what
-they lie on, so that a false piece that can outgrow the true organ (and win the largest-piece step at
-another voxel size or window placement) is seen before it does.
+``probability_ensembles.py`` score them. ``--pieces`` adds a fourth table from a second segmentation
+with every piece kept (the ``Segmenter`` otherwise keeps each organ's largest): each predicted organ's
+largest pieces, their volume and what they lie on, so that a false piece that can outgrow the true
+organ (and win the largest-piece step at another voxel size or window placement) is seen before it does.
 """
 
 from __future__ import annotations
