@@ -21,7 +21,9 @@ pass (README, "Real scans first"):
    the default's;
 5. bias field: the lowest organ agreement at least 0.85 at every field strength.
 
-A check a folder does not hold is ``-`` and fails its rule ("not measured").
+A check a folder does not hold is ``-`` and fails its rule ("not measured"). Where ``real_scans.json``
+records the organs whose dropped piece rivalled the kept one on an unseen scan (``Segmenter.rival_pieces``),
+a line under the table lists them; like the voxel sizes, they judge nothing.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def read_folder(folder: Path, card: dict) -> None:
                 key = "validation CT" if r["role"] == "validation" else "left-out MR"
                 _put(card, r["bundle"], key, round(sum(dice) / len(dice), 4), path)
                 _put(card, r["bundle"], key + " organs", {o: m["dice"] for o, m in r["metrics"].items()}, path)
+                if "rival_pieces" in r:  # recorded since the Segmenter reports them
+                    _put(card, r["bundle"], key + " rival pieces", r["rival_pieces"], path)
             if r["quality"] == "fast" and r["role"] == "validation" and "liver" in r["metrics"]:
                 _put(card, r["bundle"], "validation CT fast liver", r["metrics"]["liver"]["dice"], path)
     if (path := folder / "external_liver_ct.json").is_file():
@@ -158,6 +162,13 @@ def markdown(card: dict, default: str, command: str) -> str:
             f"| {' / '.join(_f(a) for a in bias.values()) if bias else '-'} | {passes} |"
             + (f" {sizes_text(row)} |" if sizes else "")
         )
+    rivals = [f"`{model}` {scan}: " + ", ".join(f"{organ} {kept:.0f} / {dropped:.0f} mL" for organ, (kept, dropped) in found.items())
+              for model, row in card.items() for scan in ("validation CT", "left-out MR")
+              if (found := row.get(scan + " rival pieces"))]
+    if rivals:
+        lines += ["", "Organs whose dropped piece was at least half the kept one (kept / dropped, model space; not a rule: "
+                  "such a choice may flip with the voxel size or the windows, `training/reports/false-pieces/`): "
+                  + "; ".join(rivals) + "."]
     return "\n".join(lines) + "\n"
 
 

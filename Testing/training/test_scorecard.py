@@ -92,3 +92,21 @@ def test_voxel_sizes_are_shown_beside_the_rules_and_judge_nothing(tmp_path):
     assert "| mean Dice at 0.9 / 1 / 1.1 times its voxel size (not a rule) |" in text
     assert "| chest_abdomen_ct_02: 0.450 / 0.850 / 0.700; abdomen_mr_01: 0.500 / 0.700 / 0.600 |" in text
     assert "(the default) | - |" in text  # the default was not run at other sizes
+
+
+def test_rival_pieces_are_listed_under_the_table_and_judge_nothing(tmp_path):
+    script = load_script("training/scorecard.py")
+    figures = {"D 1.0": {"ct": (0.88, 0.70), "mr": 0.66, "lits": 0.78, "kidney": (0.70, 0.74), "bias": 0.9},
+               "A 2.0": {"ct": (0.92, 0.78), "mr": 0.70, "lits": 0.78, "kidney": (0.70, 0.74), "bias": 0.9}}
+    write(tmp_path / "r", figures)
+    script.main(["--results", str(tmp_path / "r"), "--default", "D 1.0", "--out", str(tmp_path / "plain")])
+    assert "dropped piece" not in (tmp_path / "plain" / "scorecard.md").read_text()  # older result files: nothing said
+    rows = json.loads((tmp_path / "r" / "real_scans.json").read_text())
+    for r in rows:
+        r["rival_pieces"] = {"kidney_left": [51.2, 42.0]} if (r["bundle"], r["role"]) == ("A 2.0", "validation") else {}
+    (tmp_path / "r" / "real_scans.json").write_text(json.dumps(rows))
+    script.main(["--results", str(tmp_path / "r"), "--default", "D 1.0", "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "scorecard.md").read_text()
+    assert text.rstrip().endswith("`A 2.0` validation CT: kidney_left 51 / 42 mL.")
+    models = json.loads((tmp_path / "out" / "scorecard.json").read_text())["models"]
+    assert models["A 2.0"]["passes"] == json.loads((tmp_path / "plain" / "scorecard.json").read_text())["models"]["A 2.0"]["passes"]
