@@ -173,26 +173,27 @@ def rival_pieces(labels: np.ndarray, label_info: list[LabelInfo], spacing: tuple
     between two candidates of similar size, and the choice may be wrong: a network can call a
     neighbouring structure (the soft tissue of a shoulder, the heart) an organ with as much
     confidence as the organ itself (``training/reports/false-pieces/``)."""
+    return rivals(largest_pieces(labels, [lab.value for lab in label_info])[1], label_info, spacing)
+
+
+def rivals(two_largest: dict[int, tuple[int, int]], label_info: list[LabelInfo], spacing: tuple[float, ...]) -> dict[str, tuple[float, float]]:
+    """:func:`rival_pieces` from :func:`largest_pieces`' voxel counts of each value's two largest pieces."""
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    structure = np.ones((3, 3, 3), dtype=bool)
-    boxes = ndimage.find_objects(labels) if labels.size and labels.max() > 0 else []
     out = {}
     for lab in label_info:
-        box = boxes[lab.value - 1] if 0 < lab.value <= len(boxes) else None
-        if box is None:
-            continue
-        comp, n = ndimage.label(labels[box] == lab.value, structure=structure)
-        if n > 1:
-            kept, dropped = np.sort(np.bincount(comp.ravel())[1:])[::-1][:2] * voxel_ml
+        if lab.value in two_largest:
+            kept, dropped = (count * voxel_ml for count in two_largest[lab.value])
             if dropped >= RIVAL_SHARE * kept and dropped >= RIVAL_MIN_ML:
-                out[lab.name] = (round(float(kept), 1), round(float(dropped), 1))
+                out[lab.name] = (round(kept, 1), round(dropped, 1))
     return out
 
 
-def keep_largest_component(labels: np.ndarray, values: list[int]) -> np.ndarray:
-    """Per label value, keep only its largest 26-connected component (organs are one piece). Each
-    value is labelled within its own bounding box (one pass finds them all), not the whole grid."""
+def largest_pieces(labels: np.ndarray, values: list[int]) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
+    """``labels`` with each value of ``values`` kept to its largest 26-connected component (organs are one
+    piece), and, per value that had more than one, the voxel counts of its two largest. Each value is
+    labelled within its own bounding box (one pass finds them all), not the whole grid."""
     out = labels.copy()
+    two_largest = {}
     structure = np.ones((3, 3, 3), dtype=bool)
     boxes = ndimage.find_objects(labels) if labels.size and labels.max() > 0 else []
     for value in values:
@@ -204,8 +205,15 @@ def keep_largest_component(labels: np.ndarray, values: list[int]) -> np.ndarray:
         if n > 1:
             sizes = np.bincount(comp.ravel())
             sizes[0] = 0
-            out[box][mask & (comp != int(sizes.argmax()))] = 0
-    return out
+            first = int(sizes.argmax())
+            two_largest[value] = (int(sizes[first]), int(np.delete(sizes, first).max()))
+            out[box][mask & (comp != first)] = 0
+    return out, two_largest
+
+
+def keep_largest_component(labels: np.ndarray, values: list[int]) -> np.ndarray:
+    """Per label value, keep only its largest 26-connected component (organs are one piece)."""
+    return largest_pieces(labels, values)[0]
 
 
 def polarity_ensemble_modalities(metadata: dict, profiles: dict, source: object) -> frozenset[str]:
@@ -397,10 +405,10 @@ class Segmenter:
             logits = torch.log(mean.clamp_min_(torch.finfo(mean.dtype).tiny))
         report(0.88, "mapping back to the input grid")
         labels = uncrop(logits.argmax(1)[0].numpy().astype(np.uint8), bbox, model_space.array.shape)
-        rivals = {}
-        if self.largest_component:
-            rivals = rival_pieces(labels, self.label_info, model_space.spacing)
-            labels = keep_largest_component(labels, [lab.value for lab in self.label_info])
+        dropped = {}
+        if self.largest_component:  # one pass keeps each organ's largest piece and says which rivalled it
+            labels, two_largest = largest_pieces(labels, [lab.value for lab in self.label_info])
+            dropped = rivals(two_largest, self.label_info, model_space.spacing)
         model_labels = Volume(labels, model_space.spacing, model_space.origin, model_space.direction)
         result = to_input_grid(model_labels, volume)
         smooth = self.quality.smooth_labels and finer(volume, model_space) and bool(result.array.any())
@@ -414,7 +422,7 @@ class Segmenter:
             full[(slice(None), *bbox)] = p
             probs = probabilities_to_input_grid(full, model_space, volume)
         report(1.0, "done")
-        return Segmentation(result, self.label_info, name, reason, probs, time.perf_counter() - t0, *detected, rival_pieces=rivals)
+        return Segmentation(result, self.label_info, name, reason, probs, time.perf_counter() - t0, *detected, rival_pieces=dropped)
 
     def smooth_labels(self, nearest: Volume, probs: np.ndarray, bbox: tuple[slice, ...], model_space: Volume,
                       volume: Volume) -> Volume:
