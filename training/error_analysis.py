@@ -64,11 +64,16 @@ def what_each_prediction_covers(pred: np.ndarray, structures: np.ndarray, names:
     for value, name in ORGANS.items():
         under = structures[pred == value]
         if under.size:
-            ids, counts = np.unique(under, return_counts=True)
-            order = np.argsort(-counts)[:top]
-            out[name] = [(names.get(int(ids[i]), "unlabelled" if ids[i] == 0 else f"structure {int(ids[i])}"),
-                          float(counts[i] / under.size)) for i in order]
+            out[name] = shares_under(under, names, top)
     return out
+
+
+def shares_under(under: np.ndarray, names: dict[int, str], top: int) -> list[tuple[str, float]]:
+    """The ``top`` structure ids of ``under`` (the full map's voxels beneath a prediction) by share, named."""
+    ids, counts = np.unique(under, return_counts=True)
+    order = np.argsort(-counts)[:top]
+    return [(names.get(int(ids[i]), "unlabelled" if ids[i] == 0 else f"structure {int(ids[i])}"), float(counts[i] / under.size))
+            for i in order]
 
 
 def superior_axis(direction: tuple[float, ...]) -> tuple[int, int]:
@@ -125,8 +130,7 @@ def pieces(pred: np.ndarray, structures: np.ndarray, names: dict[int, str], voxe
         sizes = np.bincount(comp.ravel())[1:]
         out[name] = []
         for index in np.argsort(-sizes, kind="stable")[:largest]:
-            piece = np.where(comp == index + 1, value, 0).astype(pred.dtype)
-            out[name].append((float(sizes[index] * voxel_ml), what_each_prediction_covers(piece, structures, names, top=3)[name]))
+            out[name].append((float(sizes[index] * voxel_ml), shares_under(structures[comp == index + 1], names, top=3)))
     return out
 
 
