@@ -33,6 +33,10 @@ def write(folder, models: dict[str, dict]) -> None:
         for m, f in models.items() if "bias" in f]}))
 
 
+BOTH_PASS_THE_BIAS_FIELD = {"D 1.0": {"ct": (0.88, 0.70), "mr": 0.66, "lits": 0.78, "kidney": (0.70, 0.74), "bias": 0.9},
+                            "A 2.0": {"ct": (0.92, 0.78), "mr": 0.70, "lits": 0.78, "kidney": (0.70, 0.74), "bias": 0.9}}
+
+
 def test_each_rule_is_judged_against_the_default(tmp_path):
     script = load_script("training/scorecard.py")
     write(tmp_path / "r", {
@@ -73,9 +77,7 @@ def test_unmeasured_checks_fail_and_conflicting_figures_are_refused(tmp_path):
 
 def test_voxel_sizes_are_shown_beside_the_rules_and_judge_nothing(tmp_path):
     script = load_script("training/scorecard.py")
-    figures = {"D 1.0": {"ct": (0.88, 0.70), "mr": 0.66, "lits": 0.78, "kidney": (0.70, 0.74), "bias": 0.9},
-               "A 2.0": {"ct": (0.92, 0.78), "mr": 0.70, "lits": 0.78, "kidney": (0.70, 0.74), "bias": 0.9}}
-    write(tmp_path / "r", figures)
+    write(tmp_path / "r", BOTH_PASS_THE_BIAS_FIELD)
     script.main(["--results", str(tmp_path / "r"), "--default", "D 1.0", "--out", str(tmp_path / "plain")])
     assert "times its voxel size" not in (tmp_path / "plain" / "scorecard.md").read_text()  # no file, no column
     spread = [{"bundle": "a.zip", "model": "A 2.0", "scales": [0.9, 1.0, 1.1],
@@ -96,9 +98,7 @@ def test_voxel_sizes_are_shown_beside_the_rules_and_judge_nothing(tmp_path):
 
 def test_rival_pieces_are_listed_under_the_table_and_judge_nothing(tmp_path):
     script = load_script("training/scorecard.py")
-    figures = {"D 1.0": {"ct": (0.88, 0.70), "mr": 0.66, "lits": 0.78, "kidney": (0.70, 0.74), "bias": 0.9},
-               "A 2.0": {"ct": (0.92, 0.78), "mr": 0.70, "lits": 0.78, "kidney": (0.70, 0.74), "bias": 0.9}}
-    write(tmp_path / "r", figures)
+    write(tmp_path / "r", BOTH_PASS_THE_BIAS_FIELD)
     script.main(["--results", str(tmp_path / "r"), "--default", "D 1.0", "--out", str(tmp_path / "plain")])
     assert "dropped piece" not in (tmp_path / "plain" / "scorecard.md").read_text()  # older result files: nothing said
     rows = json.loads((tmp_path / "r" / "real_scans.json").read_text())
