@@ -124,6 +124,7 @@ def score(bundle: Path, scans: list[dict], qualities: tuple[str, ...] = QUALITIE
                 "metrics": {o: {k: (None if math.isnan(v) else round(float(v), 4)) for k, v in metrics[o].items()}
                             for o in scan["organs"]},
                 "rival_pieces": {o: list(v) for o, v in result.rival_pieces.items()},  # every organ, scored or not
+                "out_of_place": list(result.out_of_place),  # organs whose largest piece was dropped as out of place
             })
     return rows
 
@@ -147,6 +148,7 @@ def markdown(rows: list[dict]) -> str:
         lines.append("| " + " | ".join([r["scan"], r["role"], f"`{r['bundle']}`", r["quality"], *cells,
                                         _f(mean_dice(r)), f"{r['seconds']:.1f}"]) + " |")
     rivals = [f"{r['scan']} `{r['bundle']}` {r['quality']}: {organ} {kept:.0f} mL kept, {dropped:.0f} mL dropped"
+              + (" (the largest, out of place)" if organ in r.get("out_of_place", ()) else "")
               for r in ordered for organ, (kept, dropped) in r.get("rival_pieces", {}).items()]
     if rivals:  # where the largest-piece step chose between near equals (the Segmenter warns of each)
         lines += ["", "Organs whose dropped piece was at least half the kept one's volume (model space; the choice between "

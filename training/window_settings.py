@@ -4,8 +4,10 @@
         --setting normal= --setting overlap0.25=overlap:0.25 --setting windows2=window_scale:2 --out OUT
 
 Each ``--setting NAME=KEY:VALUE,...`` is a :class:`~MultiModalSegLib.inference.segmenter.Quality`
-(``overlap``, ``mode``, ``window_scale``; empty: the normal quality, the bundle's own overlap and
-blending). Every bundle segments every real scan it did not train on under every setting, through
+(``overlap``, ``mode``, ``window_scale``, ``spacing_scale``; empty: the normal quality, the bundle's own
+overlap and blending) and whether the ``Segmenter`` chooses each organ's piece with its organ layout
+(``organ_layout:1``, the default) or by size alone (``organ_layout:0``; :mod:`MultiModalSegLib.inference.organ_layout`).
+Every bundle segments every real scan it did not train on under every setting, through
 the ordinary ``Segmenter`` (largest piece of each organ kept), and each organ's Dice is written per
 setting, beside the spread over the settings (highest minus lowest). A network whose figure moves
 with the overlap or the window size is judged by where its windows happened to fall as much as by
@@ -27,7 +29,7 @@ from MultiModalSegLib.metrics import evaluate_labels  # noqa: E402
 from training.evaluate_real_scans import trained_case_names  # noqa: E402
 from training.real_scans import REAL_SCANS, SHARED_DATA  # noqa: E402
 
-KEYS = {"overlap": float, "mode": str, "window_scale": int}
+KEYS = {"overlap": float, "mode": str, "window_scale": int, "spacing_scale": float, "organ_layout": int}
 
 
 def named_setting(text: str) -> tuple[str, dict]:
@@ -61,21 +63,28 @@ def score(bundle: Path, settings: dict[str, dict], scans: list, images: dict) ->
     from MultiModalSegLib.inference import Segmenter
     from MultiModalSegLib.inference.segmenter import Quality
 
-    segmenters = {name: Segmenter(bundle, device="cpu", amp=False, quality=Quality(**fields)) for name, fields in settings.items()}
+    segmenters = {name: Segmenter(bundle, device="cpu", amp=False, organ_layout=bool(fields.get("organ_layout", 1)),
+                                  quality=Quality(**{k: v for k, v in fields.items() if k != "organ_layout"}))
+                  for name, fields in settings.items()}
     meta = next(iter(segmenters.values())).bundle.metadata  # loaded and sha256-checked by the Segmenter
     trained = trained_case_names(meta)
     dice: dict[str, dict[str, dict[str, float]]] = {}
+    moved: dict[str, dict[str, list[str]]] = {}  # scan -> setting -> organs whose largest piece was dropped as out of place
     for scan in scans:
         if scan.name in trained:
             continue
         volume, reference = images[scan.name]
-        dice[scan.name] = {}
+        dice[scan.name], moved[scan.name] = {}, {}
         for name, seg in segmenters.items():
-            metrics = evaluate_labels(seg.segment(volume, scan.modality).labels.array, reference, ABDOMEN_LABELS, volume.spacing)
+            result = seg.segment(volume, scan.modality)
+            metrics = evaluate_labels(result.labels.array, reference, ABDOMEN_LABELS, volume.spacing)
             dice[scan.name][name] = {o: round(float(metrics[o]["dice"]), 4) for o in scan.organs}
+            if result.out_of_place:
+                moved[scan.name][name] = list(result.out_of_place)
     spread = {s: {o: round(max(d[o] for d in by.values()) - min(d[o] for d in by.values()), 4) for o in next(iter(by.values()))}
               for s, by in dice.items()}
-    return {"bundle": str(bundle), "model": f"{meta['name']} {meta['version']}", "dice": dice, "spread": spread}
+    return {"bundle": str(bundle), "model": f"{meta['name']} {meta['version']}", "dice": dice, "spread": spread,
+            "out_of_place": moved}
 
 
 def markdown(rows: list[dict], settings: list[str], scans: list) -> str:
@@ -88,6 +97,10 @@ def markdown(rows: list[dict], settings: list[str], scans: list) -> str:
             for o in s.organs:
                 cells = [f"{r['dice'][s.name][name][o]:.3f}" for name in settings]
                 lines.append(f"| `{r['model']}` | {s.name} | {o} | " + " | ".join(cells) + f" | {r['spread'][s.name][o]:.3f} |")
+    moved = [f"`{r['model']}` {scan} {name}: {', '.join(organs)}" for r in rows
+             for scan, by in r.get("out_of_place", {}).items() for name, organs in by.items()]
+    if moved:  # where the organ layout overruled the size of the pieces
+        lines += ["", "Organs whose largest piece was dropped as out of place (the organ layout): " + "; ".join(moved) + "."]
     return "\n".join(lines)
 
 
@@ -111,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     text = (
         "# Dice under several sliding-window settings\n\n"
         "Dice against the TotalSegmentator pseudo-labels of the real scans each bundle never trained on, through the "
-        "ordinary `Segmenter` on the CPU (each organ's largest piece kept), under each setting (" + described + "); "
+        "ordinary `Segmenter` on the CPU (one piece of each organ kept: the largest, unless the organ layout finds it out "
+        "of place), under each setting (" + described + "); "
         "spread: highest minus lowest over the settings. Regenerate: `python training/window_settings.py "
         + " ".join(f"--bundle {b}" for b in args.bundle)
         + "".join(f" --setting {n}=" + ",".join(f"{k}:{v}" for k, v in f.items()) for n, f in settings.items())

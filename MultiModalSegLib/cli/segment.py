@@ -154,7 +154,8 @@ def summary_line(path: Path, seg, written: list[Path]) -> str:
         flags.append(f"the image looks like {seg.detected_modality}")
     if seg.all_empty:
         flags.append("no organ found (every label is empty)")
-    flags += [f"{organ}: a piece of about {dropped:.0f} mL dropped beside one of {kept:.0f} mL, check it"
+    flags += [f"{organ}: its largest piece, about {dropped:.0f} mL, dropped as out of place for one of {kept:.0f} mL, check it"
+              if organ in seg.out_of_place else f"{organ}: a piece of about {dropped:.0f} mL dropped beside one of {kept:.0f} mL, check it"
               for organ, (kept, dropped) in seg.rival_pieces.items()]
     return line + (f"; warning: {'; '.join(flags)}" if flags else "")
 
@@ -166,7 +167,8 @@ def result_record(index: int, total: int, path: Path, seg, written: list[Path]) 
         "modality": seg.modality, "modality_reason": seg.modality_reason,
         "detected_modality": seg.detected_modality, "detected_reason": seg.detected_reason,
         "modality_disagrees": seg.modality_disagrees, "all_empty": seg.all_empty,
-        "rival_pieces": {organ: {"kept_ml": kept, "dropped_ml": dropped} for organ, (kept, dropped) in seg.rival_pieces.items()},
+        "rival_pieces": {organ: {"kept_ml": kept, "dropped_ml": dropped, "out_of_place": organ in seg.out_of_place}
+                         for organ, (kept, dropped) in seg.rival_pieces.items()},
         "seconds": round(seg.seconds, 3), "volumes_ml": {k: round(v, 3) for k, v in seg.volumes_ml().items()},
         "warnings": seg.warnings(),
     }  # fmt: skip

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -47,6 +48,7 @@ from ..preprocessing import (
     uncrop,
 )
 from ..trust import Provenance, load_model
+from .organ_layout import Placement, layout_for
 from .sliding_window import add_pass_probabilities, count_windows, predict_logits
 
 Progress = Callable[[float, str], None]
@@ -123,6 +125,7 @@ class Segmentation:
     detected_modality: str | None = None
     detected_reason: str = ""
     rival_pieces: dict[str, tuple[float, float]] = field(default_factory=dict)  # organ -> (kept ml, dropped ml)
+    out_of_place: tuple[str, ...] = ()  # organs whose largest piece was dropped for lying far from the organ's place
 
     def volumes_ml(self) -> dict[str, float]:
         voxel_ml = float(np.prod(self.labels.spacing)) / 1000.0
@@ -142,7 +145,7 @@ class Segmentation:
     def warnings(self) -> list[str]:
         """One sentence per fact the user must not miss: a given modality that detection contradicts,
         a result in which every organ is empty, an organ whose dropped piece rivalled the piece kept
-        (:func:`rival_pieces`)."""
+        (:func:`rival_pieces`), or was its largest and lay out of place (:mod:`.organ_layout`)."""
         out = []
         if self.modality_disagrees:
             out.append(
@@ -156,6 +159,13 @@ class Segmentation:
             )
             out.append(f"no organ was found: every label ({', '.join(lab.name for lab in self.label_info)}) is empty; {cause}")
         for organ, (kept, dropped) in self.rival_pieces.items():
+            if organ in self.out_of_place:
+                out.append(
+                    f"{organ}: its largest piece (about {dropped:.0f} mL) lay far from where the {organ} lies among the other "
+                    f"organs and was dropped for a piece of about {kept:.0f} mL that lies there; check that the piece kept is "
+                    f"the {organ}"
+                )
+                continue
             out.append(
                 f"{organ}: a separate piece of about {dropped:.0f} mL was dropped beside the piece kept (about {kept:.0f} mL; "
                 f"each organ keeps its largest piece); check that the piece kept is the {organ} and not a neighbouring structure"
@@ -176,24 +186,38 @@ def rival_pieces(labels: np.ndarray, label_info: list[LabelInfo], spacing: tuple
     return rivals(largest_pieces(labels, [lab.value for lab in label_info])[1], label_info, spacing)
 
 
-def rivals(two_largest: dict[int, tuple[int, int]], label_info: list[LabelInfo], spacing: tuple[float, ...]) -> dict[str, tuple[float, float]]:
-    """:func:`rival_pieces` from :func:`largest_pieces`' voxel counts of each value's two largest pieces."""
+def rivals(pieces: dict[int, Pieces], label_info: list[LabelInfo], spacing: tuple[float, ...]) -> dict[str, tuple[float, float]]:
+    """:func:`rival_pieces` from :func:`largest_pieces`' voxel counts of each value's kept and largest dropped piece."""
     voxel_ml = float(np.prod(spacing)) / 1000.0
     out = {}
     for lab in label_info:
-        if lab.value in two_largest:
-            kept, dropped = (count * voxel_ml for count in two_largest[lab.value])
+        if lab.value in pieces:
+            kept, dropped = (count * voxel_ml for count in pieces[lab.value][:2])
             if dropped >= RIVAL_SHARE * kept and dropped >= RIVAL_MIN_ML:
                 out[lab.name] = (round(kept, 1), round(dropped, 1))
     return out
 
 
-def largest_pieces(labels: np.ndarray, values: list[int]) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
-    """``labels`` with each value of ``values`` kept to its largest 26-connected component (organs are one
-    piece), and, per value that had more than one, the voxel counts of its two largest. Each value is
-    labelled within its own bounding box (one pass finds them all), not the whole grid."""
+class Pieces(NamedTuple):
+    """One organ's pieces as :func:`largest_pieces` left them: voxels of the piece kept and of the largest piece
+    dropped; ``out_of_place``: the piece kept is not the largest, which lay far from the organ's place."""
+
+    kept: int
+    dropped: int
+    out_of_place: bool = False
+
+
+def largest_pieces(labels: np.ndarray, values: list[int], placement: Placement | None = None,
+                   voxel_ml: float = 0.0) -> tuple[np.ndarray, dict[int, Pieces]]:
+    """``labels`` with each value of ``values`` kept to one 26-connected component (organs are one piece), and,
+    per value that had more than one, the voxel counts of the piece kept and of the largest dropped. Each value
+    is labelled within its own bounding box (one pass finds them all), not the whole grid.
+
+    The piece kept is the largest, unless a ``placement`` (:class:`.organ_layout.Placement`) finds it out of
+    place: then it is the piece of at least :data:`RIVAL_SHARE` of the largest's voxels and
+    :data:`RIVAL_MIN_ML` ml (``voxel_ml`` a voxel) that lies nearest the organ's place among the others."""
     out = labels.copy()
-    two_largest = {}
+    found = {}
     structure = np.ones((3, 3, 3), dtype=bool)
     boxes = ndimage.find_objects(labels) if labels.size and labels.max() > 0 else []
     for value in values:
@@ -205,15 +229,39 @@ def largest_pieces(labels: np.ndarray, values: list[int]) -> tuple[np.ndarray, d
         if n > 1:
             sizes = np.bincount(comp.ravel())
             sizes[0] = 0
-            first = int(sizes.argmax())
-            two_largest[value] = (int(sizes[first]), int(np.delete(sizes, first).max()))
-            out[box][mask & (comp != first)] = 0
-    return out, two_largest
+            largest = keep = int(sizes.argmax())
+            if placement is not None:
+                candidates = [int(i) for i in np.flatnonzero(sizes >= RIVAL_SHARE * sizes[largest])
+                              if sizes[i] * voxel_ml >= RIVAL_MIN_ML]
+                keep = placement.choose(value, comp, candidates, largest, tuple(s.start for s in box))
+            found[value] = Pieces(int(sizes[keep]), int(np.delete(sizes, keep).max()), keep != largest)
+            out[box][mask & (comp != keep)] = 0
+    return out, found
 
 
 def keep_largest_component(labels: np.ndarray, values: list[int]) -> np.ndarray:
     """Per label value, keep only its largest 26-connected component (organs are one piece)."""
     return largest_pieces(labels, values)[0]
+
+
+def keep_pieces_under(labels: np.ndarray, values: list[int], guide: np.ndarray) -> np.ndarray:
+    """Per label value, keep only the 26-connected component of ``labels`` with the most voxels of that value in
+    ``guide`` (a label map on the same grid; ties and no overlap: the larger): the piece another grid kept."""
+    out = labels.copy()
+    structure = np.ones((3, 3, 3), dtype=bool)
+    boxes = ndimage.find_objects(labels) if labels.size and labels.max() > 0 else []
+    for value in values:
+        box = boxes[value - 1] if 0 < value <= len(boxes) else None
+        if box is None:
+            continue
+        mask = labels[box] == value
+        comp, n = ndimage.label(mask, structure=structure)
+        if n > 1:
+            under = np.bincount(comp[guide[box] == value], minlength=n + 1)[1:]
+            sizes = np.bincount(comp.ravel(), minlength=n + 1)[1:]
+            keep = 1 + int(np.lexsort((-sizes, -under))[0])
+            out[box][mask & (comp != keep)] = 0
+    return out
 
 
 def polarity_ensemble_modalities(metadata: dict, profiles: dict, source: object) -> frozenset[str]:
@@ -267,6 +315,7 @@ class Segmenter:
         sw_batch_size: int | None = None,
         largest_component: bool = True,
         quality: str | Quality = "normal",
+        organ_layout: bool = True,
     ) -> None:
         self.bundle: Bundle
         self.provenance: Provenance  # verified / trusted / unverified (see MultiModalSegLib.trust)
@@ -286,6 +335,7 @@ class Segmenter:
         self.sw_batch_size = sw_batch_size or (1 if self.quality.window_scale > 1 else self.bundle_window[2])
         self.mode = self.quality.mode or self.bundle_window[1]
         self.largest_component = largest_component
+        self.layout = layout_for(self.bundle.labels) if organ_layout else None  # a spatial prior on which piece to keep
         self.spacing = [float(s) for s in meta["spacing"]]
         self.patch_size = list(meta["patch_size"])
         self.label_info = self.bundle.labels
@@ -405,16 +455,17 @@ class Segmenter:
             logits = torch.log(mean.clamp_min_(torch.finfo(mean.dtype).tiny))
         report(0.88, "mapping back to the input grid")
         labels = uncrop(logits.argmax(1)[0].numpy().astype(np.uint8), bbox, model_space.array.shape)
-        dropped = {}
-        if self.largest_component:  # one pass keeps each organ's largest piece and says which rivalled it
-            labels, two_largest = largest_pieces(labels, [lab.value for lab in self.label_info])
-            dropped = rivals(two_largest, self.label_info, model_space.spacing)
+        dropped, moved = {}, ()
+        if self.largest_component:  # one pass keeps each organ's piece (the largest, unless out of place) and says which rivalled it
+            labels, pieces = self.keep_pieces(labels, model_space)
+            dropped = rivals(pieces, self.label_info, model_space.spacing)
+            moved = tuple(lab.name for lab in self.label_info if lab.value in pieces and pieces[lab.value].out_of_place)
         model_labels = Volume(labels, model_space.spacing, model_space.origin, model_space.direction)
         result = to_input_grid(model_labels, volume)
         smooth = self.quality.smooth_labels and finer(volume, model_space) and bool(result.array.any())
         p = torch.softmax(logits.float(), 1)[0].numpy() if smooth or probabilities else None
         if smooth:
-            result = self.smooth_labels(result, p, bbox, model_space, volume)
+            result = self.smooth_labels(result, p, bbox, model_space, volume, moved)
         probs = None
         if probabilities:
             full = np.zeros((p.shape[0], *model_space.array.shape), dtype=np.float32)
@@ -422,21 +473,34 @@ class Segmenter:
             full[(slice(None), *bbox)] = p
             probs = probabilities_to_input_grid(full, model_space, volume)
         report(1.0, "done")
-        return Segmentation(result, self.label_info, name, reason, probs, time.perf_counter() - t0, *detected, rival_pieces=dropped)
+        return Segmentation(result, self.label_info, name, reason, probs, time.perf_counter() - t0, *detected, rival_pieces=dropped,
+                            out_of_place=moved)
+
+    def keep_pieces(self, labels: np.ndarray, grid: Volume) -> tuple[np.ndarray, dict[int, Pieces]]:
+        """:func:`largest_pieces` of ``labels`` (on ``grid``) under this model's organ layout, when it has one."""
+        values = [lab.value for lab in self.label_info]
+        placement = Placement.of(labels, grid, self.label_info, self.layout) if self.layout else None
+        return largest_pieces(labels, values, placement, float(np.prod(grid.spacing)) / 1000.0)
 
     def smooth_labels(self, nearest: Volume, probs: np.ndarray, bbox: tuple[slice, ...], model_space: Volume,
-                      volume: Volume) -> Volume:
+                      volume: Volume, moved: tuple[str, ...] = ()) -> Volume:
         """``nearest`` (model-space labels copied to the input grid, at least one organ voxel) with the
         voxels around its organs replaced, in place, by the argmax of the class probabilities ``probs``
         (on ``model_space.array[bbox]``) resampled linearly there; the largest piece of each organ kept
-        again where the Segmenter keeps it. Beyond a margin of one model voxel (and one input voxel)
+        again where the Segmenter keeps it (for the organs in ``moved``, whose largest piece the model grid
+        dropped as out of place, the piece lying under the one it kept). Beyond a margin of one model voxel (and one input voxel)
         around the organs every label stays background, as in ``nearest``."""
         steps = [int(np.ceil(max(model_space.spacing) / s)) + 1 for s in volume.spacing[::-1]]  # z, y, x
         region = foreground_bbox(nearest.array, threshold=0, margin=steps)
         labels = nearest.array
+        guide = labels.copy() if moved else None
         labels[region] = labels_from_probabilities(probs, model_space, bbox, volume, region)
         if self.largest_component:
-            labels = keep_largest_component(labels, [lab.value for lab in self.label_info])
+            values = [lab.value for lab in self.label_info]
+            placed = [lab.value for lab in self.label_info if lab.name in moved]
+            labels = keep_largest_component(labels, [v for v in values if v not in placed])
+            if placed:
+                labels = keep_pieces_under(labels, placed, guide)
         return Volume(labels, nearest.spacing, nearest.origin, nearest.direction, nearest.modality_tag)
 
     def segment_file(

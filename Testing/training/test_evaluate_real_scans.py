@@ -119,3 +119,5 @@ def test_organs_whose_dropped_piece_rivalled_the_kept_one_are_listed_under_the_t
     assert "dropped" not in e.markdown([row]) and "dropped" not in e.markdown([{**row, "rival_pieces": {}}])
     table = e.markdown([{**row, "rival_pieces": {"kidney_left": [51.2, 42.0]}}])
     assert table.endswith("chest_abdomen_ct_02 `m 1.0.0` normal: kidney_left 51 mL kept, 42 mL dropped.")
+    moved = e.markdown([{**row, "rival_pieces": {"spleen": [69.5, 77.4]}, "out_of_place": ["spleen"]}])
+    assert moved.endswith("normal: spleen 70 mL kept, 77 mL dropped (the largest, out of place).")

@@ -5,7 +5,9 @@ given ``--modality`` that detection contradicts; ``--strict`` makes an empty res
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import REAL_CT, REAL_MR
@@ -97,3 +99,23 @@ def test_a_dropped_rival_piece_is_said_in_the_summary_and_the_record(tiny_bundle
     result = json.loads(out.splitlines()[-1])
     assert set(result["rival_pieces"]) == {"spleen"} and result["rival_pieces"]["spleen"]["dropped_ml"] >= 5.0
     assert any(w.startswith("spleen: a separate piece") for w in result["warnings"])
+
+
+def test_a_largest_piece_dropped_as_out_of_place_is_said_so():
+    """Where the Segmenter dropped an organ's largest piece for lying far from the organ's place, the summary
+    line and the record say that, not that a smaller piece was dropped."""
+    from MultiModalSegLib.cli.segment import result_record, summary_line
+    from MultiModalSegLib.inference import Segmentation
+    from MultiModalSegLib.io import Volume
+    from MultiModalSegLib.labels import ABDOMEN_LABELS
+
+    labels = Volume(np.zeros((4, 4, 4), np.uint8), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    seg = Segmentation(labels, list(ABDOMEN_LABELS), "CT", "given", None, 1.0,
+                       rival_pieces={"spleen": (70.0, 78.0), "kidney_right": (22.0, 18.0)}, out_of_place=("spleen",))
+    line = summary_line(Path("a.nii.gz"), seg, [Path("out/a.seg.nrrd")])
+    assert "spleen: its largest piece, about 78 mL, dropped as out of place for one of 70 mL, check it" in line
+    assert "kidney_right: a piece of about 18 mL dropped beside one of 22 mL, check it" in line
+    record = result_record(1, 1, Path("a.nii.gz"), seg, [Path("out/a.seg.nrrd")])
+    assert record["rival_pieces"]["spleen"] == {"kept_ml": 70.0, "dropped_ml": 78.0, "out_of_place": True}
+    assert record["rival_pieces"]["kidney_right"]["out_of_place"] is False
+    assert any(w.startswith("spleen: its largest piece (about 78 mL) lay far from where the spleen lies") for w in record["warnings"])
