@@ -1,6 +1,6 @@
 """Several bundles segmenting as one, for the external checks: ``--bundle A+B`` in
 ``external_liver_ct.py`` and ``external_kidney_mr.py`` scores the argmax of the members' mean class
-probabilities on the scan's grid, each organ's largest piece kept, the rule by which
+probabilities on the scan's grid, one piece of each organ kept as the ``Segmenter`` keeps it, the rule by which
 ``probability_ensembles.py`` scores its groups on the project's real scans. Each member segments with
 its own declared inference (profile, polarity, window); the members must share their labels.
 """
@@ -24,13 +24,16 @@ def members(spec: str | Path) -> list[Path]:
     return [Path(part) for part in text.split(SEPARATOR)]
 
 
-def mean_labels(probabilities: list[np.ndarray], values: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The labels of the mean of ``probabilities`` (class first, one grid): its argmax with each organ of
-    ``values`` kept to its largest piece, as the ``Segmenter`` keeps it; and the mean."""
-    from MultiModalSegLib.inference.segmenter import keep_largest_component
+def mean_labels(probabilities: list[np.ndarray], label_info: list, grid) -> tuple[np.ndarray, np.ndarray]:
+    """The labels of the mean of ``probabilities`` (class first, on the grid of the Volume ``grid``): its argmax
+    with one piece of each organ of ``label_info`` kept, as the ``Segmenter`` keeps it (the largest, unless
+    the organ layout finds it out of place); and the mean."""
+    from MultiModalSegLib.inference.organ_layout import layout_for
+    from MultiModalSegLib.inference.segmenter import organ_pieces
 
     mean = sum(p.astype(np.float32) for p in probabilities) / len(probabilities)
-    return keep_largest_component(np.argmax(mean, axis=0).astype(np.uint8), values), mean
+    labels = np.argmax(mean, axis=0).astype(np.uint8)
+    return organ_pieces(labels, list(label_info), grid, layout_for(list(label_info)))[0], mean
 
 
 class AveragedSegmenter:
@@ -47,14 +50,14 @@ class AveragedSegmenter:
         for path, member in zip(bundles, self.members, strict=True):
             if member.bundle.metadata["labels"] != first:
                 raise InputError(f"{path}: its labels differ from {bundles[0]}'s; average models of one label set.")
-        self.values = [int(lab["value"]) for lab in first]
+        self.label_info = self.members[0].label_info
 
     def segment(self, volume, modality: str = "auto"):
         from MultiModalSegLib.io import Volume
 
         results = [m.segment(volume, modality, probabilities=True) for m in self.members]
-        labels, mean = mean_labels([r.probabilities for r in results], self.values)
         grid = results[0].labels
+        labels, mean = mean_labels([r.probabilities for r in results], self.label_info, grid)
         return dataclasses.replace(results[0], labels=Volume(labels, grid.spacing, grid.origin, grid.direction),
                                    probabilities=mean, seconds=sum(r.seconds for r in results))
 

@@ -73,7 +73,7 @@ def probabilities(bundles: dict[str, Path], scans: list, root: Path,
     metadata = {name: seg.bundle.metadata for name, seg in segmenters.items()}  # each bundle loaded once, sha256-checked
     trained = {name: trained_case_names(meta) for name, meta in metadata.items()}
     volumes = {s.name: read_image(s.image(root)) for s in scans if any(s.name not in t for t in trained.values())}
-    references = {s.name: (s.reference(volumes[s.name], root), volumes[s.name].spacing) for s in scans if s.name in volumes}
+    references = {s.name: (s.reference(volumes[s.name], root), volumes[s.name]) for s in scans if s.name in volumes}
     for name, seg in segmenters.items():
         for scan in scans:
             if scan.name in volumes and scan.name not in trained[name]:
@@ -82,10 +82,11 @@ def probabilities(bundles: dict[str, Path], scans: list, root: Path,
 
 
 def group_dice(members: tuple[str, ...], scan, probs: dict, references: dict) -> dict[str, float]:
-    """Dice per scored organ of the argmax of the members' mean probabilities (largest pieces kept)."""
-    labels, _ = mean_labels([probs[m, scan.name] for m in members], [lab.value for lab in ABDOMEN_LABELS])
-    reference, spacing = references[scan.name]
-    metrics = evaluate_labels(labels, reference, ABDOMEN_LABELS, spacing)
+    """Dice per scored organ of the argmax of the members' mean probabilities (one piece of each organ kept, as
+    the ``Segmenter`` keeps it). ``references``: per scan, its reference labels and its image (the grid)."""
+    reference, grid = references[scan.name]
+    labels, _ = mean_labels([probs[m, scan.name] for m in members], list(ABDOMEN_LABELS), grid)
+    metrics = evaluate_labels(labels, reference, ABDOMEN_LABELS, grid.spacing)
     return {o: round(float(metrics[o]["dice"]), 4) for o in scan.organs}
 
 

@@ -239,6 +239,14 @@ def largest_pieces(labels: np.ndarray, values: list[int], placement: Placement |
     return out, found
 
 
+def organ_pieces(labels: np.ndarray, label_info: list[LabelInfo], grid: Volume,
+                 layout: dict[str, tuple[float, float, float]] | None) -> tuple[np.ndarray, dict[int, Pieces]]:
+    """:func:`largest_pieces` of the organs of ``label_info`` in ``labels`` (an array on ``grid``) under
+    ``layout`` (:func:`.organ_layout.layout_for`; ``None``: the largest piece of each)."""
+    placement = Placement.of(labels, grid, label_info, layout) if layout else None
+    return largest_pieces(labels, [lab.value for lab in label_info], placement, float(np.prod(grid.spacing)) / 1000.0)
+
+
 def keep_largest_component(labels: np.ndarray, values: list[int]) -> np.ndarray:
     """Per label value, keep only its largest 26-connected component (organs are one piece)."""
     return largest_pieces(labels, values)[0]
@@ -457,7 +465,7 @@ class Segmenter:
         labels = uncrop(logits.argmax(1)[0].numpy().astype(np.uint8), bbox, model_space.array.shape)
         dropped, moved = {}, ()
         if self.largest_component:  # one pass keeps each organ's piece (the largest, unless out of place) and says which rivalled it
-            labels, pieces = self.keep_pieces(labels, model_space)
+            labels, pieces = organ_pieces(labels, self.label_info, model_space, self.layout)
             dropped = rivals(pieces, self.label_info, model_space.spacing)
             moved = tuple(lab.name for lab in self.label_info if lab.value in pieces and pieces[lab.value].out_of_place)
         model_labels = Volume(labels, model_space.spacing, model_space.origin, model_space.direction)
@@ -475,12 +483,6 @@ class Segmenter:
         report(1.0, "done")
         return Segmentation(result, self.label_info, name, reason, probs, time.perf_counter() - t0, *detected, rival_pieces=dropped,
                             out_of_place=moved)
-
-    def keep_pieces(self, labels: np.ndarray, grid: Volume) -> tuple[np.ndarray, dict[int, Pieces]]:
-        """:func:`largest_pieces` of ``labels`` (on ``grid``) under this model's organ layout, when it has one."""
-        values = [lab.value for lab in self.label_info]
-        placement = Placement.of(labels, grid, self.label_info, self.layout) if self.layout else None
-        return largest_pieces(labels, values, placement, float(np.prod(grid.spacing)) / 1000.0)
 
     def smooth_labels(self, nearest: Volume, probs: np.ndarray, bbox: tuple[slice, ...], model_space: Volume,
                       volume: Volume, moved: tuple[str, ...] = ()) -> Volume:

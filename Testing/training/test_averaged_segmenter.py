@@ -11,6 +11,7 @@ import pytest
 from MultiModalSegLib.errors import InputError
 from MultiModalSegLib.inference.segmenter import Segmentation
 from MultiModalSegLib.io import Volume
+from MultiModalSegLib.labels import LabelInfo
 from Testing.conftest import load_script
 
 EYE = tuple(np.eye(3).ravel())
@@ -23,6 +24,7 @@ class FakeMember:
     def __init__(self, probabilities: np.ndarray, labels=LABELS, name="m", version="1.0.0") -> None:
         self.p = probabilities.astype(np.float32)
         self.bundle = SimpleNamespace(metadata={"labels": labels, "name": name, "version": version})
+        self.label_info = [LabelInfo(d["value"], d["name"], (0, 0, 0)) for d in labels]
 
     def segment(self, volume, modality="auto", *, probabilities=False):
         labels = Volume(np.argmax(self.p, 0).astype(np.uint8), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), EYE)

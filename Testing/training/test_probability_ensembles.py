@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from MultiModalSegLib.io import Volume
 from Testing.conftest import load_script
 from training.real_scans import RealScan
 
@@ -40,7 +41,7 @@ def test_a_group_takes_the_argmax_of_its_members_mean(pe):
     reference = np.zeros((4, 4, 4), np.uint8)
     reference[:2] = 1
     probs = {("sure", "s"): _probs(0.9), ("unsure", "s"): _probs(0.3), ("against", "s"): _probs(0.0)}
-    refs = {"s": (reference, (1.0, 1.0, 1.0))}
+    refs = {"s": (reference, Volume(np.zeros((4, 4, 4), np.float32), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)))}
     assert pe.group_dice(("sure",), scan, probs, refs) == {"liver": 1.0}
     assert pe.group_dice(("unsure",), scan, probs, refs) == {"liver": 0.0}
     assert pe.group_dice(("sure", "unsure"), scan, probs, refs) == {"liver": 1.0}  # mean 0.6
