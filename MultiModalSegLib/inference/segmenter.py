@@ -17,7 +17,7 @@ of the passes are averaged.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -218,6 +218,22 @@ def largest_pieces(labels: np.ndarray, values: list[int], placement: Placement |
     :data:`RIVAL_MIN_ML` ml (``voxel_ml`` a voxel) that lies nearest the organ's place among the others."""
     out = labels.copy()
     found = {}
+    for value, box, mask, comp in split_organs(labels, values):
+        sizes = np.bincount(comp.ravel())
+        sizes[0] = 0
+        largest = keep = int(sizes.argmax())
+        if placement is not None:
+            candidates = [int(i) for i in np.flatnonzero(sizes >= RIVAL_SHARE * sizes[largest]) if sizes[i] * voxel_ml >= RIVAL_MIN_ML]
+            keep = placement.choose(value, comp, candidates, largest, tuple(s.start for s in box))
+        found[value] = Pieces(int(sizes[keep]), int(np.delete(sizes, keep).max()), keep != largest)
+        out[box][mask & (comp != keep)] = 0
+    return out, found
+
+
+def split_organs(labels: np.ndarray, values: list[int]) -> Iterator[tuple[int, tuple[slice, ...], np.ndarray, np.ndarray]]:
+    """Per value of ``values`` found in more than one 26-connected piece: the value, its bounding box in
+    ``labels``, its mask there and its pieces labelled 1, 2, ... there (each value labelled in its own box;
+    one pass finds the boxes)."""
     structure = np.ones((3, 3, 3), dtype=bool)
     boxes = ndimage.find_objects(labels) if labels.size and labels.max() > 0 else []
     for value in values:
@@ -227,16 +243,7 @@ def largest_pieces(labels: np.ndarray, values: list[int], placement: Placement |
         mask = labels[box] == value
         comp, n = ndimage.label(mask, structure=structure)
         if n > 1:
-            sizes = np.bincount(comp.ravel())
-            sizes[0] = 0
-            largest = keep = int(sizes.argmax())
-            if placement is not None:
-                candidates = [int(i) for i in np.flatnonzero(sizes >= RIVAL_SHARE * sizes[largest])
-                              if sizes[i] * voxel_ml >= RIVAL_MIN_ML]
-                keep = placement.choose(value, comp, candidates, largest, tuple(s.start for s in box))
-            found[value] = Pieces(int(sizes[keep]), int(np.delete(sizes, keep).max()), keep != largest)
-            out[box][mask & (comp != keep)] = 0
-    return out, found
+            yield value, box, mask, comp
 
 
 def organ_pieces(labels: np.ndarray, label_info: list[LabelInfo], grid: Volume,
@@ -256,19 +263,12 @@ def keep_pieces_under(labels: np.ndarray, values: list[int], guide: np.ndarray) 
     """Per label value, keep only the 26-connected component of ``labels`` with the most voxels of that value in
     ``guide`` (a label map on the same grid; ties and no overlap: the larger): the piece another grid kept."""
     out = labels.copy()
-    structure = np.ones((3, 3, 3), dtype=bool)
-    boxes = ndimage.find_objects(labels) if labels.size and labels.max() > 0 else []
-    for value in values:
-        box = boxes[value - 1] if 0 < value <= len(boxes) else None
-        if box is None:
-            continue
-        mask = labels[box] == value
-        comp, n = ndimage.label(mask, structure=structure)
-        if n > 1:
-            under = np.bincount(comp[guide[box] == value], minlength=n + 1)[1:]
-            sizes = np.bincount(comp.ravel(), minlength=n + 1)[1:]
-            keep = 1 + int(np.lexsort((-sizes, -under))[0])
-            out[box][mask & (comp != keep)] = 0
+    for value, box, mask, comp in split_organs(labels, values):
+        n = int(comp.max())
+        under = np.bincount(comp[guide[box] == value], minlength=n + 1)[1:]
+        sizes = np.bincount(comp.ravel(), minlength=n + 1)[1:]
+        keep = 1 + int(np.lexsort((-sizes, -under))[0])
+        out[box][mask & (comp != keep)] = 0
     return out
 
 
