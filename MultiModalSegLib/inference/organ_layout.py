@@ -16,7 +16,7 @@ that map). :class:`Placement` applies it to one segmentation: among an organ's p
 
 The margin is a choice: larger than the differences between patients' layouts (the two real training maps
 differ by 12 to 54 mm per organ), smaller than the distances of the false pieces measured on the validation CT
-(100 to 130 mm farther than the true piece). On the validation CT it also leaves alone a left kidney whose true
+(110 to 130 mm farther than the true piece). On the validation CT it also leaves alone a left kidney whose true
 piece lies 14 mm farther from the prior than a false piece on the spleen (``training/reports/out-of-place-pieces/``).
 """
 
