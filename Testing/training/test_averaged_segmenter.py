@@ -85,3 +85,28 @@ def test_liver_ct_score_names_an_averaged_pair(tiny_bundle, tmp_path):
     rows = script.score(f"{tiny_bundle}+{tiny_bundle}", {(3.0, 3.0, 3.0): (volume, liver)})
     assert [r["quality"] for r in rows] == ["normal", "fast"]
     assert rows[0]["bundle"].count(" + ") == 1 and rows[0]["bundle"].split(" + ")[0] == rows[0]["bundle"].split(" + ")[1]
+
+
+def test_mean_labels_keep_the_piece_the_segmenter_keeps():
+    """The training CT's organs and a larger false spleen far below them: the averaged labels keep the true
+    spleen, as the Segmenter's organ layout does; for labels without a layout, the largest piece."""
+    from MultiModalSegLib.io import read_labelmap
+    from MultiModalSegLib.labels import ABDOMEN_LABELS, LABEL_REMAPS
+    from MultiModalSegLib.metrics import remap_labels
+    from Testing.conftest import REAL_CT
+
+    avg = load_script("training/averaged_segmenter.py")
+    found = read_labelmap(REAL_CT.parent / "label_totalseg.nii.gz")
+    truth = remap_labels(found.array, LABEL_REMAPS["totalsegmentator"])
+    drawn = truth.copy()
+    side = round((1.3 * (truth == 2).sum()) ** (1 / 3))
+    block = (slice(2, 2 + side), slice(40, 40 + side), slice(50, 50 + side))
+    assert not drawn[block].any()
+    drawn[block] = 2
+    probabilities = np.eye(5, dtype=np.float32)[drawn].transpose(3, 0, 1, 2)
+    grid = Volume(drawn, found.spacing, found.origin, found.direction)
+    labels, mean = avg.mean_labels([probabilities, probabilities], list(ABDOMEN_LABELS), grid)
+    assert ((labels == 2) == (truth == 2)).all() and np.allclose(mean, probabilities)
+    other = [LabelInfo(lab.value, f"organ_{lab.value}", (0, 0, 0)) for lab in ABDOMEN_LABELS]
+    labels, _ = avg.mean_labels([probabilities], other, grid)
+    assert labels[block].all() and not (labels == 2)[truth == 2].any()
