@@ -5,7 +5,8 @@
 
 Writes ``status.md`` (steps done, training hours per session, the validation Dice at every
 validation step and each modality's mean over the last three checks, then the same for each organ's
-largest piece at the checks that logged it, and for a recipe with ``weight_average`` the same for the mean of
+largest piece at the checks that logged it, and for the piece the ``Segmenter`` keeps under its organ layout where
+the checks logged that, and for a recipe with ``weight_average`` the same for the mean of
 its weights so far) and ``status.png`` (loss curves, validation Dice) to ``--out``; ``--name`` sets
 their file stem. Each ``--beside OTHER_RUN`` adds that run's validation Dice at the same steps, one
 table per modality, so that a run in progress is read against finished ones at equal training.
@@ -57,6 +58,11 @@ def status_markdown(records: list[dict], title: str) -> str:
         if kept:
             lines += ["", "The same checks scored as the bundle segments, each organ's largest piece alone (at the "
                       "checks that logged it):", "", *dice_table(kept), "", recent_means(kept)]
+        delivered = validations(records, AS_DELIVERED)
+        if delivered:
+            lines += ["", "The same checks scored with the piece the `Segmenter` now keeps (the largest unless the organ "
+                      "layout finds it out of place; at the checks that logged it):", "", *dice_table(delivered), "",
+                      recent_means(delivered)]
         averaged = validations(records, AVERAGE)
         if averaged:
             lines += ["", "The mean of the weights so far (`weight_average`, what the run's bundle will carry), each "
@@ -85,6 +91,7 @@ def recent_means(by_step: dict[int, dict], last: int = 3) -> str:
 
 
 LARGEST_PIECE = "dice_largest_piece"
+AS_DELIVERED = "dice_as_delivered"
 AVERAGE = ("weight_average", LARGEST_PIECE)
 
 

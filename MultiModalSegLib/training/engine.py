@@ -547,7 +547,7 @@ class Trainer:
                 if self.is_main and self.val_cases and (self.step % cfg.validate_every == 0 or self.step == cfg.steps):
                     preds = predict_cases(self.method.inference_network(), self.val_cases, cfg.patch_size, self.device,
                                           cfg.amp, polarity_ensemble=self.polarity_ensemble)
-                    scores = dice_both_ways(preds, self.val_cases, self.labels)
+                    scores = dice_both_ways(preds, self.val_cases, self.labels, cfg.spacing)
                     val = scores["dice"]
                     if self.weight_average and self.weight_average.count:
                         scores["weight_average"] = {"count": self.weight_average.count, **self._validate_average()}
@@ -719,7 +719,7 @@ class Trainer:
         net.load_state_dict(self.weight_average.averaged(net.state_dict()))
         preds = predict_cases(net, self.val_cases, self.cfg.patch_size, self.device, self.cfg.amp,
                               polarity_ensemble=self.polarity_ensemble)
-        return dice_both_ways(preds, self.val_cases, self.labels)
+        return dice_both_ways(preds, self.val_cases, self.labels, self.cfg.spacing)
 
 
 def _profiles_before_recording(modalities: list[str]) -> dict:

@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from ..data.loading import PreparedCase
-from ..inference.segmenter import keep_largest_component
+from ..inference.organ_layout import layout_for
+from ..inference.segmenter import keep_largest_component, organ_pieces
 from ..inference.sliding_window import BUNDLE_WINDOWS, add_pass_probabilities, predict_logits
+from ..io import Volume
 from ..labels import LabelInfo
 from ..metrics import dice_scores
 
@@ -43,14 +45,21 @@ def predict_cases(
 
 
 def dice_summary(
-    preds: Sequence[np.ndarray], cases: Sequence[PreparedCase], labels: Sequence[LabelInfo], largest_piece: bool = False
+    preds: Sequence[np.ndarray], cases: Sequence[PreparedCase], labels: Sequence[LabelInfo], largest_piece: bool = False,
+    spacing: Sequence[float] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Mean Dice per modality per label of ``preds`` against the cases' labels, and each modality's mean
-    over its labels. ``largest_piece``: score each organ's largest 26-connected piece alone, as the
-    ``Segmenter`` keeps it by default, so the figure is what the bundle will deliver."""
+    over its labels. ``largest_piece``: score each organ's largest 26-connected piece alone. ``spacing``
+    (the model space's x, y, z mm; it is LPS-aligned) with it: score the piece the ``Segmenter`` keeps, the
+    largest unless the organ layout finds it out of place (:mod:`..inference.organ_layout`), so that the
+    figure is what the bundle will deliver."""
     per_modality: dict[str, list[dict[str, float]]] = {}
+    layout = layout_for(list(labels)) if spacing is not None else None
     for pred, case in zip(preds, cases, strict=True):
-        if largest_piece:
+        if largest_piece and layout:
+            grid = Volume(pred, tuple(float(s) for s in spacing), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+            pred = organ_pieces(pred, list(labels), grid, layout)[0]
+        elif largest_piece:
             pred = keep_largest_component(pred, [lab.value for lab in labels])
         per_modality.setdefault(case.modality, []).append(dice_scores(pred, case.label, labels))
     summary = {}
@@ -61,10 +70,16 @@ def dice_summary(
     return summary
 
 
-def dice_both_ways(preds: Sequence[np.ndarray], cases: Sequence[PreparedCase], labels: Sequence[LabelInfo]) -> dict[str, dict]:
-    """``preds`` scored both ways by :func:`dice_summary`: ``{"dice": every piece (the in-run figure every run
-    logs), "dice_largest_piece": each organ's largest piece (what the bundle delivers)}``."""
-    return {"dice": dice_summary(preds, cases, labels), "dice_largest_piece": dice_summary(preds, cases, labels, largest_piece=True)}
+def dice_both_ways(preds: Sequence[np.ndarray], cases: Sequence[PreparedCase], labels: Sequence[LabelInfo],
+                   spacing: Sequence[float] | None = None) -> dict[str, dict]:
+    """``preds`` scored by :func:`dice_summary`: ``{"dice": every piece (the in-run figure every run logs),
+    "dice_largest_piece": each organ's largest piece}``, and with the model space's ``spacing`` for labels that
+    have an organ layout ``"dice_as_delivered"``: the piece the ``Segmenter`` keeps (the largest unless out of
+    place; older runs logged the largest piece alone as what the bundle delivers)."""
+    scores = {"dice": dice_summary(preds, cases, labels), "dice_largest_piece": dice_summary(preds, cases, labels, largest_piece=True)}
+    if spacing is not None and layout_for(list(labels)):
+        scores["dice_as_delivered"] = dice_summary(preds, cases, labels, largest_piece=True, spacing=spacing)
+    return scores
 
 
 def validate(

@@ -157,3 +157,18 @@ def test_the_status_names_the_overlap_its_checks_ran_at(status_script, tmp_path)
                                                              for r in records))
     status_script.main(["--run", str(tmp_path / "old"), "--out", str(tmp_path / "report")])
     assert "model space; sliding windows at overlap 0.5):" in (tmp_path / "report" / "status.md").read_text()
+
+
+def test_the_pieces_kept_as_delivered_get_their_own_table_where_logged(status_script, tmp_path):
+    write_run(tmp_path / "run", {250: (0.2, 0.0), 500: (0.4, 0.2)})
+    progress = tmp_path / "run" / "progress.jsonl"
+    records = [json.loads(line) for line in progress.read_text().splitlines()]
+    for r in records:
+        if r["event"] == "validation" and r["step"] == 500:
+            r["dice_largest_piece"] = {"CT": dice(0.6, 0.0), "MR": dice(0.3, 0.2)}
+            r["dice_as_delivered"] = {"CT": dice(0.6, 0.7), "MR": dice(0.3, 0.2)}
+    progress.write_text("".join(json.dumps(r) + "\n" for r in records))
+    status_script.main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "report")])
+    text = (tmp_path / "report" / "status.md").read_text()
+    delivered = text[text.index("the piece the `Segmenter` now keeps"):]
+    assert "| 500 | 0.600 | 0.700 | 0.300 | 0.200 |" in delivered and "| 250 |" not in delivered

@@ -251,6 +251,7 @@ def test_validation_and_bundle_metadata(phantom_dir, tmp_path):
     [check] = [r for r in read_progress(tmp_path / "progress.jsonl") if r["event"] == "validation"]
     assert check["dice"] == result.validation  # the plain figure, as every earlier run logged it
     assert {m: set(d) for m, d in check["dice_largest_piece"].items()} == {m: set(d) for m, d in result.validation.items()}
+    assert {m: set(d) for m, d in check["dice_as_delivered"].items()} == {m: set(d) for m, d in result.validation.items()}
     from MultiModalSegLib.inference.sliding_window import BUNDLE_WINDOWS
 
     assert {k: meta["inference"][k] for k in BUNDLE_WINDOWS} == BUNDLE_WINDOWS  # the windows its checks ran

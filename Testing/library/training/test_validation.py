@@ -83,3 +83,29 @@ def test_the_in_run_check_runs_the_sliding_window_its_bundle_declares(monkeypatc
     image = np.full((16, 16, 16), 0.9, np.float32)
     predict_cases(DarkIsOrgan(), [PreparedCase("ct", "CT", image, None, 1.0)], (8, 8, 8), torch.device("cpu"), amp=False)
     assert seen == [BUNDLE_WINDOWS] and BUNDLE_WINDOWS["overlap"] == 0.5 and BUNDLE_WINDOWS["mode"] == "gaussian"
+
+
+def test_as_delivered_scores_the_piece_the_segmenter_keeps():
+    """The training CT's organs (model space, LPS-aligned at 3 mm) predicted with a larger false spleen far below
+    them: the largest piece scores the spleen 0, the piece kept as delivered (the organ layout) scores it 1."""
+    from conftest import REAL_CT
+
+    from MultiModalSegLib.io import read_labelmap
+    from MultiModalSegLib.labels import ABDOMEN_LABELS, LABEL_REMAPS
+    from MultiModalSegLib.metrics import remap_labels
+    from MultiModalSegLib.preprocessing import to_model_space
+
+    found = to_model_space(read_labelmap(REAL_CT.parent / "label_totalseg.nii.gz"), [3.0, 3.0, 3.0], is_label=True)
+    truth = remap_labels(found.array, LABEL_REMAPS["totalsegmentator"]).astype(np.uint8)
+    pred = truth.copy()
+    side = round((1.3 * (truth == 2).sum()) ** (1 / 3))
+    block = (slice(2, 2 + side), slice(40, 40 + side), slice(50, 50 + side))
+    assert not pred[block].any()
+    pred[block] = 2
+    cases = [PreparedCase("ct", "CT", np.zeros(truth.shape, np.float32), truth, 1.0)]
+    scores = dice_both_ways([pred], cases, list(ABDOMEN_LABELS), spacing=(3.0, 3.0, 3.0))
+    assert scores["dice_largest_piece"]["CT"]["spleen"] == 0.0 and scores["dice_as_delivered"]["CT"]["spleen"] == 1.0
+    assert scores["dice_as_delivered"]["CT"]["liver"] == scores["dice_largest_piece"]["CT"]["liver"] == 1.0
+    assert "dice_as_delivered" not in dice_both_ways([pred], cases, list(ABDOMEN_LABELS))  # no grid given
+    organ = [LabelInfo(1, "organ", (1.0, 0.0, 0.0))]
+    assert "dice_as_delivered" not in dice_both_ways([pred], cases, organ, spacing=(3.0, 3.0, 3.0))  # no layout known
