@@ -24,16 +24,16 @@ def members(spec: str | Path) -> list[Path]:
     return [Path(part) for part in text.split(SEPARATOR)]
 
 
-def mean_labels(probabilities: list[np.ndarray], label_info: list, grid) -> tuple[np.ndarray, np.ndarray]:
+def mean_labels(probabilities: list[np.ndarray], label_info: list, grid) -> tuple[np.ndarray, np.ndarray, dict]:
     """The labels of the mean of ``probabilities`` (class first, on the grid of the Volume ``grid``): its argmax
     with one piece of each organ of ``label_info`` kept, as the ``Segmenter`` keeps it (the largest, unless
-    the organ layout finds it out of place); and the mean."""
+    the organ layout finds it out of place); the mean; and the organs' pieces (``segmenter.Pieces`` by value)."""
     from MultiModalSegLib.inference.organ_layout import layout_for
     from MultiModalSegLib.inference.segmenter import organ_pieces
 
     mean = sum(p.astype(np.float32) for p in probabilities) / len(probabilities)
-    labels = np.argmax(mean, axis=0).astype(np.uint8)
-    return organ_pieces(labels, list(label_info), grid, layout_for(list(label_info)))[0], mean
+    labels, pieces = organ_pieces(np.argmax(mean, axis=0).astype(np.uint8), list(label_info), grid, layout_for(list(label_info)))
+    return labels, mean, pieces
 
 
 class AveragedSegmenter:
@@ -56,10 +56,14 @@ class AveragedSegmenter:
         from MultiModalSegLib.io import Volume
 
         results = [m.segment(volume, modality, probabilities=True) for m in self.members]
+        from MultiModalSegLib.inference.segmenter import rivals
+
         grid = results[0].labels
-        labels, mean = mean_labels([r.probabilities for r in results], self.label_info, grid)
+        labels, mean, pieces = mean_labels([r.probabilities for r in results], self.label_info, grid)
+        moved = tuple(lab.name for lab in self.label_info if lab.value in pieces and pieces[lab.value].out_of_place)
         return dataclasses.replace(results[0], labels=Volume(labels, grid.spacing, grid.origin, grid.direction),
-                                   probabilities=mean, seconds=sum(r.seconds for r in results))
+                                   probabilities=mean, seconds=sum(r.seconds for r in results),
+                                   rival_pieces=rivals(pieces, self.label_info, grid.spacing), out_of_place=moved)
 
 
 def segmenter(spec: str | Path, **options):

@@ -85,7 +85,7 @@ def group_dice(members: tuple[str, ...], scan, probs: dict, references: dict) ->
     """Dice per scored organ of the argmax of the members' mean probabilities (one piece of each organ kept, as
     the ``Segmenter`` keeps it). ``references``: per scan, its reference labels and its image (the grid)."""
     reference, grid = references[scan.name]
-    labels, _ = mean_labels([probs[m, scan.name] for m in members], list(ABDOMEN_LABELS), grid)
+    labels = mean_labels([probs[m, scan.name] for m in members], list(ABDOMEN_LABELS), grid)[0]
     metrics = evaluate_labels(labels, reference, ABDOMEN_LABELS, grid.spacing)
     return {o: round(float(metrics[o]["dice"]), 4) for o in scan.organs}
 

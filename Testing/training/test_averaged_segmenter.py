@@ -28,7 +28,8 @@ class FakeMember:
 
     def segment(self, volume, modality="auto", *, probabilities=False):
         labels = Volume(np.argmax(self.p, 0).astype(np.uint8), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), EYE)
-        return Segmentation(labels, [], "CT", "given", self.p if probabilities else None, 1.5)
+        return Segmentation(labels, [], "CT", "given", self.p if probabilities else None, 1.5,
+                            rival_pieces={"liver": (9.0, 9.0)})  # a member's own rival, which the average must not carry
 
 
 def test_members_of_a_spec():
@@ -66,6 +67,7 @@ def test_labels_follow_the_mean_probabilities_and_keep_the_largest_piece(monkeyp
     expected[0, 3, 0] = 0  # spleen by the mean, a piece apart from the spleen: dropped
     assert np.array_equal(result.labels.array, expected)
     assert np.allclose(result.probabilities, (a + b) / 2.0) and result.seconds == 3.0
+    assert result.rival_pieces == {} and result.out_of_place == ()  # the averaged labels' pieces, not a member's
     assert avg.described(seg) == "a 1.0.0 + b 2.0.0"
 
 
@@ -105,8 +107,8 @@ def test_mean_labels_keep_the_piece_the_segmenter_keeps():
     drawn[block] = 2
     probabilities = np.eye(5, dtype=np.float32)[drawn].transpose(3, 0, 1, 2)
     grid = Volume(drawn, found.spacing, found.origin, found.direction)
-    labels, mean = avg.mean_labels([probabilities, probabilities], list(ABDOMEN_LABELS), grid)
-    assert ((labels == 2) == (truth == 2)).all() and np.allclose(mean, probabilities)
+    labels, mean, pieces = avg.mean_labels([probabilities, probabilities], list(ABDOMEN_LABELS), grid)
+    assert ((labels == 2) == (truth == 2)).all() and np.allclose(mean, probabilities) and pieces[2].out_of_place
     other = [LabelInfo(lab.value, f"organ_{lab.value}", (0, 0, 0)) for lab in ABDOMEN_LABELS]
-    labels, _ = avg.mean_labels([probabilities], other, grid)
-    assert labels[block].all() and not (labels == 2)[truth == 2].any()
+    labels, _, pieces = avg.mean_labels([probabilities], other, grid)
+    assert labels[block].all() and not (labels == 2)[truth == 2].any() and not pieces[2].out_of_place
