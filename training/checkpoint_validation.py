@@ -1,7 +1,8 @@
 """A run's last checkpoint scored on the run's validation cases two ways: every piece the network calls an
 organ (what in-run checks logged as ``dice``, the only figure of runs stopped before they logged
-``dice_largest_piece``) and each organ's largest piece alone (what its bundle would deliver). Model space,
-the same prediction for both, as an in-run check.
+``dice_largest_piece``), each organ's largest piece alone, and the piece the ``Segmenter`` keeps (the largest
+unless the organ layout finds it out of place: what its bundle would deliver, ``dice_as_delivered``). Model
+space, the same prediction for all, as an in-run check.
 
     python training/checkpoint_validation.py \
         --run training/runs-in-progress/abdomen-ummkd-synth-16=training/configs/abdomen_synth_v16.json \
@@ -62,20 +63,23 @@ def score_checkpoint(run: Path, config: Path, normalisation_ensemble: dict[str, 
                              "trained with (the one in its folder's history)") from exc
         preds = predict_cases(trainer.method.inference_network(), trainer.val_cases, cfg.patch_size, trainer.device,
                               cfg.amp, polarity_ensemble=trainer.polarity_ensemble)
-        scores = dice_both_ways(preds, trainer.val_cases, trainer.labels)
+        scores = dice_both_ways(preds, trainer.val_cases, trainer.labels, cfg.spacing)
         return {"run": run.name, "step": trainer.step, "cases": [c.name for c in trainer.val_cases],
                 "normalisation_ensemble": {m: list(f) for m, f in trainer.normalisation_ensemble.items()},
-                "every_piece": scores["dice"], "largest_piece": scores["dice_largest_piece"]}
+                "every_piece": scores["dice"], "largest_piece": scores["dice_largest_piece"],
+                "as_delivered": scores.get("dice_as_delivered")}
 
 
 def markdown(rows: list[dict]) -> str:
-    """A row per run and modality; each cell the organ's Dice every piece -> largest piece."""
+    """A row per run and modality; each cell the organ's Dice every piece -> largest piece (-> as delivered, where
+    the labels have an organ layout)."""
     organs = [o for o in next(iter(rows[0]["every_piece"].values())) if o != "mean"]
     lines = ["| run | step | modality | " + " | ".join([*organs, "mean"]) + " |", "|---|---:|---|" + "---:|" * (len(organs) + 1)]
     for r in rows:
         for modality, every in r["every_piece"].items():
             kept = r["largest_piece"][modality]
-            cells = [f"{every[o]:.3f} -> {kept[o]:.3f}" for o in [*organs, "mean"]]
+            delivered = (r.get("as_delivered") or {}).get(modality)
+            cells = [f"{every[o]:.3f} -> {kept[o]:.3f}" + (f" -> {delivered[o]:.3f}" if delivered else "") for o in [*organs, "mean"]]
             lines.append(f"| {r['run']} | {r['step']} | {modality} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -94,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         "# Runs' last checkpoints: every piece and largest piece\n\n"
         f"Validation Dice in model space on each run's validation cases ({', '.join(cases)}), from one prediction "
         "per case: every piece the network calls an organ (the in-run `dice`) -> each organ's largest piece alone "
-        "(what the bundle keeps). Regenerate: `python training/checkpoint_validation.py "
+        "-> the piece the `Segmenter` keeps (the largest unless the organ layout finds it out of place; what the "
+        "bundle delivers). Regenerate: `python training/checkpoint_validation.py "
         + " ".join(f"--run {run}={config}" for run, config in args.run)
         + normalisation_args(ensemble)
         + f" --out {args.out}`. Each case predicted as the run's bundle would segment it"

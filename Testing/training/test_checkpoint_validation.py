@@ -30,13 +30,14 @@ def test_the_checkpoint_gives_the_run_s_own_last_check_both_ways(phantom_dir, tm
     for modality, every in check["dice"].items():
         assert row["every_piece"][modality] == pytest.approx(every, nan_ok=True)
         assert row["largest_piece"][modality] == pytest.approx(check["dice_largest_piece"][modality], nan_ok=True)
+        assert row["as_delivered"][modality] == pytest.approx(check["dice_as_delivered"][modality], nan_ok=True)
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # the run folder is read, never written
     config.write_text(json.dumps({**settings, "lr": 0.02}))  # not the recipe the checkpoint was trained with
     with pytest.raises(SystemExit, match="its checkpoint does not match"):
         script.score_checkpoint(run, config)
     text = (tmp_path / "report" / "checkpoint_validation.md").read_text()
-    liver = row["every_piece"]["CT"]["liver"], row["largest_piece"]["CT"]["liver"]
-    assert f"| run | 3 | CT | {liver[0]:.3f} -> {liver[1]:.3f} |" in text
+    liver = row["every_piece"]["CT"]["liver"], row["largest_piece"]["CT"]["liver"], row["as_delivered"]["CT"]["liver"]
+    assert f"| run | 3 | CT | {liver[0]:.3f} -> {liver[1]:.3f} -> {liver[2]:.3f} |" in text
     assert row["normalisation_ensemble"] == {}
 
 
