@@ -8,7 +8,7 @@ Each ``--setting NAME=KEY:VALUE,...`` is a :class:`~MultiModalSegLib.inference.s
 overlap and blending) and whether the ``Segmenter`` chooses each organ's piece with its organ layout
 (``organ_layout:1``, the default) or by size alone (``organ_layout:0``; :mod:`MultiModalSegLib.inference.organ_layout`).
 Every bundle segments every real scan it did not train on under every setting, through
-the ordinary ``Segmenter`` (largest piece of each organ kept), and each organ's Dice is written per
+the ordinary ``Segmenter`` (one piece of each organ kept, as it keeps them), and each organ's Dice is written per
 setting, beside the spread over the settings (highest minus lowest). A network whose figure moves
 with the overlap or the window size is judged by where its windows happened to fall as much as by
 what it learnt; one that holds is not. Writes ``window_settings.md`` and ``window_settings.json``.
