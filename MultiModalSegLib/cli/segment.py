@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probabilities", action="store_true", help="also write class probabilities (default: off)")
     p.add_argument("--no-largest-component", action="store_true",
                    help="keep every connected piece of each organ (default: only each organ's largest piece)")  # fmt: skip
+    p.add_argument("--no-organ-layout", action="store_true",
+                   help="keep each organ's largest piece even where it lies far from where the organ lies among the "
+                        "others (default: such a piece is dropped for one of at least half its size that lies there)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them); never an input")
     p.add_argument("--strict", action="store_true",
                    help="a result in which every organ is empty is a failure: nothing is written for it and the exit "
@@ -209,7 +212,8 @@ def _segment(args: argparse.Namespace, todo: list[tuple[int, CaseInput, Path]], 
 
     device = str(worker_device(resolve_device(args.device))) if launched else args.device
     segmenter = Segmenter(
-        args.model, device=device, quality=args.quality, largest_component=not args.no_largest_component
+        args.model, device=device, quality=args.quality, largest_component=not args.no_largest_component,
+        organ_layout=not args.no_organ_layout,
     )
     print(f"model: {segmenter.bundle.name} ({segmenter.bundle.path}) on {segmenter.device}", file=sys.stderr)
     if segmenter.provenance.status == UNVERIFIED:

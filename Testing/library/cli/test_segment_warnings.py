@@ -119,3 +119,23 @@ def test_a_largest_piece_dropped_as_out_of_place_is_said_so():
     assert record["rival_pieces"]["spleen"] == {"kept_ml": 70.0, "dropped_ml": 78.0, "out_of_place": True}
     assert record["rival_pieces"]["kidney_right"]["out_of_place"] is False
     assert any(w.startswith("spleen: its largest piece (about 78 mL) lay far from where the spleen lies") for w in record["warnings"])
+
+
+@pytest.mark.parametrize(("flags", "layout"), [([], True), (["--no-organ-layout"], False)])
+def test_no_organ_layout_keeps_the_largest_piece(tmp_path, capsys, monkeypatch, flags, layout):
+    """``--no-organ-layout`` builds the Segmenter without its organ layout (the largest piece kept wherever it lies)."""
+    import MultiModalSegLib.inference as inference
+
+    built = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(*args, **kwargs):
+        built.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(inference, "Segmenter", capture)
+    with pytest.raises(Stop):
+        main(["segment", str(REAL_CT), "-o", str(tmp_path), *flags])
+    assert built["organ_layout"] is layout and built["largest_component"] is True
