@@ -43,11 +43,11 @@ ABDOMEN_LAYOUT: dict[str, tuple[float, float, float]] = {
 
 
 def layout_for(label_info: list[LabelInfo]) -> dict[str, tuple[float, float, float]] | None:
-    """The reference layout of a model's organs: :data:`ABDOMEN_LAYOUT` where every label of the model is one
-    of its organs (at least two), else ``None`` (no layout is known; the largest piece is kept)."""
+    """The reference layout of a model's organs: :data:`ABDOMEN_LAYOUT` where the model's labels are exactly its
+    organs (each place is taken among all four), else ``None`` (no layout is known; the largest piece is kept)."""
     names = [lab.name for lab in label_info]
-    if len(names) >= 2 and set(names) <= set(ABDOMEN_LAYOUT):
-        return {name: ABDOMEN_LAYOUT[name] for name in names}
+    if len(names) == len(ABDOMEN_LAYOUT) and set(names) == set(ABDOMEN_LAYOUT):
+        return dict(ABDOMEN_LAYOUT)
     return None
 
 

@@ -42,8 +42,9 @@ def test_the_abdomen_layout_is_that_of_the_training_ct_map():
 
 def test_a_layout_is_known_only_for_the_abdominal_organs():
     assert layout_for(list(ABDOMEN_LABELS)) == ABDOMEN_LAYOUT
-    assert layout_for([ABDOMEN_LABELS[0], ABDOMEN_LABELS[1]]) == {o: ABDOMEN_LAYOUT[o] for o in ("liver", "spleen")}
-    assert layout_for([ABDOMEN_LABELS[1]]) is None  # one organ has no others to lie among
+    assert layout_for(list(ABDOMEN_LABELS)[::-1]) == ABDOMEN_LAYOUT
+    assert layout_for([ABDOMEN_LABELS[0], ABDOMEN_LABELS[1]]) is None  # places are taken among all four organs
+    assert layout_for([ABDOMEN_LABELS[1]]) is None
     assert layout_for([ABDOMEN_LABELS[0], LabelInfo(2, "pancreas", (1, 2, 3))]) is None
 
 
