@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from conftest import REAL_CT
 
 from MultiModalSegLib.inference import Segmenter
 from MultiModalSegLib.inference.organ_layout import (
@@ -17,6 +16,7 @@ from MultiModalSegLib.io import Volume, read_image, read_labelmap
 from MultiModalSegLib.labels import ABDOMEN_LABELS, LABEL_REMAPS, LabelInfo
 from MultiModalSegLib.metrics import remap_labels
 from MultiModalSegLib.preprocessing import to_input_grid
+from Testing.conftest import REAL_CT
 
 REAL_CT_LABELS = REAL_CT.parent / "label_totalseg.nii.gz"
 VALUES = [lab.value for lab in ABDOMEN_LABELS]

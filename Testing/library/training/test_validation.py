@@ -88,12 +88,11 @@ def test_the_in_run_check_runs_the_sliding_window_its_bundle_declares(monkeypatc
 def test_as_delivered_scores_the_piece_the_segmenter_keeps():
     """The training CT's organs (model space, LPS-aligned at 3 mm) predicted with a larger false spleen far below
     them: the largest piece scores the spleen 0, the piece kept as delivered (the organ layout) scores it 1."""
-    from conftest import REAL_CT
-
     from MultiModalSegLib.io import read_labelmap
     from MultiModalSegLib.labels import ABDOMEN_LABELS, LABEL_REMAPS
     from MultiModalSegLib.metrics import remap_labels
     from MultiModalSegLib.preprocessing import to_model_space
+    from Testing.conftest import REAL_CT
 
     found = to_model_space(read_labelmap(REAL_CT.parent / "label_totalseg.nii.gz"), [3.0, 3.0, 3.0], is_label=True)
     truth = remap_labels(found.array, LABEL_REMAPS["totalsegmentator"]).astype(np.uint8)
