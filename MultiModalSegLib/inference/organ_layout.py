@@ -22,7 +22,7 @@ piece lies 14 mm farther from the prior than a false piece on the spleen (``trai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import ndimage
@@ -84,27 +84,24 @@ def layout_of(labels: Volume, label_info: list[LabelInfo]) -> dict[str, tuple[fl
     return {lab.name: tuple(round(float(x), 1) for x in found[lab.value]) for lab in label_info if lab.value in found}
 
 
-@dataclass(frozen=True)
 class Placement:
     """The reference layout applied to one label map on ``grid``: :meth:`choose` picks the piece to keep.
 
-    ``others``: per value, the voxel-weighted centre of the other organs' voxels in that map, every piece
-    counted (taken before any piece is dropped, so that the choice does not depend on the order of the organs).
+    The organs' centres are measured on the first choice between pieces, not before: most label maps have one
+    piece per organ and never need them. ``others``: per value, the voxel-weighted centre of the other organs'
+    voxels in the map, every piece counted (the map as given, so that the choice does not depend on the order
+    in which organs lose pieces; the caller must not change ``labels`` before choosing).
     """
 
-    grid: Volume
-    expected: dict[int, np.ndarray]  # value -> its place in the reference layout
-    others: dict[int, np.ndarray]  # value -> centre of the other values' voxels in this map
+    def __init__(self, labels: np.ndarray, grid: Volume, label_info: list[LabelInfo],
+                 layout: dict[str, tuple[float, float, float]]) -> None:
+        self.labels, self.grid, self.label_info = labels, grid, label_info
+        self.expected = {lab.value: np.asarray(layout[lab.name], dtype=float) for lab in label_info if lab.name in layout}
 
-    @classmethod
-    def of(cls, labels: np.ndarray, grid: Volume, label_info: list[LabelInfo],
-           layout: dict[str, tuple[float, float, float]]) -> Placement:
-        values = [lab.value for lab in label_info]
-        centres = organ_centres(labels, values, grid)
-        found = places(centres)
-        others = {v: centres[v][1] - found[v] for v in found}
-        expected = {lab.value: np.asarray(layout[lab.name], dtype=float) for lab in label_info if lab.name in layout}
-        return cls(grid, expected, others)
+    @cached_property
+    def others(self) -> dict[int, np.ndarray]:
+        centres = organ_centres(self.labels, [lab.value for lab in self.label_info], self.grid)
+        return {v: centres[v][1] - place for v, place in places(centres).items()}
 
     def choose(self, value: int, pieces: np.ndarray, candidates: list[int], largest: int, offset: tuple[int, ...]) -> int:
         """The piece to keep among ``candidates`` (ids of the organ's components in ``pieces``, its labelled

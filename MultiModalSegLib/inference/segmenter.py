@@ -250,7 +250,7 @@ def organ_pieces(labels: np.ndarray, label_info: list[LabelInfo], grid: Volume,
                  layout: dict[str, tuple[float, float, float]] | None) -> tuple[np.ndarray, dict[int, Pieces]]:
     """:func:`largest_pieces` of the organs of ``label_info`` in ``labels`` (an array on ``grid``) under
     ``layout`` (:func:`.organ_layout.layout_for`; ``None``: the largest piece of each)."""
-    placement = Placement.of(labels, grid, label_info, layout) if layout else None
+    placement = Placement(labels, grid, label_info, layout) if layout else None
     return largest_pieces(labels, [lab.value for lab in label_info], placement, float(np.prod(grid.spacing)) / 1000.0)
 
 

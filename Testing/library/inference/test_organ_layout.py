@@ -69,7 +69,7 @@ def with_false_spleen(labels: np.ndarray, share: float) -> tuple[np.ndarray, tup
 def test_an_out_of_place_largest_piece_is_dropped_for_the_piece_in_place():
     ref = reference_map()
     labels, block = with_false_spleen(ref.array, 1.3)
-    placement = Placement.of(labels, ref, list(ABDOMEN_LABELS), ABDOMEN_LAYOUT)
+    placement = Placement(labels, ref, list(ABDOMEN_LABELS), ABDOMEN_LAYOUT)
     voxel_ml = float(np.prod(ref.spacing)) / 1000
     kept, pieces = largest_pieces(labels, VALUES, placement, voxel_ml)
     assert pieces[2].out_of_place and pieces[2].kept == (ref.array == 2).sum() and pieces[2].dropped > pieces[2].kept
@@ -84,15 +84,15 @@ def test_a_false_piece_under_half_the_largest_or_within_the_margin_changes_nothi
     voxel_ml = float(np.prod(ref.spacing)) / 1000
     # the true spleen is under half the false block: not a candidate, the largest stays
     labels, block = with_false_spleen(ref.array, 2.3)
-    kept, pieces = largest_pieces(labels, VALUES, Placement.of(labels, ref, list(ABDOMEN_LABELS), ABDOMEN_LAYOUT), voxel_ml)
+    kept, pieces = largest_pieces(labels, VALUES, Placement(labels, ref, list(ABDOMEN_LABELS), ABDOMEN_LAYOUT), voxel_ml)
     assert kept[block].all() and not pieces[2].out_of_place
     # a layout that puts the spleen between its true piece and the false one: neither is 50 mm nearer
     labels, block = with_false_spleen(ref.array, 1.3)
-    placement = Placement.of(labels, ref, list(ABDOMEN_LABELS), ABDOMEN_LAYOUT)
+    placement = Placement(labels, ref, list(ABDOMEN_LABELS), ABDOMEN_LAYOUT)
     z, y, x = np.argwhere(labels[block] == 2).mean(0) + [s.start for s in block]
     false_place = physical_points(np.array([z, y, x]), ref) - placement.others[2]
     halfway = {**ABDOMEN_LAYOUT, "spleen": tuple((false_place + np.array(ABDOMEN_LAYOUT["spleen"])) / 2)}
-    kept, pieces = largest_pieces(labels, VALUES, Placement.of(labels, ref, list(ABDOMEN_LABELS), halfway), voxel_ml)
+    kept, pieces = largest_pieces(labels, VALUES, Placement(labels, ref, list(ABDOMEN_LABELS), halfway), voxel_ml)
     assert kept[block].all() and not pieces[2].out_of_place
     assert LAYOUT_MARGIN_MM == 50.0
 
