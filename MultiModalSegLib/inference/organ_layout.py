@@ -107,7 +107,7 @@ class Placement:
         """The piece to keep among ``candidates`` (ids of the organ's components in ``pieces``, its labelled
         bounding box, whose first voxel is at index ``offset`` of the map): ``largest`` unless another candidate
         lies at least :data:`LAYOUT_MARGIN_MM` nearer the organ's place among the others."""
-        if value not in self.expected or value not in self.others or len(candidates) < 2:
+        if len(candidates) < 2 or value not in self.expected or value not in self.others:
             return largest
         centres = np.asarray(ndimage.center_of_mass(pieces > 0, pieces, candidates)) + np.asarray(offset, dtype=float)
         distance = np.linalg.norm(physical_points(centres, self.grid) - self.others[value] - self.expected[value], axis=-1)
