@@ -5,10 +5,9 @@ side by side, with the loss each gives on the same batch from the same weights.
     python benchmarks/training_precision.py --config training/configs/abdomen_synth_default.json
     python benchmarks/training_precision.py --quick              # a tiny network (used by the tests)
 
-The recipe's method and network train on random batches of its patch and batch size (the cost of a step
-does not depend on what the voxels hold): forward, losses, backward and an AdamW step, as ``Trainer``
-does. The two precisions alternate step by step after a warm-up of each (so a drift in machine load is
-shared); a precision's figure is the median of its timed steps, and the ratio is float32's over bfloat16's.
+The recipe's method and network train on random batches of its patch and batch size, the two precisions
+alternating step by step (``benchmarks/recipe_step.py``); a precision's figure is the median of its timed
+steps, and the ratio is float32's over bfloat16's.
 Before timing, both compute the loss of one batch from the same weights: their difference says how far
 bfloat16 moves what the optimiser sees. bfloat16 is only worth asking for where the processor computes it
 (AVX512-BF16 or AMX, ``MultiModalSegLib.device.cpu_bfloat16_native``); elsewhere PyTorch emulates it and
@@ -18,19 +17,16 @@ the ratio falls below 1, which the table then shows. Results: ``benchmarks/resul
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.recipe_step import alternate, machine, recipe_method, timed_step  # noqa: E402
 from benchmarks.results_files import save_results  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "training" / "configs" / "abdomen_synth_v23.json"
-QUICK = {"network": {"name": "unet3d", "params": {"features": [4, 8, 16]}}, "patch_size": [16, 32, 32], "batch_size": 1}
 
 
 def measure(config: Path, steps: int, threads: int, quick: bool = False) -> dict:
@@ -38,22 +34,10 @@ def measure(config: Path, steps: int, threads: int, quick: bool = False) -> dict
     import torch
 
     from MultiModalSegLib.device import cpu_bfloat16_native
-    from MultiModalSegLib.training import load_config
-    from MultiModalSegLib.training.engine import build_configured_method
 
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    cfg = load_config(config)
-    for key, value in (QUICK if quick else {}).items():
-        setattr(cfg, key, value)
-    modalities = list(cfg.modalities)
-    method = build_configured_method(cfg, modalities, cfg.label_info)
-    method.train()
+    cfg, method, batches = recipe_method(config, quick)
     optimiser = torch.optim.AdamW(method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    generator = torch.Generator().manual_seed(0)
-    shape = (cfg.batch_size, 1, *cfg.patch_size)
-    batches = {m: {"image": torch.rand(shape, generator=generator),
-                   "label": torch.randint(0, len(cfg.label_info) + 1, shape, generator=generator)} for m in modalities}
 
     def loss(bfloat16: bool):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
@@ -61,27 +45,13 @@ def measure(config: Path, steps: int, threads: int, quick: bool = False) -> dict
 
     with torch.no_grad():
         losses = {"float32": float(loss(False)), "bfloat16": float(loss(True))}
-
-    def step(bfloat16: bool) -> float:
-        t0 = time.perf_counter()
-        optimiser.zero_grad(set_to_none=True)
-        loss(bfloat16).backward()
-        optimiser.step()
-        return time.perf_counter() - t0
-
-    step(False), step(True)  # warm-up of each
-    times: dict[str, list[float]] = {"float32": [], "bfloat16": []}
-    for _ in range(steps):
-        for name, bfloat16 in (("float32", False), ("bfloat16", True)):
-            times[name].append(round(step(bfloat16), 4))
-    median = {name: statistics.median(t) for name, t in times.items()}
+    times, median = alternate({name: lambda b=bfloat16: timed_step(method, optimiser, lambda: loss(b))
+                               for name, bfloat16 in (("float32", False), ("bfloat16", True))}, steps)
     return {"config": config.name, "quick": quick, "threads": threads, "native_bfloat16": cpu_bfloat16_native(),
-            "patch_size_zyx": list(cfg.patch_size), "batch_size": cfg.batch_size, "modalities": modalities,
+            "patch_size_zyx": list(cfg.patch_size), "batch_size": cfg.batch_size, "modalities": list(cfg.modalities),
             "network": cfg.network, "method": cfg.method, "seconds": times, "median_s": median,
             "speedup": round(median["float32"] / median["bfloat16"], 3), "loss": losses,
-            "loss_difference": round(abs(losses["float32"] - losses["bfloat16"]), 5),
-            "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version(),
-                        "torch": torch.__version__}}
+            "loss_difference": round(abs(losses["float32"] - losses["bfloat16"]), 5), "machine": machine()}
 
 
 def markdown(record: dict) -> str:

@@ -69,6 +69,10 @@ class TrainConfig:
     natively (AVX512-BF16 or AMX; several times faster per step there, ``benchmarks/training_precision.py``),
     in float32 elsewhere; each session's start event says which (``precision``). It changes the
     recipe, unlike ``threads``; on a GPU ``amp`` decides.
+    ``cpu_channels_last``: true (default) keeps the 3D convolution kernels, and so the activations,
+    channels-last when training on a CPU (:func:`..device.cpu_channels_last`; faster per step,
+    ``benchmarks/training_memory_format.py``); like ``threads`` it changes only the order of the float32
+    sums, not the recipe, so a run may be resumed with either. Each session's start event names the layout.
     ``weight_average``: ``{"start": S, "every": E}`` gives the run's bundle the mean of the weights after
     steps S, S + E, ... up to the last (:mod:`.weight_average`, stochastic weight averaging); it changes no
     training step, and a finished run also writes its last step's weights as ``bundle_last_step``.
@@ -114,6 +118,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     cpu_bfloat16: bool = False
+    cpu_channels_last: bool = True
     threads: int = 0
     workers: int = 0  # processes that make the next steps' batches ahead (see batch_loader); 0: none
     bundle: dict = field(default_factory=dict)
@@ -135,7 +140,7 @@ class TrainConfig:
     def identity(self) -> dict:
         """What must not change between a run and its resumption (the length may grow)."""
         d = self.to_dict()
-        for key in ("steps", "validate_every", "checkpoint_every", "log_every", "device", "threads", "workers", "source",
+        for key in ("steps", "validate_every", "checkpoint_every", "log_every", "device", "threads", "cpu_channels_last", "workers", "source",
                     "normalisation_ensemble"):
             d.pop(key)
         for key in ("pretrain", "intensity_profiles", "profile_jitter", "polarity", "cpu_bfloat16", "weight_average"):  # absent from configs older than the key: they still resume
@@ -163,6 +168,8 @@ def config_from_dict(raw: dict, base: Path | None = None) -> TrainConfig:
         raise ConfigError(f"threads {cfg.threads!r}: give 0 (torch's own choice) or a positive number of CPU threads.")
     if not isinstance(cfg.cpu_bfloat16, bool):
         raise ConfigError(f"cpu_bfloat16 {cfg.cpu_bfloat16!r}: give true (bfloat16 autocast on a CPU that computes it) or false.")
+    if not isinstance(cfg.cpu_channels_last, bool):
+        raise ConfigError(f"cpu_channels_last {cfg.cpu_channels_last!r}: give true (channels-last convolutions on a CPU, faster) or false.")
     if not isinstance(cfg.workers, int) or isinstance(cfg.workers, bool) or cfg.workers < 0:
         raise ConfigError(f"workers {cfg.workers!r}: give 0 (batches made between steps) or a positive number of worker processes.")
     if len(cfg.patch_size) != 3 or len(cfg.spacing) != 3:

@@ -38,7 +38,15 @@ from ..data.synthesis import (
     recipe_options,
     source_organ_ids,
 )
-from ..device import autocast, cpu_bfloat16_native, grad_scaler, load_scaler_state, resolve_device, use_amp
+from ..device import (
+    autocast,
+    cpu_bfloat16_native,
+    cpu_channels_last,
+    grad_scaler,
+    load_scaler_state,
+    resolve_device,
+    use_amp,
+)
 from ..errors import ConfigError
 from ..inference.sliding_window import BUNDLE_WINDOWS
 from ..methods import build_method, get_method
@@ -320,6 +328,8 @@ class Trainer:
         self.warm_start = self._warm_start() if self.init_state is None and self.cfg.init else None
         # self-supervised pretraining of the network (a fresh run only: a checkpoint holds its result)
         self.pretrained = self._pretrain() if cfg.pretrain and not self.ckpt_path.exists() else None
+        # the layout the convolutions compute in (before the optimiser, whose state follows each parameter's)
+        self.memory_format = "channels_last" if cfg.cpu_channels_last and cpu_channels_last(self.method, self.device) else "contiguous"
         # per-parameter learning rates when the method asks for them (Method.lr_scales, e.g. a fine-tune that adds a modality)
         groups = self.method.parameter_groups(cfg.lr) if hasattr(self.method, "parameter_groups") else self.method.parameters()
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -525,7 +535,7 @@ class Trainer:
                 precision=self.precision, precision_before=before)
         log.write(
             "start", step=self.step, steps=cfg.steps, cases=self.case_counts, device=str(self.device), method=cfg.method, processes=self.world,
-            precision=self.precision, **({"precision_before": before} if before else {}),
+            precision=self.precision, memory_format=self.memory_format, **({"precision_before": before} if before else {}),
             **({"amp_scaler": "new (the checkpoint was written with AMP off)"} if getattr(self, "scaler_resumed", True) is False else {}),
         )
         start_step, t0 = self.step, time.time()

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from MultiModalSegLib.device import autocast, grad_scaler, resolve_device, use_amp
+from MultiModalSegLib.device import autocast, cpu_channels_last, grad_scaler, resolve_device, use_amp
 from MultiModalSegLib.errors import InputError
 
 
@@ -74,3 +74,24 @@ def test_a_run_begun_without_amp_resumes_with_it():
     assert enabled.get_scale() == 128.0
     disabled = grad_scaler(torch.device("cpu"))
     assert load_scaler_state(disabled, saved) is True and not disabled.is_enabled()
+
+
+def test_channels_last_only_on_the_cpu_and_only_for_3d_kernels():
+    net = torch.nn.Sequential(torch.nn.Conv3d(2, 3, 3), torch.nn.Conv2d(3, 3, 1), torch.nn.Linear(3, 2))
+    assert not cpu_channels_last(net, torch.device("cuda"))  # nothing measured there: nothing changes
+    assert all(p.is_contiguous() for p in net.parameters())
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    assert cpu_channels_last(net, torch.device("cpu"))
+    kernel = net[0].weight
+    assert kernel.is_contiguous(memory_format=torch.channels_last_3d) and not kernel.is_contiguous()
+    assert all(p.is_contiguous() for n, p in net.named_parameters() if n != "0.weight")
+    assert all(torch.equal(p, before[n]) for n, p in net.named_parameters())  # the values are unchanged
+    assert isinstance(net[0].weight, torch.nn.Parameter)
+
+
+def test_a_batch_normalised_network_stays_in_the_default_layout():
+    """Trained channels-last on the CPU, a batch-normalised network was seen to store a negative running
+    variance (its evaluation then NaN), so such networks keep the default layout."""
+    net = torch.nn.Sequential(torch.nn.Conv3d(2, 3, 3), torch.nn.BatchNorm3d(3))
+    assert not cpu_channels_last(net, torch.device("cpu"))
+    assert net[0].weight.is_contiguous()

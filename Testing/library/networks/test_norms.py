@@ -149,3 +149,45 @@ def test_monai_get_norm_layer_accepts_the_name_with_arguments():
     layer = get_norm_layer(("modality_batch", {"modalities": ("CT", "MR")}), spatial_dims=3, channels=6)
     assert isinstance(layer, ModalityNorm) and layer.num_features == 6
     assert layer.norms["CT"].num_features == 6
+
+
+def test_instance_norm_keeps_channels_last_activations_and_computes_the_same():
+    """Training on the CPU runs channels-last (``device.cpu_channels_last``); the modality instance norm then
+    normalises in that layout, with the values, gradients and weights file of ``nn.InstanceNorm3d``."""
+    layer = make_layer("instance", channels=4)
+    with torch.no_grad():
+        layer.norms["CT"].weight.uniform_(0.5, 1.5)
+        layer.norms["CT"].bias.uniform_(-0.5, 0.5)
+    set_modality(layer, "CT")
+    x = torch.randn(2, 4, 5, 6, 7)
+    plain, last = x.clone().requires_grad_(), x.contiguous(memory_format=torch.channels_last_3d).requires_grad_()
+    expected, got = layer(plain), layer(last)
+    assert got.is_contiguous(memory_format=torch.channels_last_3d) and not got.is_contiguous()
+    torch.testing.assert_close(got, expected)
+    weight = torch.randn_like(expected)
+    (expected * weight).sum().backward()
+    grads = [t.grad.clone() for t in (plain, layer.norms["CT"].weight, layer.norms["CT"].bias)]
+    layer.zero_grad()
+    (got * weight).sum().backward()
+    for want, have in zip(grads, (last.grad, layer.norms["CT"].weight.grad, layer.norms["CT"].bias.grad), strict=True):
+        torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-5)
+    reference = nn.InstanceNorm3d(4, affine=True)
+    assert isinstance(layer.norms["CT"], nn.InstanceNorm3d)
+    assert layer.norms["CT"].state_dict().keys() == reference.state_dict().keys()
+    reference.load_state_dict(layer.norms["CT"].state_dict())
+    torch.testing.assert_close(reference(x), expected)
+
+
+def test_channels_last_instance_norm_keeps_the_variance_of_a_channel_far_from_zero():
+    """PyTorch's channels-last group normalisation on the CPU takes a one-pass variance; the layer centres
+    each channel first, so a channel at 100 +- 0.01 normalises as in float64 (uncentred: errors near 10)."""
+    torch.manual_seed(0)
+    layer = make_layer("instance", channels=4)
+    set_modality(layer, "CT")
+    x = 100 + 0.01 * torch.randn(2, 4, 12, 16, 16)
+    expected = nn.functional.instance_norm(x.double()).float()
+    got = layer(x.contiguous(memory_format=torch.channels_last_3d))
+    assert got.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-3)
+    uncentred = nn.functional.group_norm(x.contiguous(memory_format=torch.channels_last_3d), 4)
+    assert (uncentred - expected).abs().max() > 0.1  # what the centring is for (if PyTorch mends it, drop the centring)

@@ -195,6 +195,46 @@ def test_a_run_resumed_in_another_precision_says_so(phantom_dir, tmp_path, monke
     assert last["step"] == 3 and "precision_before" not in last
 
 
+def test_cpu_training_computes_channels_last_and_a_run_resumes_in_either_layout(phantom_dir, tmp_path):
+    """On the CPU the 3D convolutions compute channels-last (``cpu_channels_last``, true by default) and each
+    start event names the layout; a run begun in the default layout resumes channels-last, and its steps
+    follow those of a run kept in one layout to float32 rounding (only the order of the sums differs). A
+    batch-normalised network (UMMKD's default) keeps the default layout (``device.cpu_channels_last``)."""
+    instance = {"network": {"name": "unet3d", "params": {"features": [4, 8, 16], "norm": "modality_instance"}}}
+    trainer = Trainer(config_from_dict(tiny_config(phantom_dir, steps=1, **instance)), tmp_path / "layout", quiet=True)
+    trainer.build()
+    convs = [m for m in trainer.method.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last_3d) for c in convs)
+    outputs = []
+    handle = convs[1].register_forward_hook(lambda module, args, out: outputs.append(out))
+    trainer.train_step()
+    handle.remove()
+    assert outputs[0].is_contiguous(memory_format=torch.channels_last_3d) and not outputs[0].is_contiguous()
+
+    straight = tmp_path / "straight"
+    Trainer(config_from_dict(tiny_config(phantom_dir, steps=4, cpu_channels_last=False, **instance)), straight, quiet=True).run()
+    expected = step_losses(straight)
+    [start] = [r for r in read_progress(straight / "progress.jsonl") if r["event"] == "start"]
+    assert start["memory_format"] == "contiguous"
+    resumed = tmp_path / "resumed"
+    first = Trainer(config_from_dict(tiny_config(phantom_dir, steps=4, cpu_channels_last=False, **instance)), resumed, quiet=True)
+    first.build()
+    assert [first.train_step()["loss"] for _ in range(2)] == [expected[1], expected[2]]
+    first.checkpoint()
+    Trainer(config_from_dict(tiny_config(phantom_dir, steps=4, **instance)), resumed, quiet=True).run()
+    [start] = [r for r in read_progress(resumed / "progress.jsonl") if r["event"] == "start"]
+    assert (start["step"], start["memory_format"]) == (2, "channels_last")
+    got = step_losses(resumed)
+    assert sorted(got) == [3, 4]
+    np.testing.assert_allclose([got[3], got[4]], [expected[3], expected[4]], rtol=1e-4)
+    batch_norm = tmp_path / "batch_norm"
+    Trainer(config_from_dict(tiny_config(phantom_dir, steps=1)), batch_norm, quiet=True).run()
+    [start] = [r for r in read_progress(batch_norm / "progress.jsonl") if r["event"] == "start"]
+    assert start["memory_format"] == "contiguous"
+    with pytest.raises(ConfigError, match="cpu_channels_last"):
+        config_from_dict(tiny_config(phantom_dir, cpu_channels_last="yes"))
+
+
 def test_stop_file_ends_the_run_with_a_checkpoint(phantom_dir, tmp_path):
     cfg = config_from_dict(tiny_config(phantom_dir, steps=200, checkpoint_every=1000))
     trainer = Trainer(cfg, tmp_path, quiet=True)
