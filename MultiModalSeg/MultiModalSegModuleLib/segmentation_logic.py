@@ -221,7 +221,7 @@ class SegmentationJob(ProcessJob):
 
     def __init__(self, logic: MultiModalSegLogic, volumeNode, modality: str, model: str | None, device: str,
                  quality: str, outputSegmentation, overwrite: bool, progress: ProgressCallback | None,
-                 largestComponent: bool):
+                 largestComponent: bool, organLayout: bool = True):
         check_volume(volumeNode)
         if outputSegmentation is not None and outputSegmentation.GetSegmentation().GetNumberOfSegments() and not overwrite:
             raise SegmentationError(
@@ -251,6 +251,8 @@ class SegmentationJob(ProcessJob):
                 command += ["--model", str(model)]
             if not largestComponent:
                 command.append("--no-largest-component")
+            if not organLayout:
+                command.append("--no-organ-layout")
             self._launch(command, cwd=self.tempDir)
         except BaseException:
             self._cleanup()
@@ -386,17 +388,21 @@ class MultiModalSegLogic:
     # ---- running
     def start(self, volumeNode, modality: str = "auto", model: str | None = None, device: str = "auto",
               quality: str = "normal", outputSegmentation=None, overwrite: bool = False,
-              progress: ProgressCallback | None = None, largestComponent: bool = True) -> SegmentationJob:
-        """Start segmenting ``volumeNode`` in a subprocess; returns the job to ``poll()`` or ``cancel()``."""
+              progress: ProgressCallback | None = None, largestComponent: bool = True,
+              organLayout: bool = True) -> SegmentationJob:
+        """Start segmenting ``volumeNode`` in a subprocess; returns the job to ``poll()`` or ``cancel()``.
+        ``largestComponent`` keeps each organ's largest piece; ``organLayout`` lets a piece that lies where
+        the organ lies among the others win over a larger one far from there (``mmseg segment``'s
+        ``--no-largest-component`` and ``--no-organ-layout`` when false)."""
         return SegmentationJob(self, volumeNode, modality, self.modelArgument(model), device, quality,
-                               outputSegmentation, overwrite, progress, largestComponent)
+                               outputSegmentation, overwrite, progress, largestComponent, organLayout)
 
     def process(self, volumeNode, modality: str = "auto", model: str | None = None, device: str = "auto",
                 quality: str = "normal", outputSegmentation=None, overwrite: bool = False,
-                progress: ProgressCallback | None = None, largestComponent: bool = True):
+                progress: ProgressCallback | None = None, largestComponent: bool = True, organLayout: bool = True):
         """Segment ``volumeNode`` and return the segmentation node (blocks until done)."""
         job = self.start(volumeNode, modality, model, device, quality, outputSegmentation, overwrite, progress,
-                         largestComponent)
+                         largestComponent, organLayout)
         job.wait()
         return job.segmentationNode
 

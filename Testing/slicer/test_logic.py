@@ -163,6 +163,22 @@ def test_existing_segmentation_is_not_overwritten_without_consent(mrml, tmp_path
     assert existing.GetSegmentation().GetNthSegment(0).GetName() == "tumour"
 
 
+def test_the_piece_options_reach_the_segment_command(mrml, tmp_path, monkeypatch):
+    """``largestComponent`` and ``organLayout`` (both on by default, as in ``mmseg segment``) become
+    ``--no-largest-component`` and ``--no-organ-layout`` when turned off."""
+    commands = []
+    monkeypatch.setattr(L.SegmentationJob, "_launch", lambda job, command, cwd: commands.append(command))
+    volume = _volume_from_array(mrml, np.zeros((8, 8, 8), np.int16), "tiny")
+    logic = L.MultiModalSegLogic(mrml.scene, tempRoot=tmp_path)
+    jobs = [logic.start(volume, "CT"), logic.start(volume, "CT", organLayout=False),
+            logic.start(volume, "CT", largestComponent=False, organLayout=False)]
+    for job in jobs:
+        job._cleanup()
+    flags = [[a for a in c if a in ("--no-largest-component", "--no-organ-layout")] for c in commands]
+    assert flags == [[], ["--no-organ-layout"], ["--no-largest-component", "--no-organ-layout"]]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_parameter_node_survives_a_saved_scene(mrml, tmp_path):
     volume = _volume_from_array(mrml, np.zeros((4, 4, 4), np.int16), "scan")
     logic = L.MultiModalSegLogic(mrml.scene)
