@@ -208,7 +208,9 @@ def _serialize_state_dict(state_dict: dict) -> bytes:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
     ):
         raise BundleError("state_dict must map parameter names (str) to tensors; pass model.state_dict().")
-    cpu = {k: v.detach().cpu() for k, v in state_dict.items()}
+    # in the default layout: a network trained channels-last (device.cpu_channels_last) gives the same bytes,
+    # and so the same sha256, as the same weights in the default layout
+    cpu = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     buf = io.BytesIO()
     torch.save(cpu, buf)
     return buf.getvalue()

@@ -20,6 +20,7 @@ from MultiModalSegLib.bundle import (
     folder_sha256,
     load_bundle,
     save_bundle,
+    weights_sha256,
 )
 from MultiModalSegLib.errors import BundleError
 from MultiModalSegLib.labels import ABDOMEN_LABELS
@@ -343,3 +344,13 @@ def test_pickled_object_not_loaded(tmp_path):
     folder = write_raw_bundle(tmp_path / "bad", meta, weights)
     with pytest.raises(BundleError, match="not a loadable state dict"):
         load_bundle(folder)
+
+
+def test_weights_trained_channels_last_save_as_the_same_bytes():
+    """Training on the CPU keeps 3D kernels channels-last (``device.cpu_channels_last``); a bundle's weights
+    are serialised in the default layout, so their sha256 does not depend on the layout they were trained in."""
+    torch.manual_seed(0)
+    state = {"conv.weight": torch.randn(4, 3, 3, 3, 3), "conv.bias": torch.randn(4)}
+    channels_last = {**state, "conv.weight": state["conv.weight"].contiguous(memory_format=torch.channels_last_3d)}
+    assert not channels_last["conv.weight"].is_contiguous()
+    assert weights_sha256(channels_last) == weights_sha256(state)

@@ -227,6 +227,10 @@ def test_cpu_training_computes_channels_last_and_a_run_resumes_in_either_layout(
     got = step_losses(resumed)
     assert sorted(got) == [3, 4]
     np.testing.assert_allclose([got[3], got[4]], [expected[3], expected[4]], rtol=1e-4)
+    from MultiModalSegLib.bundle import load_bundle
+
+    exported = load_bundle(resumed / "bundle")  # trained channels-last, saved in the default layout
+    assert all(t.is_contiguous() for t in exported.state_dict.values())
     batch_norm = tmp_path / "batch_norm"
     Trainer(config_from_dict(tiny_config(phantom_dir, steps=1)), batch_norm, quiet=True).run()
     [start] = [r for r in read_progress(batch_norm / "progress.jsonl") if r["event"] == "start"]
