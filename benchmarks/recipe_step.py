@@ -7,11 +7,14 @@ does. Variants alternate step by step after a warm-up of each, so that a drift i
 
 from __future__ import annotations
 
+import argparse
 import platform
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from benchmarks.results_files import save_results
 
 QUICK = {"network": {"name": "unet3d", "params": {"features": [4, 8, 16]}}, "patch_size": [16, 32, 32], "batch_size": 1}
 
@@ -72,3 +75,22 @@ def machine() -> dict:
     import torch
 
     return {"processor": processor_name(), "python": platform.python_version(), "torch": torch.__version__}
+
+
+def command_line(argv: list[str] | None, description: str, default_config: Path, default_steps: int, what: str,
+                 measure: Callable[[Path, int, int, bool], dict], markdown: Callable[[dict], str], stem: str,
+                 results: Path) -> int:
+    """The command line every recipe-step benchmark shares: time ``what`` side by side with ``measure``,
+    write ``<stem>[_quick].{json,md}`` in ``--results`` and print the table."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", type=Path, default=default_config, help="the recipe whose network and patch are timed")
+    parser.add_argument("--steps", type=int, default=default_steps, help=f"timed steps per {what} (default {default_steps})")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument("--quick", action="store_true", help="a tiny network and patch (for the tests)")
+    parser.add_argument("--results", type=Path, default=results)
+    args = parser.parse_args(argv)
+    record = measure(args.config, max(1, args.steps), args.threads, args.quick)
+    text = markdown(record)
+    save_results(args.results, f"{stem}_quick" if args.quick else stem, record, text)
+    print(text, end="")
+    return 0

@@ -16,7 +16,6 @@ Results: ``benchmarks/results/training_memory_format*.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from pathlib import Path
@@ -24,8 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.recipe_step import alternate, machine, recipe_method, timed_step  # noqa: E402
-from benchmarks.results_files import save_results  # noqa: E402
+from benchmarks.recipe_step import alternate, command_line, machine, recipe_method, timed_step  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "training" / "configs" / "abdomen_synth_v35.json"
 LAYOUTS = ("contiguous", "channels_last")
@@ -75,18 +73,8 @@ def markdown(record: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the recipe whose network and patch are timed")
-    parser.add_argument("--steps", type=int, default=6, help="timed steps per layout (default 6)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
-    parser.add_argument("--quick", action="store_true", help="a tiny network and patch (for the tests)")
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
-    args = parser.parse_args(argv)
-    record = measure(args.config, max(1, args.steps), args.threads, args.quick)
-    text = markdown(record)
-    save_results(args.results, "training_memory_format_quick" if args.quick else "training_memory_format", record, text)
-    print(text, end="")
-    return 0
+    return command_line(argv, __doc__.splitlines()[0], DEFAULT_CONFIG, 6, "layout", measure, markdown, "training_memory_format",
+                        REPO / "benchmarks" / "results")
 
 
 if __name__ == "__main__":

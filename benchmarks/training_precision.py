@@ -16,15 +16,13 @@ the ratio falls below 1, which the table then shows. Results: ``benchmarks/resul
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.recipe_step import alternate, machine, recipe_method, timed_step  # noqa: E402
-from benchmarks.results_files import save_results  # noqa: E402
+from benchmarks.recipe_step import alternate, command_line, machine, recipe_method, timed_step  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "training" / "configs" / "abdomen_synth_v23.json"
 
@@ -76,18 +74,8 @@ def markdown(record: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the recipe whose network and patch are timed")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per precision (default 5)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
-    parser.add_argument("--quick", action="store_true", help="a tiny network and patch (for the tests)")
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
-    args = parser.parse_args(argv)
-    record = measure(args.config, max(1, args.steps), args.threads, args.quick)
-    text = markdown(record)
-    save_results(args.results, "training_precision_quick" if args.quick else "training_precision", record, text)
-    print(text, end="")
-    return 0
+    return command_line(argv, __doc__.splitlines()[0], DEFAULT_CONFIG, 5, "precision", measure, markdown, "training_precision",
+                        REPO / "benchmarks" / "results")
 
 
 if __name__ == "__main__":
