@@ -28,6 +28,7 @@ from scipy import ndimage
 
 from ..bundle import Bundle, check_output_channels
 from ..data.profile_jitter import BlendedNormaliser, blended_normaliser
+from ..device import cpu_channels_last as channels_last
 from ..device import resolve_device
 from ..errors import BundleError, InputError
 from ..io import Volume, probabilities_path, read_image, write_image_atomic, write_segmentation
@@ -310,7 +311,9 @@ class Segmenter:
     ``model``: a bundle path, a name from the models manifest, or ``None`` for the default model.
     ``device``: ``auto`` (CUDA when present), ``cpu`` or ``cuda``. ``amp``: float16 autocast on CUDA.
     ``quality``: ``normal`` or ``fast`` (windows of up to twice the training patch per axis, side by side
-    without overlap, each voxel computed about once; see :class:`Quality`).
+    without overlap, each voxel computed about once; see :class:`Quality`). ``cpu_channels_last``: on the
+    CPU, compute the 3D convolutions channels-last (:func:`..device.cpu_channels_last`; faster, the same
+    float32 arithmetic summed in another order; ``benchmarks/inference_memory_format.py``).
     """
 
     def __init__(
@@ -324,6 +327,7 @@ class Segmenter:
         largest_component: bool = True,
         quality: str | Quality = "normal",
         organ_layout: bool = True,
+        cpu_channels_last: bool = True,
     ) -> None:
         self.bundle: Bundle
         self.provenance: Provenance  # verified / trusted / unverified (see MultiModalSegLib.trust)
@@ -351,6 +355,7 @@ class Segmenter:
         self.polarity_ensemble = polarity_ensemble_modalities(meta, self.profiles, self.bundle.path)
         self.normalisation_ensemble = normalisation_ensemble_fractions(meta, self.profiles, self.bundle.path)
         self.net = self._network()
+        self.channels_last = cpu_channels_last and channels_last(self.net, self.device)
 
     def _network(self) -> torch.nn.Module:
         from ..networks.exported import build_inference_network  # MONAI's blocks: imported when a model loads

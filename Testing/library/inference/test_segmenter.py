@@ -110,6 +110,30 @@ def test_fast_quality_and_unknown_quality(tiny_bundle):
         Segmenter(tiny_bundle, device="cpu", quality="best")
 
 
+def mr_crop() -> Volume:
+    """The real MR's middle 60 x 70 voxels of each slice: the default model's networks in a window or two."""
+    mr = read_image(REAL_MR)
+    return Volume(np.ascontiguousarray(mr.array[:, 15:75, 20:90]), mr.spacing,
+                  mr.to_sitk().TransformIndexToPhysicalPoint((20, 15, 0)), mr.direction)
+
+
+def test_cpu_convolutions_run_channels_last_and_label_as_the_default_layout(tiny_bundle):
+    volume = mr_crop()
+    default = Segmenter(device="cpu", amp=False, cpu_channels_last=False)
+    fast = Segmenter(device="cpu", amp=False)
+    assert fast.channels_last and not default.channels_last
+    # a batch-normalised network keeps the default layout (see MultiModalSegLib.device.cpu_channels_last)
+    assert not Segmenter(tiny_bundle, device="cpu").channels_last
+    kernels = [p for p in fast.net.parameters() if p.dim() == 5]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in kernels)
+    assert not all(p.is_contiguous() for p in kernels)
+    assert all(p.is_contiguous() for p in default.net.parameters())
+    a, b = (s.segment(volume, "MR", probabilities=True) for s in (default, fast))
+    # float32 both ways, summed in another order: the probabilities agree to rounding, the labels almost everywhere
+    assert np.abs(a.probabilities - b.probabilities).max() < 1e-3
+    assert np.mean(a.labels.array == b.labels.array) > 0.999
+
+
 def test_cuda_request_without_cuda_is_one_clear_error(tiny_bundle):
     pytest.importorskip("torch")
     import torch
