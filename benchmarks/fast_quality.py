@@ -12,7 +12,6 @@ most a third of normal's CPU time on the largest scan. Results:
 
 from __future__ import annotations
 
-import argparse
 import platform
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.model_command import model_label, model_run_arguments  # noqa: E402
 from benchmarks.results_files import save_results  # noqa: E402
 from training.real_scans import REAL_SCANS, SHARED_DATA  # noqa: E402
 
@@ -83,23 +83,11 @@ def markdown(record: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=None, help="manifest name or bundle (default: the default model)")
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
-    args = p.parse_args(argv)
-    import torch
-
-    from MultiModalSegLib.bundle import load_bundle
-    from MultiModalSegLib.models import resolve_model
-
-    torch.set_num_threads(args.threads)
+    args = model_run_arguments(argv, __doc__.splitlines()[0], repeats=2, threads=1)
     rows = measure(args.model, args.repeats)
-    meta = load_bundle(resolve_model(args.model)[0]).metadata
     largest = max(rows, key=lambda r: r["size_xyz"][0] * r["size_xyz"][1] * r["size_xyz"][2])
     record = {
-        "model": f"{meta['name']} {meta['version']}", "threads": args.threads, "repeats": args.repeats,
+        "model": model_label(args.model), "threads": args.threads, "repeats": args.repeats,
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores", "rows": rows,
         "acceptance": {"scan": largest["scan"], "value": largest["ratio_cpu"], "limit": LIMIT, "passed": largest["ratio_cpu"] <= LIMIT},
     }

@@ -13,7 +13,6 @@ agreement per organ show. Results: ``benchmarks/results/inference_memory_format.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.model_command import model_label, model_run_arguments  # noqa: E402
 from benchmarks.recipe_step import machine  # noqa: E402
 from benchmarks.results_files import save_results  # noqa: E402
 from training.real_scans import REAL_SCANS, SHARED_DATA  # noqa: E402
@@ -83,22 +83,9 @@ def markdown(record: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=None, help="manifest name or bundle (default: the default model)")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
-    args = p.parse_args(argv)
-    import torch
-
-    from MultiModalSegLib.bundle import load_bundle
-    from MultiModalSegLib.models import resolve_model
-
-    torch.set_num_threads(args.threads)
-    rows = measure(args.model, max(1, args.repeats))
-    meta = load_bundle(resolve_model(args.model)[0]).metadata
-    record = {"model": f"{meta['name']} {meta['version']}", "threads": args.threads, "repeats": max(1, args.repeats),
-              "machine": machine(), "rows": rows}
+    args = model_run_arguments(argv, __doc__.splitlines()[0], repeats=3, threads=2)
+    rows = measure(args.model, args.repeats)
+    record = {"model": model_label(args.model), "threads": args.threads, "repeats": args.repeats, "machine": machine(), "rows": rows}
     text = markdown(record)
     save_results(args.results, "inference_memory_format", record, text)
     print(text, end="")
