@@ -120,15 +120,15 @@ def mr_crop() -> Volume:
 def test_cpu_convolutions_run_channels_last_and_label_as_the_default_layout(tiny_bundle):
     volume = mr_crop()
     default = Segmenter(device="cpu", amp=False, cpu_channels_last=False)
-    fast = Segmenter(device="cpu", amp=False)
-    assert fast.channels_last and not default.channels_last
+    channels = Segmenter(device="cpu", amp=False)
+    assert channels.channels_last and not default.channels_last
     # a batch-normalised network keeps the default layout (see MultiModalSegLib.device.cpu_channels_last)
     assert not Segmenter(tiny_bundle, device="cpu").channels_last
-    kernels = [p for p in fast.net.parameters() if p.dim() == 5]
+    kernels = [p for p in channels.net.parameters() if p.dim() == 5]
     assert kernels and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in kernels)
     assert not all(p.is_contiguous() for p in kernels)
     assert all(p.is_contiguous() for p in default.net.parameters())
-    a, b = (s.segment(volume, "MR", probabilities=True) for s in (default, fast))
+    a, b = (s.segment(volume, "MR", probabilities=True) for s in (default, channels))
     # float32 both ways, summed in another order: the probabilities agree to rounding, the labels almost everywhere
     assert np.abs(a.probabilities - b.probabilities).max() < 1e-3
     assert np.mean(a.labels.array == b.labels.array) > 0.999
