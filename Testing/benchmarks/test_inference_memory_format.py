@@ -1,10 +1,9 @@
 import json
 
-import numpy as np
 import pytest
-from conftest import REAL_MR, load_script
+from conftest import load_script, real_mr_crop
 
-from MultiModalSegLib.io import Volume, read_image, write_image_atomic
+from MultiModalSegLib.io import write_image_atomic
 from training.real_scans import real_scan
 
 pytestmark = pytest.mark.slow  # timed runs of whole pipelines: CI's second step
@@ -12,9 +11,7 @@ pytestmark = pytest.mark.slow  # timed runs of whole pipelines: CI's second step
 
 def test_both_layouts_segment_the_same_scan_side_by_side(tmp_path):
     bench = load_script("benchmarks/inference_memory_format.py")
-    mr = read_image(REAL_MR)  # a crop of the real MR under its own name, so that the default model runs a window or two
-    crop = Volume(np.ascontiguousarray(mr.array[:, 15:75, 20:90]), mr.spacing,
-                  mr.to_sitk().TransformIndexToPhysicalPoint((20, 15, 0)), mr.direction)
+    crop = real_mr_crop()  # under the real MR's name, so that the default model runs a window or two
     (tmp_path / "data" / "abdomen_mr_01").mkdir(parents=True)
     write_image_atomic(crop.to_sitk(), tmp_path / "data" / "abdomen_mr_01" / "image.nii.gz")
     (row,) = bench.measure(None, 1, data=tmp_path / "data", scans=(real_scan("abdomen_mr_01"),))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import REAL_CT, REAL_MR
+from conftest import REAL_CT, REAL_MR, real_mr_crop
 from scipy import ndimage
 
 from MultiModalSegLib.data.phantoms import generate_phantom
@@ -110,15 +110,8 @@ def test_fast_quality_and_unknown_quality(tiny_bundle):
         Segmenter(tiny_bundle, device="cpu", quality="best")
 
 
-def mr_crop() -> Volume:
-    """The real MR's middle 60 x 70 voxels of each slice: the default model's networks in a window or two."""
-    mr = read_image(REAL_MR)
-    return Volume(np.ascontiguousarray(mr.array[:, 15:75, 20:90]), mr.spacing,
-                  mr.to_sitk().TransformIndexToPhysicalPoint((20, 15, 0)), mr.direction)
-
-
 def test_cpu_convolutions_run_channels_last_and_label_as_the_default_layout(tiny_bundle):
-    volume = mr_crop()
+    volume = real_mr_crop()
     default = Segmenter(device="cpu", amp=False, cpu_channels_last=False)
     channels = Segmenter(device="cpu", amp=False)
     assert channels.channels_last and not default.channels_last
