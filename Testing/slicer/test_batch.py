@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 
 import pytest
 
-from MultiModalSegLib.io import read_segmentation_info
+from MultiModalSegLib.io import read_segmentation_info, write_image_atomic
 from Testing.conftest import load_script as load_repo_script
+from Testing.conftest import real_mr_crop
 from Testing.slicer.conftest import REPO, Scene
 
 SCRIPT = REPO / "MultiModalSeg" / "Resources" / "Scripts" / "batch_segment.py"
-REAL_MR = REPO / "Resources" / "SampleData" / "abdomen_mr_01" / "image.nii.gz"
 
 
 def load_script():
@@ -21,10 +20,11 @@ def load_script():
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
-    """One batch over a folder holding the real MR sample, then a rerun over a CSV list of it."""
+    """One batch over a folder holding the real MR sample (the part of its slices that holds its organs:
+    ``real_mr_crop``), then a rerun over a CSV list of it."""
     work = tmp_path_factory.mktemp("batch")
     (work / "in").mkdir()
-    shutil.copy(REAL_MR, work / "in" / "mr01.nii.gz")
+    write_image_atomic(real_mr_crop().to_sitk(), work / "in" / "mr01.nii.gz")
     (work / "in" / "list.csv").write_text("image\nmr01.nii.gz\n")
     script = load_script()
     scene = Scene()

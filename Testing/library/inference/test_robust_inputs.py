@@ -1,10 +1,11 @@
 """The default model on inputs a clinic sends: MR in any units or with a bias field, a thin CT slab,
-a coronal MR acquisition, fast quality. Real sample scans, the shipped default model."""
+a coronal MR acquisition, fast quality. Real sample scans, the shipped default model; the MR is the
+part of each slice that holds its four organs (``conftest.real_mr_crop``: one batch of windows)."""
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import REAL_CT, REAL_MR, SAMPLES
+from conftest import REAL_CT, SAMPLES, real_mr_crop
 
 from MultiModalSegLib.inference import Segmenter
 from MultiModalSegLib.io import Volume, read_image, read_labelmap
@@ -19,7 +20,7 @@ def default_model() -> Segmenter:
 
 @pytest.fixture(scope="module")
 def mr() -> Volume:
-    return read_image(REAL_MR)
+    return real_mr_crop()
 
 
 @pytest.fixture(scope="module")
