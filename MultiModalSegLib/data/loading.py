@@ -3,9 +3,14 @@ model's spacing, cropped to the body."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -74,6 +79,89 @@ def remap_label_array(
     return array.astype(np.uint8)
 
 
+class PreparedCache:
+    """The last prepared cases of this process, at most ``max_bytes`` of arrays, least recently used
+    dropped first: a process that builds several trainers on the same files (a benchmark of methods, a
+    comparison of recipes, a fine-tune beside its parent's run) reads and resamples each case once.
+
+    A case is found again only when its files hold the same bytes (a digest of each; a file rewritten in
+    place is read again) and every preparation setting is the same; each caller gets its own copies of
+    the arrays, under its own case's name and weight."""
+
+    def __init__(self, max_bytes: int = 256 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple, tuple[PreparedCase, bool]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(case: Case, spacing: Sequence[float], label_values: Sequence[int], profile: ModalityProfile,
+            fractions: Sequence[float]) -> tuple:
+        files = tuple(_file_identity(p) for p in (case.image, case.label))
+        remap = None if case.label_remap is None else tuple(sorted(case.label_remap.items()))
+        settings = (profile.name, profile.kind, json.dumps(profile.params, sort_keys=True, default=str))
+        return (files, case.modality, remap, case.remap_is_table, tuple(map(float, spacing)), tuple(map(int, label_values)),
+                settings, tuple(map(float, fractions)))
+
+    def get(self, key: tuple) -> tuple[PreparedCase, bool] | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: tuple, prepared: PreparedCase, background_only: bool) -> None:
+        size = _nbytes(prepared)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            self._entries[key] = (_copy(prepared), background_only)
+            self._entries.move_to_end(key)
+            while sum(_nbytes(p) for p, _ in self._entries.values()) > self.max_bytes:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _file_identity(path: Path | str | None) -> str | None:
+    """A digest of the file's bytes (a fraction of the time that reading and resampling it takes)."""
+    if path is None:
+        return None
+    digest = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _nbytes(prepared: PreparedCase) -> int:
+    arrays = [prepared.image, prepared.label, *prepared.passes]
+    return sum(a.nbytes for a in arrays if a is not None)
+
+
+def _copy(prepared: PreparedCase, case: Case | None = None) -> PreparedCase:
+    """A new :class:`PreparedCase` with its own arrays; ``case``: under that case's name and weight."""
+    name, weight = (prepared.name, prepared.weight) if case is None else (case.name, case.weight)
+    label = None if prepared.label is None else prepared.label.copy()
+    return PreparedCase(name, prepared.modality, prepared.image.copy(), label, weight, prepared.alternate,
+                        tuple(p.copy() for p in prepared.passes))
+
+
+PREPARED = PreparedCache()
+
+
+def _warn_background_only(case: Case, stacklevel: int) -> None:
+    warnings.warn(
+        f"{case.label}: the label map holds only background (0) after remapping, so case {case.name} "
+        "teaches background only; check the file and its label_remap.",
+        stacklevel=stacklevel,  # prepare_case's caller
+    )
+
+
 def prepare_case(
     case: Case,
     spacing: Sequence[float],
@@ -84,24 +172,38 @@ def prepare_case(
     """Read, normalise (``profile``, default the library's profile of the case's modality), reorient,
     resample and crop one case. ``fractions``: the image is normalised at the first (the profile's own
     bounds at 0), the crop found on it, and the further ones (a normalisation ensemble,
-    :func:`.profile_jitter.blended_normaliser`, as the ``Segmenter`` runs it) are kept in that crop as ``passes``."""
+    :func:`.profile_jitter.blended_normaliser`, as the ``Segmenter`` runs it) are kept in that crop as ``passes``.
+
+    A case this process prepared before with the same files and settings comes from :data:`PREPARED`."""
+    profile = profile or get_modality(case.modality)
+    key = PREPARED.key(case, spacing, label_values, profile, fractions)
+    found = PREPARED.get(key)
+    if found is not None:
+        prepared, background_only = found
+        if background_only:
+            _warn_background_only(case, 3)
+        return _copy(prepared, case)
+    prepared, background_only = _prepare_case(case, spacing, label_values, profile, fractions)
+    PREPARED.put(key, prepared, background_only)
+    return prepared
+
+
+def _prepare_case(case: Case, spacing: Sequence[float], label_values: Sequence[int], profile: ModalityProfile,
+                  fractions: Sequence[float]) -> tuple[PreparedCase, bool]:
+    """:func:`prepare_case` without the cache, and whether the label map held only background."""
     image = read_image(case.image)
     raw = image.array
-    profile = profile or get_modality(case.modality)
     alternate = unit_alternate(profile, raw)
     normalise = blended_normaliser(profile, raw)  # each foreground choice's percentiles once for all fractions
     image.array = normalise(fractions[0])  # profile.normalize(raw) at 0
     model_image = to_model_space(image, spacing)
-    label = None
+    label, background_only = None, False
     if case.label is not None:
         lab = read_labelmap(case.label, reference=image)
         lab.array = remap_label_array(lab.array, case.label_remap, label_values, str(case.label), strict=case.remap_is_table)
-        if not lab.array.any():
-            warnings.warn(
-                f"{case.label}: the label map holds only background (0) after remapping, so case {case.name} "
-                "teaches background only; check the file and its label_remap.",
-                stacklevel=2,
-            )
+        background_only = not lab.array.any()
+        if background_only:
+            _warn_background_only(case, 4)
         label = to_model_space(lab, spacing, is_label=True).array.astype(np.uint8)
     bbox = foreground_bbox(model_image.array, threshold=0.05, margin=4)
     img = crop(model_image.array, bbox).astype(np.float32)
@@ -109,5 +211,6 @@ def prepare_case(
     for t in fractions[1:]:
         image.array = normalise(t)
         passes.append(crop(to_model_space(image, spacing).array, bbox).astype(np.float32))
-    return PreparedCase(case.name, case.modality, img, None if label is None else crop(label, bbox), case.weight, alternate,
-                        tuple(passes))
+    prepared = PreparedCase(case.name, case.modality, img, None if label is None else crop(label, bbox), case.weight,
+                            alternate, tuple(passes))
+    return prepared, background_only

@@ -14,6 +14,7 @@ import torch
 from conftest import load_script, with_inference
 
 from MultiModalSegLib.bundle import bundle_sha256, file_sha256, load_bundle, replace_metadata, save_bundle
+from MultiModalSegLib.data.loading import PREPARED
 from MultiModalSegLib.errors import BundleError, ConfigError
 from MultiModalSegLib.modalities import ModalityProfile
 from MultiModalSegLib.provenance import path_like_strings, provenance_sections
@@ -375,6 +376,7 @@ def test_fine_tuning_keeps_the_parents_intensity_profiles(tiny_bundle, phantom_d
         seen.append((profile.name, profile.foreground))
         return original(profile, unit)
 
+    PREPARED.clear()  # every case normalised here, none taken from an earlier test's preparation
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ModalityProfile, "compress", spy)
         result = finetune(_options(parent, [phantom_dir], tmp_path / "child.zip", tmp_path / "run"))
