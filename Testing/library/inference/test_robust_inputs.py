@@ -5,7 +5,7 @@ part of each slice that holds its four organs (``conftest.real_mr_crop``: one ba
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import REAL_CT, SAMPLES, real_mr_crop
+from conftest import REAL_CT, SAMPLES, real_ct_organ_slab, real_mr_crop
 
 from MultiModalSegLib.inference import Segmenter
 from MultiModalSegLib.io import Volume, read_image, read_labelmap
@@ -88,7 +88,7 @@ def test_a_coronal_mr_acquisition_is_segmented(default_model, mr, mr_labels):
 
 @pytest.mark.slow
 def test_fast_quality_keeps_the_ct_segmentation(default_model):
-    ct = read_image(REAL_CT)
+    ct = real_ct_organ_slab()  # the CT's slices that hold its four organs
     normal = default_model.segment(ct, "CT").labels.array
     fast = Segmenter(device="cpu", amp=False, quality="fast").segment(ct, "CT").labels.array
     agreement = _agreement(fast, normal)
