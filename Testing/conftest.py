@@ -22,7 +22,8 @@ REAL_CT = SAMPLES / "abdomen_ct_01" / "image.nii.gz"
 REAL_MR = SAMPLES / "abdomen_mr_01" / "image.nii.gz"
 
 torch.set_num_threads(2)
-# the tests import MONAI as the mmseg command does: without Hugging Face transformers (see monai_start)
+# the tests import MONAI as the mmseg command does: without the optional packages it would load for parts
+# of it the library never uses (see monai_start)
 monai_start.install()
 
 

@@ -32,7 +32,7 @@ def test_importing_the_inference_package_imports_no_training_code_and_no_monai()
 
 
 def test_loading_a_model_imports_no_training_code(tiny_bundle):
-    # as in an ``mmseg`` process: MONAI loads without Hugging Face transformers (its own import, not ours)
+    # as in an ``mmseg`` process: MONAI loads without the optional packages of monai_start.SKIPPED (its imports, not ours)
     modules = imported_after(
         "from MultiModalSegLib import monai_start\nmonai_start.install()\n"
         f"from MultiModalSegLib.inference import Segmenter\nSegmenter({str(tiny_bundle)!r}, device='cpu')"
