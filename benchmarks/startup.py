@@ -20,6 +20,8 @@ to this checkout, the two alternating, so both see the same machine load. Measur
    the modules above are then imported. MONAI's own ``__init__`` imports every MONAI subpackage,
    ``monai.losses`` among them, so any use of MONAI (the networks' blocks, the sliding window)
    imports it; what the library keeps out is its own training code.
+5. The same in an ``mmseg`` process: :func:`MultiModalSegLib.monai_start.install` first, as the command
+   does (a revision without it loads the model as in 4), and which optional packages MONAI then loaded.
 
 Reported: every time, the median and the best of each, the ratio of the baseline's median to this
 checkout's, and the load average before and after (a shared machine makes every time longer, the
@@ -44,6 +46,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.results_files import save_results  # noqa: E402
+from MultiModalSegLib.monai_start import SKIPPED  # noqa: E402
 
 BASELINE = "feb4bfe"  # the library before arguments were checked ahead of the heavy imports
 SAMPLE = REPO / "Resources" / "SampleData" / "abdomen_ct_01" / "image.nii.gz"
@@ -55,6 +58,21 @@ LOAD_MODEL = (
     "Segmenter(device='cpu')\n"
     "print(json.dumps(sorted(sys.modules)))\n"
 )
+
+LOAD_MODEL_AS_MMSEG = (
+    "try:\n"
+    "    from MultiModalSegLib import monai_start\n"
+    "    monai_start.install()\n"
+    "except ImportError:\n"
+    "    pass\n" + LOAD_MODEL
+)
+OPTIONAL = SKIPPED  # what MONAI's import may load for parts of MONAI the library does not use
+
+
+def short_revision(revision: str) -> str:
+    """``revision`` (``HEAD~1``, a branch, a hash) as the short hash it names now, for the record."""
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", revision], capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
 def extract(revision: str, into: Path) -> Path:
@@ -114,11 +132,19 @@ def load_model(root: Path, work: Path) -> dict:
     return {"seconds": seconds, "imports": watched(json.loads(run.stdout.splitlines()[-1]))}
 
 
+def load_model_as_mmseg(root: Path, work: Path) -> dict:
+    seconds, run = timed(root, ["-c", LOAD_MODEL_AS_MMSEG], work)
+    assert run.returncode == 0, run.stderr
+    names = json.loads(run.stdout.splitlines()[-1])
+    return {"seconds": seconds, "optional": [o for o in OPTIONAL if any(n == o or n.startswith(o + ".") for n in names)]}
+
+
 MEASURES = {
     "missing_file": ("`mmseg segment missing.nii.gz -o x`", missing_file),
     "import_inference": ("`import MultiModalSegLib.inference`", import_inference),
     "skip_existing": ("`mmseg segment` of a finished case (skipped)", skip_existing),
     "load_model": ("import + load the default model", load_model),
+    "load_model_as_mmseg": ("the same in an `mmseg` process", load_model_as_mmseg),
 }
 
 
@@ -157,6 +183,9 @@ def markdown(summary: dict, record: dict) -> str:
         imports = ", ".join(f"`{m}`" for m in c.get("imports", [])) or ("none" if "imports" in c else "-")
         if key == "skip_existing":
             imports = f"model loaded: baseline {'yes' if b['loaded_model'] else 'no'}, this {'yes' if c['loaded_model'] else 'no'}"
+        if key == "load_model_as_mmseg":
+            imports = (f"optional packages MONAI loaded: baseline {', '.join(f'`{m}`' for m in b['optional']) or 'none'}; "
+                       f"this {', '.join(f'`{m}`' for m in c['optional']) or 'none'}")
         lines.append(
             f"| {label} | {b['median_s']:.2f} ({b['best_s']:.2f}) | {c['median_s']:.2f} ({c['best_s']:.2f}) "
             f"| {row['ratio_median']:.1f}x | {imports} |"
@@ -202,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = summary["missing_file"]["current"]["median_s"]
     imports = summary["import_inference"]["current"]["imports"]
     record = {
-        "baseline": args.baseline, "repeats": repeats, "cpus": os.cpu_count(), "machine": platform.machine(),
+        "baseline": short_revision(args.baseline), "repeats": repeats, "cpus": os.cpu_count(), "machine": platform.machine(),
         "python": platform.python_version(), "load_before": load_before, "load_after": os.getloadavg()[0],
         "measures": summary,
         "acceptance": {

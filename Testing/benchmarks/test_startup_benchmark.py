@@ -10,6 +10,7 @@ def test_quick_run_measures_both_sides_and_checks_the_inference_imports(tmp_path
     code = bench.main(["--quick", "--baseline", "HEAD", "--results", str(tmp_path)])
     record = json.loads((tmp_path / "startup_quick.json").read_text())
     assert record["repeats"] == 1 and set(record["measures"]) == set(bench.MEASURES)
+    assert record["baseline"] == bench.short_revision("HEAD") != "HEAD"  # the revision's hash, not its relative name
     for row in record["measures"].values():
         for side in ("baseline", "current"):
             assert len(row[side]["seconds"]) == 1 and row[side]["median_s"] == row[side]["best_s"] > 0
@@ -19,6 +20,7 @@ def test_quick_run_measures_both_sides_and_checks_the_inference_imports(tmp_path
     assert current["skip_existing"]["current"]["loaded_model"] is False
     assert "monai.losses" in current["load_model"]["current"]["imports"]  # MONAI's __init__ loads it: said, not hidden
     assert not [m for m in current["load_model"]["current"]["imports"] if m.startswith("MultiModalSegLib")]
+    assert current["load_model_as_mmseg"]["current"]["optional"] == []  # MONAI loaded none of monai_start.SKIPPED
     assert "missing.nii.gz: no such file" in current["missing_file"]["current"]["message"]
     missing = record["acceptance"]["missing_file_median_s"]
     assert missing["value"] == round(current["missing_file"]["current"]["median_s"], 3)
