@@ -95,29 +95,29 @@ def tiny_bundle(tmp_path_factory, phantom_dir) -> Path:
     return result.bundle
 
 
-def real_mr_crop():
-    """The real MR's 64 x 96 voxels of each slice that hold its four organs (x 7-102, y 12-75, every slice)
-    on its own grid: a partial field of view on which the default model's networks run one batch of two
-    windows (the whole slice takes three batches)."""
+def sub_volume(path: Path, z: slice, y: slice, x: slice):
+    """Voxels ``[z, y, x]`` of the image at ``path`` on its own grid (origin moved to the first kept voxel)."""
     import numpy as np
 
     from MultiModalSegLib.io import Volume, read_image
 
-    mr = read_image(REAL_MR)
-    return Volume(np.ascontiguousarray(mr.array[:, 12:76, 7:103]), mr.spacing,
-                  mr.to_sitk().TransformIndexToPhysicalPoint((7, 12, 0)), mr.direction)
+    image = read_image(path)
+    first = tuple(int(s.start or 0) for s in (x, y, z))
+    return Volume(np.ascontiguousarray(image.array[z, y, x]), image.spacing, image.to_sitk().TransformIndexToPhysicalPoint(first),
+                  image.direction)
+
+
+def real_mr_crop():
+    """The real MR's 64 x 96 voxels of each slice that hold its four organs (x 7-102, y 12-75, every slice)
+    on its own grid: a partial field of view on which the default model's networks run one batch of two
+    windows (the whole slice takes three batches)."""
+    return sub_volume(REAL_MR, slice(None), slice(12, 76), slice(7, 103))
 
 
 def real_ct_organ_slab():
     """The real training CT's 52 slices that hold its four organs (z 60-111 of 112, whole slices) on its own
     grid: the default model runs on it in about half the time of the whole scan."""
-    import numpy as np
-
-    from MultiModalSegLib.io import Volume, read_image
-
-    ct = read_image(REAL_CT)
-    return Volume(np.ascontiguousarray(ct.array[60:]), ct.spacing, ct.to_sitk().TransformIndexToPhysicalPoint((0, 0, 60)),
-                  ct.direction)
+    return sub_volume(REAL_CT, slice(60, None), slice(None), slice(None))
 
 
 def with_inference(bundle: Path, tmp_path: Path, key: str, value) -> Path:

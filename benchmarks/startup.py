@@ -66,7 +66,6 @@ LOAD_MODEL_AS_MMSEG = (
     "except ImportError:\n"
     "    pass\n" + LOAD_MODEL
 )
-OPTIONAL = SKIPPED  # what MONAI's import may load for parts of MONAI the library does not use
 
 
 def short_revision(revision: str) -> str:
@@ -98,8 +97,9 @@ def timed(root: Path, args: list[str], cwd: Path) -> tuple[float, subprocess.Com
     return time.perf_counter() - t0, run
 
 
-def watched(names: list[str]) -> list[str]:
-    return [w for w in WATCHED if any(n == w or n.startswith(w + ".") for n in names)]
+def watched(names: list[str], packages: tuple[str, ...] = WATCHED) -> list[str]:
+    """Which of ``packages`` (each with its submodules) are among the module ``names``."""
+    return [w for w in packages if any(n == w or n.startswith(w + ".") for n in names)]
 
 
 def missing_file(root: Path, work: Path) -> dict:
@@ -135,8 +135,7 @@ def load_model(root: Path, work: Path) -> dict:
 def load_model_as_mmseg(root: Path, work: Path) -> dict:
     seconds, run = timed(root, ["-c", LOAD_MODEL_AS_MMSEG], work)
     assert run.returncode == 0, run.stderr
-    names = json.loads(run.stdout.splitlines()[-1])
-    return {"seconds": seconds, "optional": [o for o in OPTIONAL if any(n == o or n.startswith(o + ".") for n in names)]}
+    return {"seconds": seconds, "optional": watched(json.loads(run.stdout.splitlines()[-1]), SKIPPED)}
 
 
 MEASURES = {

@@ -91,6 +91,7 @@ class PreparedCache:
     def __init__(self, max_bytes: int = 256 * 2**20) -> None:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[tuple, tuple[PreparedCase, bool]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     @staticmethod
@@ -114,14 +115,17 @@ class PreparedCache:
         if size > self.max_bytes:
             return
         with self._lock:
+            if key in self._entries:
+                self._bytes -= _nbytes(self._entries.pop(key)[0])
             self._entries[key] = (_copy(prepared), background_only)
-            self._entries.move_to_end(key)
-            while sum(_nbytes(p) for p, _ in self._entries.values()) > self.max_bytes:
-                self._entries.popitem(last=False)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                self._bytes -= _nbytes(self._entries.popitem(last=False)[1][0])
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
