@@ -48,13 +48,15 @@ def held_out_phantoms(n: int, seed: int, work: Path = WORK) -> Path:
     return path
 
 
-def timings(bundles: list[Path], repeats: int) -> dict[str, dict[str, float]]:
-    """Bundle path -> real scan -> best wall seconds of ``Segmenter.segment`` (models alternate)."""
+def timings(bundles: list[Path], repeats: int, scans: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Bundle path -> real scan -> best wall seconds of ``Segmenter.segment`` (models alternate), on the
+    real scans named in ``scans`` (default: every one)."""
     from MultiModalSegLib.inference import Segmenter
     from MultiModalSegLib.io import read_image
-    from training.real_scans import REAL_SCANS
+    from training.real_scans import REAL_SCANS, real_scan
 
-    cases = [{"name": r.name, "image": r.image(), "modality": r.modality} for r in REAL_SCANS]
+    chosen = REAL_SCANS if scans is None else [real_scan(name) for name in scans]
+    cases = [{"name": r.name, "image": r.image(), "modality": r.modality} for r in chosen]
     images = {c["name"]: (read_image(c["image"]), c["modality"]) for c in cases}
     segmenters = {str(b): Segmenter(b, device="cpu", amp=False) for b in bundles}
     best: dict[str, dict[str, float]] = {str(b): {} for b in bundles}
@@ -165,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phantoms", type=int, default=4, help="held-out phantoms per modality")
     p.add_argument("--seed", type=int, default=1001)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--timed-scans", nargs="+", metavar="SCAN",
+                   help="the real scans (folder names) timed; default: every real scan of the project")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--work", type=Path, default=WORK, help="where the held-out phantoms are written")
     args = p.parse_args(argv)
@@ -183,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         name = names[str(path)] = model_name(bundle.metadata)
         meta[name] = {"file": str(path), "sha256": bundle_sha256(path), "method": bundle.method}
         results[name] = evaluate_bundle(path, cases)
-    seconds = timings(list(args.models), args.repeats)
+    seconds = timings(list(args.models), args.repeats, args.timed_scans)
     seconds = {names[str(p)]: seconds[str(p)] for p in args.models}
     old, new = list(results)
     ratios = {case: round(seconds[new][case] / seconds[old][case], 2) for case in seconds[old]}

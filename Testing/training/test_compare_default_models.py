@@ -25,6 +25,7 @@ def test_two_models_side_by_side(phantom_dir, tiny_bundle, tmp_path):
     module = load_script("training/compare_default_models.py")
     out = tmp_path / "out"
     assert module.main(["--models", str(tiny_bundle), str(other), "--phantoms", "1", "--repeats", "1",
+                        "--timed-scans", "abdomen_mr_01",
                         "--out", str(out), "--work", str(tmp_path / "work")]) == 0
     doc = json.loads((out / "comparison.json").read_text())
     old, new = list(doc["results"])
@@ -36,6 +37,7 @@ def test_two_models_side_by_side(phantom_dir, tiny_bundle, tmp_path):
                       for o in ("liver", "spleen", "kidney_right", "kidney_left")]
             means = [np.mean([v for v in vals if v is not None]) for vals in organs if any(v is not None for v in vals)]
             assert doc["phantom_mean_dice"][name][modality] == pytest.approx(float(np.mean(means)), abs=1e-12)
+    assert list(doc["seconds"][new]) == ["abdomen_mr_01"]  # only the scan asked for is timed
     for case, ratio in doc["seconds_ratio_new_over_old"].items():
         assert ratio == round(doc["seconds"][new][case] / doc["seconds"][old][case], 2)
     report = (out / "comparison.md").read_text()
