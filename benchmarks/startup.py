@@ -2,7 +2,8 @@
 
     python benchmarks/startup.py                          # against BASELINE, 5 alternating runs each
     python benchmarks/startup.py --baseline HEAD~3 --repeats 3
-    python benchmarks/startup.py --quick --baseline HEAD  # one run each (used by the tests)
+    python benchmarks/startup.py --quick --baseline HEAD  # one run each
+    python benchmarks/startup.py --quick --baseline HEAD --measures skip_existing  # (the test) plus 1 and 2
 
 The baseline's ``MultiModalSegLib/`` and ``Resources/`` are extracted with ``git archive`` into a
 temporary folder. Every measurement runs a fresh Python with ``PYTHONPATH`` set to that folder or
@@ -25,7 +26,8 @@ to this checkout, the two alternating, so both see the same machine load. Measur
 
 Reported: every time, the median and the best of each, the ratio of the baseline's median to this
 checkout's, and the load average before and after (a shared machine makes every time longer, the
-baseline's and this checkout's alike). Results: ``benchmarks/results/startup*``; the exit status is 1
+baseline's and this checkout's alike). ``--measures`` picks some of them; 1 and 2, which the acceptance
+reads, are always measured. Results: ``benchmarks/results/startup*``; the exit status is 1
 when an acceptance check fails.
 """
 
@@ -147,14 +149,17 @@ MEASURES = {
 }
 
 
-def measure(roots: dict[str, Path], repeats: int, work: Path) -> dict:
-    """Each measure ``repeats`` times for each root, the roots alternating (baseline first, then second)."""
-    runs: dict[str, dict[str, list[dict]]] = {m: {name: [] for name in roots} for m in MEASURES}
+ACCEPTANCE_MEASURES = ("missing_file", "import_inference")
+
+
+def measure(roots: dict[str, Path], repeats: int, work: Path, measures: tuple[str, ...] = tuple(MEASURES)) -> dict:
+    """Each of ``measures`` ``repeats`` times for each root, the roots alternating (baseline first, then second)."""
+    runs: dict[str, dict[str, list[dict]]] = {m: {name: [] for name in roots} for m in MEASURES if m in measures}
     for i in range(repeats):
         order = list(roots) if i % 2 == 0 else list(roots)[::-1]
-        for key, (_, fn) in MEASURES.items():
+        for key in runs:
             for name in order:
-                runs[key][name].append(fn(roots[name], work))
+                runs[key][name].append(MEASURES[key][1](roots[name], work))
     return runs
 
 
@@ -176,8 +181,8 @@ def markdown(summary: dict, record: dict) -> str:
         "| measure | baseline median s (best) | this checkout median s (best) | baseline / this | imported by this checkout (watched) |",
         "|---|---|---|---|---|",
     ]
-    for key, (label, _) in MEASURES.items():
-        row = summary[key]
+    for key, row in summary.items():
+        label = MEASURES[key][0]
         b, c = row["baseline"], row["current"]
         imports = ", ".join(f"`{m}`" for m in c.get("imports", [])) or ("none" if "imports" in c else "-")
         if key == "skip_existing":
@@ -215,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", default=BASELINE, help=f"git revision to compare with (default {BASELINE})")
     parser.add_argument("--repeats", type=int, default=5, help="runs of each measure for each side (default 5)")
     parser.add_argument("--quick", action="store_true", help="one run each (default: off)")
+    parser.add_argument("--measures", nargs="+", choices=list(MEASURES), default=list(MEASURES),
+                        help=f"which measures (default: all; {' and '.join(ACCEPTANCE_MEASURES)} always, the acceptance reads them)")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results",
                         help="folder for startup.json/.md (default: benchmarks/results)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -225,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         baseline = extract(args.baseline, tmp_path / "baseline")
         work = tmp_path / "work"
         work.mkdir()
-        runs = measure({"baseline": baseline, "current": REPO}, repeats, work)
+        measures = tuple(dict.fromkeys([*ACCEPTANCE_MEASURES, *args.measures]))
+        runs = measure({"baseline": baseline, "current": REPO}, repeats, work, measures)
     summary = summarise(runs)
     missing = summary["missing_file"]["current"]["median_s"]
     imports = summary["import_inference"]["current"]["imports"]
