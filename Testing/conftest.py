@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -21,7 +22,13 @@ TINY_LSSC_NETWORK = {"name": "transformer_unet3d", "params": {"embed_dim": 8, "d
 REAL_CT = SAMPLES / "abdomen_ct_01" / "image.nii.gz"
 REAL_MR = SAMPLES / "abdomen_mr_01" / "image.nii.gz"
 
-torch.set_num_threads(2)
+# Two pytest-xdist workers (the README's test command) share two cores: one torch thread each, and the
+# processes they start (mmseg, training, Slicer's background runs) one OpenMP thread each. A serial run
+# takes both cores.
+TORCH_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+torch.set_num_threads(TORCH_THREADS)
+if TORCH_THREADS == 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
 # the tests import MONAI as the mmseg command does: without the optional packages it would load for parts
 # of it the library never uses (see monai_start)
 monai_start.install()
@@ -55,7 +62,7 @@ def tiny_config(data_dir: Path, **overrides) -> dict:
         "validate_every": 1000,
         "checkpoint_every": 3,
         "log_every": 1,
-        "threads": 2,
+        "threads": TORCH_THREADS,
         "schedule": {"name": "cosine", "warmup_steps": 0},
     }
     cfg.update(overrides)
@@ -72,6 +79,14 @@ def synthesis_config(**overrides):
 
     datasets = [{"path": str(SAMPLES / "dataset.json"), "exclude": ["abdomen_mr_01"]}]
     return config_from_dict(tiny_config(SAMPLES, datasets=datasets, **{"synthesis": SYNTHESIS_MIX, **overrides}))
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Every test starts with :data:`TORCH_THREADS` (a trainer or script that sets its own keeps it only for its test)."""
+    torch.set_num_threads(TORCH_THREADS)
+    yield
+    torch.set_num_threads(TORCH_THREADS)
 
 
 @pytest.fixture(scope="session")

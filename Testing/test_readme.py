@@ -76,10 +76,10 @@ def test_ci_runs_the_readme_test_command_then_the_slow_tests_time_boxed():
     ``slow`` tests in a step of their own under a time limit; ``slow`` is a registered marker."""
     section = README.split("**Run the test suite**", 1)[1]
     command = _blocks("bash")[[b in section for b in _blocks("bash")].index(True)].strip()
-    assert command.endswith('pytest -q -m "not slow"') and "pip install torch==2.13.0" in command
+    assert command.endswith('pytest -q -m "not slow" -n 2 --dist loadscope') and "pip install torch==2.13.0" in command
     lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
     assert command in lines
-    slow = next(line for line in lines if "pytest -q -m slow" in line)
+    slow = next(line for line in lines if "pytest -v -m slow" in line)
     assert lines.index(slow) > lines.index(command)
     box = re.search(r"timeout --signal=INT --kill-after=\d+ (\d+) ", slow)  # pytest reports where it stopped
     assert box and 600 <= int(box.group(1)) <= 2700  # room for a busy machine, inside CI's 90 minutes
@@ -96,7 +96,7 @@ def test_ci_fails_when_any_part_of_the_readme_command_fails(tmp_path, failing):
     parts[failing] = "false"
     stand_in = f"true && {parts['pip']} && {parts['ruff']} && {parts['pytest']}"
     script = (REPO / ".ci" / "run").read_text().replace(command, stand_in)
-    script = "\n".join("true" if "pytest -q -m slow" in line else line for line in script.splitlines())
+    script = "\n".join("true" if "pytest -v -m slow" in line else line for line in script.splitlines())
     script = script.replace('cd "$(dirname "$0")/.."', "cd .")
     (tmp_path / "run").write_text(script)
     result = subprocess.run(["bash", str(tmp_path / "run")], cwd=tmp_path, capture_output=True, text=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import load_script, with_inference
+from conftest import TORCH_THREADS, load_script, with_inference
 
 from MultiModalSegLib.bundle import bundle_sha256, file_sha256, load_bundle, replace_metadata, save_bundle
 from MultiModalSegLib.data.loading import PREPARED
@@ -223,7 +223,8 @@ def test_few_shot_from_the_default_model(tmp_path):
     4 held-out phantoms per modality: about 4 minutes on 2 cores) is checked for consistency by
     :func:`test_committed_few_shot_claims_follow_from_its_numbers` and rerun by the script itself."""
     script = load_script("training/finetune_fewshot.py")
-    args = ["--quick", "--run", str(tmp_path / "run"), "--out-dir", str(tmp_path / "report"), "--quiet", "--device", "cpu"]
+    args = ["--quick", "--run", str(tmp_path / "run"), "--out-dir", str(tmp_path / "report"), "--quiet", "--device", "cpu",
+            "--threads", str(TORCH_THREADS)]
     assert script.main(args) == 0
     report = json.loads((tmp_path / "report" / "before_after.json").read_text())
     committed = _report("before_after_quick.json")
