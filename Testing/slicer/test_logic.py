@@ -18,10 +18,8 @@ from MultiModalSegModuleLib.segment_names import display_name  # noqa: E402
 from MultiModalSegLib.io import read_segmentation_info, write_image_atomic
 from MultiModalSegLib.models import load_manifest
 from MultiModalSegLib.terminology import terminology_entry
-from Testing.conftest import real_ct_organ_slab
+from Testing.conftest import REAL_CT, real_ct_organ_slab
 from Testing.slicer.conftest import REPO, Scene, slicer
-
-REAL_CT = REPO / "Resources" / "SampleData" / "abdomen_ct_01" / "image.nii.gz"
 
 
 @pytest.fixture(scope="module")
