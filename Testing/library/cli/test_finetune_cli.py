@@ -12,11 +12,12 @@ from MultiModalSegLib.bundle import load_bundle
 from MultiModalSegLib.cli import main
 from MultiModalSegLib.training import Trainer
 from MultiModalSegLib.training.progress import read_progress
+from Testing.conftest import TORCH_THREADS
 
 
 def _command(parent: Path, data: Path, out: Path, run: Path, *extra: str) -> list[str]:
     return ["finetune", "--init", str(parent), "--data", str(data), "--out", str(out), "--run", str(run), "--steps", "2",
-            "--lr", "1e-3", "--phantoms", "0", "--heldout-phantoms", "0", "--device", "cpu", "--threads", "2", "--quiet",
+            "--lr", "1e-3", "--phantoms", "0", "--heldout-phantoms", "0", "--device", "cpu", "--threads", str(TORCH_THREADS), "--quiet",
             "--parent-data", "no", "--keep-worse", *extra]  # fmt: skip
 
 
@@ -103,7 +104,7 @@ def test_a_worse_model_is_not_saved_without_keep_worse(phantom_dir, tmp_path, ca
     out, run = tmp_path / "worse.zip", tmp_path / "run"
     command = ["finetune", "--init", str(parent), "--data", str(phantom_dir), "--out", str(out), "--run", str(run),
                "--steps", "2", "--lr", "0.3", "--phantoms", "0", "--heldout-phantoms", "1", "--parent-data", "no",
-               "--device", "cpu", "--threads", "2", "--quiet"]  # fmt: skip
+               "--device", "cpu", "--threads", str(TORCH_THREADS), "--quiet"]  # fmt: skip
     assert main(command) == 1
     captured = capsys.readouterr()
     assert "WARNING: the new model is WORSE than its parent on the held-out cases (mean Dice " in captured.err

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 def _options(parent: Path, data: list, out: Path, run: Path, **kw) -> FinetuneOptions:
     base = dict(init=str(parent), data=[str(d) for d in data], out=out, run_dir=run, steps=2, lr=1e-3, parent_data="no",
-                phantoms=0, heldout_phantoms=0, quiet=True, threads=2, device="cpu", keep_worse=True)  # fmt: skip
+                phantoms=0, heldout_phantoms=0, quiet=True, threads=TORCH_THREADS, device="cpu", keep_worse=True)  # fmt: skip
     base.update(kw)
     return FinetuneOptions(**base)
 
