@@ -29,6 +29,7 @@ from compare_methods import ORGANS, _f, _mean, evaluate_bundle, splice_readme, t
 
 from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
 from MultiModalSegLib.bundle import bundle_sha256, load_bundle  # noqa: E402
+from training.real_scans import REAL_SCANS, real_scan  # noqa: E402
 
 MODALITIES = ("CT", "MR")
 OUT = REPO / "training" / "reports" / "default-models"
@@ -53,7 +54,6 @@ def timings(bundles: list[Path], repeats: int, scans: list[str] | None = None) -
     real scans named in ``scans`` (default: every one)."""
     from MultiModalSegLib.inference import Segmenter
     from MultiModalSegLib.io import read_image
-    from training.real_scans import REAL_SCANS, real_scan
 
     chosen = REAL_SCANS if scans is None else [real_scan(name) for name in scans]
     cases = [{"name": r.name, "image": r.image(), "modality": r.modality} for r in chosen]
@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phantoms", type=int, default=4, help="held-out phantoms per modality")
     p.add_argument("--seed", type=int, default=1001)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--timed-scans", nargs="+", metavar="SCAN",
-                   help="the real scans (folder names) timed; default: every real scan of the project")
+    p.add_argument("--timed-scans", nargs="+", choices=[s.name for s in REAL_SCANS],
+                   help="the real scans timed (default: every real scan of the project)")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--work", type=Path, default=WORK, help="where the held-out phantoms are written")
     args = p.parse_args(argv)

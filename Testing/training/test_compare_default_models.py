@@ -51,6 +51,14 @@ def test_two_models_side_by_side(phantom_dir, tiny_bundle, tmp_path):
     assert all(line in report.splitlines() for line in block.splitlines() if line.startswith("|"))
 
 
+def test_an_unknown_timed_scan_is_refused_before_any_work(tmp_path, capsys):
+    module = load_script("training/compare_default_models.py")
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--models", str(tmp_path / "a.zip"), str(tmp_path / "b.zip"), "--timed-scans", "my_scan",
+                     "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
+    assert stop.value.code == 2 and "my_scan" in capsys.readouterr().err and not (tmp_path / "work").exists()
+
+
 def test_committed_readme_block_is_the_committed_comparison():
     module = load_script("training/compare_default_models.py")
     doc = json.loads((module.OUT / "comparison.json").read_text())
