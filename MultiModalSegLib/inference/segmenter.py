@@ -174,6 +174,9 @@ class Segmentation:
         return out
 
 
+# what the voxels of an organ's dropped piece become: background, or their next most probable class
+# (:func:`suppress_dropped_pieces`; not yet the default: scored on the validation CT alone so far)
+DROPPED_PIECES = ("background", "next_class")
 RIVAL_SHARE = 0.5  # a dropped piece at least this share of the kept one ...
 RIVAL_MIN_ML = 5.0  # ... and at least this large is worth a warning
 
@@ -260,6 +263,23 @@ def keep_largest_component(labels: np.ndarray, values: list[int]) -> np.ndarray:
     return largest_pieces(labels, values)[0]
 
 
+def suppress_dropped_pieces(logits: torch.Tensor, before: np.ndarray, after: np.ndarray,
+                            bbox: tuple[slice, ...]) -> torch.Tensor | None:
+    """Where choosing each organ's piece turned an organ voxel to background (``before`` the argmax labels,
+    ``after`` the labels kept, both on the whole model grid; ``logits`` ``[1, C, *crop]`` on ``bbox``): a copy of
+    ``logits`` with that organ's logit there below every other class's, so that the voxel's label becomes its
+    next most probable class: a piece of one organ inside another (part of a spleen called left kidney) goes to
+    the organ around it, a false piece in the body wall to background. ``None`` where no voxel was dropped."""
+    dropped = (before != after)[bbox]
+    if not dropped.any():
+        return None
+    index = np.nonzero(dropped)
+    classes = torch.as_tensor(before[bbox][index].astype(np.int64))
+    out = logits.clone()
+    out[0][(classes, *(torch.as_tensor(i) for i in index))] = torch.finfo(out.dtype).min
+    return out
+
+
 def keep_pieces_under(labels: np.ndarray, values: list[int], guide: np.ndarray) -> np.ndarray:
     """Per label value, keep only the 26-connected component of ``labels`` with the most voxels of that value in
     ``guide`` (a label map on the same grid; ties and no overlap: the larger): the piece another grid kept."""
@@ -325,6 +345,7 @@ class Segmenter:
         overlap: float | None = None,
         sw_batch_size: int | None = None,
         largest_component: bool = True,
+        dropped_pieces: str = "background",
         quality: str | Quality = "normal",
         organ_layout: bool = True,
         cpu_channels_last: bool = True,
@@ -347,6 +368,9 @@ class Segmenter:
         self.sw_batch_size = sw_batch_size or (1 if self.quality.window_scale > 1 else self.bundle_window[2])
         self.mode = self.quality.mode or self.bundle_window[1]
         self.largest_component = largest_component
+        if dropped_pieces not in DROPPED_PIECES:
+            raise InputError(f"dropped_pieces {dropped_pieces!r}: choose one of {list(DROPPED_PIECES)}.")
+        self.dropped_pieces = dropped_pieces
         self.layout = layout_for(self.bundle.labels) if organ_layout else None  # a spatial prior on which piece to keep
         self.spacing = [float(s) for s in meta["spacing"]]
         self.patch_size = list(meta["patch_size"])
@@ -470,8 +494,14 @@ class Segmenter:
         labels = uncrop(logits.argmax(1)[0].numpy().astype(np.uint8), bbox, model_space.array.shape)
         dropped, moved = {}, ()
         if self.largest_component:  # one pass keeps each organ's piece (the largest, unless out of place) and says which rivalled it
+            before = labels
             labels, pieces = organ_pieces(labels, self.label_info, model_space, self.layout)
             dropped = rivals(pieces, self.label_info, model_space.spacing)
+            suppressed = suppress_dropped_pieces(logits, before, labels, bbox) if self.dropped_pieces == "next_class" else None
+            if suppressed is not None:  # the dropped voxels take their next class; a stray piece that makes goes to background
+                logits = suppressed
+                labels = uncrop(logits.argmax(1)[0].numpy().astype(np.uint8), bbox, model_space.array.shape)
+                labels = organ_pieces(labels, self.label_info, model_space, self.layout)[0]
             moved = tuple(lab.name for lab in self.label_info if lab.value in pieces and pieces[lab.value].out_of_place)
         model_labels = Volume(labels, model_space.spacing, model_space.origin, model_space.direction)
         result = to_input_grid(model_labels, volume)
