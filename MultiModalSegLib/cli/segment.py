@@ -71,6 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-organ-layout", action="store_true",
                    help="keep each organ's largest piece even where it lies far from where the organ lies among the "
                         "others (default: such a piece is dropped for one of at least half its size that lies there)")  # fmt: skip
+    p.add_argument("--dropped-pieces", default="background", choices=("background", "next_class"),
+                   help="what the voxels of an organ's dropped piece become: background, or their next most probable "
+                        "class (a piece of one organ inside another goes to that organ) (default: background)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them); never an input")
     p.add_argument("--strict", action="store_true",
                    help="a result in which every organ is empty is a failure: nothing is written for it and the exit "
@@ -213,7 +216,7 @@ def _segment(args: argparse.Namespace, todo: list[tuple[int, CaseInput, Path]], 
     device = str(worker_device(resolve_device(args.device))) if launched else args.device
     segmenter = Segmenter(
         args.model, device=device, quality=args.quality, largest_component=not args.no_largest_component,
-        organ_layout=not args.no_organ_layout,
+        organ_layout=not args.no_organ_layout, dropped_pieces=args.dropped_pieces,
     )
     print(f"model: {segmenter.bundle.name} ({segmenter.bundle.path}) on {segmenter.device}", file=sys.stderr)
     if segmenter.provenance.status == UNVERIFIED:

@@ -121,9 +121,11 @@ def test_a_largest_piece_dropped_as_out_of_place_is_said_so():
     assert any(w.startswith("spleen: its largest piece (about 78 mL) lay far from where the spleen lies") for w in record["warnings"])
 
 
-@pytest.mark.parametrize(("flags", "layout"), [([], True), (["--no-organ-layout"], False)])
-def test_no_organ_layout_keeps_the_largest_piece(tmp_path, capsys, monkeypatch, flags, layout):
-    """``--no-organ-layout`` builds the Segmenter without its organ layout (the largest piece kept wherever it lies)."""
+@pytest.mark.parametrize(("flags", "layout", "dropped"), [([], True, "background"), (["--no-organ-layout"], False, "background"),
+                                                         (["--dropped-pieces", "next_class"], True, "next_class")])
+def test_piece_flags_reach_the_segmenter(tmp_path, capsys, monkeypatch, flags, layout, dropped):
+    """``--no-organ-layout`` builds the Segmenter without its organ layout (the largest piece kept wherever it lies);
+    ``--dropped-pieces next_class`` gives a dropped piece's voxels their next most probable class."""
     import MultiModalSegLib.inference as inference
 
     built = {}
@@ -138,4 +140,4 @@ def test_no_organ_layout_keeps_the_largest_piece(tmp_path, capsys, monkeypatch, 
     monkeypatch.setattr(inference, "Segmenter", capture)
     with pytest.raises(Stop):
         main(["segment", str(REAL_CT), "-o", str(tmp_path), *flags])
-    assert built["organ_layout"] is layout and built["largest_component"] is True
+    assert built["organ_layout"] is layout and built["largest_component"] is True and built["dropped_pieces"] == dropped
