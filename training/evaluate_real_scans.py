@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.results_files import out_option  # noqa: E402
 from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
+from MultiModalSegLib.inference.segmenter import DROPPED_PIECES  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
 from training.real_scans import REAL_SCANS, SHARED_DATA, abdomen_labels  # noqa: E402
 
@@ -92,16 +93,19 @@ def role(scan: dict, trained: set[str]) -> str:
     return "validation" if scan["project_role"] == "validation" else "left out"
 
 
-def score(bundle: Path, scans: list[dict], qualities: tuple[str, ...] = QUALITIES, largest_piece: bool = True) -> list[dict]:
-    """One row per scan and quality: Dice / HD95 / ASSD per scored organ, seconds, role. Each scan and its
-    reference are read once for every quality. ``largest_piece`` False: every piece of each organ scored, not
-    only the largest that the ``Segmenter`` keeps by default (what a run's in-run validation scores)."""
+def score(bundle: Path, scans: list[dict], qualities: tuple[str, ...] = QUALITIES, largest_piece: bool = True,
+          dropped_pieces: tuple[str, ...] = ("background",)) -> list[dict]:
+    """One row per scan, quality and choice of ``dropped_pieces`` (``Segmenter(dropped_pieces=...)``): Dice / HD95 /
+    ASSD per scored organ, seconds, role. Each scan and its reference are read once for every quality.
+    ``largest_piece`` False: every piece of each organ scored, not only the largest that the ``Segmenter`` keeps
+    by default (what a run's in-run validation scores)."""
     from MultiModalSegLib.inference import Segmenter
     from MultiModalSegLib.io import read_image, read_labelmap
     from MultiModalSegLib.metrics import evaluate_labels
 
-    segmenters = {quality: Segmenter(bundle, device="cpu", amp=False, quality=quality, largest_component=largest_piece)
-                  for quality in qualities}
+    segmenters = {(quality, dropped): Segmenter(bundle, device="cpu", amp=False, quality=quality,
+                                                largest_component=largest_piece, dropped_pieces=dropped)
+                  for quality in qualities for dropped in dropped_pieces}
     metadata = next(iter(segmenters.values())).bundle.metadata
     trained = trained_case_names(metadata)
     volumes = {scan["name"]: read_image(scan["image"]) for scan in scans}
@@ -110,7 +114,7 @@ def score(bundle: Path, scans: list[dict], qualities: tuple[str, ...] = QUALITIE
         ref = read_labelmap(scan["label"], reference=volumes[scan["name"]])
         references[scan["name"]] = (abdomen_labels(ref.array), ref.spacing)
     rows = []
-    for quality, seg in segmenters.items():
+    for (quality, dropped), seg in segmenters.items():
         for scan in scans:
             t0 = time.perf_counter()
             result = seg.segment(volumes[scan["name"]], scan["modality"])
@@ -120,7 +124,7 @@ def score(bundle: Path, scans: list[dict], qualities: tuple[str, ...] = QUALITIE
             rows.append({
                 "bundle": f"{metadata['name']} {metadata['version']}", "bundle_file": bundle.name,
                 "scan": scan["name"], "modality": scan["modality"], "role": role(scan, trained), "quality": quality,
-                "organs": scan["organs"], "seconds": round(seconds, 2),
+                "organs": scan["organs"], "seconds": round(seconds, 2), "dropped_pieces": dropped,
                 "metrics": {o: {k: (None if math.isnan(v) else round(float(v), 4)) for k, v in metrics[o].items()}
                             for o in scan["organs"]},
                 "rival_pieces": {o: list(v) for o, v in result.rival_pieces.items()},  # every organ, scored or not
@@ -140,14 +144,19 @@ def _f(value: float | None, digits: int = 3) -> str:
 
 def markdown(rows: list[dict]) -> str:
     """The table: unseen scans first, then train; one row per bundle, scan and quality."""
-    ordered = sorted(rows, key=lambda r: (ROLE_ORDER[r["role"]], r["scan"], r["bundle"], QUALITIES.index(r["quality"])))
+    ordered = sorted(rows, key=lambda r: (ROLE_ORDER[r["role"]], r["scan"], r["bundle"], QUALITIES.index(r["quality"]),
+                                          DROPPED_PIECES.index(r.get("dropped_pieces", "background"))))
     head = ["scan", "role", "model", "quality", *ORGANS, "mean (scored)", "seconds"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|" + "---:|" * (len(head) - 4)]
     for r in ordered:
         cells = [_f(r["metrics"][o]["dice"]) if o in r["organs"] else "n/s" for o in ORGANS]
-        lines.append("| " + " | ".join([r["scan"], r["role"], f"`{r['bundle']}`", r["quality"], *cells,
+        model = f"`{r['bundle']}`" + ("" if r.get("dropped_pieces", "background") == "background" else
+                                      f", dropped pieces: {r['dropped_pieces']}")
+        lines.append("| " + " | ".join([r["scan"], r["role"], model, r["quality"], *cells,
                                         _f(mean_dice(r)), f"{r['seconds']:.1f}"]) + " |")
-    rivals = [f"{r['scan']} `{r['bundle']}` {r['quality']}: {organ} {kept:.0f} mL kept, {dropped:.0f} mL dropped"
+    rivals = [f"{r['scan']} `{r['bundle']}` {r['quality']}"
+              + ("" if r.get("dropped_pieces", "background") == "background" else f" ({r['dropped_pieces']})")
+              + f": {organ} {kept:.0f} mL kept, {dropped:.0f} mL dropped"
               + (" (the largest, out of place)" if organ in r.get("out_of_place", ()) else "")
               for r in ordered for organ, (kept, dropped) in r.get("rival_pieces", {}).items()]
     if rivals:  # where the largest-piece step chose between near equals (the Segmenter warns of each)
@@ -160,7 +169,8 @@ def markdown(rows: list[dict]) -> str:
 def command(args: argparse.Namespace, default_out: Path) -> str:
     """The command line that writes this table again (``--out`` only where it is not the default)."""
     parts = ["python training/evaluate_real_scans.py", *(f"--bundle {b}" for b in args.bundle),
-             *(f"--quality {q}" for q in args.quality or ()), *(["--every-piece"] if args.every_piece else [])]
+             *(f"--quality {q}" for q in args.quality or ()), *(["--every-piece"] if args.every_piece else []),
+             *(f"--dropped-pieces {d}" for d in args.dropped_pieces or ())]
     return " ".join(parts) + out_option(args.out, default_out)
 
 
@@ -173,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", action="store_true", help="also copy the table into README.md (real-scans block)")
     parser.add_argument("--every-piece", action="store_true",
                         help="score every piece of each organ, not only its largest (the Segmenter's default keeps the largest)")
+    parser.add_argument("--dropped-pieces", choices=DROPPED_PIECES, action="append",
+                        help="what a dropped piece's voxels become (Segmenter dropped_pieces; repeatable: side by side; "
+                             "default: background)")
     args = parser.parse_args(argv)
     if args.every_piece and args.readme:
         parser.error("--every-piece scores what the module does not deliver; leave out --readme")
@@ -180,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(s["image"]) for s in scans if not Path(s["image"]).is_file()]
     if missing:
         parser.error(f"real scans not found: {missing}; pass --data with the folder of ../shared/data")
-    rows = [row for b in args.bundle for row in score(b, scans, tuple(args.quality or QUALITIES), largest_piece=not args.every_piece)]
+    rows = [row for b in args.bundle for row in score(b, scans, tuple(args.quality or QUALITIES), largest_piece=not args.every_piece,
+                                                      dropped_pieces=tuple(args.dropped_pieces or ("background",)))]
     args.out.mkdir(parents=True, exist_ok=True)
     text = (
         "# Real-scan accuracy\n\n"

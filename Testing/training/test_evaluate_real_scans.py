@@ -105,11 +105,20 @@ def test_the_regenerate_command_carries_every_option_given():
 
     e = _module()
     default = Path("training/reports/real-scans")
-    given = argparse.Namespace(bundle=[Path("a.zip"), Path("b")], quality=["fast"], every_piece=True, out=Path("x"))
+    given = argparse.Namespace(bundle=[Path("a.zip"), Path("b")], quality=["fast"], every_piece=True, out=Path("x"),
+                               dropped_pieces=["background", "next_class"])
     assert e.command(given, default) == ("python training/evaluate_real_scans.py --bundle a.zip --bundle b --quality fast "
-                                         "--every-piece --out x")
-    plain = argparse.Namespace(bundle=[Path("a.zip")], quality=None, every_piece=False, out=default)
+                                         "--every-piece --dropped-pieces background --dropped-pieces next_class --out x")
+    plain = argparse.Namespace(bundle=[Path("a.zip")], quality=None, every_piece=False, out=default, dropped_pieces=None)
     assert e.command(plain, default) == "python training/evaluate_real_scans.py --bundle a.zip"
+
+
+def test_a_dropped_pieces_choice_other_than_background_is_named_in_its_row():
+    e = _module()
+    row = {"bundle": "m 1.0.0", "scan": "chest_abdomen_ct_02", "role": "validation", "quality": "normal",
+           "organs": ["liver"], "seconds": 1.0, "metrics": {"liver": {"dice": 0.9}}}
+    table = e.markdown([{**row, "dropped_pieces": "next_class"}, {**row, "dropped_pieces": "background"}]).splitlines()
+    assert "| `m 1.0.0` |" in table[2] and "| `m 1.0.0`, dropped pieces: next_class |" in table[3]  # background first
 
 
 def test_organs_whose_dropped_piece_rivalled_the_kept_one_are_listed_under_the_table():
