@@ -142,6 +142,12 @@ def _f(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _choice(row: dict, template: str) -> str:
+    """``template`` filled with the row's ``dropped_pieces`` choice where it is not the default (background), else ""."""
+    choice = row.get("dropped_pieces", "background")
+    return "" if choice == "background" else template.format(choice)
+
+
 def markdown(rows: list[dict]) -> str:
     """The table: unseen scans first, then train; one row per bundle, scan and quality."""
     ordered = sorted(rows, key=lambda r: (ROLE_ORDER[r["role"]], r["scan"], r["bundle"], QUALITIES.index(r["quality"]),
@@ -150,13 +156,10 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|" + "---:|" * (len(head) - 4)]
     for r in ordered:
         cells = [_f(r["metrics"][o]["dice"]) if o in r["organs"] else "n/s" for o in ORGANS]
-        model = f"`{r['bundle']}`" + ("" if r.get("dropped_pieces", "background") == "background" else
-                                      f", dropped pieces: {r['dropped_pieces']}")
+        model = f"`{r['bundle']}`" + _choice(r, ", dropped pieces: {}")
         lines.append("| " + " | ".join([r["scan"], r["role"], model, r["quality"], *cells,
                                         _f(mean_dice(r)), f"{r['seconds']:.1f}"]) + " |")
-    rivals = [f"{r['scan']} `{r['bundle']}` {r['quality']}"
-              + ("" if r.get("dropped_pieces", "background") == "background" else f" ({r['dropped_pieces']})")
-              + f": {organ} {kept:.0f} mL kept, {dropped:.0f} mL dropped"
+    rivals = [f"{r['scan']} `{r['bundle']}` {r['quality']}{_choice(r, ' ({})')}: {organ} {kept:.0f} mL kept, {dropped:.0f} mL dropped"
               + (" (the largest, out of place)" if organ in r.get("out_of_place", ()) else "")
               for r in ordered for organ, (kept, dropped) in r.get("rival_pieces", {}).items()]
     if rivals:  # where the largest-piece step chose between near equals (the Segmenter warns of each)

@@ -175,7 +175,8 @@ class Segmentation:
 
 
 # what the voxels of an organ's dropped piece become: background, or their next most probable class
-# (:func:`suppress_dropped_pieces`; not yet the default: scored on the validation CT alone so far)
+# (:func:`suppress_dropped_pieces`; not yet the default: scored on the project's three real scans only,
+# training/reports/dropped-pieces/)
 DROPPED_PIECES = ("background", "next_class")
 RIVAL_SHARE = 0.5  # a dropped piece at least this share of the kept one ...
 RIVAL_MIN_ML = 5.0  # ... and at least this large is worth a warning
@@ -491,17 +492,19 @@ class Segmenter:
         if mean is not None:  # the log of the passes' mean probabilities: its softmax is that mean, its argmax their labels
             logits = torch.log(mean.clamp_min_(torch.finfo(mean.dtype).tiny))
         report(0.88, "mapping back to the input grid")
-        labels = uncrop(logits.argmax(1)[0].numpy().astype(np.uint8), bbox, model_space.array.shape)
+        def argmax_labels(logits: torch.Tensor) -> np.ndarray:  # on the whole model grid
+            return uncrop(logits.argmax(1)[0].numpy().astype(np.uint8), bbox, model_space.array.shape)
+
+        labels = argmax_labels(logits)
         dropped, moved = {}, ()
         if self.largest_component:  # one pass keeps each organ's piece (the largest, unless out of place) and says which rivalled it
             before = labels
             labels, pieces = organ_pieces(labels, self.label_info, model_space, self.layout)
             dropped = rivals(pieces, self.label_info, model_space.spacing)
             suppressed = suppress_dropped_pieces(logits, before, labels, bbox) if self.dropped_pieces == "next_class" else None
-            if suppressed is not None:  # the dropped voxels take their next class; a stray piece that makes goes to background
+            if suppressed is not None:  # dropped voxels take their next class; a stray piece that leaves goes to background
                 logits = suppressed
-                labels = uncrop(logits.argmax(1)[0].numpy().astype(np.uint8), bbox, model_space.array.shape)
-                labels = organ_pieces(labels, self.label_info, model_space, self.layout)[0]
+                labels = organ_pieces(argmax_labels(logits), self.label_info, model_space, self.layout)[0]
             moved = tuple(lab.name for lab in self.label_info if lab.value in pieces and pieces[lab.value].out_of_place)
         model_labels = Volume(labels, model_space.spacing, model_space.origin, model_space.direction)
         result = to_input_grid(model_labels, volume)
