@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .bundle import bundle_sha256
+from .dropped_pieces import DEFAULT_DROPPED_PIECES, scored_choice
 from .model_zoo import INSTALLED, model_status
 from .models import ModelEntry, find_entry, load_manifest, read_bundle_metadata
 
@@ -56,7 +57,16 @@ def _metric_tables(metrics: dict) -> list[str]:
         else:
             lines.append(f"- {_fmt(value)}")
         lines.append("")
+        if key == "real_scans" and scored_choice(source or "") != DEFAULT_DROPPED_PIECES:
+            lines += [_other_rule_note(scored_choice(source or "")), ""]
     return lines
+
+
+def _other_rule_note(choice: str) -> str:
+    """Under a real-scan table scored under another ``dropped_pieces`` choice than the one a segmentation now uses."""
+    return (f"These figures were scored with the voxels of an organ's dropped piece as {choice}; a segmentation now "
+            f"gives them their {DEFAULT_DROPPED_PIECES.replace('_', ' ')} (`--dropped-pieces`), and its figures are in "
+            "the project's README (Accuracy) and `training/reports/dropped-pieces/`.")
 
 
 def _seconds(title: str, values: dict[str, float]) -> list[str]:

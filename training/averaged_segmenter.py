@@ -1,6 +1,7 @@
 """Several bundles segmenting as one, for the external checks: ``--bundle A+B`` in
 ``external_liver_ct.py`` and ``external_kidney_mr.py`` scores the argmax of the members' mean class
-probabilities on the scan's grid, one piece of each organ kept as the ``Segmenter`` keeps it, the rule by which
+probabilities on the scan's grid, one piece of each organ kept as the ``Segmenter`` keeps it (the voxels of a
+dropped piece become background: the mean is not relabelled by its next class), the rule by which
 ``probability_ensembles.py`` scores its groups on the project's real scans. Each member segments with
 its own declared inference (profile, polarity, window); the members must share their labels.
 """
@@ -38,7 +39,10 @@ def mean_labels(probabilities: list[np.ndarray], label_info: list, grid) -> tupl
 
 class AveragedSegmenter:
     """``segment(volume, modality)`` as a ``Segmenter`` does, from the mean of the members'
-    probabilities; ``bundle`` is the first member's (its labels are every member's)."""
+    probabilities; ``bundle`` is the first member's (its labels are every member's). A dropped piece's voxels
+    become background (:attr:`dropped_pieces`), whatever ``dropped_pieces`` the members are given."""
+
+    dropped_pieces = "background"
 
     def __init__(self, bundles: list[Path], **options) -> None:
         from MultiModalSegLib.errors import InputError
@@ -77,3 +81,4 @@ def segmenter(spec: str | Path, **options):
 def described(seg) -> str:
     """``name version`` of a segmenter's model, members joined by `` + ``."""
     return " + ".join(f"{m.bundle.metadata['name']} {m.bundle.metadata['version']}" for m in getattr(seg, "members", [seg]))
+

@@ -32,8 +32,9 @@ import numpy as np  # noqa: E402
 
 from benchmarks.results_files import out_option  # noqa: E402
 from MultiModalSegLib.atomic import write_text_atomic  # noqa: E402
-from MultiModalSegLib.inference.segmenter import DROPPED_PIECES  # noqa: E402
+from MultiModalSegLib.dropped_pieces import DEFAULT_DROPPED_PIECES, DROPPED_PIECES  # noqa: E402
 from MultiModalSegLib.labels import ABDOMEN_LABELS  # noqa: E402
+from training.dropped_pieces_option import add_dropped_pieces_option, choice_text, row_choice  # noqa: E402
 from training.real_scans import REAL_SCANS, SHARED_DATA, abdomen_labels  # noqa: E402
 
 SHARED = SHARED_DATA
@@ -94,7 +95,7 @@ def role(scan: dict, trained: set[str]) -> str:
 
 
 def score(bundle: Path, scans: list[dict], qualities: tuple[str, ...] = QUALITIES, largest_piece: bool = True,
-          dropped_pieces: tuple[str, ...] = ("background",)) -> list[dict]:
+          dropped_pieces: tuple[str, ...] = (DEFAULT_DROPPED_PIECES,)) -> list[dict]:
     """One row per scan, quality and choice of ``dropped_pieces`` (``Segmenter(dropped_pieces=...)``): Dice / HD95 /
     ASSD per scored organ, seconds, role. Each scan and its reference are read once for every quality.
     ``largest_piece`` False: every piece of each organ scored, not only the largest that the ``Segmenter`` keeps
@@ -142,24 +143,18 @@ def _f(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _choice(row: dict, template: str) -> str:
-    """``template`` filled with the row's ``dropped_pieces`` choice where it is not the default (background), else ""."""
-    choice = row.get("dropped_pieces", "background")
-    return "" if choice == "background" else template.format(choice)
-
-
 def markdown(rows: list[dict]) -> str:
     """The table: unseen scans first, then train; one row per bundle, scan and quality."""
     ordered = sorted(rows, key=lambda r: (ROLE_ORDER[r["role"]], r["scan"], r["bundle"], QUALITIES.index(r["quality"]),
-                                          DROPPED_PIECES.index(r.get("dropped_pieces", "background"))))
+                                          DROPPED_PIECES.index(row_choice(r))))
     head = ["scan", "role", "model", "quality", *ORGANS, "mean (scored)", "seconds"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|" + "---:|" * (len(head) - 4)]
     for r in ordered:
         cells = [_f(r["metrics"][o]["dice"]) if o in r["organs"] else "n/s" for o in ORGANS]
-        model = f"`{r['bundle']}`" + _choice(r, ", dropped pieces: {}")
+        model = f"`{r['bundle']}`" + choice_text(r)
         lines.append("| " + " | ".join([r["scan"], r["role"], model, r["quality"], *cells,
                                         _f(mean_dice(r)), f"{r['seconds']:.1f}"]) + " |")
-    rivals = [f"{r['scan']} `{r['bundle']}` {r['quality']}{_choice(r, ' ({})')}: {organ} {kept:.0f} mL kept, {dropped:.0f} mL dropped"
+    rivals = [f"{r['scan']} `{r['bundle']}` {r['quality']}{choice_text(r, ' ({})')}: {organ} {kept:.0f} mL kept, {dropped:.0f} mL dropped"
               + (" (the largest, out of place)" if organ in r.get("out_of_place", ()) else "")
               for r in ordered for organ, (kept, dropped) in r.get("rival_pieces", {}).items()]
     if rivals:  # where the largest-piece step chose between near equals (the Segmenter warns of each)
@@ -186,9 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", action="store_true", help="also copy the table into README.md (real-scans block)")
     parser.add_argument("--every-piece", action="store_true",
                         help="score every piece of each organ, not only its largest (the Segmenter's default keeps the largest)")
-    parser.add_argument("--dropped-pieces", choices=DROPPED_PIECES, action="append",
-                        help="what a dropped piece's voxels become (Segmenter dropped_pieces; repeatable: side by side; "
-                             "default: background)")
+    add_dropped_pieces_option(parser)
     args = parser.parse_args(argv)
     if args.every_piece and args.readme:
         parser.error("--every-piece scores what the module does not deliver; leave out --readme")
@@ -197,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"real scans not found: {missing}; pass --data with the folder of ../shared/data")
     rows = [row for b in args.bundle for row in score(b, scans, tuple(args.quality or QUALITIES), largest_piece=not args.every_piece,
-                                                      dropped_pieces=tuple(args.dropped_pieces or ("background",)))]
+                                                      dropped_pieces=tuple(args.dropped_pieces or (DEFAULT_DROPPED_PIECES,)))]
     args.out.mkdir(parents=True, exist_ok=True)
     text = (
         "# Real-scan accuracy\n\n"

@@ -27,6 +27,7 @@ the repository (``.gitignore``); no recipe trains on it.
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 import sys
 import tempfile
@@ -42,6 +43,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.results_files import out_option, save_results  # noqa: E402
 from MultiModalSegLib.errors import InputError  # noqa: E402
 from training.averaged_segmenter import described, segmenter  # noqa: E402
+from training.dropped_pieces_option import add_dropped_pieces_option, choice_text, dropped_option  # noqa: E402
 from training.wheel_data import check_wheel  # noqa: E402
 
 WHEEL_NAME = "renalsegmentor-2.0.0-py3-none-any.whl"
@@ -117,11 +119,14 @@ def measure(labels: np.ndarray, volume, label_values: dict[str, int], reference_
 
 
 def score(bundle: Path, volumes: dict[str, object], references: dict[str, float],
-          qualities: tuple[str, ...] = ("normal", "fast"), polarity_ensemble: bool | None = None) -> tuple[list[dict], dict]:
+          qualities: tuple[str, ...] = ("normal", "fast"), polarity_ensemble: bool | None = None,
+          dropped_pieces: str | None = None) -> tuple[list[dict], dict]:
     """One row per quality and scan (``bundle``: one bundle, or ``A+B`` averaged); and the normal-quality label
     arrays per scan, for the figure. ``polarity_ensemble``: None, each model's declared inference; True or False,
-    the MR polarity ensemble on or off whatever the bundle declares (the row's name says so)."""
-    segmenters = {quality: segmenter(bundle, device="cpu", amp=False, quality=quality) for quality in qualities}
+    the MR polarity ensemble on or off whatever the bundle declares (the row's name says so). ``dropped_pieces``:
+    the ``Segmenter``'s choice (None: its default; another is named in the row)."""
+    segmenters = {quality: segmenter(bundle, device="cpu", amp=False, quality=quality, **dropped_option(dropped_pieces))
+                  for quality in qualities}
     for seg in segmenters.values():
         for member in getattr(seg, "members", [seg]):
             if polarity_ensemble is not None:
@@ -139,7 +144,7 @@ def score(bundle: Path, volumes: dict[str, object], references: dict[str, float]
             t0 = time.perf_counter()
             labels = np.asarray(seg.segment(volume, "MR").labels.array)
             seconds = round(time.perf_counter() - t0, 2)
-            rows.append({"bundle": described(seg) + suffix, "quality": quality, "scan": scan,
+            rows.append({"bundle": described(seg) + suffix, "dropped_pieces": seg.dropped_pieces, "quality": quality, "scan": scan,
                          "seconds": seconds, **measure(labels, volume, label_values, references[scan])})
             if quality == "normal":
                 figure[scan] = names, labels
@@ -171,7 +176,7 @@ def markdown(rows: list[dict], command: str) -> str:
     ]
     for r in rows:
         ml, above = r["ml"], r["right_above_left_mm"]
-        lines.append(f"| `{r['bundle']}` | {r['quality']} | {r['scan']} | {ml['kidney_right']:.1f} | {ml['kidney_left']:.1f} "
+        lines.append(f"| `{r['bundle']}`{choice_text(r)} | {r['quality']} | {r['scan']} | {ml['kidney_right']:.1f} | {ml['kidney_left']:.1f} "
                      f"| {r['kidneys_ml']:.1f} | {r['reference_ml']:.1f} | {r['ratio']:.2f} | {_sides(r['sides_right'])} "
                      f"| {'-' if above is None else f'{above:.0f}'} | {r['pieces']['kidney_right']} / {r['pieces']['kidney_left']} "
                      f"| {ml['liver']:.1f} | {ml['spleen']:.1f} | {r['seconds']:.1f} |")
@@ -250,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="writes external_kidney_mr.md, .json and .png here (default: %(default)s)")
     parser.add_argument("--polarity-ensemble", action="store_true",
                         help="score each bundle twice, the MR polarity ensemble off and on, whatever it declares")
+    add_dropped_pieces_option(parser)
     args = parser.parse_args(argv)
     try:
         check_wheel(args.wheel, WHEEL_SHA256, WHEEL_REQUIREMENT)
@@ -258,12 +264,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     rows, figures = [], {}
     for bundle in args.bundle:
-        for polarity in (False, True) if args.polarity_ensemble else (None,):
-            found, figure = score(bundle, volumes, references, polarity_ensemble=polarity)
+        for polarity, dropped in itertools.product((False, True) if args.polarity_ensemble else (None,), args.dropped_pieces or (None,)):
+            found, figure = score(bundle, volumes, references, polarity_ensemble=polarity, dropped_pieces=dropped)
             rows += found
-            figures[found[0]["bundle"]] = figure
+            figures[found[0]["bundle"] + choice_text(found[0])] = figure
     command = ("python training/external_kidney_mr.py --wheel /tmp/renal/" + args.wheel.name + " "
                + " ".join(f"--bundle {b}" for b in args.bundle) + (" --polarity-ensemble" if args.polarity_ensemble else "")
+               + "".join(f" --dropped-pieces {d}" for d in args.dropped_pieces or ())
                + out_option(args.out, parser.get_default("out"), REPO))
     text = markdown(rows, command)
     save_results(args.out, "external_kidney_mr", {"references_ml": references, "rows": rows}, text)

@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.results_files import out_option, save_results  # noqa: E402
 from MultiModalSegLib.errors import InputError  # noqa: E402
 from training.averaged_segmenter import described, segmenter  # noqa: E402
+from training.dropped_pieces_option import add_dropped_pieces_option, choice_text, dropped_option  # noqa: E402
 from training.wheel_data import check_wheel  # noqa: E402
 
 WHEEL_REQUIREMENT = "liver-ct-segmentation-package==1.6.0"
@@ -95,18 +96,19 @@ def lits_volumes(wheel: Path, spacing: tuple[float, float, float] = GEOMETRIES[0
     return Volume(image, **geometry), Volume(liver, **geometry)
 
 
-def score(bundle: Path, volumes: dict[tuple[float, ...], tuple]) -> list[dict]:
-    """Liver Dice of ``bundle`` (or ``A+B``, their probabilities averaged) at each quality on the volume of each assumed geometry, with the seconds it took."""
+def score(bundle: Path, volumes: dict[tuple[float, ...], tuple], dropped_pieces: str | None = None) -> list[dict]:
+    """Liver Dice of ``bundle`` (or ``A+B``, their probabilities averaged) at each quality on the volume of each
+    assumed geometry, with the seconds it took; ``dropped_pieces``: the ``Segmenter``'s choice (None: its default)."""
     from MultiModalSegLib.labels import LabelInfo
     from MultiModalSegLib.metrics import dice_scores
 
     rows = []
     for quality in ("normal", "fast"):
-        seg = segmenter(bundle, device="cpu", amp=False, quality=quality)
+        seg = segmenter(bundle, device="cpu", amp=False, quality=quality, **dropped_option(dropped_pieces))
         metadata = seg.bundle.metadata
         liver_label = LabelInfo(next(lab["value"] for lab in metadata["labels"] if lab["name"] == "liver"), "liver", (0, 0, 0))
         references = {spacing: liver.array.astype(np.int32) * liver_label.value for spacing, (_, liver) in volumes.items()}
-        row = {"bundle": described(seg), "quality": quality, "liver_dice": {}, "seconds": 0.0}
+        row = {"bundle": described(seg), "dropped_pieces": seg.dropped_pieces, "quality": quality, "liver_dice": {}, "seconds": 0.0}
         for spacing, (ct, _) in volumes.items():
             t0 = time.perf_counter()
             result = seg.segment(ct, "CT")
@@ -135,7 +137,7 @@ def markdown(rows: list[dict], command: str) -> str:
         "| model | quality | " + " | ".join(geometries) + " | mean | seconds (all) |",
         "|---|---|" + "---:|" * (len(geometries) + 2),
     ]
-    lines += [f"| `{r['bundle']}` | {r['quality']} | " + " | ".join(f"{r['liver_dice'][g]:.3f}" for g in geometries)
+    lines += [f"| `{r['bundle']}`{choice_text(r)} | {r['quality']} | " + " | ".join(f"{r['liver_dice'][g]:.3f}" for g in geometries)
               + f" | {r['mean']:.3f} | {r['seconds']:.1f} |" for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -148,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="an assumed voxel size in mm (repeatable; default: the four of GEOMETRIES)")
     parser.add_argument("--out", type=Path, default=REPO / "training" / "reports" / "real-scans",
                         help="writes external_liver_ct.md and .json here (default: %(default)s)")
+    add_dropped_pieces_option(parser)
     args = parser.parse_args(argv)
     geometries = [tuple(s) for s in args.spacing] if args.spacing else list(GEOMETRIES)
     try:
@@ -155,10 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         volumes = {spacing: lits_volumes(args.wheel, spacing) for spacing in geometries}
     except InputError as error:
         parser.error(str(error))
-    rows = [row for bundle in args.bundle for row in score(bundle, volumes)]
+    rows = [row for bundle in args.bundle for dropped in args.dropped_pieces or (None,) for row in score(bundle, volumes, dropped)]
     command = ("python training/external_liver_ct.py --wheel /tmp/lits/" + args.wheel.name + " "
                + " ".join(f"--bundle {b}" for b in args.bundle)
                + "".join(" --spacing " + " ".join(f"{s:g}" for s in g) for g in geometries if args.spacing)
+               + "".join(f" --dropped-pieces {d}" for d in args.dropped_pieces or ())
                + out_option(args.out, parser.get_default("out"), REPO))
     text = markdown(rows, command)
     save_results(args.out, "external_liver_ct", {"geometries": geometries, "rows": rows}, text)

@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from MultiModalSegLib.bundle import bundle_sha256, file_sha256, load_bundle, save_bundle  # noqa: E402
 from MultiModalSegLib.cli.demo import SAMPLES, score_sample  # noqa: E402
+from MultiModalSegLib.dropped_pieces import SOURCE_PREFIX  # noqa: E402
 from MultiModalSegLib.inference import Segmenter  # noqa: E402
 from MultiModalSegLib.models import add_to_manifest  # noqa: E402
 from MultiModalSegLib.provenance import path_like_strings, provenance_sections  # noqa: E402
@@ -188,7 +189,8 @@ def packaged_metadata(meta: dict, real: dict, rows: list[dict], cpu_seconds: dic
     meta["metrics"] = {
         "real_scans": real_scan_metrics(rows),
         "real_scans_source": "the real labelled scans of the development data (evaluate_real_scans.py) against "
-        "TotalSegmentator pseudo-labels; role per scan from this model's training provenance",
+        "TotalSegmentator pseudo-labels; role per scan from this model's training provenance; "
+        + SOURCE_PREFIX + "/".join(sorted({r.get("dropped_pieces", "background") for r in rows})),
         "validation_dice": validation,
         "validation_source": f"the run's validation cases ({val_cases}), model space, last validation of the run",
     }

@@ -9,7 +9,9 @@ Reads, in each ``--results`` folder, whichever of these it holds: ``real_scans.j
 ``external_kidney_mr.json`` (``external_kidney_mr.py``) and ``ensemble/normalisation_ensemble.json`` or
 ``ensemble/polarity_ensemble.json`` (``benchmarks/polarity_ensemble.py``: the bias-field agreement under the
 inference each bundle declares) and ``voxel-sizes/voxel_sizes.json`` (``probability_ensembles.py`` with each
-bundle at 0.9, 1 and 1.1 times its voxel size: shown beside the rules, judged by none). A model is named as those files name it (``NAME VERSION``); a figure found in
+bundle at 0.9, 1 and 1.1 times its voxel size: shown beside the rules, judged by none). A model is named as those files name it (``NAME VERSION``;
+a row scored with a dropped piece's voxels given their next class, not made background as every check before
+that choice, is another model here: ``NAME VERSION (dropped pieces: next_class)``); a figure found in
 two folders must agree (the same model scored twice differently is refused). Writes ``scorecard.md`` and
 ``.json``: a row per model, normal quality, and for each model but the default the rules a new default must
 pass (README, "Real scans first"):
@@ -37,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.results_files import save_results  # noqa: E402
+from training.dropped_pieces_option import row_choice  # noqa: E402
 from training.real_scans import REAL_SCANS  # noqa: E402
 
 LITS_SLACK = 0.02
@@ -45,6 +48,12 @@ AGREEMENT = 0.85
 ENSEMBLE_FILES = ("ensemble/normalisation_ensemble.json", "ensemble/polarity_ensemble.json")
 VOXEL_SIZES_FILE = "voxel-sizes/voxel_sizes.json"
 VALIDATION_SCAN = next(s.name for s in REAL_SCANS if s.project_role == "validation")
+
+
+def model_name(row: dict) -> str:
+    """A result row's model, with the ``dropped_pieces`` choice it was scored under where that is not background."""
+    choice = row_choice(row)
+    return row["bundle"] if choice == "background" else f"{row['bundle']} (dropped pieces: {choice})"
 
 
 def _put(card: dict, model: str, key: str, value, source: Path) -> None:
@@ -63,21 +72,21 @@ def read_folder(folder: Path, card: dict) -> None:
             dice = [m["dice"] for m in r["metrics"].values()]
             if r["quality"] == "normal" and r["role"] in ("validation", "left out"):
                 key = "validation CT" if r["role"] == "validation" else "left-out MR"
-                _put(card, r["bundle"], key, round(sum(dice) / len(dice), 4), path)
-                _put(card, r["bundle"], key + " organs", {o: m["dice"] for o, m in r["metrics"].items()}, path)
+                _put(card, model_name(r), key, round(sum(dice) / len(dice), 4), path)
+                _put(card, model_name(r), key + " organs", {o: m["dice"] for o, m in r["metrics"].items()}, path)
                 if "rival_pieces" in r:  # recorded since the Segmenter reports them
-                    _put(card, r["bundle"], key + " rival pieces", r["rival_pieces"], path)
+                    _put(card, model_name(r), key + " rival pieces", r["rival_pieces"], path)
             if r["quality"] == "fast" and r["role"] == "validation" and "liver" in r["metrics"]:
-                _put(card, r["bundle"], "validation CT fast liver", r["metrics"]["liver"]["dice"], path)
+                _put(card, model_name(r), "validation CT fast liver", r["metrics"]["liver"]["dice"], path)
     if (path := folder / "external_liver_ct.json").is_file():
         for r in json.loads(path.read_text())["rows"]:
             if r["quality"] == "normal":
-                _put(card, r["bundle"], "LiTS", r["mean"], path)
+                _put(card, model_name(r), "LiTS", r["mean"], path)
     if (path := folder / "external_kidney_mr.json").is_file():
         ratios: dict[str, dict[str, float]] = {}
         for r in json.loads(path.read_text())["rows"]:
             if r["quality"] == "normal":
-                ratios.setdefault(r["bundle"], {})[r["scan"]] = r["ratio"]
+                ratios.setdefault(model_name(r), {})[r["scan"]] = r["ratio"]
         for model, by_scan in ratios.items():
             _put(card, model, "kidney MR ratios", by_scan, path)
     if (path := folder / VOXEL_SIZES_FILE).is_file():

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from ..device import check_device_name
+from ..dropped_pieces import DEFAULT_DROPPED_PIECES, DROPPED_PIECES
 from ..errors import InputError, OutputError
 from .inputs import (
     IMAGE_SUFFIXES,
@@ -71,9 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-organ-layout", action="store_true",
                    help="keep each organ's largest piece even where it lies far from where the organ lies among the "
                         "others (default: such a piece is dropped for one of at least half its size that lies there)")  # fmt: skip
-    p.add_argument("--dropped-pieces", default="background", choices=("background", "next_class"),
-                   help="what the voxels of an organ's dropped piece become: background, or their next most probable "
-                        "class (a piece of one organ inside another goes to that organ) (default: background)")  # fmt: skip
+    p.add_argument("--dropped-pieces", default=DEFAULT_DROPPED_PIECES, choices=DROPPED_PIECES,
+                   help="what the voxels of an organ's dropped piece become: their next most probable class (a piece of "
+                        f"one organ inside another goes to that organ), or background (default: {DEFAULT_DROPPED_PIECES})")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them); never an input")
     p.add_argument("--strict", action="store_true",
                    help="a result in which every organ is empty is a failure: nothing is written for it and the exit "

@@ -30,6 +30,7 @@ from ..bundle import Bundle, check_output_channels
 from ..data.profile_jitter import BlendedNormaliser, blended_normaliser
 from ..device import cpu_channels_last as channels_last
 from ..device import resolve_device
+from ..dropped_pieces import DEFAULT_DROPPED_PIECES, DROPPED_PIECES
 from ..errors import BundleError, InputError
 from ..io import Volume, probabilities_path, read_image, write_image_atomic, write_segmentation
 from ..labels import LabelInfo
@@ -121,7 +122,7 @@ class Segmentation:
     label_info: list[LabelInfo]
     modality: str
     modality_reason: str
-    probabilities: np.ndarray | None
+    probabilities: np.ndarray | None  # the network's class probabilities, before any piece is dropped
     seconds: float
     detected_modality: str | None = None
     detected_reason: str = ""
@@ -174,10 +175,6 @@ class Segmentation:
         return out
 
 
-# what the voxels of an organ's dropped piece become: background, or their next most probable class
-# (:func:`suppress_dropped_pieces`; not yet the default: scored on the project's three real scans only,
-# training/reports/dropped-pieces/)
-DROPPED_PIECES = ("background", "next_class")
 RIVAL_SHARE = 0.5  # a dropped piece at least this share of the kept one ...
 RIVAL_MIN_ML = 5.0  # ... and at least this large is worth a warning
 
@@ -346,7 +343,7 @@ class Segmenter:
         overlap: float | None = None,
         sw_batch_size: int | None = None,
         largest_component: bool = True,
-        dropped_pieces: str = "background",
+        dropped_pieces: str = DEFAULT_DROPPED_PIECES,
         quality: str | Quality = "normal",
         organ_layout: bool = True,
         cpu_channels_last: bool = True,
@@ -496,6 +493,7 @@ class Segmenter:
             return uncrop(logits.argmax(1)[0].numpy().astype(np.uint8), bbox, model_space.array.shape)
 
         labels = argmax_labels(logits)
+        network_logits = logits  # what ``probabilities`` returns: the network's own, whatever the pieces became
         dropped, moved = {}, ()
         if self.largest_component:  # one pass keeps each organ's piece (the largest, unless out of place) and says which rivalled it
             before = labels
@@ -514,6 +512,8 @@ class Segmenter:
             result = self.smooth_labels(result, p, bbox, model_space, volume, moved)
         probs = None
         if probabilities:
+            if logits is not network_logits:
+                p = torch.softmax(network_logits.float(), 1)[0].numpy()
             full = np.zeros((p.shape[0], *model_space.array.shape), dtype=np.float32)
             full[0] = 1.0
             full[(slice(None), *bbox)] = p

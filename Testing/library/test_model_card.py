@@ -140,3 +140,18 @@ def test_the_default_models_card_states_its_training_data_use_and_limits():
         assert text and len(text) > 40
     card = render_model_card(None, entry)
     assert entry.limitations in card and entry.training_data in card
+
+
+def test_real_scan_figures_scored_under_another_dropped_pieces_rule_say_so():
+    """The shipped bundles were scored when a dropped piece's voxels became background: their cards say that a
+    segmentation now relabels them and where its figures are; a bundle scored under the default says nothing."""
+    from MultiModalSegLib.dropped_pieces import SOURCE_PREFIX, scored_choice
+
+    meta = shipped_metadata()
+    meta["metrics"] = {"real_scans": {"scan (validation, normal)": {"liver": {"dice": 0.9}}},
+                       "real_scans_source": "the real labelled scans"}
+    assert scored_choice(meta["metrics"]["real_scans_source"]) == "background"
+    note = "scored with the voxels of an organ's dropped piece as background; a segmentation now gives them their next class"
+    assert note in render_model_card(meta)
+    meta["metrics"]["real_scans_source"] += "; " + SOURCE_PREFIX + "next_class"
+    assert "scored with the voxels" not in render_model_card(meta)

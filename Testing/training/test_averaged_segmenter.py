@@ -68,7 +68,7 @@ def test_labels_follow_the_mean_probabilities_and_keep_the_largest_piece(monkeyp
     assert np.array_equal(result.labels.array, expected)
     assert np.allclose(result.probabilities, (a + b) / 2.0) and result.seconds == 3.0
     assert result.rival_pieces == {} and result.out_of_place == ()  # the averaged labels' pieces, not a member's
-    assert avg.described(seg) == "a 1.0.0 + b 2.0.0"
+    assert avg.described(seg) == "a 1.0.0 + b 2.0.0" and seg.dropped_pieces == "background"  # the mean's rule
 
 
 def test_members_of_another_label_set_are_refused(monkeypatch):
@@ -86,7 +86,11 @@ def test_liver_ct_score_names_an_averaged_pair(tiny_bundle, tmp_path):
     liver = Volume(np.zeros((12, 12, 12), np.uint8), (3.0, 3.0, 3.0), (0.0, 0.0, 0.0), EYE)
     rows = script.score(f"{tiny_bundle}+{tiny_bundle}", {(3.0, 3.0, 3.0): (volume, liver)})
     assert [r["quality"] for r in rows] == ["normal", "fast"]
-    assert rows[0]["bundle"].count(" + ") == 1 and rows[0]["bundle"].split(" + ")[0] == rows[0]["bundle"].split(" + ")[1]
+    assert rows[0]["bundle"] == "tiny 0.1.0 + tiny 0.1.0" and rows[0]["dropped_pieces"] == "background"
+    alone = [r for c in (None, "background") for r in script.score(tiny_bundle, {(3.0, 3.0, 3.0): (volume, liver)}, c)]
+    assert [r["dropped_pieces"] for r in alone] == ["next_class", "next_class", "background", "background"]
+    names = [line.split(" | ")[0] for line in script.markdown(alone, "x").splitlines() if line.startswith("| `")]
+    assert names == ["| `tiny 0.1.0`"] * 2 + ["| `tiny 0.1.0`, dropped pieces: background"] * 2  # the default unnamed
 
 
 def test_mean_labels_keep_the_piece_the_segmenter_keeps():

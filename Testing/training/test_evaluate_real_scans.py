@@ -113,18 +113,21 @@ def test_the_regenerate_command_carries_every_option_given():
     assert e.command(plain, default) == "python training/evaluate_real_scans.py --bundle a.zip"
 
 
-def test_a_dropped_pieces_choice_other_than_background_is_named_in_its_row():
+def test_a_dropped_pieces_choice_other_than_the_default_is_named_in_its_row():
     e = _module()
     row = {"bundle": "m 1.0.0", "scan": "chest_abdomen_ct_02", "role": "validation", "quality": "normal",
            "organs": ["liver"], "seconds": 1.0, "metrics": {"liver": {"dice": 0.9}}}
-    table = e.markdown([{**row, "dropped_pieces": "next_class"}, {**row, "dropped_pieces": "background"}]).splitlines()
-    assert "| `m 1.0.0` |" in table[2] and "| `m 1.0.0`, dropped pieces: next_class |" in table[3]  # background first
+    table = e.markdown([{**row, "dropped_pieces": "background"}, {**row, "dropped_pieces": "next_class"}, row]).splitlines()
+    assert "| `m 1.0.0` |" in table[2]  # the default (next_class) first
+    # a row written before the choice existed had background
+    assert table[3] == table[4] and "| `m 1.0.0`, dropped pieces: background |" in table[3]
 
 
 def test_organs_whose_dropped_piece_rivalled_the_kept_one_are_listed_under_the_table():
     e = _module()
     row = {"bundle": "m 1.0.0", "scan": "chest_abdomen_ct_02", "role": "validation", "quality": "normal",
            "organs": ["liver"], "seconds": 1.0, "metrics": {"liver": {"dice": 0.9}}}
+    row["dropped_pieces"] = "next_class"  # the default: not named
     assert "dropped" not in e.markdown([row]) and "dropped" not in e.markdown([{**row, "rival_pieces": {}}])
     table = e.markdown([{**row, "rival_pieces": {"kidney_left": [51.2, 42.0]}}])
     assert table.endswith("chest_abdomen_ct_02 `m 1.0.0` normal: kidney_left 51 mL kept, 42 mL dropped.")

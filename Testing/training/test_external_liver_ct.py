@@ -56,7 +56,7 @@ def test_volumes_put_the_file_axes_in_lps_and_score_the_tumour_as_liver(tmp_path
 
 def test_table_has_a_column_per_geometry_and_the_mean():
     script = load_script("training/external_liver_ct.py")
-    rows = [{"bundle": "m 1.0.0", "quality": "normal", "liver_dice": {"1 x 1 x 1 mm": 0.9, "2 x 2 x 2 mm": 0.5},
+    rows = [{"bundle": "m 1.0.0", "dropped_pieces": "next_class", "quality": "normal", "liver_dice": {"1 x 1 x 1 mm": 0.9, "2 x 2 x 2 mm": 0.5},
              "mean": 0.7, "seconds": 3.0}]
     text = script.markdown(rows, "cmd")
     assert "| model | quality | 1 x 1 x 1 mm | 2 x 2 x 2 mm | mean | seconds (all) |" in text

@@ -121,11 +121,11 @@ def test_a_largest_piece_dropped_as_out_of_place_is_said_so():
     assert any(w.startswith("spleen: its largest piece (about 78 mL) lay far from where the spleen lies") for w in record["warnings"])
 
 
-@pytest.mark.parametrize(("flags", "layout", "dropped"), [([], True, "background"), (["--no-organ-layout"], False, "background"),
-                                                         (["--dropped-pieces", "next_class"], True, "next_class")])
+@pytest.mark.parametrize(("flags", "layout", "dropped"), [([], True, "next_class"), (["--no-organ-layout"], False, "next_class"),
+                                                         (["--dropped-pieces", "background"], True, "background")])
 def test_piece_flags_reach_the_segmenter(tmp_path, capsys, monkeypatch, flags, layout, dropped):
     """``--no-organ-layout`` builds the Segmenter without its organ layout (the largest piece kept wherever it lies);
-    ``--dropped-pieces next_class`` gives a dropped piece's voxels their next most probable class."""
+    a dropped piece's voxels take their next most probable class unless ``--dropped-pieces background``."""
     import MultiModalSegLib.inference as inference
 
     built = {}
@@ -141,3 +141,4 @@ def test_piece_flags_reach_the_segmenter(tmp_path, capsys, monkeypatch, flags, l
     with pytest.raises(Stop):
         main(["segment", str(REAL_CT), "-o", str(tmp_path), *flags])
     assert built["organ_layout"] is layout and built["largest_component"] is True and built["dropped_pieces"] == dropped
+

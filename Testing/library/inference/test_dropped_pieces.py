@@ -48,6 +48,36 @@ def test_nothing_dropped_changes_nothing_and_a_crop_is_indexed_in_its_box():
     assert (relabelled[3:5, 3:5, 3:5] == 2).all()
 
 
+def test_the_default_gives_dropped_voxels_their_next_class_and_returns_the_networks_probabilities(tiny_bundle, monkeypatch):
+    """Under the default a dropped piece's voxels take their next class; the probabilities returned stay the
+    network's (the same as under ``background``), not the lowered ones that drew the labels. The network is
+    patched to call a cube inside the spleen left kidney, spleen its second class, beside a larger left kidney."""
+    from Testing.conftest import REAL_CT
+
+    from MultiModalSegLib.inference import segmenter as module
+    from MultiModalSegLib.io import read_image
+
+    def kidney_in_spleen(net, image, modality, window, **kwargs):
+        logits = torch.zeros((1, 5, *image.shape[2:]))
+        logits[:, 0] = 5.0
+        z, y, x = image.shape[2:]
+        logits[0, 2, : z // 2, : y // 2, : x // 2] = 10.0  # spleen
+        logits[0, 4, z // 8 : z // 4, y // 8 : y // 4, x // 8 : x // 4] = 12.0  # left kidney inside it, spleen second
+        logits[0, 4, z // 2 + 2 :, y // 2 + 2 :, x // 2 + 2 :] = 10.0  # the left kidney
+        return logits
+
+    monkeypatch.setattr(module, "predict_logits", kidney_in_spleen)
+    volume = read_image(REAL_CT)
+    default = Segmenter(tiny_bundle, device="cpu", amp=False)
+    assert default.dropped_pieces == "next_class"
+    result = default.segment(volume, "CT", probabilities=True)
+    plain = Segmenter(tiny_bundle, device="cpu", amp=False, dropped_pieces="background").segment(volume, "CT", probabilities=True)
+    spleen = (result.labels.array == 2).sum()
+    assert spleen > (plain.labels.array == 2).sum() and (result.labels.array == 4).sum() == (plain.labels.array == 4).sum()
+    assert ((plain.labels.array == 0) & (result.labels.array == 2)).sum() == spleen - (plain.labels.array == 2).sum()
+    np.testing.assert_array_equal(result.probabilities, plain.probabilities)
+
+
 def test_an_unknown_choice_is_refused(tiny_bundle):
     with pytest.raises(InputError, match="dropped_pieces 'organ'.*background"):
         Segmenter(tiny_bundle, device="cpu", dropped_pieces="organ")
