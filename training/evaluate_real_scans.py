@@ -95,18 +95,23 @@ def role(scan: dict, trained: set[str]) -> str:
 
 
 def score(bundle: Path, scans: list[dict], qualities: tuple[str, ...] = QUALITIES, largest_piece: bool = True,
-          dropped_pieces: tuple[str, ...] = (DEFAULT_DROPPED_PIECES,)) -> list[dict]:
-    """One row per scan, quality and choice of ``dropped_pieces`` (``Segmenter(dropped_pieces=...)``): Dice / HD95 /
-    ASSD per scored organ, seconds, role. Each scan and its reference are read once for every quality.
+          dropped_pieces: tuple[str, ...] = (DEFAULT_DROPPED_PIECES,), voxel_scales: tuple[float, ...] = (1.0,)) -> list[dict]:
+    """One row per scan, quality, voxel scale and choice of ``dropped_pieces`` (``Segmenter(dropped_pieces=...)``):
+    Dice / HD95 / ASSD per scored organ, seconds, role. Each scan and its reference are read once for every quality.
     ``largest_piece`` False: every piece of each organ scored, not only the largest that the ``Segmenter`` keeps
-    by default (what a run's in-run validation scores)."""
+    by default (what a run's in-run validation scores). ``voxel_scales``: the network also run at the bundle's
+    voxel size times each (``Quality.spacing_scale``; organs differ in size between patients)."""
+    import dataclasses
+
+    from MultiModalSegLib.inference import QUALITIES as SETTINGS
     from MultiModalSegLib.inference import Segmenter
     from MultiModalSegLib.io import read_image, read_labelmap
     from MultiModalSegLib.metrics import evaluate_labels
 
-    segmenters = {(quality, dropped): Segmenter(bundle, device="cpu", amp=False, quality=quality,
-                                                largest_component=largest_piece, dropped_pieces=dropped)
-                  for quality in qualities for dropped in dropped_pieces}
+    segmenters = {(quality, scale, dropped): Segmenter(bundle, device="cpu", amp=False, largest_component=largest_piece,
+                                                       quality=dataclasses.replace(SETTINGS[quality], spacing_scale=scale),
+                                                       dropped_pieces=dropped)
+                  for quality in qualities for scale in voxel_scales for dropped in dropped_pieces}
     metadata = next(iter(segmenters.values())).bundle.metadata
     trained = trained_case_names(metadata)
     volumes = {scan["name"]: read_image(scan["image"]) for scan in scans}
@@ -115,7 +120,7 @@ def score(bundle: Path, scans: list[dict], qualities: tuple[str, ...] = QUALITIE
         ref = read_labelmap(scan["label"], reference=volumes[scan["name"]])
         references[scan["name"]] = (abdomen_labels(ref.array), ref.spacing)
     rows = []
-    for (quality, dropped), seg in segmenters.items():
+    for (quality, scale, dropped), seg in segmenters.items():
         for scan in scans:
             t0 = time.perf_counter()
             result = seg.segment(volumes[scan["name"]], scan["modality"])
@@ -126,6 +131,7 @@ def score(bundle: Path, scans: list[dict], qualities: tuple[str, ...] = QUALITIE
                 "bundle": f"{metadata['name']} {metadata['version']}", "bundle_file": bundle.name,
                 "scan": scan["name"], "modality": scan["modality"], "role": role(scan, trained), "quality": quality,
                 "organs": scan["organs"], "seconds": round(seconds, 2), "dropped_pieces": dropped,
+                **({} if scale == 1.0 else {"voxel_scale": scale}),
                 "metrics": {o: {k: (None if math.isnan(v) else round(float(v), 4)) for k, v in metrics[o].items()}
                             for o in scan["organs"]},
                 "rival_pieces": {o: list(v) for o, v in result.rival_pieces.items()},  # every organ, scored or not
@@ -143,18 +149,23 @@ def _f(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _quality(row: dict) -> str:
+    """The row's quality, and its voxel scale where it is not the bundle's own voxel size."""
+    return row["quality"] + (f", voxel x{row['voxel_scale']:g}" if "voxel_scale" in row else "")
+
+
 def markdown(rows: list[dict]) -> str:
     """The table: unseen scans first, then train; one row per bundle, scan and quality."""
     ordered = sorted(rows, key=lambda r: (ROLE_ORDER[r["role"]], r["scan"], r["bundle"], QUALITIES.index(r["quality"]),
-                                          DROPPED_PIECES.index(row_choice(r))))
+                                          r.get("voxel_scale", 1.0), DROPPED_PIECES.index(row_choice(r))))
     head = ["scan", "role", "model", "quality", *ORGANS, "mean (scored)", "seconds"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|" + "---:|" * (len(head) - 4)]
     for r in ordered:
         cells = [_f(r["metrics"][o]["dice"]) if o in r["organs"] else "n/s" for o in ORGANS]
         model = f"`{r['bundle']}`" + choice_text(r)
-        lines.append("| " + " | ".join([r["scan"], r["role"], model, r["quality"], *cells,
+        lines.append("| " + " | ".join([r["scan"], r["role"], model, _quality(r), *cells,
                                         _f(mean_dice(r)), f"{r['seconds']:.1f}"]) + " |")
-    rivals = [f"{r['scan']} `{r['bundle']}` {r['quality']}{choice_text(r, ' ({})')}: {organ} {kept:.0f} mL kept, {dropped:.0f} mL dropped"
+    rivals = [f"{r['scan']} `{r['bundle']}` {_quality(r)}{choice_text(r, ' ({})')}: {organ} {kept:.0f} mL kept, {dropped:.0f} mL dropped"
               + (" (the largest, out of place)" if organ in r.get("out_of_place", ()) else "")
               for r in ordered for organ, (kept, dropped) in r.get("rival_pieces", {}).items()]
     if rivals:  # where the largest-piece step chose between near equals (the Segmenter warns of each)
@@ -168,7 +179,8 @@ def command(args: argparse.Namespace, default_out: Path) -> str:
     """The command line that writes this table again (``--out`` only where it is not the default)."""
     parts = ["python training/evaluate_real_scans.py", *(f"--bundle {b}" for b in args.bundle),
              *(f"--quality {q}" for q in args.quality or ()), *(["--every-piece"] if args.every_piece else []),
-             *(f"--dropped-pieces {d}" for d in args.dropped_pieces or ())]
+             *(f"--dropped-pieces {d}" for d in args.dropped_pieces or ()),
+             *(f"--voxel-scale {v:g}" for v in args.voxel_scale or ())]
     return " ".join(parts) + out_option(args.out, default_out)
 
 
@@ -182,15 +194,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every-piece", action="store_true",
                         help="score every piece of each organ, not only its largest (the Segmenter's default keeps the largest)")
     add_dropped_pieces_option(parser)
+    parser.add_argument("--voxel-scale", type=float, action="append",
+                        help="also run the network at the bundle's voxel size times this (repeatable; default: 1 only)")
     args = parser.parse_args(argv)
-    if args.every_piece and args.readme:
-        parser.error("--every-piece scores what the module does not deliver; leave out --readme")
+    if (args.every_piece or args.voxel_scale) and args.readme:
+        parser.error("--every-piece and --voxel-scale score what the module does not deliver; leave out --readme")
+    if any(v <= 0 for v in args.voxel_scale or ()):
+        parser.error(f"--voxel-scale {min(args.voxel_scale):g}: give a factor above 0, e.g. 0.9 or 1.1")
     scans = real_scans(args.data)
     missing = [str(s["image"]) for s in scans if not Path(s["image"]).is_file()]
     if missing:
         parser.error(f"real scans not found: {missing}; pass --data with the folder of ../shared/data")
     rows = [row for b in args.bundle for row in score(b, scans, tuple(args.quality or QUALITIES), largest_piece=not args.every_piece,
-                                                      dropped_pieces=tuple(args.dropped_pieces or (DEFAULT_DROPPED_PIECES,)))]
+                                                      dropped_pieces=tuple(args.dropped_pieces or (DEFAULT_DROPPED_PIECES,)),
+                                                      voxel_scales=tuple(args.voxel_scale or (1.0,)))]
     args.out.mkdir(parents=True, exist_ok=True)
     text = (
         "# Real-scan accuracy\n\n"

@@ -69,6 +69,8 @@ def read_folder(folder: Path, card: dict) -> None:
     """Add the figures of every result file in ``folder`` to ``card`` (model -> check -> value)."""
     if (path := folder / "real_scans.json").is_file():
         for r in json.loads(path.read_text()):
+            if "voxel_scale" in r:  # the network at another voxel size than its bundle's: not what it delivers
+                continue
             dice = [m["dice"] for m in r["metrics"].values()]
             if r["quality"] == "normal" and r["role"] in ("validation", "left out"):
                 key = "validation CT" if r["role"] == "validation" else "left-out MR"

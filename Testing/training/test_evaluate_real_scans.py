@@ -106,10 +106,12 @@ def test_the_regenerate_command_carries_every_option_given():
     e = _module()
     default = Path("training/reports/real-scans")
     given = argparse.Namespace(bundle=[Path("a.zip"), Path("b")], quality=["fast"], every_piece=True, out=Path("x"),
-                               dropped_pieces=["background", "next_class"])
+                               dropped_pieces=["background", "next_class"], voxel_scale=[0.9, 1.0])
     assert e.command(given, default) == ("python training/evaluate_real_scans.py --bundle a.zip --bundle b --quality fast "
-                                         "--every-piece --dropped-pieces background --dropped-pieces next_class --out x")
-    plain = argparse.Namespace(bundle=[Path("a.zip")], quality=None, every_piece=False, out=default, dropped_pieces=None)
+                                         "--every-piece --dropped-pieces background --dropped-pieces next_class "
+                                         "--voxel-scale 0.9 --voxel-scale 1 --out x")
+    plain = argparse.Namespace(bundle=[Path("a.zip")], quality=None, every_piece=False, out=default, dropped_pieces=None,
+                               voxel_scale=None)
     assert e.command(plain, default) == "python training/evaluate_real_scans.py --bundle a.zip"
 
 
@@ -133,3 +135,31 @@ def test_organs_whose_dropped_piece_rivalled_the_kept_one_are_listed_under_the_t
     assert table.endswith("chest_abdomen_ct_02 `m 1.0.0` normal: kidney_left 51 mL kept, 42 mL dropped.")
     moved = e.markdown([{**row, "rival_pieces": {"spleen": [69.5, 77.4]}, "out_of_place": ["spleen"]}])
     assert moved.endswith("normal: spleen 70 mL kept, 77 mL dropped (the largest, out of place).")
+
+
+def test_voxel_scales_run_the_network_at_other_voxel_sizes_and_never_go_to_the_readme(tiny_bundle, capsys):
+    import dataclasses
+
+    from MultiModalSegLib.inference import QUALITIES, Segmenter
+    from MultiModalSegLib.io import read_image, read_labelmap
+    from MultiModalSegLib.labels import ABDOMEN_LABELS
+    from MultiModalSegLib.metrics import dice_scores
+
+    e = _module()
+    mr = [s for s in e.real_scans(REPO / "Resources" / "SampleData") if s["name"] == "abdomen_mr_01"]
+    rows = e.score(tiny_bundle, mr, ("normal",), voxel_scales=(1.5, 1.0))
+    assert [r.get("voxel_scale") for r in rows] == [1.5, None]  # the bundle's own size carries no mark
+    volume = read_image(mr[0]["image"])
+    reference = e.abdomen_labels(read_labelmap(mr[0]["label"], reference=volume).array)
+    for row, scale in zip(rows, (1.5, 1.0), strict=True):
+        quality = dataclasses.replace(QUALITIES["normal"], spacing_scale=scale)
+        labels = Segmenter(tiny_bundle, device="cpu", amp=False, quality=quality).segment(volume, "MR").labels.array
+        dice = dice_scores(labels, reference, ABDOMEN_LABELS)
+        assert [row["metrics"][o]["dice"] for o in mr[0]["organs"]] == [None if dice[o] != dice[o] else round(float(dice[o]), 4)
+                                                                         for o in mr[0]["organs"]]
+    table = e.markdown(rows)
+    assert "| normal, voxel x1.5 |" in table and "| normal |" in table
+    for bad in (["--voxel-scale", "0.9", "--readme"], ["--voxel-scale", "0"]):
+        with pytest.raises(SystemExit):
+            e.main(["--bundle", str(tiny_bundle), *bad])
+    assert "leave out --readme" in capsys.readouterr().err

@@ -114,13 +114,15 @@ def test_rival_pieces_are_listed_under_the_table_and_judge_nothing(tmp_path):
 
 def test_rows_scored_under_the_next_class_rule_are_another_model(tmp_path):
     """One model scored under both ``dropped_pieces`` choices in one folder (``training/reports/dropped-pieces/``):
-    two rows of the card, not a conflict; a row without the choice was scored under background."""
+    two rows of the card, not a conflict; a row without the choice was scored under background. Rows of the
+    network at another voxel size are not read."""
     script = load_script("training/scorecard.py")
     write(tmp_path / "r", BOTH_PASS_THE_BIAS_FIELD)
     rows = json.loads((tmp_path / "r" / "real_scans.json").read_text())
     relabelled = [{**r, "dropped_pieces": "next_class", "metrics": {o: {"dice": 0.95} for o in r["metrics"]}}
                   for r in rows if r["bundle"] == "A 2.0"]
-    (tmp_path / "r" / "real_scans.json").write_text(json.dumps(rows + relabelled))
+    coarser = [{**r, "voxel_scale": 1.1, "metrics": {o: {"dice": 0.1} for o in r["metrics"]}} for r in rows]  # judged by none
+    (tmp_path / "r" / "real_scans.json").write_text(json.dumps(rows + relabelled + coarser))
     assert script.main(["--results", str(tmp_path / "r"), "--default", "D 1.0", "--out", str(tmp_path / "out")]) == 0
     models = json.loads((tmp_path / "out" / "scorecard.json").read_text())["models"]
     assert list(models) == ["D 1.0", "A 2.0", "A 2.0 (dropped pieces: next_class)"]

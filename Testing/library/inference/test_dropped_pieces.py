@@ -52,10 +52,9 @@ def test_the_default_gives_dropped_voxels_their_next_class_and_returns_the_netwo
     """Under the default a dropped piece's voxels take their next class; the probabilities returned stay the
     network's (the same as under ``background``), not the lowered ones that drew the labels. The network is
     patched to call a cube inside the spleen left kidney, spleen its second class, beside a larger left kidney."""
-    from Testing.conftest import REAL_CT
-
     from MultiModalSegLib.inference import segmenter as module
     from MultiModalSegLib.io import read_image
+    from Testing.conftest import REAL_CT
 
     def kidney_in_spleen(net, image, modality, window, **kwargs):
         logits = torch.zeros((1, 5, *image.shape[2:]))
