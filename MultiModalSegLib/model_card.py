@@ -57,8 +57,8 @@ def _metric_tables(metrics: dict) -> list[str]:
         else:
             lines.append(f"- {_fmt(value)}")
         lines.append("")
-        if key == "real_scans" and scored_choice(source or "") != DEFAULT_DROPPED_PIECES:
-            lines += [_other_rule_note(scored_choice(source or "")), ""]
+        if key == "real_scans" and (choice := scored_choice(source or "")) != DEFAULT_DROPPED_PIECES:
+            lines += [_other_rule_note(choice), ""]
     return lines
 
 

@@ -81,4 +81,3 @@ def segmenter(spec: str | Path, **options):
 def described(seg) -> str:
     """``name version`` of a segmenter's model, members joined by `` + ``."""
     return " + ".join(f"{m.bundle.metadata['name']} {m.bundle.metadata['version']}" for m in getattr(seg, "members", [seg]))
-

@@ -19,6 +19,7 @@ out) come first in the table: they measure generalisation; train rows measure fi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -101,8 +102,6 @@ def score(bundle: Path, scans: list[dict], qualities: tuple[str, ...] = QUALITIE
     ``largest_piece`` False: every piece of each organ scored, not only the largest that the ``Segmenter`` keeps
     by default (what a run's in-run validation scores). ``voxel_scales``: the network also run at the bundle's
     voxel size times each (``Quality.spacing_scale``; organs differ in size between patients)."""
-    import dataclasses
-
     from MultiModalSegLib.inference import QUALITIES as SETTINGS
     from MultiModalSegLib.inference import Segmenter
     from MultiModalSegLib.io import read_image, read_labelmap

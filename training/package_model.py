@@ -42,6 +42,7 @@ from MultiModalSegLib.models import add_to_manifest  # noqa: E402
 from MultiModalSegLib.provenance import path_like_strings, provenance_sections  # noqa: E402
 from MultiModalSegLib.training.progress import read_progress  # noqa: E402
 from MultiModalSegLib.training.validation import validation_markdown  # noqa: E402
+from training.dropped_pieces_option import row_choice  # noqa: E402
 
 
 def loss_plot(records: list[dict] | list[list[dict]], path: Path, titles: list[str] | None = None) -> None:
@@ -190,7 +191,7 @@ def packaged_metadata(meta: dict, real: dict, rows: list[dict], cpu_seconds: dic
         "real_scans": real_scan_metrics(rows),
         "real_scans_source": "the real labelled scans of the development data (evaluate_real_scans.py) against "
         "TotalSegmentator pseudo-labels; role per scan from this model's training provenance; "
-        + SOURCE_PREFIX + "/".join(sorted({r.get("dropped_pieces", "background") for r in rows})),
+        + SOURCE_PREFIX + "/".join(sorted({row_choice(r) for r in rows})),
         "validation_dice": validation,
         "validation_source": f"the run's validation cases ({val_cases}), model space, last validation of the run",
     }

@@ -72,14 +72,15 @@ def read_folder(folder: Path, card: dict) -> None:
             if "voxel_scale" in r:  # the network at another voxel size than its bundle's: not what it delivers
                 continue
             dice = [m["dice"] for m in r["metrics"].values()]
+            model = model_name(r)
             if r["quality"] == "normal" and r["role"] in ("validation", "left out"):
                 key = "validation CT" if r["role"] == "validation" else "left-out MR"
-                _put(card, model_name(r), key, round(sum(dice) / len(dice), 4), path)
-                _put(card, model_name(r), key + " organs", {o: m["dice"] for o, m in r["metrics"].items()}, path)
+                _put(card, model, key, round(sum(dice) / len(dice), 4), path)
+                _put(card, model, key + " organs", {o: m["dice"] for o, m in r["metrics"].items()}, path)
                 if "rival_pieces" in r:  # recorded since the Segmenter reports them
-                    _put(card, model_name(r), key + " rival pieces", r["rival_pieces"], path)
+                    _put(card, model, key + " rival pieces", r["rival_pieces"], path)
             if r["quality"] == "fast" and r["role"] == "validation" and "liver" in r["metrics"]:
-                _put(card, model_name(r), "validation CT fast liver", r["metrics"]["liver"]["dice"], path)
+                _put(card, model, "validation CT fast liver", r["metrics"]["liver"]["dice"], path)
     if (path := folder / "external_liver_ct.json").is_file():
         for r in json.loads(path.read_text())["rows"]:
             if r["quality"] == "normal":

@@ -507,7 +507,8 @@ class Segmenter:
         model_labels = Volume(labels, model_space.spacing, model_space.origin, model_space.direction)
         result = to_input_grid(model_labels, volume)
         smooth = self.quality.smooth_labels and finer(volume, model_space) and bool(result.array.any())
-        p = torch.softmax(logits.float(), 1)[0].numpy() if smooth or probabilities else None
+        # the probabilities the labels were drawn from (smoothing); also those returned where no piece was relabelled
+        p = torch.softmax(logits.float(), 1)[0].numpy() if smooth or (probabilities and logits is network_logits) else None
         if smooth:
             result = self.smooth_labels(result, p, bbox, model_space, volume, moved)
         probs = None
